@@ -1,0 +1,108 @@
+"""Figures for runs and studies, drawn without a display.
+
+Figures are built as plain ``matplotlib.figure.Figure`` objects (no pyplot), so drawing needs no
+GUI backend, keeps no global state and works the same on a headless server, in a thread or in a
+notebook. PNGs are rendered with Agg and written atomically through ``dnnlab.io``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from dnnlab.io import write_bytes
+
+DPI = 120
+_TITLES = {"loss": "Loss", "accuracy": "Accuracy"}
+
+
+def _colours(n: int) -> list:
+    """tab10 stays readable up to ten runs; beyond that tab20 keeps colours distinct."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def learning_curves(histories: dict[str, dict[str, Sequence[float]]],
+                    metrics: Sequence[str] = ("loss", "accuracy"), title: str | None = None,
+                    marks: dict[str, float] | None = None) -> Figure:
+    """Overlay the learning curves of several runs, one panel per metric.
+
+    Each run keeps one colour across panels; training curves are dashed and validation curves
+    solid, so overfitting shows as the gap between a run's two lines. ``marks`` draws labelled
+    vertical lines (e.g. {"best epoch": 12}) on every panel. The x axis is the ``epoch`` column
+    when a history has one, else 1..n.
+    """
+    fig = Figure(figsize=(5.2 * len(metrics), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    colours = _colours(len(histories))
+    for ax, metric in zip(axes, metrics):
+        for colour, (name, hist) in zip(colours, histories.items()):
+            for key, style in ((metric, "--"), (f"val_{metric}", "-")):
+                ys = list(hist.get(key, ()))
+                if not ys or all(math.isnan(y) for y in ys):
+                    continue
+                xs = list(hist.get("epoch", range(1, len(ys) + 1)))[: len(ys)]
+                ax.plot(xs, ys, style, color=colour, linewidth=1.6, marker="o" if len(ys) == 1 else None)
+        for i, (label, x) in enumerate((marks or {}).items()):
+            ax.axvline(x, color="0.35", linestyle=":", linewidth=1.2)
+            if ax is axes[0]:
+                ax.annotate(label, (x, 1.0 - 0.07 * i), xycoords=("data", "axes fraction"),
+                            xytext=(3, -3), textcoords="offset points", va="top", fontsize=8, color="0.3")
+        ax.set_title(_TITLES.get(metric, metric.replace("_", " ")))
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=c, linewidth=2, label=name) for c, name in zip(colours, histories)]
+    handles += [Line2D([], [], color="0.2", linestyle="--", label="train"),
+                Line2D([], [], color="0.2", linestyle="-", label="valid")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+               frameon=False, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], *, xlabel: str, ylabel: str,
+              title: str, logx: bool = False, logy: bool = False) -> Figure:
+    """One axes, one line per entry of ``ys`` against a shared ``x``.
+
+    The generic helper studies use for what is not a learning curve: loss against learning rate
+    in an LR search (``logx=True``), activation statistics against layer depth, and the like.
+    """
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for label, y in ys.items():
+        ax.plot(list(x), list(y), linewidth=1.6, label=label)
+    ax.set_xscale("log" if logx else "linear")
+    ax.set_yscale("log" if logy else "linear")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(True, which="both" if (logx or logy) else "major", alpha=0.3)
+    if len(ys) > 1:
+        ax.legend(frameon=False, fontsize=9)
+    return fig
+
+
+def figure_bytes(fig: Figure, fmt: str = "png") -> bytes:
+    """Render ``fig`` to bytes (Agg for PNG) and release it, so long studies do not leak memory."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=DPI, facecolor="white")
+    if fig.canvas.manager is not None:  # made by pyplot: unregister it too
+        from matplotlib import pyplot as plt
+
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` atomically (format from the suffix, PNG by default) and close it."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    return write_bytes(path, figure_bytes(fig, fmt))

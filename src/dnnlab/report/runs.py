@@ -1,0 +1,112 @@
+"""Compare finished (or still running) runs: curves overlaid and a table of results.
+
+The inputs are only the files the trainer leaves in a run directory (``metrics.csv`` and
+``summary.json``), so a report can be made long after training, on another machine, without
+torch. A run killed before writing its summary is still reported from its metrics alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from dnnlab.errors import DnnlabError
+from dnnlab.io import read_json
+from dnnlab.report.html import Page
+from dnnlab.report.plots import learning_curves, save_figure
+
+COLUMNS = ["run", "status", "best epoch", "best val acc", "best val loss", "test acc",
+           "seconds/epoch", "epochs"]
+FORMATS = {"best val acc": ".2%", "test acc": ".2%", "best val loss": ".4f", "seconds/epoch": ".2f"}
+
+
+def _run_file(run_dir: str | Path, name: str) -> Path:
+    """The path of ``name`` in ``run_dir``, or an error saying which of the two is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DnnlabError(f"run directory {run_dir} does not exist; pass a directory written by `dnnlab train`")
+    path = run_dir / name
+    if not path.is_file():
+        raise DnnlabError(f"{run_dir} is not a run directory: {name} is missing; "
+                          "pass a directory written by `dnnlab train`")
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
+    """The columns of ``metrics.csv`` as float lists; empty cells (a metric not measured that
+    epoch) become NaN so every column has one entry per epoch."""
+    path = _run_file(run_dir, "metrics.csv")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "epoch" not in reader.fieldnames:
+            raise DnnlabError(f"{path} has no 'epoch' column; it is not a dnnlab metrics file")
+        columns: dict[str, list[float]] = {name: [] for name in reader.fieldnames}
+        for row in reader:
+            for name in columns:
+                cell = (row.get(name) or "").strip()
+                try:
+                    columns[name].append(float(cell) if cell else math.nan)
+                except ValueError:
+                    raise DnnlabError(f"{path} line {reader.line_num}: {name}={cell!r} is not a number; "
+                                      "the file is damaged") from None
+    return columns
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """The run's ``summary.json`` (status, best epoch and scores, timing)."""
+    return read_json(_run_file(run_dir, "summary.json"))
+
+
+def _finite(values: list[float]) -> list[tuple[int, float]]:
+    return [(i, v) for i, v in enumerate(values) if not math.isnan(v)]
+
+
+def _from_metrics(m: dict[str, list[float]]) -> dict:
+    """What a summary would say, recomputed from the metrics (best = lowest validation loss)."""
+    out: dict = {"epochs_run": len(m["epoch"]), "status": "no summary"}
+    val = _finite(m.get("val_loss", []))
+    if val:
+        i, loss = min(val, key=lambda t: t[1])
+        out.update(best_epoch=int(m["epoch"][i]), best_val_loss=loss)
+        if "val_accuracy" in m and not math.isnan(m["val_accuracy"][i]):
+            out["best_val_accuracy"] = m["val_accuracy"][i]
+    if _finite(m.get("test_accuracy", [])):
+        out["test_accuracy"] = _finite(m["test_accuracy"])[-1][1]
+    if _finite(m.get("seconds", [])):
+        secs = [v for _, v in _finite(m["seconds"])]
+        out["seconds_per_epoch"] = sum(secs) / len(secs)
+    return out
+
+
+def report_runs(run_dirs: list, out: Path | None = None) -> Path:
+    """Write ``curves.png`` and a self-contained ``report.html`` comparing ``run_dirs``.
+
+    Returns the html path. ``out`` defaults to the run directory itself for one run, else to
+    ``report/`` beside the first run. Values missing from a summary are recomputed from metrics.
+    """
+    if not run_dirs:
+        raise DnnlabError("no run directories given; pass at least one directory written by `dnnlab train`")
+    dirs = [Path(d) for d in run_dirs]
+    histories, rows, notes = {}, [], []
+    for d in dirs:
+        metrics = read_metrics(d)
+        summary = read_summary(d) if (d / "summary.json").is_file() else {}
+        info = _from_metrics(metrics) | {k: v for k, v in summary.items() if v is not None}
+        name = str(info.get("name") or d.name)
+        while name in histories:  # two runs with one name would share a legend entry
+            name += "'"
+        histories[name] = metrics
+        rows.append({"run": name, "status": info["status"], "best epoch": info.get("best_epoch"),
+                     "best val acc": info.get("best_val_accuracy"),
+                     "best val loss": info.get("best_val_loss"), "test acc": info.get("test_accuracy"),
+                     "seconds/epoch": info.get("seconds_per_epoch"), "epochs": info.get("epochs_run")})
+        notes.append(f"{name}: {d.resolve()}" + (f" ({info['message']})" if info.get("message") else ""))
+    out = Path(out) if out is not None else (dirs[0] if len(dirs) == 1 else dirs[0].parent / "report")
+    title = rows[0]["run"] if len(rows) == 1 else f"Comparison of {len(rows)} runs"
+    png = save_figure(learning_curves(histories, title=title), out / "curves.png")
+    page = Page(title, "Learning curves and results, read from each run's metrics.csv and summary.json.")
+    page.table(rows, COLUMNS, formats=FORMATS)
+    page.figure(png, "Train (dashed) and validation (solid) curves; one colour per run.")
+    page.heading("Runs").bullets(notes)
+    return page.save(out / "report.html")
