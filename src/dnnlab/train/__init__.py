@@ -1,0 +1,7 @@
+"""Training: the single-model loop (:func:`fit`), runs from a config (:func:`train_run`)."""
+
+from dnnlab.train.loop import FitResult, evaluate, fit, predict_proba, resolve_device
+from dnnlab.train.run import default_run_dir, train_run
+
+__all__ = ["FitResult", "evaluate", "fit", "predict_proba", "resolve_device", "train_run",
+           "default_run_dir"]

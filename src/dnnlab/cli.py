@@ -1,0 +1,150 @@
+"""The command line: thin, it parses and calls the Python API.
+
+Every user mistake ends in one line on stderr and exit code 2; a finished command ends by printing
+where its results are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dnnlab.errors import DnnlabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line and exit code 2 (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _config(args):
+    """The run config: the TOML file, then --set overrides, then the dedicated flags."""
+    from dnnlab.config import load_config, replace
+    cfg = load_config(args.config, list(args.set or []))
+    flags = {"train.device": getattr(args, "device", None),
+             "data.data_dir": getattr(args, "data_dir", None),
+             "train.epochs": getattr(args, "epochs", None)}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    return replace(cfg, **flags) if flags else cfg
+
+
+def cmd_train(args) -> int:
+    from dnnlab.train import train_run
+    if args.resume:
+        result = train_run(None, resume=args.resume)
+    else:
+        if args.config is None:
+            raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
+                              "or --resume RUN_DIR")
+        result = train_run(_config(args), args.out)
+    s = result.summary()
+    line = (f"{result.status}: best {result.monitor} {result.best:.4f} at epoch {result.best_epoch}"
+            f" ({result.epochs_run} epochs, {s['seconds_per_epoch']:.2f} s/epoch)")
+    if "test_accuracy" in s:
+        line += f", test accuracy {s['test_accuracy']:.4f}"
+    print(line)
+    print(f"run directory: {result.run_dir}")
+    if result.status == "diverged":
+        print(f"dnnlab: error: {result.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from dnnlab.report import report_runs
+    path = report_runs([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from dnnlab.data import dataset_status, format_status
+    print(format_status(dataset_status(args.data_dir)))
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    import torch
+
+    from dnnlab.data import load_from_config
+    from dnnlab.nn.mlp import build_mlp
+    from dnnlab.optim.lr_finder import find_lr
+    from dnnlab.train import resolve_device
+    cfg = _config(args)
+    data = load_from_config(cfg.data)
+    device = resolve_device(cfg.train.device)
+    model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed).to(device)
+    x = torch.as_tensor(data.train.x).to(device)
+    y = torch.as_tensor(data.train.y).to(device)
+    res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=args.steps,
+                  seed=cfg.train.seed)
+    out = Path(args.out or "runs") / f"{cfg.name}-lr-find.png"
+    res.plot(out)
+    print(f"suggested learning rate: {res.suggestion:.3g} (minimum of the smoothed loss / 10)")
+    print(f"plot: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dnnlab", description="Train deep MLPs and settle the questions of "
+                "'Training Deep Neural Networks' by measurement.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def with_config(sp, required=True):
+        sp.add_argument("config", nargs=None if required else "?", help="a TOML config (see examples/)")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
+        sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
+        sp.add_argument("--data-dir", help="folder holding the dataset files")
+        sp.add_argument("--epochs", type=int, help="override train.epochs")
+
+    sp = sub.add_parser("train", help="train one model from a config")
+    with_config(sp, required=False)
+    sp.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("report", help="compare runs: overlaid curves and a results table")
+    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    sp.add_argument("--out", help="output folder (default: beside the runs)")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("datasets", help="which datasets are available, where, checksums")
+    sp.add_argument("--data-dir", help="also look in this folder")
+    sp.set_defaults(func=cmd_datasets)
+
+    sp = sub.add_parser("lr-find", help="learning-rate range test: plot and suggestion")
+    with_config(sp)
+    sp.add_argument("--steps", type=int, default=200, help="number of steps of the sweep")
+    sp.add_argument("--out", help="folder for the plot (default runs/)")
+    sp.set_defaults(func=cmd_lr_find)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub, with_config)
+    return p
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DnnlabError as e:
+        print(f"dnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dnnlab: interrupted; a run can be continued with --resume RUN_DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""What a run writes and shows while it trains: metrics.csv, checkpoints, summary, progress."""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from dnnlab import config as config_mod
+from dnnlab import io
+from dnnlab.train import checkpoint as ckpt
+from dnnlab.train import state as run_state
+
+
+class CsvLogger:
+    """Rewrites metrics.csv atomically after each epoch (a kill never leaves a torn file)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, history: dict[str, list[float]]) -> None:
+        buf = _io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        cols = list(history)
+        w.writerow(cols)
+        for row in zip(*(history[c] for c in cols)):
+            w.writerow([_fmt(v) for v in row])
+        io.write_text(self.path, buf.getvalue())
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+class Progress:
+    """One tqdm bar over all steps of the run, with the last epoch's metrics as its postfix."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, enabled: bool = True, start_epoch: int = 1):
+        self.bar = None
+        if enabled:
+            self.bar = tqdm(total=epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch,
+                            unit="step", dynamic_ncols=True, file=sys.stderr, leave=True,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+            self.bar.set_description(f"epoch {start_epoch}/{epochs}")
+        self.epochs = epochs
+
+    def step(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def epoch_end(self, m: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        self.bar.set_description(f"epoch {min(int(m['epoch']) + 1, self.epochs)}/{self.epochs}")
+        post = f"loss {m['loss']:.4f} acc {m['accuracy']:.4f}"
+        if not math.isnan(m.get("val_loss", math.nan)):
+            post += f" val_loss {m['val_loss']:.4f} val_acc {m['val_accuracy']:.4f}"
+        self.bar.set_postfix_str(post)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class RunWriter:
+    """Owns a run directory: resolved config, resume state, periodic/best/final checkpoints."""
+
+    def __init__(self, run_dir: Path, cfg: config_mod.RunConfig):
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.started = time.time()
+
+    def start(self, resumed: bool) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        io.write_text(self.run_dir / "config.toml", config_mod.to_toml(self.cfg))
+        self._summary({"status": "running", "resumed": resumed})
+
+    def epoch_end(self, epoch, model, optimizer, schedule, stopper, history) -> None:
+        run_state.save(self.run_dir, epoch, model, optimizer, schedule, stopper, history)
+        every = self.cfg.train.checkpoint_every
+        meta = {"epoch": epoch}
+        if every and epoch % every == 0:
+            ckpt.save_model(model, self.run_dir / "checkpoints" / f"epoch_{epoch:04d}.safetensors", meta)
+        if stopper.best_epoch == epoch:
+            ckpt.save_model(model, self.run_dir / "checkpoints" / "best.safetensors", meta)
+
+    def finish(self, result) -> None:
+        summary = result.summary()
+        summary["name"] = self.cfg.name
+        if result.status == "diverged":
+            summary["status"] = "failed"
+        ckpt.save_model(result.model, self.run_dir / "model.safetensors",
+                        {"best_epoch": result.best_epoch, "status": summary["status"]})
+        self._summary(summary)
+
+    def _summary(self, data: dict[str, Any]) -> None:
+        io.write_json(self.run_dir / "summary.json", {"name": self.cfg.name, **data})
