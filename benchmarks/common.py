@@ -1,0 +1,118 @@
+"""What the two benchmark scripts share: the machine description, thread settings, the table.
+
+Each contender runs in a fresh Python subprocess (``python -m`` style re-entry of the calling
+script with ``--worker``), so TensorFlow, JAX and torch never share a process or fight over thread
+pools, and each starts from the same cold state. Every child gets the same thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str, threads: int) -> dict:
+    """CPU model, threads, torch version and (on CUDA) the GPU: printed and stored with results."""
+    import torch
+    info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": threads,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": device}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def resolve_device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is visible; use --device cpu")
+    return name
+
+
+def child_env(device: str, threads: int, extra: dict | None = None) -> dict:
+    """The environment of every worker: the same thread count for every library, the same
+    visible devices, quiet TensorFlow."""
+    env = dict(os.environ)
+    n = str(threads)
+    env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n,
+               TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    if device == "cpu":           # no peer may quietly use a GPU in a CPU comparison
+        env.update(CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+    env.update(extra or {})
+    return env
+
+
+def backend_of_env() -> str:
+    """The backend Keras will load: $KERAS_BACKEND, else Keras 3's default, TensorFlow."""
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def set_threads(threads: int) -> None:
+    """In a worker: pin torch's intra-op pool to ``threads`` (TF reads its env variable)."""
+    import torch
+    torch.set_num_threads(threads)
+
+
+def run_worker(script: Path, args: list[str], env: dict, verbose: bool = False) -> dict:
+    """Run ``script --worker ...`` in a fresh interpreter and return the JSON it wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(script), *args, "--result", str(result)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, text=True,
+                              stdout=None if verbose else subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0 or not result.exists():
+            tail = "\n".join((proc.stdout or "").splitlines()[-15:])
+            return {"error": f"worker exited with code {proc.returncode}", "log_tail": tail,
+                    "wall_seconds": wall}
+        out = json.loads(result.read_text())
+        out["wall_seconds"] = wall
+        return out
+
+
+def write_result(path: str | Path, obj: dict) -> None:
+    """A worker's answer to its parent, in the parent's temporary directory (deleted after).
+    Plain json, not dnnlab.io, so that a peer's process imports nothing of dnnlab; the results
+    the user keeps are written by :func:`save`, atomically."""
+    Path(path).write_text(json.dumps(obj))
+
+
+def summarize(seconds: list[float]) -> dict:
+    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds)}
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    line = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    return "\n".join([fmt(header), line, *map(fmt, rows)])
+
+
+def save(path: str | Path, obj: dict) -> Path:
+    from dnnlab.io import write_json
+    return write_json(path, obj)

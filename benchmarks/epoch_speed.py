@@ -1,0 +1,173 @@
+"""Seconds per epoch of dnnlab and its peers on the chapter's CIFAR-10 exercise.
+
+    python benchmarks/epoch_speed.py                 # full size, auto device
+    python benchmarks/epoch_speed.py --quick         # 4,500 training images, for a smoke test
+    KERAS_BACKEND=jax python benchmarks/epoch_speed.py --peers keras
+
+The model is the exercise's MLP (20 hidden layers x 100 ELU units, He normal init, Nadam, 10-way
+softmax, batch 32); one epoch is a training pass over 45,000 images of 3,072 float32 features
+plus a validation pass over 5,000 (random data of CIFAR-10's shape: speed does not depend on
+the pixel values). Each contender runs in its own fresh subprocess with the same thread count;
+``--warmup`` epochs are dropped (graph tracing, allocator warm-up), then the median and the
+minimum of ``--epochs`` epochs are reported, with how many times faster dnnlab is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+CONTENDERS = ("dnnlab", "torch-dataloader", "torch-on-device", "lightning", "keras")
+
+
+def dnnlab_epochs(x_tr, y_tr, x_va, y_va, epochs: int, device: str) -> list[float]:
+    """dnnlab's single-model trainer with the exercise's config; its own per-epoch clock
+    (training pass + validation pass) is the one reported."""
+    from dnnlab.config import RunConfig, replace
+    from dnnlab.data import from_arrays
+    from dnnlab.train import fit
+
+    cfg = replace(RunConfig(), **{
+        "model.depth": 20, "model.width": 100, "model.activation": "elu",
+        "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
+        "train.batch_size": 32, "train.epochs": epochs, "train.patience": None,
+        "train.progress": False, "train.checkpoint_every": 0, "train.device": device})
+    data = from_arrays(x_tr, y_tr, x_va, y_va)
+    result = fit(cfg, data, run_dir=None)
+    return list(result.history["seconds"])
+
+
+def versions(name: str) -> dict:
+    import importlib.metadata as md
+    import torch
+    out = {"torch": torch.__version__}
+    wanted = {"dnnlab": ["dnnlab"], "lightning": ["lightning"],
+              "keras": ["keras", "tensorflow", "jax", "jaxlib"]}.get(name, [])
+    for pkg in wanted:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def worker(args) -> None:
+    """One contender in this process: generate the data, train, write the epoch times."""
+    name = args.worker
+    if name == "keras" and common.backend_of_env() == "tensorflow":
+        import tensorflow as tf   # before torch, so its thread pools are set before first use
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    common.set_threads(args.threads)
+    import peers
+    data = peers.make_data(args.n_train, args.n_valid)
+    fn = dnnlab_epochs if name == "dnnlab" else peers.PEERS[name]
+    out = {"name": name, "versions": versions(name)}
+    try:
+        out["seconds"] = fn(*data, epochs=args.warmup + args.epochs, device=args.device)
+    except peers.PeerUnavailable as e:
+        out = {"name": name, "skipped": str(e)}
+    common.write_result(args.result, out)
+
+
+def label(name: str) -> str:
+    return f"keras ({common.backend_of_env()})" if name == "keras" else name
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--epochs", type=int, default=3, help="measured epochs (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="epochs run first and dropped (default 1)")
+    p.add_argument("--n-train", type=int, default=45_000)
+    p.add_argument("--n-valid", type=int, default=5_000)
+    p.add_argument("--quick", action="store_true", help="4,500 training and 500 validation images")
+    p.add_argument("--peers", default=",".join(CONTENDERS),
+                   help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads for every contender (default: torch's default here)")
+    p.add_argument("--out", default=None, help="JSON results (default results/epoch_speed_<device>.json)")
+    p.add_argument("--verbose", action="store_true", help="show the workers' own output")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n_train, args.n_valid = 4_500, 500
+
+    if args.worker:
+        worker(args)
+        return 0
+
+    import torch
+    args.device = common.resolve_device(args.device)
+    args.threads = args.threads or torch.get_num_threads()
+    names = [n.strip() for n in args.peers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        p.error(f"unknown peer {unknown[0]!r}; choose from {', '.join(CONTENDERS)}")
+    info = common.machine(args.device, args.threads)
+    print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), {args.threads} threads, "
+          f"torch {info['torch']}" + (f", GPU {info['gpu']}" if "gpu" in info else ""))
+    print(f"workload: 20x100 ELU MLP, Nadam, batch 32, {args.n_train} train + {args.n_valid} "
+          f"valid images x 3072; {args.warmup} warm-up + {args.epochs} measured epochs, "
+          f"device {args.device}\n")
+
+    env = common.child_env(args.device, args.threads)
+    runs = []
+    for name in names:
+        print(f"running {label(name)} ...", flush=True)
+        wargs = ["--worker", name, "--device", args.device, "--threads", str(args.threads),
+                 "--epochs", str(args.epochs), "--warmup", str(args.warmup),
+                 "--n-train", str(args.n_train), "--n-valid", str(args.n_valid)]
+        r = common.run_worker(Path(__file__), wargs, env, args.verbose)
+        r["name"], r["label"] = name, label(name)
+        if "seconds" in r:
+            r["warmup_seconds"] = r["seconds"][:args.warmup]
+            r["seconds"] = r["seconds"][args.warmup:]
+            r.update(common.summarize(r["seconds"]))
+            print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), "
+                  f"warm-up {', '.join(f'{s:.2f}' for s in r['warmup_seconds'])} s")
+        elif "skipped" in r:
+            print(f"  skipped: {r['skipped']}")
+        else:
+            print(f"  failed: {r['error']}\n{r['log_tail']}")
+        runs.append(r)
+
+    base = next((r["median"] for r in runs if r["name"] == "dnnlab" and "median" in r), None)
+    rows = []
+    for r in runs:
+        if "median" not in r:
+            rows.append([r["label"], "-", "-", r.get("skipped", r.get("error", ""))])
+            continue
+        if base is None:
+            vs = "n/a (dnnlab not run)"
+        elif r["name"] == "dnnlab":
+            vs = "1.00x"
+        else:
+            r["dnnlab_speedup"] = r["median"] / base
+            vs = f"dnnlab is {r['dnnlab_speedup']:.2f}x faster"
+        rows.append([r["label"], f"{r['median']:.2f}", f"{r['min']:.2f}", vs])
+    print()
+    print(common.table(rows, ["peer", "median s/epoch", "min s/epoch", "vs dnnlab"]))
+
+    out = Path(args.out) if args.out else common.RESULTS / f"epoch_speed_{args.device}.json"
+    common.save(out, {
+        "benchmark": "epoch_speed", "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": info,
+        "workload": {"model": "MLP 20x100 ELU, he_normal, softmax 10", "optimizer": "nadam",
+                     "lr": 1e-3, "batch_size": 32, "n_train": args.n_train,
+                     "n_valid": args.n_valid, "features": 3072, "warmup": args.warmup,
+                     "epochs": args.epochs},
+        "results": runs})
+    print(f"\nresults written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
