@@ -1,0 +1,40 @@
+"""Shared test fixtures: tiny generated data, and the real datasets when they are present."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def real_data_dir() -> Path | None:
+    env = os.environ.get("DNNLAB_DATA_DIR")
+    for d in (Path(env) if env else None, SHARED_DATA):
+        if d is not None and (d / "mnist.npz").exists():
+            return d
+    return None
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    d = real_data_dir()
+    if d is None:
+        pytest.skip("real datasets not found: set DNNLAB_DATA_DIR or put ../shared/data beside "
+                    "the checkout")
+    return d
+
+
+@pytest.fixture
+def tiny():
+    from dnnlab.data import synthetic
+    return synthetic(n_train=512, n_valid=128, n_test=128, n_features=12, n_classes=3, seed=0)
+
+
+@pytest.fixture
+def tiny_cfg():
+    from dnnlab.config import RunConfig, replace
+    return replace(RunConfig(), **{"model.depth": 2, "model.width": 16, "train.epochs": 3,
+                                   "train.batch_size": 32, "train.progress": False,
+                                   "train.patience": None, "train.device": "cpu",
+                                   "data.name": "synthetic"})
