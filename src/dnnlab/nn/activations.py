@@ -1,0 +1,88 @@
+"""Activation functions by name, as modules (for the MLP) and as plain functions (for stacked models).
+
+Defaults follow Keras 3 so results compare with the book:
+
+* ``leaky_relu``: slope 0.3 (``keras.layers.LeakyReLU``'s default ``negative_slope``; the book's
+  examples often pass 0.2 explicitly: set ``model.activation_param = 0.2`` for that).
+* ``elu``: alpha 1.0.
+* ``prelu``: one learned slope per unit, starting at 0.0 as Keras' ``PReLU`` (``alpha_initializer=
+  "zeros"``) does; ``param`` sets another starting slope (He et al. used 0.25).
+* ``rrelu``: torch's defaults, slope drawn from U(1/8, 1/3) while training, their mean at inference
+  (Keras has no RReLU).
+* ``swish`` and ``silu`` are the same function, x * sigmoid(x). ``gelu`` is the exact (erf) form.
+* ``linear`` is the identity.
+
+``param`` is read only by leaky_relu, elu and prelu; the others ignore it, so one config can sweep
+over activations without editing ``activation_param`` each time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dnnlab.config import ACTIVATIONS
+from dnnlab.errors import ConfigError, DnnlabError
+
+LEAKY_RELU_SLOPE = 0.3
+ELU_ALPHA = 1.0
+PRELU_INIT = 0.0
+RRELU_LOWER, RRELU_UPPER = 1.0 / 8.0, 1.0 / 3.0
+
+
+def _check(name: str) -> None:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
+
+
+def make_activation(name: str, param: float | None = None, *, units: int = 1) -> nn.Module:
+    """A fresh activation module. ``units`` is the number of PReLU slopes (one per unit in the MLP)."""
+    _check(name)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(LEAKY_RELU_SLOPE if param is None else param)
+    if name == "elu":
+        return nn.ELU(ELU_ALPHA if param is None else param)
+    if name == "prelu":
+        return nn.PReLU(num_parameters=units, init=PRELU_INIT if param is None else param)
+    if name == "rrelu":
+        return nn.RReLU(RRELU_LOWER, RRELU_UPPER)
+    return {
+        "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "selu": nn.SELU, "gelu": nn.GELU,
+        "swish": nn.SiLU, "silu": nn.SiLU, "mish": nn.Mish, "softplus": nn.Softplus,
+        "linear": nn.Identity,
+    }[name]()
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _rrelu(x: Tensor, training: bool = False) -> Tensor:
+    return F.rrelu(x, RRELU_LOWER, RRELU_UPPER, training=training)
+
+
+def activation_fn(name: str, param: float | None = None) -> Callable[[Tensor], Tensor]:
+    """The same activation as a function of one tensor (no state, so usable on stacked weights).
+
+    ``rrelu``'s function takes ``training=False`` as a second argument (the mean slope unless told);
+    ``prelu`` has a learned parameter and exists only as a module.
+    """
+    _check(name)
+    if name == "prelu":
+        raise DnnlabError("prelu learns its slopes, so it has no functional form; use "
+                          "make_activation('prelu') (the single-model trainer), or another "
+                          "activation for stacked K-model training")
+    if name == "leaky_relu":
+        return partial(F.leaky_relu, negative_slope=LEAKY_RELU_SLOPE if param is None else param)
+    if name == "elu":
+        return partial(F.elu, alpha=ELU_ALPHA if param is None else param)
+    if name == "rrelu":
+        return _rrelu
+    return {
+        "sigmoid": F.sigmoid, "tanh": F.tanh, "relu": F.relu, "selu": F.selu, "gelu": F.gelu,
+        "swish": F.silu, "silu": F.silu, "mish": F.mish, "softplus": F.softplus,
+        "linear": _identity,
+    }[name]
