@@ -88,6 +88,19 @@ def cmd_lr_find(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from dnnlab.train.sweep import format_table, sweep
+    from dnnlab.config import load_config, replace
+    cfg = load_config(args.config, list(args.fixed or []))
+    flags = {"train.device": args.device, "data.data_dir": args.data_dir, "train.epochs": args.epochs}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    cfg = replace(cfg, **flags) if flags else cfg
+    out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out, progress=cfg.train.progress)
+    print(format_table(out))
+    print(f"sweep directory: {out} (summary.csv, report.html, one run directory per variant)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dnnlab", description="Train deep MLPs and settle the questions of "
                 "'Training Deep Neural Networks' by measurement.")
@@ -121,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--steps", type=int, default=200, help="number of steps of the sweep")
     sp.add_argument("--out", help="folder for the plot (default runs/)")
     sp.set_defaults(func=cmd_lr_find)
+
+    sp = sub.add_parser("sweep", help="train many variants at once (the K-model engine)")
+    sp.add_argument("config", help="a TOML config (see examples/)")
+    sp.add_argument("--set", action="append", metavar="KEY=V1,V2,...",
+                    help="values to sweep, e.g. --set optim.lr=1e-4,3e-4,1e-3 (repeatable: grid)")
+    sp.add_argument("--fixed", action="append", metavar="KEY=VALUE",
+                    help="a single override applied to every variant")
+    sp.add_argument("--seeds", type=int, default=1, help="seeds per variant (default 1)")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    sp.add_argument("--data-dir")
+    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--out", help="sweep directory (default runs/NAME-sweep-TIMESTAMP)")
+    sp.set_defaults(func=cmd_sweep)
 
     for register in _EXTRA_COMMANDS:
         register(sub, with_config)

@@ -80,6 +80,8 @@ class RunWriter:
 
     def start(self, resumed: bool) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.rglob(".*.tmp"):   # left by a write that was killed midway
+            stale.unlink(missing_ok=True)
         io.write_text(self.run_dir / "config.toml", config_mod.to_toml(self.cfg))
         self._summary({"status": "running", "resumed": resumed})
 

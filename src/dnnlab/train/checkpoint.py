@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -39,7 +39,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8:8 + header_len])
-    except (SafetensorsError, ValueError, UnicodeDecodeError, OverflowError) as e:
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
         raise DnnlabError(f"{path} is not a safetensors checkpoint ({e}); dnnlab never unpickles "
                           "files: re-create it with dnnlab, or delete it") from None
     meta_text = (header.get("__metadata__") or {}).get(META_KEY)

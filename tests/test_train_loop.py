@@ -1,0 +1,105 @@
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from dnnlab.config import replace
+from dnnlab.train import fit
+from dnnlab.train.checkpoint import load, load_model
+
+
+def test_fit_learns_and_writes_run_dir(tiny, tiny_cfg, tmp_path):
+    cfg = replace(tiny_cfg, **{"train.epochs": 6, "train.checkpoint_every": 2})
+    res = fit(cfg, tiny, tmp_path / "run")
+    assert res.status == "completed"
+    assert res.history["val_accuracy"][-1] > 0.6  # chance is 1/3
+    assert res.history["loss"][-1] < res.history["loss"][0]
+    run = tmp_path / "run"
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert list(rows[0])[:7] == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_run"] == 6
+    assert 0 <= summary["test_accuracy"] <= 1
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["best.safetensors", "epoch_0002.safetensors", "epoch_0004.safetensors",
+                     "epoch_0006.safetensors", "last.safetensors"]
+    model = load_model(run / "model.safetensors")
+    x = torch.as_tensor(tiny.test.x)
+    torch.testing.assert_close(model.eval()(x), res.model.eval()(x))
+
+
+def test_restore_best_at_last_epoch_copies_weights(tiny, tiny_cfg):
+    cfg = replace(tiny_cfg, **{"train.epochs": 4, "optim.lr": 0.05, "optim.name": "sgd",
+                               "train.monitor": "val_accuracy"})
+    seen = {}
+
+    class Snap:
+        def on_epoch_end(self, epoch, metrics, model):
+            seen[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    res = fit(cfg, tiny, callbacks=[Snap()])
+    best = seen[res.best_epoch]
+    for k, v in res.model.state_dict().items():
+        torch.testing.assert_close(v, best[k])
+    accs = res.history["val_accuracy"]
+    assert res.best == max(accs) and res.best_epoch == accs.index(max(accs)) + 1
+
+
+def test_early_stopping_stops_after_patience(tiny, tiny_cfg):
+    cfg = replace(tiny_cfg, **{"train.epochs": 50, "train.patience": 2, "optim.lr": 0.0,
+                               "optim.name": "sgd"})
+    res = fit(cfg, tiny)
+    assert res.status == "stopped_early"
+    assert res.epochs_run == 3 and res.best_epoch == 1
+
+
+def test_nan_loss_stops_with_last_good_weights(tiny, tiny_cfg, tmp_path):
+    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 1e6, "model.activation": "relu",
+                               "model.init": "normal", "model.init_value": 3.0})
+    res = fit(cfg, tiny, tmp_path / "run")
+    assert res.status == "diverged"
+    assert "epoch 1, step" in res.message and "optim.lr" in res.message
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_frozen_parameters_are_not_trained(tiny, tiny_cfg):
+    from dnnlab.nn.mlp import build_mlp
+    model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes, seed=1)
+    for p in model.hidden.parameters():
+        p.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.hidden.state_dict().items()}
+    fit(tiny_cfg, tiny, model=model)
+    for k, v in model.hidden.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
+def test_resume_continues_to_same_weights(tiny, tiny_cfg, tmp_path):
+    cfg = replace(tiny_cfg, **{"train.epochs": 4, "model.dropout": 0.2, "train.deterministic": True})
+    full = fit(cfg, tiny, tmp_path / "full")
+    part = fit(replace(cfg, **{"train.epochs": 2}), tiny, tmp_path / "part")
+    assert part.epochs_run == 2
+    resumed = fit(cfg, tiny, tmp_path / "part", resume=True)
+    assert resumed.epochs_run == 4
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    assert resumed.history["loss"] == pytest.approx(full.history["loss"])
+
+
+def test_checkpoint_refuses_pickle_without_running_it(tmp_path):
+    import pickle
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "last.safetensors"
+    path.write_bytes(pickle.dumps(Evil()))
+    from dnnlab.errors import DnnlabError
+    with pytest.raises(DnnlabError, match="not a safetensors checkpoint"):
+        load(path)
+    assert not marker.exists()
