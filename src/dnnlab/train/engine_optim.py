@@ -21,22 +21,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dnnlab.config import OPTIMIZERS
+from dnnlab.config import OPTIMIZERS, OptimConfig
 from dnnlab.errors import ConfigError
 from dnnlab.optim import KERAS_NADAM_MOMENTUM_DECAY
 
-# per-model hyperparameters each optimizer reads (besides the learning rate)
-HYPERS = {
-    "sgd": ("momentum", "weight_decay"),
-    "adagrad": ("eps", "weight_decay", "initial_accumulator"),
-    "rmsprop": ("rho", "eps", "momentum", "weight_decay"),
-    "adam": ("beta1", "beta2", "eps", "weight_decay"),
-    "adamax": ("beta1", "beta2", "eps", "weight_decay"),
-    "nadam": ("beta1", "beta2", "eps", "weight_decay"),
-    "adamw": ("beta1", "beta2", "eps", "weight_decay"),
-    "ftrl": ("l1", "l2", "lr_power", "initial_accumulator"),
-}
-assert set(HYPERS) == set(OPTIMIZERS)
+# the OptimConfig fields that may differ between the K models (each becomes a (K, 1) column)
+PER_MODEL = ("lr", "momentum", "beta1", "beta2", "rho", "eps", "weight_decay",
+             "initial_accumulator", "l1", "l2", "lr_power")
+
+
+def hypers_of(configs: list[OptimConfig]) -> dict[str, np.ndarray]:
+    """The per-model hyperparameters of K optimizer configs, as K-vectors."""
+    return {k: np.array([getattr(c, k) for c in configs], dtype=np.float64) for k in PER_MODEL}
 
 
 def _col(values: np.ndarray, like: Tensor) -> Tensor:
@@ -48,13 +44,13 @@ def _col(values: np.ndarray, like: Tensor) -> Tensor:
 class StackedOptimizer:
     """One optimizer over the (K, N) parameter buffer ``p`` with gradient buffer ``g``.
 
-    ``hypers`` maps each name in ``HYPERS[name]`` (and ``lr``) to K host values; ``nesterov`` is
-    shared. The gradient buffer is used as scratch: it is garbage after :meth:`step`.
+    ``hypers`` maps each name in ``PER_MODEL`` to K host values (see :func:`hypers_of`);
+    ``nesterov`` is shared. The gradient buffer is used as scratch: it is garbage after :meth:`step`.
     """
 
     def __init__(self, name: str, p: Tensor, g: Tensor, hypers: dict[str, np.ndarray],
                  nesterov: bool = False):
-        if name not in HYPERS:
+        if name not in OPTIMIZERS:
             raise ConfigError(f"optim.name = {name!r} is not allowed; choose one of: "
                               f"{', '.join(OPTIMIZERS)}")
         self.name, self.p, self.g, self.nesterov = name, p, g, nesterov
@@ -68,7 +64,9 @@ class StackedOptimizer:
     def _check(self) -> None:
         h, name = self.h, self.name
         if name == "ftrl":
-            if np.any(h["weight_decay"] != 0) if "weight_decay" in h else False:
+            if np.any(h["lr"] <= 0):
+                raise ConfigError("ftrl: optim.lr must be > 0 for every model")
+            if np.any(h["weight_decay"] != 0):
                 raise ConfigError("ftrl has no weight_decay; use optim.l2 (and optim.l1) instead")
             if np.any(h["lr_power"] != h["lr_power"][0]):
                 raise ConfigError("optim.lr_power must be the same for every model of a K-model run")
@@ -78,7 +76,7 @@ class StackedOptimizer:
     def _init_state(self) -> None:
         h, p, s = self.h, self.p, self.state
         zeros = lambda: torch.zeros_like(p)                              # noqa: E731
-        self.wd = _col(h["weight_decay"], p) if np.any(h.get("weight_decay", 0) != 0) else None
+        self.wd = _col(h["weight_decay"], p) if np.any(h["weight_decay"] != 0) else None
         if self.name in ("sgd", "rmsprop") and np.any(h["momentum"] != 0):
             s["momentum_buffer"] = zeros()
             self.momentum = _col(h["momentum"], p)
@@ -129,7 +127,7 @@ class StackedOptimizer:
             mu_next = h["beta1"] * (1.0 - 0.5 * 0.96 ** ((steps + 1) * decay))
             mu_product = self.mu_product * np.cumprod(mu, axis=0)
             self.mu_product = mu_product[-1].copy()
-            cols = [1 - h["beta2"] ** steps,
+            cols = [1.0 / np.sqrt(1 - h["beta2"] ** steps),
                     -lrs * (1.0 - mu) / (1.0 - mu_product),
                     -lrs * mu_next / (1.0 - mu_product * mu_next)]
         else:                                                       # ftrl: 1/lr and a freeze mask
@@ -189,7 +187,8 @@ class StackedOptimizer:
             m.lerp_(g, self.one_minus_beta1)
             torch.mul(g, g, out=tmp)
             v.mul_(self.beta2).addcmul_(tmp, self.one_minus_beta2)
-            torch.div(v, c[0], out=tmp).sqrt_().add_(self.eps)    # sqrt(v / bc2) + eps
+            torch.sqrt(v, out=tmp)
+            torch.addcmul(self.eps, tmp, c[0], out=tmp)            # sqrt(v) / sqrt(bc2) + eps
             g.mul_(c[1]).addcmul_(m, c[2]).div_(tmp)
             p.add_(g)
         else:
