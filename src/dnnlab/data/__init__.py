@@ -1,0 +1,57 @@
+"""The data layer: real and generated datasets as float32 matrices split the way the book splits them.
+
+>>> from dnnlab.data import load_dataset
+>>> ds = load_dataset("mnist", classes=[0, 1, 2, 3, 4])     # digits 0-4, relabelled 0..4
+>>> ds.train.x.shape, ds.valid.x.shape                        # doctest: +SKIP
+((27534, 784), (2569, 784))
+>>> b = load_dataset("mnist", classes=[5, 6, 7, 8, 9], per_class=100, seed=1)   # 100 per digit
+>>> c = load_dataset("cifar10", standardize=True)             # stats from the training split
+
+Datasets: ``mnist``, ``fashion-mnist``, ``cifar10`` and ``synthetic`` (generated, no files).
+Where files are looked for and how they are verified: :mod:`dnnlab.data.locate`. Formats:
+:mod:`dnnlab.data.formats`. Downloads: :mod:`dnnlab.data.download`. Splits and options:
+:mod:`dnnlab.data.splits`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dnnlab.data.locate import decode, obtain
+from dnnlab.data.registry import GENERATED, NAMES, get_spec
+from dnnlab.data.splits import Dataset, Split, build, from_arrays, standardized
+from dnnlab.data.status import dataset_status, format_status
+from dnnlab.data.synthetic import load_synthetic, synthetic
+
+__all__ = ["Dataset", "Split", "NAMES", "load_dataset", "load_from_config", "from_arrays",
+           "synthetic", "standardized", "dataset_status", "format_status"]
+
+
+def load_dataset(name: str, *, data_dir: str | Path | None = None, classes: list[int] | None = None,
+                 per_class: int | None = None, valid_size: int = 5000, standardize: bool = False,
+                 limit: int | None = None, seed: int = 0, download: bool = True,
+                 progress: bool = True) -> Dataset:
+    """Load ``name`` split as the book does: valid = first ``valid_size`` training images.
+
+    ``classes`` keeps those labels in every split, relabelled 0..n-1 in the order given;
+    ``per_class`` draws that many training images per class with ``seed``; ``limit`` keeps the
+    first ``limit`` training images; ``standardize`` scales every split by the training split's
+    per-feature mean and std (kept as ``ds.mean`` / ``ds.std``). Pixels are scaled to [0, 1].
+    """
+    options = dict(classes=classes, per_class=per_class, valid_size=valid_size, limit=limit,
+                   standardize=standardize, seed=seed)
+    if name == GENERATED:
+        return load_synthetic(**options)
+    spec = get_spec(name)
+    found = obtain(spec, data_dir, download=download, progress=progress)
+    raw = decode(found)
+    return build(name, raw.x_train, raw.y_train, raw.x_test, raw.y_test,
+                 class_names=list(spec.class_names), source=str(found.path), **options)
+
+
+def load_from_config(cfg, *, download: bool = True, progress: bool = True) -> Dataset:
+    """``load_dataset`` driven by a :class:`dnnlab.config.DataConfig` (the ``[data]`` table)."""
+    return load_dataset(cfg.name, data_dir=cfg.data_dir, classes=cfg.classes,
+                        per_class=cfg.per_class, valid_size=cfg.valid_size,
+                        standardize=cfg.standardize, limit=cfg.limit, seed=cfg.seed,
+                        download=download, progress=progress)

@@ -1,0 +1,251 @@
+"""Datasets as the models see them: float32 feature matrices and int64 labels, split three ways.
+
+``build`` turns released arrays into the book's splits (validation = the first ``valid_size``
+training images, test = the official test set), then keeps a class subset (relabelled in the
+order given), draws ``per_class`` training images per class, caps the training set at ``limit``
+and standardizes with training-split statistics. Rows are chosen on the uint8 images first and
+converted to float once, so a full CIFAR-10 load allocates each float split exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from dnnlab.errors import DataError
+
+STD_FLOOR = 1e-8
+
+
+@dataclass
+class Split:
+    x: np.ndarray   # float32 (N, D)
+    y: np.ndarray   # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    valid: Split
+    test: Split
+    class_names: list[str]
+    image_shape: tuple[int, ...]
+    source: str                      # the file or folder it came from, or "generated"
+    mean: np.ndarray | None = None   # per-feature statistics of the training split, when standardized
+    std: np.ndarray | None = None
+
+    @property
+    def n_features(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self) -> str:
+        """One line for logs: sizes, shape and where the data came from."""
+        std = ", standardized" if self.mean is not None else ""
+        return (f"{self.name}: {len(self.train)} train / {len(self.valid)} valid / "
+                f"{len(self.test)} test, {self.n_features} features, {self.n_classes} classes"
+                f"{std} (from {self.source})")
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A contiguous increasing index array as a slice, so taking rows is a view, not a copy."""
+    if len(idx) == 0:
+        return slice(0, 0)
+    if idx[-1] - idx[0] + 1 == len(idx) and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _take(x: np.ndarray, y: np.ndarray, idx: np.ndarray, lut: np.ndarray | None) -> Split:
+    """Rows ``idx`` as float32 (uint8 pixels scaled to [0, 1]) and int64 labels (relabelled)."""
+    rows = x.reshape(len(x), -1)[_as_slice(idx)]
+    if rows.dtype == np.uint8:
+        xf = np.divide(rows, np.float32(255), dtype=np.float32)
+    else:
+        xf = np.array(rows, dtype=np.float32, order="C")
+    labels = y[idx].astype(np.int64)
+    return Split(xf, lut[labels] if lut is not None else labels)
+
+
+def _class_table(classes: list[int] | None, n_classes: int) -> np.ndarray | None:
+    """old label -> new label (-1 = dropped), or None when every class is kept as is."""
+    if classes is None:
+        return None
+    classes = [int(c) for c in classes]
+    if len(set(classes)) < 2 or len(set(classes)) != len(classes):
+        raise DataError(f"classes = {classes}: give 2 or more distinct labels, e.g. [0, 1, 2, 3, 4]")
+    bad = [c for c in classes if not 0 <= c < n_classes]
+    if bad:
+        raise DataError(f"classes = {classes}: label {bad[0]} does not exist; labels run "
+                        f"0..{n_classes - 1}")
+    lut = np.full(n_classes, -1, dtype=np.int64)
+    lut[classes] = np.arange(len(classes))
+    return lut
+
+
+def build(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+          y_test: np.ndarray, *, class_names: list[str], source: str, classes=None,
+          per_class: int | None = None, valid_size: int = 5000, limit: int | None = None,
+          standardize: bool = False, seed: int = 0) -> Dataset:
+    """The book's splits of a released dataset, with the data-layer options applied."""
+    n = len(x_train)
+    if valid_size < 0 or valid_size >= n:
+        raise DataError(f"valid_size = {valid_size} must lie in [0, {n - 1}]: the {name} training "
+                        f"set has {n} images and some must be left for training")
+    if per_class is not None and per_class < 1:
+        raise DataError(f"per_class = {per_class} must be at least 1 (or left out)")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit = {limit} must be at least 1 (or left out)")
+    lut = _class_table(classes, len(class_names))
+    names = list(class_names) if lut is None else [class_names[c] for c in classes]
+
+    def keep(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return idx if lut is None else idx[lut[y[idx]] >= 0]
+
+    valid_idx = keep(np.arange(valid_size), y_train)
+    train_idx = keep(np.arange(valid_size, n), y_train)
+    test_idx = keep(np.arange(len(x_test)), y_test)
+    if per_class is not None:
+        train_idx = _draw_per_class(train_idx, y_train, lut, len(names), per_class, seed, names)
+    if limit is not None:
+        train_idx = train_idx[:limit]
+    if len(train_idx) == 0:
+        raise DataError(f"{name}: no training images are left after the split and class selection; "
+                        "check valid_size and classes")
+    ds = Dataset(name, _take(x_train, y_train, train_idx, lut), _take(x_train, y_train, valid_idx, lut),
+                 _take(x_test, y_test, test_idx, lut), names, tuple(x_train.shape[1:]), source)
+    return standardized(ds, inplace=True) if standardize else ds
+
+
+def _draw_per_class(idx: np.ndarray, y: np.ndarray, lut, n_classes: int, k: int, seed: int,
+                    names: list[str]) -> np.ndarray:
+    """``k`` indices per class drawn without replacement with ``seed``, kept in dataset order."""
+    rng = np.random.default_rng(seed)
+    labels = y[idx] if lut is None else lut[y[idx]]
+    chosen = []
+    for c in range(n_classes):
+        members = idx[labels == c]
+        if len(members) < k:
+            raise DataError(f"per_class = {k}, but class {names[c]!r} has only {len(members)} "
+                            "training images; lower per_class")
+        chosen.append(rng.choice(members, size=k, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def _train_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std in float64, two passes over row chunks (no full-size temporary)."""
+    n = len(x)
+    total = np.zeros(x.shape[1])
+    for s in range(0, n, chunk):
+        total += x[s:s + chunk].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    sq = np.zeros(x.shape[1])
+    for s in range(0, n, chunk):
+        d = x[s:s + chunk] - mean
+        sq += np.einsum("ij,ij->j", d, d)
+    return mean, np.sqrt(sq / n)
+
+
+def standardized(ds: Dataset, *, inplace: bool = False) -> Dataset:
+    """``ds`` with every split scaled by the training split's per-feature mean and std.
+
+    Features whose training std is below 1e-8 (constant pixels, e.g. MNIST's borders) are
+    divided by 1 instead, so they become 0 rather than inf. ``inplace=True`` rewrites the
+    arrays of ``ds`` (what the loader does with the arrays it just made: no second copy);
+    otherwise a new Dataset with new arrays is returned and ``ds`` is left alone.
+    """
+    if ds.mean is not None:
+        raise DataError(f"{ds.name} is already standardized; standardize once")
+    mean, std = _train_stats(ds.train.x)
+    std[std < STD_FLOOR] = 1.0
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+    if inplace:
+        for split in (ds.train, ds.valid, ds.test):
+            split.x -= mean32
+            split.x /= std32
+        ds.mean, ds.std = mean32, std32
+        return ds
+    scale = [Split((s.x - mean32) / std32, s.y) for s in (ds.train, ds.valid, ds.test)]
+    return replace(ds, train=scale[0], valid=scale[1], test=scale[2], mean=mean32, std=std32)
+
+
+def check_features(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` as a float32 matrix (N, D), refusing NaN and infinities."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu":
+        raise DataError(f"{what} has dtype {x.dtype}; features must be numbers")
+    if x.ndim < 2:
+        raise DataError(f"{what} has shape {x.shape}; expected (N, features) or (N, H, W[, C])")
+    x = np.ascontiguousarray(x.reshape(len(x), int(np.prod(x.shape[1:]))), dtype=np.float32)
+    if not np.isfinite(x.sum(dtype=np.float64)):   # exact: float32 values cannot overflow a float64 sum
+        bad = ~np.isfinite(x)
+        row, col = np.argwhere(bad)[0]
+        raise DataError(f"{what} has {int(bad.sum())} non-finite values (NaN or inf), the first at "
+                        f"row {row}, column {col}; clean or impute them first")
+    return x
+
+
+def check_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+    """``y`` as int64 labels, one per row of the matching features."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{what} has shape {y.shape}; labels must be a 1-D array of class indices")
+    if len(y) != n:
+        raise DataError(f"{what} has {len(y)} labels but its features have {n} rows")
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{what} has dtype {y.dtype}; labels must be integers 0..n_classes-1")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise DataError(f"{what} holds the negative label {int(y.min())}; labels run 0..n_classes-1")
+    return y
+
+
+def from_arrays(x_train, y_train, x_valid, y_valid, x_test=None, y_test=None, *,
+                name: str = "arrays", class_names: list[str] | None = None) -> Dataset:
+    """A Dataset from your own arrays, validated (images are flattened, values kept as given).
+
+    Labels must be integers 0..n_classes-1 where n_classes is ``len(class_names)`` or else the
+    largest label + 1. Without a test set the test split is empty.
+    """
+    if (x_test is None) != (y_test is None):
+        raise DataError("give both x_test and y_test, or neither")
+    shape = tuple(np.shape(x_train)[1:])
+    xs = {"x_train": x_train, "x_valid": x_valid}
+    ys = {"y_train": y_train, "y_valid": y_valid}
+    if x_test is not None:
+        xs["x_test"], ys["y_test"] = x_test, y_test
+    splits = {}
+    for (xk, x), (yk, y) in zip(xs.items(), ys.items()):
+        xf = check_features(x, xk)
+        if xf.shape[1] != int(np.prod(shape, dtype=np.int64)):
+            raise DataError(f"{xk} has {xf.shape[1]} features per row but x_train has "
+                            f"{int(np.prod(shape))}; all splits need the same features")
+        splits[xk[2:]] = Split(xf, check_labels(y, len(xf), yk))
+    for key in ("train", "valid"):
+        if len(splits[key]) == 0:
+            raise DataError(f"x_{key} is empty; a dataset needs training and validation examples")
+    top = max(int(s.y.max()) for s in splits.values() if len(s))
+    if class_names is None:
+        class_names = [str(i) for i in range(top + 1)]
+    class_names = list(class_names)
+    for key, s in splits.items():
+        if len(s) and int(s.y.max()) >= len(class_names):
+            raise DataError(f"y_{key} holds label {int(s.y.max())} but class_names lists "
+                            f"{len(class_names)} classes (labels 0..{len(class_names) - 1})")
+    if len(class_names) < 2:
+        raise DataError(f"the labels hold {len(class_names)} class; a classifier needs 2 or more")
+    if "test" not in splits:
+        splits["test"] = Split(np.zeros((0, splits["train"].x.shape[1]), np.float32),
+                               np.zeros(0, np.int64))
+    return Dataset(name, splits["train"], splits["valid"], splits["test"], class_names, shape,
+                   source="arrays")
