@@ -1,0 +1,161 @@
+"""The learning-rate range test: grow the rate exponentially, watch the loss, pick a rate.
+
+The book's recipe: train for a few hundred steps while the rate grows exponentially from tiny to
+large, plot the loss against the rate (log scale), and take a rate about 10 times lower than where
+the loss is lowest. The loss is smoothed with a bias-corrected moving average (one noisy batch
+should not decide), the sweep stops once the smoothed loss exceeds ``diverge_factor`` times the
+best so far, NaNs are ignored when suggesting, and the model comes back exactly as it was: weights,
+buffers (BN statistics), train/eval mode and torch's random state. The finder builds its own
+optimizer with ``make_optimizer``, so no optimizer of the caller is touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dnnlab.config import OptimConfig
+from dnnlab.data.batching import batch_slices, epoch_permutation
+from dnnlab.errors import DnnlabError
+from dnnlab.io import write_bytes
+from dnnlab.optim.factory import clip_gradients_, make_optimizer
+
+
+@dataclass
+class LRFinderResult:
+    lrs: list[float]
+    losses: list[float]                 # smoothed, bias-corrected
+    raw_losses: list[float]
+    suggestion: float                   # lr at the lowest smoothed loss / 10, within the sweep
+    diverged: bool = False              # the sweep stopped before its last step
+    min_lr: float = field(default=math.nan)   # the lr where the smoothed loss is lowest
+
+    def plot(self, path: str | Path) -> Path:
+        """Save the loss-vs-lr curve (log x) with the suggestion marked; the format follows the suffix."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = Path(path)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(self.lrs, self.raw_losses, color="0.75", lw=0.8, label="batch loss")
+        ax.plot(self.lrs, self.losses, color="C0", lw=1.8, label="smoothed loss")
+        ax.axvline(self.suggestion, color="C3", ls="--", label=f"suggestion {self.suggestion:.2g}")
+        ax.set_xscale("log")
+        finite = [v for v in self.losses if math.isfinite(v)]
+        if finite:   # from the lowest batch loss up to 4x the first smoothed one: the divergence
+            lo = min(finite + [v for v in self.raw_losses if math.isfinite(v)])
+            hi = min(max(finite), 4 * finite[0])
+            ax.set_ylim(lo - 0.05 * (hi - lo + 1e-12), hi + 0.05 * (hi - lo + 1e-12))
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        ax.set_title("learning-rate range test")
+        ax.legend()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=120)
+        plt.close(fig)
+        return write_bytes(path, buf.getvalue())
+
+
+def _batches(n: int, batch_size: int, seed: int):
+    """Endless shuffled batches, epoch after epoch, by the trainer's shuffling rule."""
+    epoch = 0
+    while True:
+        perm = epoch_permutation(n, seed, epoch)
+        for s, e in batch_slices(n, batch_size):
+            yield perm[s:e]
+        epoch += 1
+
+
+def _rng_state(device: torch.device):
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _restore_rng(state, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_size: int = 32,
+            start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
+            smoothing: float = 0.98, diverge_factor: float = 4.0, seed: int = 0) -> LRFinderResult:
+    """Sweep the rate from ``start_lr`` to ``end_lr`` over ``steps`` batches of ``(x, y)``.
+
+    ``cfg`` picks the optimizer (its ``lr`` and schedule are ignored; clipping applies). The loss
+    is cross-entropy on the model's logits plus ``model.penalty()`` when the model has one, and
+    ``model.apply_max_norm_()`` runs after each step when present, as in training.
+    """
+    if not 0 < start_lr < end_lr:
+        raise DnnlabError(f"find_lr: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
+    if steps < 2:
+        raise DnnlabError(f"find_lr: steps must be at least 2, got {steps}")
+    if len(x) != len(y) or len(y) == 0:
+        raise DnnlabError(f"find_lr: x and y must hold the same number (> 0) of examples, "
+                          f"got {len(x)} and {len(y)}")
+    device = x.device
+    saved = copy.deepcopy(model.state_dict())
+    was_training = model.training
+    rng = _rng_state(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise DnnlabError("find_lr: the model has no trainable parameters (every layer is frozen)")
+    opt = make_optimizer(params, copy.deepcopy(cfg))
+    penalty = getattr(model, "penalty", None)
+    max_norm = getattr(model, "apply_max_norm_", None)
+    ratio = end_lr / start_lr
+    lrs, raw, smooth = [], [], []
+    avg, best, diverged = 0.0, math.inf, False
+    model.train()
+    try:
+        batches = _batches(len(y), batch_size, seed)
+        for i in range(steps):
+            lr = start_lr * ratio ** (i / (steps - 1))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = next(batches).to(device)
+            loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+            if penalty is not None:
+                loss = loss + penalty()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_gradients_(params, cfg)
+            opt.step()
+            if max_norm is not None:
+                max_norm()
+            value = float(loss.detach())
+            lrs.append(lr)
+            raw.append(value)
+            if not math.isfinite(value):
+                smooth.append(math.nan)
+                diverged = i < steps - 1
+                break
+            avg = smoothing * avg + (1 - smoothing) * value
+            smoothed = avg / (1 - smoothing ** (i + 1))
+            smooth.append(smoothed)
+            best = min(best, smoothed)
+            if smoothed > diverge_factor * best:
+                diverged = i < steps - 1
+                break
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+        _restore_rng(rng, device)
+    arr = np.array(smooth, dtype=float)
+    if not np.isfinite(arr).any():
+        raise DnnlabError("find_lr: the loss was never finite; check the data (NaNs?) or lower "
+                          "start_lr")
+    at = lrs[int(np.nanargmin(arr))]
+    suggestion = min(max(at / 10.0, start_lr), end_lr)
+    return LRFinderResult(lrs=lrs, losses=smooth, raw_losses=raw, suggestion=suggestion,
+                          diverged=diverged, min_lr=at)

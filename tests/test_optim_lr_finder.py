@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dnnlab.config import ModelConfig, OptimConfig
+from dnnlab.errors import DnnlabError
+from dnnlab.nn import build_mlp
+from dnnlab.optim import make_optimizer
+from dnnlab.optim.lr_finder import find_lr
+
+
+def _data(n=512, d=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return x, y
+
+
+def _model(**kw):
+    return build_mlp(ModelConfig(depth=2, width=16, **kw), 10, 2, seed=0)
+
+
+def test_restores_weights_buffers_mode_rng_and_callers_optimizer():
+    model = _model(batch_norm="before", dropout=0.2).eval()
+    x, y = _data()
+    caller_opt = make_optimizer(model.parameters(), OptimConfig(name="adam"))
+    model.train()
+    torch.nn.functional.cross_entropy(model(x[:32]), y[:32]).backward()
+    caller_opt.step()
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_before = {k: {n: t.clone() if torch.is_tensor(t) else t for n, t in s.items()}
+                  for k, s in caller_opt.state_dict()["state"].items()}
+    params_before = [id(p) for p in model.parameters()]
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    find_lr(model, x, y, OptimConfig(name="nadam"), steps=40)
+    assert torch.equal(torch.rand(3), expected_draw)
+    assert not model.training
+    assert [id(p) for p in model.parameters()] == params_before
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k                     # BN running stats too
+    after = caller_opt.state_dict()["state"]
+    for k, s in opt_before.items():
+        for n, t in s.items():
+            assert torch.equal(after[k][n], t) if torch.is_tensor(t) else after[k][n] == t
+
+
+def test_sweep_smoothing_and_suggestion():
+    x, y = _data()
+    r = find_lr(_model(), x, y, OptimConfig(name="sgd"), steps=100, start_lr=1e-5, end_lr=1e3)
+    assert r.lrs[0] == pytest.approx(1e-5)
+    ratios = np.diff(np.log(r.lrs))
+    assert np.allclose(ratios, math.log(1e8) / 99)              # exponential sweep
+    avg = 0.0
+    for i, (raw, sm) in enumerate(zip(r.raw_losses, r.losses)):
+        if not math.isfinite(raw):
+            break
+        avg = 0.98 * avg + 0.02 * raw
+        assert sm == pytest.approx(avg / (1 - 0.98 ** (i + 1)), rel=1e-9)
+    best = int(np.nanargmin(r.losses))
+    assert r.min_lr == r.lrs[best]
+    assert r.suggestion == pytest.approx(r.lrs[best] / 10)
+    assert 1e-5 <= r.suggestion <= 1e3
+    assert r.diverged and len(r.lrs) < 100                      # lr 1000 blows up SGD
+
+
+def test_stops_at_diverge_factor_times_best():
+    x, y = _data()
+    r = find_lr(_model(), x, y, OptimConfig(name="sgd"), steps=150, end_lr=1e4, diverge_factor=2.0)
+    last = r.losses[-1]
+    best_before = np.nanmin(r.losses[:-1])
+    assert (not math.isfinite(last)) or last > 2.0 * best_before
+    assert all(v <= 2.0 * np.nanmin(r.losses[:i + 1]) for i, v in enumerate(r.losses[:-1]))
+
+
+def test_nan_losses_are_ignored_when_suggesting():
+    x, y = _data()
+    # no early stop on the factor: the sweep runs until the loss is no longer finite
+    r = find_lr(_model(), x, y, OptimConfig(name="sgd"), steps=100, end_lr=1e12,
+                diverge_factor=1e30)
+    assert not math.isfinite(r.raw_losses[-1]) and math.isnan(r.losses[-1])
+    assert math.isfinite(r.suggestion) and r.suggestion < r.lrs[-1]
+
+
+def test_full_sweep_without_divergence():
+    x, y = _data()
+    r = find_lr(_model(), x, y, OptimConfig(name="adam"), steps=30, start_lr=1e-6, end_lr=1e-3)
+    assert len(r.lrs) == 30 and not r.diverged
+    assert r.lrs[-1] == pytest.approx(1e-3)
+    assert 1e-6 <= r.suggestion <= 1e-3
+
+
+def test_plot_writes_a_png(tmp_path):
+    x, y = _data()
+    r = find_lr(_model(), x, y, OptimConfig(name="sgd"), steps=30)
+    out = r.plot(tmp_path / "lr.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments():
+    x, y = _data()
+    with pytest.raises(DnnlabError, match="start_lr"):
+        find_lr(_model(), x, y, OptimConfig(), start_lr=1.0, end_lr=0.1)
+    with pytest.raises(DnnlabError, match="same number"):
+        find_lr(_model(), x, y[:10], OptimConfig())
+    frozen = _model()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(DnnlabError, match="frozen"):
+        find_lr(frozen, x, y, OptimConfig())
