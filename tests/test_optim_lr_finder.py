@@ -30,6 +30,7 @@ def test_restores_weights_buffers_mode_rng_and_callers_optimizer():
     torch.nn.functional.cross_entropy(model(x[:32]), y[:32]).backward()
     caller_opt.step()
     model.eval()
+    model.hidden[0].drop.train()                                # a mixed mode, as MC Dropout sets
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt_before = {k: {n: t.clone() if torch.is_tensor(t) else t for n, t in s.items()}
                   for k, s in caller_opt.state_dict()["state"].items()}
@@ -39,7 +40,8 @@ def test_restores_weights_buffers_mode_rng_and_callers_optimizer():
     torch.manual_seed(123)
     find_lr(model, x, y, OptimConfig(name="nadam"), steps=40)
     assert torch.equal(torch.rand(3), expected_draw)
-    assert not model.training
+    assert not model.training and not model.hidden[1].drop.training
+    assert model.hidden[0].drop.training
     assert [id(p) for p in model.parameters()] == params_before
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k                     # BN running stats too

@@ -5,7 +5,7 @@ large, plot the loss against the rate (log scale), and take a rate about 10 time
 the loss is lowest. The loss is smoothed with a bias-corrected moving average (one noisy batch
 should not decide), the sweep stops once the smoothed loss exceeds ``diverge_factor`` times the
 best so far, NaNs are ignored when suggesting, and the model comes back exactly as it was: weights,
-buffers (BN statistics), train/eval mode and torch's random state. The finder builds its own
+buffers (BN statistics), each module's train/eval mode and torch's random state. The finder builds its own
 optimizer with ``make_optimizer``, so no optimizer of the caller is touched.
 """
 
@@ -105,7 +105,7 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
                           f"got {len(x)} and {len(y)}")
     device = x.device
     saved = copy.deepcopy(model.state_dict())
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]   # per module: MC dropout, frozen BN
     rng = _rng_state(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -149,7 +149,8 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
                 break
     finally:
         model.load_state_dict(saved)
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
         _restore_rng(rng, device)
     arr = np.array(smooth, dtype=float)
     if not np.isfinite(arr).any():
