@@ -104,6 +104,8 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
         raise DnnlabError(f"find_lr: x and y must hold the same number (> 0) of examples, "
                           f"got {len(x)} and {len(y)}")
     device = x.device
+    if y.dtype != torch.long:
+        y = y.long()               # cross-entropy wants int64 class indices
     saved = copy.deepcopy(model.state_dict())
     modes = [(m, m.training) for m in model.modules()]   # per module: MC dropout, frozen BN
     rng = _rng_state(device)
