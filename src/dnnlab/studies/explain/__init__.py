@@ -1,0 +1,226 @@
+"""The chapter's questions, settled by experiment: the topic registry and the runner.
+
+Each topic is a module of this package (``bias-init`` -> ``bias_init.py``) exposing ``QUESTION``
+and ``run(out_dir, *, quick, seed, progress) -> Finding``. Modules are imported only when their
+topic runs, so one topic's heavy imports or a missing module never slow down or break another.
+
+:func:`run_topics` runs topics in the issue's order, prints each verdict as it lands, and writes
+``results.json`` and ``report.html`` into the output folder. Running a few topics into a folder
+that already holds results adds to them: the report always shows every topic answered there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dnnlab import io
+from dnnlab.errors import DnnlabError
+from dnnlab.studies.explain.base import Finding
+
+TOPICS: tuple[str, ...] = ("symmetry", "bias-init", "init-variance", "selu", "activations",
+                           "momentum", "sparsity", "dropout-cost", "mc-dropout")
+DEFAULT_OUT = Path("runs/explain")
+RESULTS = "results.json"
+REPORT = "report.html"
+
+
+def module_name(topic: str) -> str:
+    """The module that answers ``topic`` (CLI names use dashes, modules underscores)."""
+    return topic.replace("-", "_")
+
+
+def resolve(names: list[str] | tuple[str, ...] | str) -> list[str]:
+    """Topic names in the issue's order, ``all`` expanded, duplicates dropped; unknown names fail."""
+    if isinstance(names, str):
+        names = [names]
+    wanted: set[str] = set()
+    for raw in names:
+        name = raw.strip().lower().replace("_", "-")
+        if name == "all":
+            wanted.update(TOPICS)
+        elif name in TOPICS:
+            wanted.add(name)
+        else:
+            raise DnnlabError(f"unknown topic {raw!r}; choose one of: {', '.join(TOPICS)}, all")
+    if not wanted:
+        raise DnnlabError(f"no topic given; choose one of: {', '.join(TOPICS)}, all")
+    return [t for t in TOPICS if t in wanted]
+
+
+def load_topic(topic: str):
+    """Import the topic's module; a missing module is a one-line error, not a traceback."""
+    mod = f"{__name__}.{module_name(topic)}"
+    try:
+        module = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name == mod:
+            raise DnnlabError(f"topic {topic!r} is not available: its module {mod} is missing from "
+                              "this installation; reinstall dnnlab or pick another topic") from None
+        raise
+    if not callable(getattr(module, "run", None)):
+        raise DnnlabError(f"topic {topic!r}: module {mod} has no run() function")
+    return module
+
+
+def question(topic: str) -> str:
+    return getattr(load_topic(topic), "QUESTION", topic)
+
+
+def run_topic(topic: str, out_dir: Path, *, quick: bool = False, seed: int = 0,
+              progress: bool = True) -> Finding:
+    """Run one topic and time it (the runner's unit of work)."""
+    module = load_topic(topic)
+    t0 = time.perf_counter()
+    finding = module.run(Path(out_dir), quick=quick, seed=seed, progress=progress)
+    finding.seconds = round(time.perf_counter() - t0, 2)
+    if not finding.topic:
+        finding.topic = topic
+    return finding
+
+
+def run_topics(names, out_dir: str | Path = DEFAULT_OUT, quick: bool = False, seed: int = 0,
+               progress: bool = True) -> dict[str, Finding]:
+    """Run ``names`` (topic names or ``"all"``), print each verdict, write results and report.
+
+    A topic that fails does not stop the others: its error is recorded in ``results.json`` and
+    the report, and once every topic has run a ``DnnlabError`` names the ones that failed.
+    """
+    topics = resolve(names)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = _read_results(out_dir / RESULTS)
+    findings: dict[str, Finding] = {}
+    failed: dict[str, str] = {}
+    for i, topic in enumerate(topics, 1):
+        if progress:
+            print(f"[{i}/{len(topics)}] {topic}: running{' (quick)' if quick else ''} ...",
+                  file=sys.stderr, flush=True)
+        try:
+            finding = run_topic(topic, out_dir, quick=quick, seed=seed, progress=progress)
+        except Exception as e:  # noqa: BLE001 - one topic must not sink the rest
+            failed[topic] = str(e) if isinstance(e, DnnlabError) else f"{type(e).__name__}: {e}"
+            results[topic] = {"error": failed[topic], "quick": quick, "seed": seed}
+            print(f"{topic}: FAILED: {failed[topic]}", flush=True)
+            _save(out_dir, results)
+            if len(topics) == 1 and not isinstance(e, DnnlabError):
+                raise  # a bug in the one topic asked for: show the traceback
+            continue
+        findings[topic] = finding
+        results[topic] = {**finding.to_json(), "quick": quick, "seed": seed}
+        print(format_finding(topic, finding), flush=True)
+        _save(out_dir, results)
+    if progress or findings:
+        print(f"results: {out_dir / RESULTS}\nreport: {out_dir / REPORT}", flush=True)
+    if failed:
+        raise DnnlabError(f"{len(failed)} topic(s) failed ({', '.join(failed)}); the others' results "
+                          f"are in {out_dir / RESULTS}")
+    return findings
+
+
+def format_finding(topic: str, finding: Finding) -> str:
+    """The lines printed when a topic lands: verdict, seed answers, headline numbers."""
+    lines = [f"{topic}: {finding.verdict}"]
+    if finding.confirms:
+        lines.append(f"  confirms: {'; '.join(finding.confirms)}")
+    if finding.refutes:
+        lines.append(f"  refutes:  {'; '.join(finding.refutes)}")
+    headline = [(k, v) for k, v in finding.numbers.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if headline:
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in headline[:10])
+        lines.append(f"  numbers: {shown} (all of them in results.json)")
+    lines.append(f"  figure: {finding.figure}  ({finding.seconds:.1f} s)")
+    return "\n".join(lines)
+
+
+def flatten(numbers: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested numbers as (dotted key, value) pairs; lists of scalars stay one value."""
+    out: list[tuple[str, Any]] = []
+    for k, v in numbers.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.extend(flatten(v, key))
+        else:
+            out.append((key, v))
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        items = [_fmt(x) for x in v[:8]]
+        return "[" + ", ".join(items) + (f", ... ({len(v)} values)" if len(v) > 8 else "") + "]"
+    return str(v)
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """Earlier results in the same folder, kept so the report covers every topic answered there."""
+    if not path.exists():
+        return {}
+    try:
+        data = io.read_json(path)
+    except DnnlabError:
+        return {}
+    return {k: v for k, v in data.items() if k in TOPICS} if isinstance(data, dict) else {}
+
+
+def _save(out_dir: Path, results: dict[str, Any]) -> None:
+    ordered = {t: results[t] for t in TOPICS if t in results}
+    io.write_json(out_dir / RESULTS, ordered)
+    build_report(ordered, out_dir).save(out_dir / REPORT)
+
+
+def build_report(results: dict[str, Any], out_dir: Path):
+    """One page: per topic the question, the verdict, the figure, the numbers, the seed answers."""
+    from dnnlab.report import Page
+
+    page = Page("The chapter's questions, settled by experiment",
+                "dnnlab explain: each verdict is computed from the numbers measured below.")
+    for topic in TOPICS:
+        r = results.get(topic)
+        if r is None:
+            continue
+        page.heading(topic)
+        q = r.get("question") or _question_or_topic(topic)
+        page.paragraph(q)
+        if "error" in r:
+            page.verdict(f"Failed: {r['error']}", ok=False)
+            continue
+        page.verdict(r["verdict"])
+        answers = [f"confirms {a}" for a in r.get("confirms", [])]
+        answers += [f"refutes {a}" for a in r.get("refutes", [])]
+        if answers:
+            page.bullets(answers)
+        fig = r.get("figure")
+        if fig:
+            path = Path(fig)
+            if not path.exists():
+                path = out_dir / path.name
+            if path.exists():
+                page.figure(path, f"{topic}: {path.name}")
+        rows = [{"quantity": k, "value": _fmt(v) if isinstance(v, (list, tuple)) else v}
+                for k, v in flatten(r.get("numbers", {}))]
+        if rows:
+            page.table(rows, ["quantity", "value"])
+        run = "quick run" if r.get("quick") else "full run"
+        page.paragraph(f"{run}, seed {r.get('seed')}, {r.get('seconds', 0):.1f} s")
+    return page
+
+
+def _question_or_topic(topic: str) -> str:
+    try:
+        return question(topic)
+    except DnnlabError:
+        return topic
+
+
+__all__ = ["TOPICS", "Finding", "build_report", "load_topic", "module_name", "resolve",
+           "run_topic", "run_topics"]
