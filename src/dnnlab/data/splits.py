@@ -140,17 +140,16 @@ def _draw_per_class(idx: np.ndarray, y: np.ndarray, lut, n_classes: int, k: int,
     return np.sort(np.concatenate(chosen))
 
 
-def _train_stats(x: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std in float64, two passes over row chunks (no full-size temporary)."""
+def _train_stats(x: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std: float64 sums, float32 deviations in row chunks (no big temporary)."""
     n = len(x)
-    total = np.zeros(x.shape[1])
-    for s in range(0, n, chunk):
-        total += x[s:s + chunk].sum(axis=0, dtype=np.float64)
-    mean = total / n
+    mean = x.sum(axis=0, dtype=np.float64) / n
+    mean32 = mean.astype(np.float32)
     sq = np.zeros(x.shape[1])
     for s in range(0, n, chunk):
-        d = x[s:s + chunk] - mean
-        sq += np.einsum("ij,ij->j", d, d)
+        d = x[s:s + chunk] - mean32
+        d *= d
+        sq += d.sum(axis=0, dtype=np.float64)
     return mean, np.sqrt(sq / n)
 
 
