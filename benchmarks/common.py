@@ -36,7 +36,8 @@ def machine(device: str, threads: int) -> dict:
     import torch
     info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": threads,
             "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "device": device}
+            "platform": platform.platform(), "device": device,
+            "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -75,22 +76,50 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _cpu_busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine have been busy (Linux /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def others_share(busy0: float | None, child0: float, wall: float) -> float | None:
+    """The share of the machine's CPU time that processes other than the worker used while it
+    ran: 0 on a quiet machine. Benchmarks on a shared box are only as good as this number."""
+    busy1 = _cpu_busy_seconds()
+    if busy0 is None or busy1 is None or wall <= 0:
+        return None
+    others = (busy1 - busy0) - (_children_cpu_seconds() - child0)
+    return round(max(0.0, others) / (wall * (os.cpu_count() or 1)), 3)
+
+
 def run_worker(script: Path, args: list[str], env: dict, verbose: bool = False) -> dict:
     """Run ``script --worker ...`` in a fresh interpreter and return the JSON it wrote."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, str(script), *args, "--result", str(result)]
+        busy0, child0 = _cpu_busy_seconds(), _children_cpu_seconds()
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, text=True,
                               stdout=None if verbose else subprocess.PIPE,
                               stderr=subprocess.STDOUT)
         wall = time.perf_counter() - t0
+        others = others_share(busy0, child0, wall)
         if proc.returncode != 0 or not result.exists():
             tail = "\n".join((proc.stdout or "").splitlines()[-15:])
             return {"error": f"worker exited with code {proc.returncode}", "log_tail": tail,
-                    "wall_seconds": wall}
+                    "wall_seconds": wall, "others_cpu_share": others}
         out = json.loads(result.read_text())
-        out["wall_seconds"] = wall
+        out["wall_seconds"], out["others_cpu_share"] = wall, others
         return out
 
 

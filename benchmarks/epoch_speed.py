@@ -75,6 +75,10 @@ def worker(args) -> None:
     common.write_result(args.result, out)
 
 
+def _pct(share: float | None) -> str:
+    return "?" if share is None else f"{100 * share:.0f}%"
+
+
 def label(name: str) -> str:
     return f"keras ({common.backend_of_env()})" if name == "keras" else name
 
@@ -117,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workload: 20x100 ELU MLP, Nadam, batch 32, {args.n_train} train + {args.n_valid} "
           f"valid images x 3072; {args.warmup} warm-up + {args.epochs} measured epochs, "
           f"device {args.device}\n")
+    if (info["load_average_at_start"] or 0) > 0.5 * (info["cpu_count"] or 1):
+        print(f"note: the load average is {info['load_average_at_start']:.1f}; other work on this "
+              "machine will slow every contender and blur the comparison\n")
 
     env = common.child_env(args.device, args.threads)
     runs = []
@@ -132,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             r["seconds"] = r["seconds"][args.warmup:]
             r.update(common.summarize(r["seconds"]))
             print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), "
-                  f"warm-up {', '.join(f'{s:.2f}' for s in r['warmup_seconds'])} s")
+                  f"warm-up {', '.join(f'{s:.2f}' for s in r['warmup_seconds'])} s, "
+                  f"other processes used {_pct(r['others_cpu_share'])} of the CPU")
         elif "skipped" in r:
             print(f"  skipped: {r['skipped']}")
         else:
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in runs:
         if "median" not in r:
-            rows.append([r["label"], "-", "-", r.get("skipped", r.get("error", ""))])
+            rows.append([r["label"], "-", "-", r.get("skipped", r.get("error", "")), ""])
             continue
         if base is None:
             vs = "n/a (dnnlab not run)"
@@ -152,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             r["dnnlab_speedup"] = r["median"] / base
             vs = f"dnnlab is {r['dnnlab_speedup']:.2f}x faster"
-        rows.append([r["label"], f"{r['median']:.2f}", f"{r['min']:.2f}", vs])
+        rows.append([r["label"], f"{r['median']:.2f}", f"{r['min']:.2f}", vs,
+                     _pct(r["others_cpu_share"])])
     print()
-    print(common.table(rows, ["peer", "median s/epoch", "min s/epoch", "vs dnnlab"]))
+    print(common.table(rows, ["peer", "median s/epoch", "min s/epoch", "vs dnnlab",
+                              "others' CPU"]))
 
     out = Path(args.out) if args.out else common.RESULTS / f"epoch_speed_{args.device}.json"
     common.save(out, {

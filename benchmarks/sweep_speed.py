@@ -1,0 +1,169 @@
+"""Model-epochs per second of the K-model engine, against training the K models one after another.
+
+    python benchmarks/sweep_speed.py                 # K = 1, 8, 32, 64, 128 at full size
+    python benchmarks/sweep_speed.py --quick         # 4,500 training images
+
+A learning-rate search or a set of seeds trains K models of one shape. ``dnnlab.train.train_many``
+trains them at once (stacked weights, batched matrix products); the alternative is K calls to
+``dnnlab.train.fit``. The workload is the exercise's MLP (20x100 ELU, He normal, Nadam, batch 32)
+on random data of CIFAR-10's shape; the K variants differ in seed and learning rate (spread
+log-uniformly over [1e-4, 1e-3], a range where none diverges, so all K train every epoch).
+
+The sequential figure is measured once, for one ``fit`` (K=1), and extrapolated: K sequential
+fits take K times as long, so their throughput is 1 / (seconds per epoch of one fit) whatever K is.
+Each measurement runs in a fresh subprocess with the same thread count; ``--warmup`` epochs are
+dropped and the median of the rest is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+BASE = {"model.depth": 20, "model.width": 100, "model.activation": "elu",
+        "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
+        "train.batch_size": 32, "train.patience": None, "train.progress": False,
+        "train.checkpoint_every": 0}
+
+
+def _config(epochs: int, device: str):
+    from dnnlab.config import RunConfig, replace
+    return replace(RunConfig(), **BASE, **{"train.epochs": epochs, "train.device": device})
+
+
+def fit_epochs(data, epochs: int, device: str) -> dict:
+    """One model trained by the single-model trainer."""
+    from dnnlab.train import fit
+    result = fit(_config(epochs, device), data, run_dir=None)
+    return {"seconds": list(result.history["seconds"]), "epochs_run": [result.epochs_run]}
+
+
+def engine_epochs(data, k: int, epochs: int, device: str) -> dict:
+    """K models trained at once by the engine; every model's history holds the shared epoch time."""
+    from dnnlab.train.engine import Variant, train_many
+    lrs = [1e-4 * 10 ** (i / max(k - 1, 1)) for i in range(k)]
+    variants = [Variant(seed=i, overrides={"optim.lr": lr}) for i, lr in enumerate(lrs)]
+    results = train_many(_config(epochs, device), data, variants, device=device, progress=False)
+    longest = max(results, key=lambda r: len(r.history["seconds"]))
+    return {"seconds": list(longest.history["seconds"]),
+            "epochs_run": [r.epochs_run for r in results]}
+
+
+def worker(args) -> None:
+    common.set_threads(args.threads)
+    import peers
+    from dnnlab.data import from_arrays
+    data = from_arrays(*peers.make_data(args.n_train, args.n_valid))
+    total = args.warmup + args.epochs
+    if args.worker == "fit":
+        out = fit_epochs(data, total, args.device)
+    else:
+        out = engine_epochs(data, int(args.worker.split(":")[1]), total, args.device)
+    common.write_result(args.result, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--ks", default="1,8,32,64,128", help="numbers of models trained at once")
+    p.add_argument("--epochs", type=int, default=3, help="measured epochs (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="epochs run first and dropped (default 1)")
+    p.add_argument("--n-train", type=int, default=45_000)
+    p.add_argument("--n-valid", type=int, default=5_000)
+    p.add_argument("--quick", action="store_true", help="4,500 training and 500 validation images")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="JSON results (default results/sweep_speed_<device>.json)")
+    p.add_argument("--verbose", action="store_true", help="show the workers' own output")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n_train, args.n_valid = 4_500, 500
+    if args.worker:
+        worker(args)
+        return 0
+
+    import torch
+    args.device = common.resolve_device(args.device)
+    args.threads = args.threads or torch.get_num_threads()
+    try:
+        ks = [int(k) for k in args.ks.split(",")]
+    except ValueError:
+        p.error(f"--ks {args.ks!r}: expected integers separated by commas, e.g. 1,8,32")
+    if any(k < 1 for k in ks):
+        p.error("--ks: every K must be at least 1")
+    info = common.machine(args.device, args.threads)
+    print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), {args.threads} threads, "
+          f"torch {info['torch']}" + (f", GPU {info['gpu']}" if "gpu" in info else ""))
+    print(f"workload: 20x100 ELU MLP, Nadam, batch 32, {args.n_train} train + {args.n_valid} "
+          f"valid images x 3072; {args.warmup} warm-up + {args.epochs} measured epochs, "
+          f"device {args.device}\n")
+
+    env = common.child_env(args.device, args.threads)
+    common_args = ["--device", args.device, "--threads", str(args.threads), "--epochs",
+                   str(args.epochs), "--warmup", str(args.warmup), "--n-train", str(args.n_train),
+                   "--n-valid", str(args.n_valid)]
+    runs = {}
+    for name in ["fit", *(f"engine:{k}" for k in ks)]:
+        print(f"running {name} ...", flush=True)
+        r = common.run_worker(Path(__file__), ["--worker", name, *common_args], env, args.verbose)
+        if "seconds" not in r:
+            print(f"  failed: {r['error']}\n{r['log_tail']}")
+            runs[name] = r
+            continue
+        r["warmup_seconds"] = r["seconds"][:args.warmup]
+        r["seconds"] = r["seconds"][args.warmup:]
+        r.update(common.summarize(r["seconds"]))
+        short = [n for n in r["epochs_run"] if n < args.warmup + args.epochs]
+        if short:
+            print(f"  note: {len(short)} model(s) stopped before the last epoch; the stack shrank")
+        print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), other processes "
+              f"used {100 * (r['others_cpu_share'] or 0):.0f}% of the CPU")
+        runs[name] = r
+
+    single = runs["fit"].get("median")
+    rows = []
+    for k in ks:
+        r = runs[f"engine:{k}"]
+        if "median" not in r:
+            rows.append([str(k), "-", "-", "-", "-"])
+            continue
+        r["k"] = k
+        r["model_epochs_per_s"] = k / r["median"]
+        seq_time = k * single if single else None
+        r["sequential_seconds_extrapolated"] = seq_time
+        r["speedup"] = seq_time / r["median"] if seq_time else None
+        rows.append([str(k), f"{r['median']:.2f}", f"{r['model_epochs_per_s']:.3f}",
+                     f"{seq_time:.1f}" if seq_time else "-",
+                     f"{r['speedup']:.2f}x" if r["speedup"] else "-"])
+    print()
+    if single:
+        print(f"one model with dnnlab.train.fit: {single:.2f} s/epoch = {1 / single:.3f} "
+              "model-epochs/s (K sequential fits: K times this, extrapolated, not run)")
+    print(common.table(rows, ["K", "engine s/epoch", "model-epochs/s",
+                              "K fits s/epoch (extrap.)", "engine speed-up"]))
+
+    out = Path(args.out) if args.out else common.RESULTS / f"sweep_speed_{args.device}.json"
+    common.save(out, {
+        "benchmark": "sweep_speed", "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": info,
+        "workload": {"model": "MLP 20x100 ELU, he_normal, softmax 10", "optimizer": "nadam",
+                     "lr": "K values log-spaced in [1e-4, 1e-3]", "batch_size": 32,
+                     "n_train": args.n_train, "n_valid": args.n_valid, "features": 3072,
+                     "warmup": args.warmup, "epochs": args.epochs},
+        "sequential": "extrapolated: K x the measured seconds per epoch of one fit",
+        "single_fit": runs["fit"],
+        "engine": [runs[f"engine:{k}"] for k in ks]})
+    print(f"\nresults written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
