@@ -1,0 +1,52 @@
+"""``dnnlab prune RUN_DIR --sparsity S [--epochs N]``: prune a trained run, fine-tune, report.
+
+Registered by :mod:`dnnlab.cli` through ``_EXTRA_COMMANDS``; the work is
+:func:`dnnlab.analysis.sparsity.prune_run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _line(name: str, scores: dict[str, float]) -> str:
+    parts = [f"{name:<10} sparsity {_pct(scores['sparsity']):>7}"]
+    for split in ("valid", "test"):
+        if f"{split}_accuracy" in scores:
+            parts.append(f"{split} accuracy {scores[f'{split}_accuracy']:.4f}")
+    return "  ".join(parts)
+
+
+def cmd_prune(args) -> int:
+    from dnnlab.analysis.sparsity import prune_run
+    report = prune_run(args.run_dir, args.sparsity, args.epochs, data_dir=args.data_dir,
+                       device=args.device, lr=args.lr, progress=not args.quiet)
+    print(_line("before", report["before"]))
+    print(_line("pruned", report["pruned"]))
+    if "finetuned" in report:
+        print(_line(f"+{report['finetune_epochs']} epochs", report["finetuned"]))
+    print(f"pruned model: {report['model']}")
+    return 0
+
+
+def register(sub, with_config) -> None:
+    """Add the ``prune`` subcommand (``with_config`` is unused: a run directory holds its config)."""
+    sp = sub.add_parser(
+        "prune", help="zero the smallest weights of a trained run, fine-tune, report",
+        description="Prune a finished run to a target sparsity by global magnitude pruning "
+                    "(torch.nn.utils.prune), fine-tune it with the pruned weights held at zero, and "
+                    "write RUN_DIR/pruned-S/model.safetensors and report.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'dnnlab train'")
+    sp.add_argument("--sparsity", type=float, required=True, metavar="S",
+                    help="fraction of kernel weights set to exactly zero, in [0, 1), e.g. 0.9")
+    sp.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (0: prune only)")
+    sp.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to fine-tune")
+    sp.add_argument("--data-dir", help="folder holding the dataset files")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_prune)
