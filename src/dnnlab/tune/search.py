@@ -1,0 +1,277 @@
+"""``dnnlab tune``: an Optuna search scored by stratified k-fold cross-validation.
+
+Protocol (the book's ``RandomizedSearchCV`` with early stopping): the training split is cut into
+``folds`` stratified folds; a trial trains one model per fold on the other folds, stops early on
+the dataset's validation split (the first 5,000 training images, never scored), and is scored by
+its accuracy on the held-out fold with the best weights restored. The trial's value is the mean
+over folds. After each fold the running mean is reported, so Optuna's median pruner drops a trial
+whose first folds already trail the median of earlier trials.
+
+A search lives in an Optuna storage: by default ``study.db`` (SQLite) in the output folder, so a
+stopped search resumes where it stopped; with ``storage="postgresql://..."`` any number of
+workers on any number of machines share one study. ``trials`` is the number of finished trials
+the study should hold: each worker runs trials until the study holds that many (a worker killed
+mid-trial leaves a trial that the heartbeat marks failed after ``GRACE_SECONDS``; failed trials do
+not count). Every trial records which worker ran it (host:pid).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnlab import io
+from dnnlab.config import RunConfig, replace, to_toml
+from dnnlab.errors import DnnlabError
+from dnnlab.tune.folds import stratified_kfold
+from dnnlab.tune.space import Param, apply, parse_space
+
+HEARTBEAT_SECONDS = 20
+GRACE_SECONDS = 60
+SQLITE_TIMEOUT_SECONDS = 120
+
+
+@dataclass
+class TuneResult:
+    """A finished search: the best trial, its config, and every trial of the study."""
+    study_name: str
+    storage: str
+    best_value: float
+    best_params: dict[str, Any]
+    best_config: RunConfig
+    rows: list[dict[str, Any]]            # one per trial, best first (see ``trial_rows``)
+    trials_here: list[int]                 # the trial numbers this process ran
+    out_dir: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def table(self, limit: int | None = 20) -> str:
+        """The results table as fixed-width text (the best ``limit`` trials)."""
+        return format_table(self.rows[:limit] if limit else self.rows)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def default_storage(out_dir: Path) -> str:
+    return f"sqlite:///{(out_dir / 'study.db').resolve()}"
+
+
+def open_storage(url: str):
+    """An RDB storage with heartbeats (stale trials of killed workers are failed, not counted).
+
+    SQLite gets a long lock timeout so several local workers can share one file; creating the
+    tables is retried because workers that start together race to create them.
+    """
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    # heartbeats and fail_stale_trials are marked experimental; the warning is noise to a user
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
+    last: Exception | None = None
+    for attempt in range(8):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
+                                              grace_period=GRACE_SECONDS, **kwargs)
+        except (OperationalError, IntegrityError) as e:
+            last = e
+            time.sleep(0.25 * (attempt + 1))
+        except (ImportError, ModuleNotFoundError) as e:
+            raise DnnlabError(f"storage {url.split(':')[0]!r} needs a database driver that is not "
+                              f"installed ({e}); for PostgreSQL: pip install psycopg2-binary") from None
+        except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
+            raise DnnlabError(f"cannot open the Optuna storage {_safe_url(url)}: {e}; check the URL "
+                              "(e.g. postgresql://user:password@host/dbname) and that the server "
+                              "is running") from None
+    raise DnnlabError(f"cannot open the Optuna storage {_safe_url(url)}: {last}")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        return f"{scheme}://{cred.split(':')[0]}:***@{host}"
+    return url
+
+
+def _counted(study) -> int:
+    """Trials that count towards the target: finished ones and ones running now.
+
+    Enqueued (waiting) trials do not count: a worker has yet to run them, and will, first.
+    """
+    from optuna.trial import TrialState
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def make_objective(cfg: RunConfig, params: list[Param], data, folds: int, log=print):
+    """The Optuna objective: mean held-out-fold accuracy of the config a trial draws."""
+    import optuna
+
+    from dnnlab.data.splits import from_arrays
+    from dnnlab.train import fit
+
+    x, y = data.train.x, data.train.y
+    splits = stratified_kfold(y, folds, seed=cfg.data.seed)
+    has_valid = len(data.valid) > 0
+
+    def objective(trial) -> float:
+        t0 = time.perf_counter()
+        trial.set_user_attr("worker", worker_id())
+        values = {p.key: p.suggest(trial) for p in params}
+        tcfg = replace(apply(cfg, values), **{"train.progress": False})
+        scores: list[float] = []
+        for f, (tr, ho) in enumerate(splits):
+            valid = (data.valid.x, data.valid.y) if has_valid else (x[ho], y[ho])
+            fold = from_arrays(x[tr], y[tr], *valid, x[ho], y[ho], class_names=data.class_names)
+            res = fit(tcfg, fold, evaluate_test=True)
+            if res.status == "diverged":
+                trial.set_user_attr("diverged", res.message)
+                trial.set_user_attr("seconds", time.perf_counter() - t0)
+                log(f"trial {trial.number}: diverged in fold {f + 1} ({_params_text(values)})")
+                raise optuna.TrialPruned(res.message)
+            scores.append(float(res.test["test_accuracy"]))
+            trial.set_user_attr("fold_scores", scores)
+            trial.report(float(np.mean(scores)), f)
+            if f + 1 < len(splits) and trial.should_prune():
+                trial.set_user_attr("seconds", time.perf_counter() - t0)
+                log(f"trial {trial.number}: pruned after fold {f + 1}, mean accuracy "
+                    f"{np.mean(scores):.4f} ({_params_text(values)})")
+                raise optuna.TrialPruned()
+        seconds = time.perf_counter() - t0
+        trial.set_user_attr("seconds", seconds)
+        log(f"trial {trial.number}: cv accuracy {np.mean(scores):.4f} "
+            f"(folds {' '.join(f'{s:.4f}' for s in scores)}) {_params_text(values)} [{seconds:.1f} s]")
+        return float(np.mean(scores))
+
+    return objective
+
+
+def _params_text(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_short(v)}" for k, v in values.items())
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def tune(cfg: RunConfig, *, trials: int, folds: int = 3, storage: str | None = None,
+         out: str | Path | None = None, study_name: str | None = None, data=None,
+         seed: int | None = None, startup_trials: int = 5, log=print) -> TuneResult:
+    """Search ``cfg.tune``'s space until the study holds ``trials`` finished trials.
+
+    ``data`` is a loaded :class:`~dnnlab.data.Dataset` (default: ``cfg.data`` is loaded).
+    ``seed`` seeds the sampler; leave it None when several workers share a study, or they would
+    all propose the same first trials. Pruning starts once ``startup_trials`` trials completed. Writes ``trials.csv`` and ``best_config.toml`` to ``out``
+    (default ``runs/NAME-tune``) and returns the :class:`TuneResult`.
+    """
+    import optuna
+
+    if trials < 1:
+        raise DnnlabError(f"--trials {trials}: run at least 1 trial")
+    params = parse_space(cfg)
+    out_dir = Path(out) if out is not None else Path("runs") / f"{cfg.name}-tune"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or default_storage(out_dir)
+    name = study_name or cfg.name
+    if data is None:
+        from dnnlab.data import load_from_config
+        data = load_from_config(cfg.data)
+    objective = make_objective(cfg, params, data, folds, log=log)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=open_storage(url), study_name=name, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
+    optuna.storages.fail_stale_trials(study)
+    log(f"study {name!r} in {_safe_url(url)}: {_counted(study)} of {trials} trials done or "
+        f"running; searching {len(params)} parameters with {folds}-fold cross-validation")
+    mine: list[int] = []
+    while _counted(study) < trials:
+        trial_numbers: list[int] = []
+        study.optimize(objective, n_trials=1, catch=(),
+                       callbacks=[lambda s, t: trial_numbers.append(t.number)])
+        mine.extend(trial_numbers)
+
+    rows = trial_rows(study, params)
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise DnnlabError(f"study {name!r} has no completed trial (all were pruned or failed); "
+                          "widen the search space or lower the learning-rate range") from None
+    best_cfg = apply(cfg, best.params)
+    best_cfg.name = f"{cfg.name}-tuned"
+    paths = {"trials_csv": write_csv(out_dir / "trials.csv", rows),
+             "best_config": io.write_text(out_dir / "best_config.toml", _best_toml(best_cfg, best))}
+    return TuneResult(name, url, float(best.value), dict(best.params), best_cfg, rows, mine,
+                      out_dir, paths)
+
+
+def _best_toml(cfg: RunConfig, best) -> str:
+    folds = " ".join(f"{s:.4f}" for s in best.user_attrs.get("fold_scores", []))
+    return (f"# Best trial {best.number} of dnnlab tune: cross-validated accuracy {best.value:.4f}"
+            f" (folds {folds}).\n# Train it with: dnnlab train THIS_FILE\n" + to_toml(cfg))
+
+
+def trial_rows(study, params: list[Param]) -> list[dict[str, Any]]:
+    """One row per trial: number, state, cv accuracy, fold scores, parameters, seconds, worker.
+
+    Completed trials come first, best first; then pruned and failed ones by trial number.
+    """
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name.lower(),
+                               "cv_accuracy": t.value if t.value is not None else math.nan,
+                               "folds": " ".join(f"{s:.4f}" for s in t.user_attrs.get("fold_scores", []))}
+        for p in params:
+            row[p.key] = t.params.get(p.key)
+        row["seconds"] = t.user_attrs.get("seconds", math.nan)
+        row["worker"] = t.user_attrs.get("worker", "")
+        rows.append(row)
+    done = sorted((r for r in rows if r["state"] == "complete"), key=lambda r: -r["cv_accuracy"])
+    rest = [r for r in rows if r["state"] != "complete"]
+    return done + rest
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Rows as a fixed-width text table (what the terminal shows)."""
+    if not rows:
+        return "(no trials)"
+    cols = list(rows[0])
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    buf = _io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return io.write_text(path, buf.getvalue())
