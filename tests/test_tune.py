@@ -191,3 +191,16 @@ def test_register_adds_the_tune_command():
     assert (args.trials, args.folds, args.storage, args.study_name, args.out) == \
         (7, 4, "postgresql://u@h/db", "s", "o")
     assert args.func.__name__ == "cmd_tune"
+
+
+def test_postgresql_urls_get_an_installed_driver():
+    import importlib.util
+
+    from dnnlab.tune.search import _safe_url, with_driver
+    url = with_driver("postgresql://u:secret@db.example/tune")
+    if importlib.util.find_spec("psycopg") or importlib.util.find_spec("psycopg2"):
+        assert url.startswith(("postgresql+psycopg://", "postgresql+psycopg2://"))
+    assert url.endswith("u:secret@db.example/tune")
+    assert with_driver("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
+    assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
+    assert "secret" not in _safe_url("postgresql://u:secret@db.example/tune")

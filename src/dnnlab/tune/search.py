@@ -67,17 +67,31 @@ def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'study.db').resolve()}"
 
 
+def with_driver(url: str) -> str:
+    """``postgresql://`` with an installed driver named: SQLAlchemy 2.1 assumes psycopg 3, and
+    many machines have only psycopg2 (``psycopg2-binary``), so the one that is importable wins."""
+    import importlib.util
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+            if importlib.util.find_spec(module) is not None:
+                return f"postgresql+{driver}://{rest}"
+    return url
+
+
 def open_storage(url: str):
     """An RDB storage with heartbeats (stale trials of killed workers are failed, not counted).
 
     SQLite gets a long lock timeout so several local workers can share one file; creating the
-    tables is retried because workers that start together race to create them.
+    tables is retried because workers that start together race to create them. A plain
+    ``postgresql://`` URL gets whichever PostgreSQL driver is installed (:func:`with_driver`).
     """
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     # heartbeats and fail_stale_trials are marked experimental; the warning is noise to a user
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    url = with_driver(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
