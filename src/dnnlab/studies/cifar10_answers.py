@@ -1,0 +1,196 @@
+"""The exercise's questions answered from the study's records, as numbers and as sentences.
+
+Pure functions of the stage records (no training here), so each answer is tested on small
+hand-made histories. Every answer is a dict of the numbers behind it plus ``text``: the sentence
+printed at the end of the run and shown as a verdict in the report.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from dnnlab.studies import common
+
+# The SELU net counts as self-normalized when every hidden layer's activations stay this close
+# to mean 0 and std 1 (Klambauer et al.'s fixed point; the bands are ours, stated in the report).
+MEAN_BAND = 0.25
+STD_BAND = (0.75, 1.25)
+
+
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """:func:`dnnlab.studies.common.mean_std` of the finite values; (None, None) when none are
+    (JSON has no NaN)."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None, None
+    return common.mean_std(vals)
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def pm(mean: float | None, std: float | None) -> str:
+    """``51.2% ± 0.4`` (percentage points)."""
+    if mean is None:
+        return "n/a"
+    return f"{100 * mean:.1f}% ± {100 * (std or 0.0):.1f}"
+
+
+def _best_val_loss(history: dict[str, list]) -> float | None:
+    vals = [v for v in history["val_loss"] if v is not None]
+    return min(vals) if vals else None
+
+
+def epochs_to_reach(history: dict[str, list], target: float) -> tuple[int | None, float | None]:
+    """The first epoch whose val_loss is <= ``target``, and the training seconds up to its end."""
+    seconds = 0.0
+    for epoch, loss, secs in zip(history["epoch"], history["val_loss"], history["seconds"]):
+        seconds += secs or 0.0
+        if loss is not None and loss <= target:
+            return int(epoch), seconds
+    return None, None
+
+
+def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any]) -> dict[str, Any]:
+    """(c) Does BN converge faster, give a better model, and what does it do to time per epoch?
+
+    ``baseline`` and ``batchnorm`` are the final-run records of :func:`train_seeds` (per-seed
+    histories, accuracies, seconds per epoch). "Faster" is measured against the baseline's own
+    best: the mean over its seeds of the best validation loss; for each BN seed, the first epoch
+    (and the wall time up to it) that gets at least as low, compared with the epochs and wall time
+    the baseline needed to reach its best.
+    """
+    base_runs, bn_runs = baseline["runs"], batchnorm["runs"]
+    target = statistics.fmean(v for v in (_best_val_loss(r["history"]) for r in base_runs)
+                              if v is not None)
+    base_epochs = [r["best_epoch"] for r in base_runs]
+    base_secs = [sum(s or 0.0 for s in r["history"]["seconds"][:r["best_epoch"]]) for r in base_runs]
+    reached = [epochs_to_reach(r["history"], target) for r in bn_runs]
+    hit = [(e, s) for e, s in reached if e is not None]
+    bn_epochs = statistics.fmean(e for e, _ in hit) if hit else None
+    bn_secs = statistics.fmean(s for _, s in hit) if hit else None
+    b_ep, b_s = statistics.fmean(base_epochs), statistics.fmean(base_secs)
+    base_val = mean_std([r["val_accuracy"] for r in base_runs])
+    bn_val = mean_std([r["val_accuracy"] for r in bn_runs])
+    base_test = mean_std([r["test_accuracy"] for r in base_runs])
+    bn_test = mean_std([r["test_accuracy"] for r in bn_runs])
+    spe_base, spe_bn = baseline.get("seconds_per_epoch"), batchnorm.get("seconds_per_epoch")
+    spe_change = (spe_bn / spe_base - 1.0) if spe_base and spe_bn else None
+    faster = bn_epochs is not None and bn_epochs < b_ep
+    better = None if bn_val[0] is None or base_val[0] is None else bn_val[0] > base_val[0]
+
+    if hit:
+        conv = (f"BN reached the baseline's best validation loss ({target:.4f}) in "
+                f"{bn_epochs:.1f} epochs and {bn_secs:.0f} s on average ({len(hit)} of "
+                f"{len(bn_runs)} seeds reached it), where the baseline needed {b_ep:.1f} epochs "
+                f"and {b_s:.0f} s to reach its best: {'faster' if faster else 'not faster'}")
+        if faster and b_ep > 0:
+            conv += f" ({b_ep / bn_epochs:.1f}x fewer epochs)"
+        conv += "."
+    else:
+        conv = (f"No BN seed reached the baseline's best validation loss ({target:.4f}) within "
+                f"its epochs, so BN did not converge faster here.")
+    model = (f"BN's model is {'better' if better else 'not better'}: validation accuracy "
+             f"{pm(*bn_val)} vs {pm(*base_val)} for the baseline, test accuracy {pm(*bn_test)} vs "
+             f"{pm(*base_test)}.")
+    speed = ("Time per epoch: n/a." if spe_change is None else
+             f"Each epoch took {spe_bn:.2f} s with BN vs {spe_base:.2f} s without "
+             f"({100 * spe_change:+.0f}% per epoch, {len(bn_runs)} models trained at once).")
+    return {"target_val_loss": target, "bn_epochs_to_target": bn_epochs,
+            "bn_seconds_to_target": bn_secs, "seeds_reaching_target": len(hit),
+            "baseline_epochs_to_best": b_ep, "baseline_seconds_to_best": b_s,
+            "converges_faster": faster, "better_model": better,
+            "val_accuracy": {"baseline": base_val, "batchnorm": bn_val},
+            "test_accuracy": {"baseline": base_test, "batchnorm": bn_test},
+            "seconds_per_epoch": {"baseline": spe_base, "batchnorm": spe_bn},
+            "time_per_epoch_change": spe_change, "text": " ".join([conv, model, speed])}
+
+
+def _band(layers: list[dict[str, float | None]]) -> dict[str, Any]:
+    means = [s["mean"] for s in layers]
+    stds = [s["std"] for s in layers]
+    finite = all(v is not None for v in means + stds)
+    if not finite:
+        return {"finite": False, "normalized": False, "max_abs_mean": None, "std_min": None,
+                "std_max": None, "last_mean": None, "last_std": None}
+    max_abs = max(abs(m) for m in means)
+    normalized = max_abs <= MEAN_BAND and all(STD_BAND[0] <= s <= STD_BAND[1] for s in stds)
+    return {"finite": True, "normalized": normalized, "max_abs_mean": max_abs,
+            "std_min": min(stds), "std_max": max(stds), "last_mean": means[-1],
+            "last_std": stds[-1]}
+
+
+def _describe(label: str, b: dict[str, Any]) -> str:
+    if not b["finite"]:
+        return f"{label}: the activations overflowed (inf/NaN)"
+    return (f"{label}: |mean| <= {b['max_abs_mean']:.2f}, std {b['std_min']:.2f}-"
+            f"{b['std_max']:.2f}, layer 20 at {b['last_mean']:+.2f} / {b['last_std']:.2f}")
+
+
+def selu_answer(stats: dict[str, Any]) -> dict[str, Any]:
+    """(d) Does the SELU net self-normalize? Per input/init combination, at init and trained."""
+    rows = {}
+    parts = []
+    after = f"after {stats['epochs']} epoch(s)"
+    for combo in stats["combos"]:
+        init, trained = _band(combo["at_init"]), _band(combo["trained"])
+        rows[combo["label"]] = {"at_init": init, "trained": trained}
+        parts.append(f"{_describe(combo['label'] + ' at init', init)}; "
+                     f"{_describe(after, trained)}")
+    final = _band(stats["final"]) if stats.get("final") else None
+    key = "standardized inputs, LeCun init"
+    ok = rows.get(key, {}).get("at_init", {}).get("normalized", False)
+    others = [k for k, v in rows.items() if k != key and v["at_init"]["normalized"]]
+    band = f"|mean| <= {MEAN_BAND} and std in [{STD_BAND[0]}, {STD_BAND[1]}]"
+    head = (f"The SELU net self-normalizes with standardized inputs and LeCun normal init: at "
+            f"initialization all 20 layers stay within {band}." if ok else
+            f"The SELU net does not stay within {band} at every layer, even with standardized "
+            f"inputs and LeCun normal init.")
+    other = (f" Among the other combinations, {', '.join(others)} also stay within the band."
+             if others else " None of the other combinations (raw inputs, He init) stays within "
+             "the band through all 20 layers.")
+    tail = ""
+    if final is not None:
+        tail = " " + _describe("After the full training (seed 0)", final) + "."
+    text = head + other + " " + ". ".join(p[0].upper() + p[1:] for p in parts) + "." + tail
+    return {"self_normalizes": ok, "bands": rows, "final": final,
+            "mean_band": MEAN_BAND, "std_band": list(STD_BAND), "text": text}
+
+
+def mc_dropout_answer(mc: dict[str, Any]) -> dict[str, Any]:
+    """(e) Does MC Dropout beat plain inference (accuracy, entropy, ECE), and at what cost?"""
+    seeds = mc["per_seed"]
+
+    def agg(split: str, kind: str, key: str):
+        return mean_std([s[split][kind][key] for s in seeds])
+
+    out: dict[str, Any] = {"n_samples": mc["n_samples"]}
+    for split in ("val", "test"):
+        for kind in ("plain", "mc"):
+            for key in ("accuracy", "entropy", "ece", "nll", "seconds"):
+                out[f"{split}_{kind}_{key}"] = agg(split, kind, key)[0]
+    out["val_mc_accuracy_std"] = agg("val", "mc", "accuracy")[1]
+    gain_val = out["val_mc_accuracy"] - out["val_plain_accuracy"]
+    gain_test = out["test_mc_accuracy"] - out["test_plain_accuracy"]
+    cost = out["test_mc_seconds"] / out["test_plain_seconds"] if out["test_plain_seconds"] else None
+    beats = gain_val > 0 and gain_test > 0
+    better_calibrated = out["val_mc_ece"] < out["val_plain_ece"]
+    out.update(accuracy_gain_val=gain_val, accuracy_gain_test=gain_test, cost_ratio=cost,
+               beats_plain=beats, better_calibrated=better_calibrated)
+    cost_text = (f"{cost:.0f}x the inference time of plain inference "
+                 f"({out['test_mc_seconds']:.2f} s vs {out['test_plain_seconds']:.3f} s "
+                 f"for the {mc.get('test_images', 10000):,} test images)") if cost else "n/a"
+    out["text"] = (
+        f"MC Dropout ({mc['n_samples']} samples, same trained models) "
+        f"{'beats' if beats else 'does not beat'} plain inference: validation accuracy "
+        f"{pct(out['val_mc_accuracy'])} vs {pct(out['val_plain_accuracy'])} "
+        f"({100 * gain_val:+.2f} points), test {pct(out['test_mc_accuracy'])} vs "
+        f"{pct(out['test_plain_accuracy'])} ({100 * gain_test:+.2f} points). "
+        f"Mean predictive entropy {out['val_mc_entropy']:.3f} vs {out['val_plain_entropy']:.3f} "
+        f"nats, expected calibration error {100 * out['val_mc_ece']:.2f}% vs "
+        f"{100 * out['val_plain_ece']:.2f}% ({'better' if better_calibrated else 'not better'} "
+        f"calibrated), at {cost_text}.")
+    return out

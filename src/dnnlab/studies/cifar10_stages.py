@@ -1,0 +1,208 @@
+"""The training work of the CIFAR-10 study, one function per stage.
+
+Every stage returns a plain JSON-able record (so the study can save it, resume from it and build
+its report from it) and trains through the K-model engine wherever several models of one shape
+are wanted: the learning-rate candidates of a search, the dropout rates, the seeds of a final
+variant and the inputs/initializations of the SELU check are each one ``train_many`` call.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dnnlab.config import RunConfig, replace
+from dnnlab.data import Dataset
+from dnnlab.studies.cifar10_plan import Protocol
+
+# The LR finder sweeps these rates: below 1e-6 no optimizer here learns anything in a few
+# hundred steps, so starting lower only spends the sweep on a flat line.
+FINDER_RANGE = (1e-6, 10.0)
+HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no inf/NaN: a diverged model's loss is recorded as None."""
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _history(h: dict[str, list[float]]) -> dict[str, list]:
+    return {k: [_finite(v) if k != "epoch" else int(v) for v in h.get(k, [])] for k in HISTORY_KEYS}
+
+
+def _tensors(split, device: torch.device, limit: int | None = None):
+    x, y = split.x, split.y
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return torch.as_tensor(x).to(device), torch.as_tensor(y).to(device)
+
+
+def _budget(cfg: RunConfig, epochs: int, progress: bool) -> RunConfig:
+    """``cfg`` trained for exactly ``epochs`` epochs (no early stop inside the budget)."""
+    return replace(cfg, **{"train.epochs": epochs, "train.patience": epochs,
+                           "train.progress": progress})
+
+
+def search(cfg: RunConfig, data: Dataset, key: str, values: tuple, epochs: int, *,
+           device: str, progress: bool) -> dict[str, Any]:
+    """Train one model per value of ``key`` at once for ``epochs``; the best by validation loss.
+
+    All candidates share seed 0 (same initial weights, same batches), so the only difference
+    between them is the value searched.
+    """
+    from dnnlab.train.engine import Variant, train_many
+    t0 = time.perf_counter()
+    results = train_many(_budget(cfg, epochs, progress), data,
+                         [Variant(seed=0, overrides={key: v}) for v in values],
+                         device=device, progress=progress)
+    rows = []
+    for v, r in zip(values, results):
+        h = r.history
+        ok = r.best_epoch > 0 and math.isfinite(r.best)
+        i = h["epoch"].index(r.best_epoch) if ok else None
+        rows.append({"value": v, "val_loss": _finite(r.best) if ok else None,
+                     "val_accuracy": _finite(h["val_accuracy"][i]) if ok else None,
+                     "best_epoch": r.best_epoch, "status": r.status})
+    scored = [r for r in rows if r["val_loss"] is not None]
+    if not scored:
+        from dnnlab.errors import TrainingDiverged
+        raise TrainingDiverged(f"every candidate of the {key} search diverged within {epochs} "
+                               "epochs; check the data (NaNs?) or widen the search")
+    best = min(scored, key=lambda r: r["val_loss"])
+    return {"key": key, "epochs": epochs, "rows": rows, "best": best["value"],
+            "seconds": time.perf_counter() - t0}
+
+
+def lr_finder(cfg: RunConfig, data: Dataset, steps: int, *, device: str) -> dict[str, Any]:
+    """The LR range test on a fresh model of ``cfg`` (seed 0): the curve and its suggestion."""
+    from dnnlab.nn.mlp import build_mlp
+    from dnnlab.optim.lr_finder import find_lr
+    from dnnlab.train import resolve_device
+    dev = resolve_device(device)
+    model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=0).to(dev)
+    x, y = _tensors(data.train, dev)
+    t0 = time.perf_counter()
+    res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=steps, seed=0,
+                  start_lr=FINDER_RANGE[0], end_lr=FINDER_RANGE[1])
+    return {"lrs": res.lrs, "losses": [_finite(v) for v in res.losses],
+            "suggestion": res.suggestion, "min_lr": res.min_lr, "diverged": res.diverged,
+            "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
+            "seconds": time.perf_counter() - t0}
+
+
+def seconds_per_epoch(histories: list[dict[str, list]]) -> float | None:
+    """Median epoch wall time while every seed was still training (one engine stack of K)."""
+    common = min(len(h["seconds"]) for h in histories)
+    secs = [s for s in histories[0]["seconds"][:common] if s is not None]
+    return float(statistics.median(secs)) if secs else None
+
+
+def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progress: bool,
+                models_dir: Path | None = None) -> tuple[dict[str, Any], list]:
+    """The final runs of one variant: ``seeds`` models at once, each evaluated on valid and test.
+
+    Returns the record and the trained models (best weights restored); with ``models_dir`` each
+    model is also saved there as ``<name>-seed<k>.safetensors``.
+    """
+    from dnnlab.train import evaluate, resolve_device
+    from dnnlab.train.checkpoint import save_model
+    from dnnlab.train.engine import Variant, train_many
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    cfg = replace(cfg, **{"train.progress": progress})
+    results = train_many(cfg, data, [Variant(seed=s) for s in range(seeds)], device=device,
+                         progress=progress)
+    wall = time.perf_counter() - t0
+    valid, test = _tensors(data.valid, dev), _tensors(data.test, dev)
+    runs, models = [], []
+    for r in results:
+        model = r.model.to(dev)
+        v, t = evaluate(model, *valid), evaluate(model, *test)
+        runs.append({"seed": r.variant.seed, "status": r.status, "message": r.message,
+                     "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                     "val_loss": _finite(v["loss"]), "val_accuracy": v["accuracy"],
+                     "test_loss": _finite(t["loss"]), "test_accuracy": t["accuracy"],
+                     "history": _history(r.history)})
+        models.append(model)
+        if models_dir is not None:
+            save_model(model, models_dir / f"{cfg.name}-seed{r.variant.seed}.safetensors",
+                       {"best_epoch": r.best_epoch, "status": r.status})
+    record = {"config": cfg.to_dict(), "runs": runs, "wall_seconds": wall, "models": len(runs),
+              "seconds_per_epoch": seconds_per_epoch([r["history"] for r in runs])}
+    return record, models
+
+
+def load_models(cfg: RunConfig, seeds: int, models_dir: Path, device: str) -> list:
+    """The models :func:`train_seeds` saved (for a resumed study)."""
+    from dnnlab.train import resolve_device
+    from dnnlab.train.checkpoint import load_model
+    dev = resolve_device(device)
+    return [load_model(models_dir / f"{cfg.name}-seed{s}.safetensors", dev) for s in range(seeds)]
+
+
+def mc_dropout(models: list, data: Dataset, n_samples: int, *, device: str) -> dict[str, Any]:
+    """Plain inference vs MC Dropout (``n_samples`` passes) for each trained alpha-dropout model.
+
+    BatchNorm layers, if any, stay in inference mode (``enable_mc_dropout`` switches on only the
+    dropout modules). Inference seconds are measured on the test set.
+    """
+    from dnnlab.analysis.mc_dropout import mc_dropout_eval, plain_eval
+    from dnnlab.train import resolve_device
+    dev = resolve_device(device)
+    valid, test = _tensors(data.valid, dev), _tensors(data.test, dev)
+    per_seed = []
+    for seed, model in enumerate(models):
+        row = {"seed": seed}
+        for split, (x, y) in (("val", valid), ("test", test)):
+            plain = plain_eval(model, x, y)
+            mc = mc_dropout_eval(model, x, y, n_samples=n_samples, seed=seed)
+            row[split] = {"plain": plain, "mc": mc}
+        per_seed.append(row)
+    return {"n_samples": n_samples, "test_images": len(data.test), "per_seed": per_seed}
+
+
+def _stats(model, x) -> list[dict[str, float]]:
+    from dnnlab.analysis.stats import hidden_stats, layer_stats
+    return [{"layer": s["layer"], "mean": _finite(s["mean"]), "std": _finite(s["std"])}
+            for s in hidden_stats(layer_stats(model, x))]
+
+
+def selu_statistics(cfg: RunConfig, raw: Dataset, std: Dataset, proto: Protocol, *,
+                    device: str, progress: bool, final_model=None) -> dict[str, Any]:
+    """Each hidden layer's activation mean and std of the SELU net, at init and after training.
+
+    Four nets, standardized vs raw inputs x LeCun vs He normal init, each trained for the search
+    budget (``proto.search_epochs``) at the SELU variant's learning rate, all from seed 0; the
+    statistics are taken on the first ``proto.stats_examples`` validation images, in inference
+    mode. ``final_model`` (the SELU variant's seed-0 model after the full protocol) adds a row.
+    """
+    from dnnlab.nn.mlp import build_mlp
+    from dnnlab.train import resolve_device
+    from dnnlab.train.engine import Variant, train_many
+    dev = resolve_device(device)
+    inits = (("LeCun", "lecun_normal"), ("He", "he_normal"))
+    epochs = proto.search_epochs
+    combos = []
+    for inputs, data in (("standardized", std), ("raw", raw)):
+        x, _ = _tensors(data.valid, dev, proto.stats_examples)
+        results = train_many(_budget(cfg, epochs, progress), data,
+                             [Variant(seed=0, overrides={"model.init": init}) for _, init in inits],
+                             device=device, progress=progress)
+        for (label, init), r in zip(inits, results):
+            fresh = build_mlp(replace(cfg, **{"model.init": init}).model, data.n_features,
+                              data.n_classes, seed=0).to(dev)
+            combos.append({"inputs": inputs, "init": label, "label": f"{inputs} inputs, {label} init",
+                           "at_init": _stats(fresh, x), "trained": _stats(r.model.to(dev), x),
+                           "status": r.status, "val_accuracy": _finite(max(
+                               (v for v in r.history["val_accuracy"] if v is not None),
+                               default=math.nan))})
+    out = {"epochs": epochs, "examples": proto.stats_examples, "combos": combos}
+    if final_model is not None:
+        x, _ = _tensors(std.valid, dev, proto.stats_examples)
+        out["final"] = _stats(final_model.to(dev), x)
+    return out
