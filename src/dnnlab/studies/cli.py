@@ -1,0 +1,38 @@
+"""The ``dnnlab study NAME`` command (registered into ``dnnlab.cli`` by ``register``).
+
+``STUDIES`` maps a study's name to its module; a module provides ``HELP`` (one line),
+``add_arguments(parser)`` for its own options and ``main(args) -> int``. Adding a study is one
+line here. Modules are imported when the parser is built, so they keep heavy imports (torch) inside
+their functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+STUDIES: dict[str, str] = {
+    "transfer": "dnnlab.studies.transfer",
+}
+
+
+def register(sub, with_config) -> None:
+    """Add ``study`` with one sub-command per entry of ``STUDIES``."""
+    sp = sub.add_parser("study", help="run one of the chapter's exercises end to end: "
+                        + ", ".join(STUDIES),
+                        description="Run a study: every experiment over several seeds, the "
+                        "book's figures beside ours, report.html and results.json in --out.")
+    names = sp.add_subparsers(dest="study", metavar="STUDY", parser_class=type(sp))
+    for name, module_name in STUDIES.items():
+        module = importlib.import_module(module_name)
+        p = names.add_parser(name, help=module.HELP,
+                             description=(module.__doc__ or module.HELP).split("\n\n")[0])
+        p.add_argument("--data-dir", help="folder holding the dataset files")
+        p.add_argument("--out", help=f"output folder (default runs/{name})")
+        p.add_argument("--quick", action="store_true",
+                       help="a shortened run of the whole pipeline (CI: a few minutes on 2 cores)")
+        p.add_argument("--seeds", type=int, default=3, help="seeds per experiment (default 3)")
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(p)
+        p.set_defaults(func=module.main)
+    sp.set_defaults(func=lambda args: (sp.print_help(), 2)[1])

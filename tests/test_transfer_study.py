@@ -1,0 +1,81 @@
+"""`dnnlab study transfer --quick`: the whole pipeline end to end on the MNIST in the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from dnnlab.studies.common import book_rows, draw_per_class, mean_std, pm, summarize
+from dnnlab.studies.transfer import BOOK, LABELS
+
+KEYS = ("digits04_default", "digits04_tuned", "digits04_batchnorm", "digits04_dropout", "frozen5",
+        "frozen5_cached", "frozen4", "unfreeze2", "unfreeze_all", "scratch")
+
+
+def study_parser() -> argparse.ArgumentParser:
+    from dnnlab.studies.cli import register
+    p = argparse.ArgumentParser(prog="dnnlab")
+    register(p.add_subparsers(dest="command"), lambda sp, required=True: None)
+    return p
+
+
+def test_quick_study_end_to_end(tmp_path, capsys):
+    out = tmp_path / "transfer"
+    args = study_parser().parse_args(["study", "transfer", "--quick", "--out", str(out)])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "caching speedup" in printed and str(out / "report.html") in printed
+
+    results = json.loads((out / "results.json").read_text())
+    assert set(KEYS) <= set(results)
+    for key in KEYS:
+        r = results[key]
+        assert 0.2 < r["test_accuracy_mean"] <= 1.0, key          # 5 classes: chance is 0.2
+        assert r["test_accuracy_std"] >= 0 and len(r["test_accuracy_values"]) == 3, key
+        assert r["train_seconds"] > 0, key
+        assert r["book_test_accuracy"] == pytest.approx(BOOK[key] / 100)
+    # the 0-4 networks learn (quick mode trains on 2,000 images for 3 epochs)
+    assert results["digits04_default"]["test_accuracy_mean"] > 0.9
+    # caching trains the same head, faster
+    f5, c5 = results["frozen5"], results["frozen5_cached"]
+    assert c5["test_accuracy_values"] == pytest.approx(f5["test_accuracy_values"], abs=1e-6)
+    assert c5["max_head_difference"] < 1e-4
+    assert c5["speedup"] == pytest.approx(f5["train_seconds"] / c5["train_seconds"])
+    assert c5["speedup"] > 2
+    assert f5["pretrained_unchanged"] is True
+    # training all the layers beats training only the head on 100 images per digit
+    assert results["unfreeze_all"]["test_accuracy_mean"] > results["frozen5"]["test_accuracy_mean"]
+    assert results["meta"]["quick"] is True and results["meta"]["seeds"] == [0, 1, 2]
+
+    html = (out / "report.html").read_text()
+    assert "64.02" in html and "Caching the frozen layers" in html and "<img src=\"data:image/png" in html
+    run_dir = out / "digits04_default" / "seed0"
+    assert (run_dir / "model.safetensors").exists()
+    assert (run_dir / "checkpoints" / "epoch_0002.safetensors").exists()
+    from dnnlab.config import load_config
+    tuned = load_config(out / "tune" / "best_config.toml")
+    assert tuned.model.width == results["digits04_tuned"]["config"]["width"]
+
+
+def test_common_helpers():
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))    # sample std (ddof=1)
+    assert mean_std([0.5]) == (0.5, 0.0)
+    assert all(math.isnan(v) for v in mean_std([]))
+    s = summarize([{"seed": 0, "test_accuracy": 0.9}, {"seed": 1, "test_accuracy": 0.8}],
+                  ["test_accuracy"])
+    assert s["test_accuracy_mean"] == pytest.approx(0.85) and s["seeds"] == [0, 1]
+    assert s["test_accuracy_values"] == [0.9, 0.8] and s["n_seeds"] == 2
+    assert pm(0.98912, 0.0012) == "98.91 ± 0.12"
+    rows = book_rows({"frozen5": {"test_accuracy_mean": 0.7, "test_accuracy_std": 0.01,
+                                  "n_seeds": 3, "train_seconds": 1.5}}, BOOK, LABELS)
+    by_name = {r["experiment"]: r for r in rows}
+    assert by_name[LABELS["frozen5"]]["ours − book (pts)"] == pytest.approx(70 - 64.02)
+    assert by_name[LABELS["scratch"]]["ours − book (pts)"] is None   # not run: no comparison
+    import numpy as np
+    y = np.repeat(np.arange(3), [5, 7, 9])
+    idx = draw_per_class(y, 4, seed=1)
+    assert np.bincount(y[idx]).tolist() == [4, 4, 4]
+    assert idx.tolist() == draw_per_class(y, 4, seed=1).tolist()
