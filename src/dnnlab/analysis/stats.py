@@ -31,8 +31,10 @@ def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
                 train: bool = False) -> list[dict]:
     """Per dense layer: ``layer`` (1-based), ``name``, ``units``, ``mean`` and ``std`` of its
     activation over the batch and units, ``dead`` (fraction of units that output exactly 0 for
-    every input in ``x``), ``output`` (True for the last layer) and ``grad_norm`` (the L2 norm of
-    the kernel's gradient of the mean cross-entropy on ``(x, y)``; None without ``y``).
+    every input in ``x``), ``output`` (True for the last layer), ``grad_norm`` (the L2 norm of
+    the kernel's gradient of the mean cross-entropy on ``(x, y)``) and ``out_grad_rms`` (the RMS
+    of that loss's gradient with respect to the layer's activation: the back-propagated signal);
+    both gradients are None without ``y``.
 
     The model runs in eval mode unless ``train=True`` (dropout active, batch norm on batch
     statistics, e.g. to measure alpha dropout's effect on self-normalization); its mode is
@@ -56,14 +58,20 @@ def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
     try:
         with torch.enable_grad():
             logits = model(x)
-            kernels = [m.weight for _, m, _ in records if isinstance(m, nn.Linear)]
-            grads: list[torch.Tensor | None] = [None] * len(kernels)
+            starts = [i for i, (_, m, _) in enumerate(records) if isinstance(m, nn.Linear)]
+            ends = [starts[k + 1] - 1 if k + 1 < len(starts) else len(records) - 1
+                    for k in range(len(starts))]
+            kernels = [records[i][1].weight for i in starts]
+            outputs = [records[i][2] for i in ends]
+            grads: list[torch.Tensor | None] = [None] * len(starts)
+            out_grads: list[torch.Tensor | None] = [None] * len(starts)
             if y is not None:
                 loss = F.cross_entropy(logits, y)
-                wanted = [i for i, w in enumerate(kernels) if w.requires_grad]
-                got = torch.autograd.grad(loss, [kernels[i] for i in wanted], allow_unused=True)
-                for i, g in zip(wanted, got):
-                    grads[i] = g
+                want = [(grads, k, w) for k, w in enumerate(kernels) if w.requires_grad]
+                want += [(out_grads, k, o) for k, o in enumerate(outputs) if o.requires_grad]
+                got = torch.autograd.grad(loss, [t for _, _, t in want], allow_unused=True)
+                for (slot, k, _), g in zip(want, got):
+                    slot[k] = g
     finally:
         for h in handles:
             h.remove()
@@ -71,22 +79,22 @@ def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
         if saved_bn:
             model.load_state_dict(saved_bn, strict=False)
 
-    starts = [i for i, (_, m, _) in enumerate(records) if isinstance(m, nn.Linear)]
     out = []
-    for k, start in enumerate(starts):
-        stop = starts[k + 1] if k + 1 < len(starts) else len(records)
+    for k, (start, end) in enumerate(zip(starts, ends)):
         name, linear, _ = records[start]
-        act = records[stop - 1][2].detach().float()
-        g = grads[k]
+        act = outputs[k].detach().double()
+        g, og = grads[k], out_grads[k]
         out.append({
             "layer": k + 1,
             "name": name,
             "units": int(linear.out_features),
             "mean": float(act.mean()),
             "std": float(act.std()),
-            "dead": float((act == 0).all(0).float().mean()),
+            "dead": float((act == 0).all(0).double().mean()),
             "output": k + 1 == len(starts),
-            "grad_norm": float(g.norm()) if g is not None else None,
+            # float64: exploding nets reach 1e27, whose square overflows float32
+            "grad_norm": float(g.double().norm()) if g is not None else None,
+            "out_grad_rms": float(og.double().square().mean().sqrt()) if og is not None else None,
         })
     return out
 

@@ -218,7 +218,7 @@ def build_report(results: dict[str, Any], out_dir: Path):
 def _question_or_topic(topic: str) -> str:
     try:
         return question(topic)
-    except DnnlabError:
+    except Exception:  # noqa: BLE001 - the report must be written even when a topic is broken
         return topic
 
 

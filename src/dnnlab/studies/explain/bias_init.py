@@ -1,0 +1,154 @@
+"""Zero biases: does the starting value of the biases matter?
+
+The same 3x100 He/ELU net is trained on MNIST with Nadam from several seeds, with three bias
+initializations: zeros (the default), the constant 1 (004's "my practice"), and random biases
+drawn like the weights (each layer's He normal). A seed fixes the kernels and the batch order,
+so the three variants of one seed differ only in their biases. The question is answered by
+comparing the gap between variants with the spread between seeds: Welch's t statistic (the gap
+in units of its standard error) and whether the seeds' accuracy ranges overlap.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import torch
+
+from dnnlab.config import RunConfig, replace
+from dnnlab.data import load_dataset
+from dnnlab.nn import build_mlp, init_
+from dnnlab.studies.explain.base import Finding
+from dnnlab.train import fit
+
+TOPIC = "bias-init"
+QUESTION = "Is it OK to initialize the bias terms to 0?"
+VARIANTS = ("zeros", "constant 1", "random (like weights)")
+NOISE_T = 2.0   # |t| below this: the gap is under two standard errors, i.e. within seed noise
+
+
+def welch_t(a: list[float], b: list[float]) -> float:
+    """Welch's t statistic of mean(a) - mean(b) (0 when both samples have no spread)."""
+    va, vb = statistics.variance(a), statistics.variance(b)
+    se = math.sqrt(va / len(a) + vb / len(b))
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    if se == 0:
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    return diff / se
+
+
+@torch.no_grad()
+def set_biases(model, variant: str, seed: int) -> None:
+    """Give every dense layer's bias the ``variant``'s start (kernels are left as built)."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    for layer in [b.linear for b in model.hidden] + [model.head]:
+        if variant == "zeros":
+            layer.bias.zero_()
+        elif variant == "constant 1":
+            layer.bias.fill_(1.0)
+        else:  # one draw per unit from the distribution its incoming weights come from
+            draw = torch.empty_like(layer.weight)
+            init_(draw, "he_normal", generator=g)
+            layer.bias.copy_(draw[:, 0])
+
+
+def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
+    out_dir = Path(out_dir)
+    seeds = [seed + i for i in range(3 if quick else 5)]
+    n_train, epochs = (1024, 2) if quick else (10000, 5)
+    data = load_dataset("mnist", limit=n_train, valid_size=1000 if quick else 5000, seed=seed,
+                        progress=False)
+    cfg = replace(RunConfig(), **{
+        "name": "bias-init", "model.depth": 3, "model.width": 100, "model.activation": "elu",
+        "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
+        "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
+        "train.progress": False, "data.seed": seed})
+    acc: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    curves: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
+    for s in seeds:
+        c = replace(cfg, **{"train.seed": s})
+        for variant in VARIANTS:
+            model = build_mlp(c.model, data.n_features, data.n_classes, seed=s)
+            set_biases(model, variant, s)
+            result = fit(c, data, model=model)
+            acc[variant].append(result.test["test_accuracy"])
+            curves[variant].append(result.history["val_loss"])
+
+    summary = {v: {"mean": statistics.fmean(a), "std": statistics.stdev(a), "min": min(a),
+                   "max": max(a), "per_seed": a} for v, a in acc.items()}
+    t_stats = {v: welch_t(acc[v], acc["zeros"]) for v in VARIANTS[1:]}
+    overlap = {v: min(max(acc[v]), max(acc["zeros"])) >= max(min(acc[v]), min(acc["zeros"]))
+               for v in VARIANTS[1:]}
+    within = {v: abs(t) < NOISE_T for v, t in t_stats.items()}
+    zero_fine = all(t < NOISE_T for t in t_stats.values())   # nothing clearly beats zeros
+    numbers = {"seeds": len(seeds), "train_images": len(data.train), "epochs": epochs,
+               "zeros_mean_accuracy": summary["zeros"]["mean"],
+               "zeros_seed_std": summary["zeros"]["std"],
+               "t_constant_vs_zeros": t_stats["constant 1"],
+               "t_random_vs_zeros": t_stats["random (like weights)"],
+               "accuracy": summary, "welch_t_vs_zeros": t_stats, "seed_ranges_overlap": overlap}
+
+    parts = [f"{v} {summary[v]['mean']:.2%} ± {summary[v]['std']:.2%}" for v in VARIANTS]
+    gaps = ", ".join(f"{v} vs zeros t = {t_stats[v]:+.2f}" for v in VARIANTS[1:])
+    same = [v for v in VARIANTS[1:] if within[v]]
+    worse = [v for v in VARIANTS[1:] if t_stats[v] <= -NOISE_T]
+    better = [v for v in VARIANTS[1:] if t_stats[v] >= NOISE_T]
+    if not better and not worse:
+        head = "Yes: the bias start makes no difference beyond seed noise"
+    elif not better:
+        gap = "; ".join(f"{v} biases did worse than zeros by "
+                        f"{100 * (summary['zeros']['mean'] - summary[v]['mean']):.2f} points"
+                        for v in worse)
+        head = (f"Yes, zeros are fine ({', '.join(same) or 'no variant'} within seed noise of "
+                f"zeros), but the start is not always irrelevant: {gap}, beyond seed noise")
+    else:
+        head = f"Not quite: {' and '.join(better)} biases beat zeros beyond seed noise"
+    verdict = (f"{head}: test accuracy over {len(seeds)} seeds (mean ± std) {'; '.join(parts)}; "
+               f"Welch {gaps} (|t| < {NOISE_T:g} = within noise).")
+
+    confirms, refutes = [], []
+    book = ["000 answer 2 (book)", "001 answer 2 (book's answer)", "003 answer 2 (book)"]
+    (confirms if zero_fine and within["random (like weights)"] else refutes).extend(book)
+    (confirms if zero_fine and within["constant 1"] else refutes).append(
+        "004 answer 2 (zeros are fine; bias 1 makes little difference)")
+    (confirms if zero_fine else refutes).extend(
+        ["002 answer 2 (zero biases are fine)", "001 answer 2 (learner: yes, it is the default)"])
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
+                      refutes=refutes, numbers=numbers)
+    finding.figure = _plot(acc, curves, out_dir / "bias_init.png")
+    return finding
+
+
+def _plot(acc: dict[str, list[float]], curves: dict[str, list[list[float]]], path: Path) -> Path:
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    from dnnlab.report import save_figure
+
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    colours = ["tab:blue", "tab:orange", "tab:green"]
+    for i, (v, a) in enumerate(acc.items()):
+        xs = np.full(len(a), i) + np.linspace(-0.12, 0.12, len(a))
+        ax_acc.scatter(xs, a, color=colours[i], alpha=0.7, label="one seed" if i == 0 else None)
+        ax_acc.errorbar(i + 0.3, np.mean(a), yerr=np.std(a, ddof=1), fmt="s", color="k",
+                        capsize=5, label="mean ± std" if i == 0 else None)
+    ax_acc.set_xticks(range(len(acc)), list(acc))
+    ax_acc.set(ylabel="test accuracy", xlabel="bias initialization",
+               title="Test accuracy per seed: bias start vs seed noise")
+    ax_acc.legend(frameon=False, fontsize=8)
+    ax_acc.grid(True, axis="y", alpha=0.3)
+    for i, (v, runs) in enumerate(curves.items()):
+        arr = np.array(runs)
+        epochs = np.arange(1, arr.shape[1] + 1)
+        ax_loss.plot(epochs, arr.mean(0), color=colours[i], label=v, marker="o")
+        ax_loss.fill_between(epochs, arr.min(0), arr.max(0), color=colours[i], alpha=0.2)
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.set(xlabel="epoch", ylabel="validation loss",
+                title="Validation loss: mean, band = min..max over seeds")
+    ax_loss.legend(frameon=False, fontsize=8)
+    ax_loss.grid(True, alpha=0.3)
+    fig.suptitle("Bias initialization: zeros vs 1 vs random (3x100 He/ELU, Nadam, MNIST)")
+    return save_figure(fig, path)
