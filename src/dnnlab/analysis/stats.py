@@ -31,10 +31,11 @@ def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
                 train: bool = False) -> list[dict]:
     """Per dense layer: ``layer`` (1-based), ``name``, ``units``, ``mean`` and ``std`` of its
     activation over the batch and units, ``dead`` (fraction of units that output exactly 0 for
-    every input in ``x``), ``output`` (True for the last layer), ``grad_norm`` (the L2 norm of
-    the kernel's gradient of the mean cross-entropy on ``(x, y)``) and ``out_grad_rms`` (the RMS
-    of that loss's gradient with respect to the layer's activation: the back-propagated signal);
-    both gradients are None without ``y``.
+    every input in ``x``: dead ReLUs), ``constant`` (fraction of units whose output is the same
+    for every input, whatever the value: dead or saturated units of any activation), ``output``
+    (True for the last layer), ``grad_norm`` (the L2 norm of the kernel's gradient of the mean
+    cross-entropy on ``(x, y)``) and ``out_grad_rms`` (the RMS of that loss's gradient with
+    respect to the layer's activation: the back-propagated signal); both are None without ``y``.
 
     The model runs in eval mode unless ``train=True`` (dropout active, batch norm on batch
     statistics, e.g. to measure alpha dropout's effect on self-normalization); its mode is
@@ -91,6 +92,8 @@ def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
             "mean": float(act.mean()),
             "std": float(act.std()),
             "dead": float((act == 0).all(0).double().mean()),
+            "constant": float((act.amax(0) - act.amin(0) <= 1e-6 * (1 + act.abs().amax(0)))
+                              .double().mean()),
             "output": k + 1 == len(starts),
             # float64: exploding nets reach 1e27, whose square overflows float32
             "grad_norm": float(g.double().norm()) if g is not None else None,
