@@ -21,6 +21,7 @@ cores are shared a second thread made an epoch ~30x slower when measured.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -63,7 +64,8 @@ class _Stages:
     """Stage records in ``out/stages``, reused on resume when the protocol and seeds match."""
 
     def __init__(self, out: Path, fingerprint: dict[str, Any], resume: bool, progress: bool):
-        self.dir, self.fingerprint, self.resume, self.progress = out / "stages", fingerprint, resume, progress
+        self.dir, self.resume, self.progress = out / "stages", resume, progress
+        self.fingerprint = json.loads(json.dumps(fingerprint))   # as it reads back (lists, not tuples)
 
     def get(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         path = self.dir / f"{name}.json"
@@ -98,7 +100,7 @@ def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
     _say(progress, f"{name}: LR finder, {proto.finder_steps} steps")
     rec["finder"] = lr_finder(base, data, proto.finder_steps, device=device)
     if name == "one_cycle":
-        lr = rec["max_lr"] = rec["finder"]["suggestion"]
+        lr = rec["max_lr"] = rec["finder"]["peak"]
         _say(progress, f"{name}: peak rate from the LR finder: {lr:.3g}")
     else:
         _say(progress, f"{name}: LR search, {len(proto.lr_grid)} rates x {proto.search_epochs} "
