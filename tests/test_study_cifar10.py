@@ -251,3 +251,19 @@ def test_quick_study_on_real_cifar10(monkeypatch, tmp_path):
                                                                "alpha_dropout")
     assert math.isfinite(saved["wall_seconds"]) and saved["wall_seconds"] < 180
     assert (out / "report.html").stat().st_size > 50_000
+
+
+@pytest.mark.parametrize("variant, example", [
+    ("baseline", "cifar10_20x100.toml"), ("batchnorm", "cifar10_batchnorm.toml"),
+    ("selu", "cifar10_selu.toml"), ("alpha_dropout", "cifar10_alpha_dropout.toml"),
+    ("one_cycle", "cifar10_1cycle.toml")])
+def test_example_configs_are_the_studys_variants(variant, example):
+    """examples/cifar10_*.toml train what the study trains (at the book's rates)."""
+    from dnnlab.config import load_config
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / example)
+    ours = variant_config(variant, FULL, lr=cfg.optim.lr, dropout=cfg.model.dropout or 0.1,
+                          max_lr=cfg.optim.schedule.max_lr)
+    assert cfg.model == ours.model and cfg.data.standardize == ours.data.standardize
+    assert (cfg.optim.name, cfg.optim.schedule.name) == (ours.optim.name, ours.optim.schedule.name)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience) == (
+        ours.train.epochs, ours.train.batch_size, ours.train.patience)
