@@ -59,15 +59,15 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     n_train, epochs = (1024, 2) if quick else (10000, 5)
     data = load_dataset("mnist", limit=n_train, valid_size=1000 if quick else 5000, seed=seed,
                         progress=False)
-    cfg = replace(RunConfig(), **{
+    base = {   # one replace() per config: replace() of a replace() loses None values
         "name": "bias-init", "model.depth": 3, "model.width": 100, "model.activation": "elu",
         "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
         "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
-        "train.progress": False, "data.seed": seed})
+        "train.progress": False, "data.seed": seed}
     acc: dict[str, list[float]] = {v: [] for v in VARIANTS}
     curves: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
     for s in seeds:
-        c = replace(cfg, **{"train.seed": s})
+        c = replace(RunConfig(), **base, **{"train.seed": s})
         for variant in VARIANTS:
             model = build_mlp(c.model, data.n_features, data.n_classes, seed=s)
             set_biases(model, variant, s)

@@ -68,15 +68,15 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                         progress=False)
     x = torch.as_tensor(data.valid.x)
     y = torch.as_tensor(data.valid.y)
-    base = replace(RunConfig(), **{
+    base = {   # one replace() per config: replace() of a replace() loses None values
         "name": "init-variance", "model.depth": DEPTH, "model.width": WIDTH,
         "optim.name": "sgd", "optim.lr": 0.01, "train.epochs": 1, "train.batch_size": batch,
         "train.patience": None, "train.progress": False, "train.seed": seed,
-        "train.device": "cpu", "data.seed": seed})
+        "train.device": "cpu", "data.seed": seed}
     results: dict[str, dict] = {}
     for act in ACTIVATIONS:
         for init_name, overrides in INITS.items():
-            cfg = replace(base, **{"model.activation": act, **overrides})
+            cfg = replace(RunConfig(), **base, **{"model.activation": act, **overrides})
             model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=seed)
             at_init = _summary(layer_stats(model, x, y))
             at_init["mean_slope"] = mean_slope(model, x, act)

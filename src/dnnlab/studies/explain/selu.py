@@ -12,7 +12,8 @@ Two experiments on MNIST:
    time: raw [0, 1] pixels, He init, plain dropout 0.2 (measured with dropout active); alpha
    dropout 0.2 is the control that should keep it. A layer is *normalized* when its activation
    mean is within 0.15 of 0 and its std within 0.15 of 1; a stack *settles* at the first layer
-   from which every later layer is normalized.
+   from which every later layer is normalized; it self-normalizes when it settles
+   within the first third of the stack.
 """
 
 from __future__ import annotations
@@ -74,15 +75,16 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                        "last_mean": st[-1]["mean"], "last_std": st[-1]["std"]}
 
     # 1. training at a normal and a large learning rate
-    base = replace(RunConfig(), **{
+    base = {   # one replace() per config: replace() of a replace() loses None values
         "name": "selu", "model.depth": 8, "model.width": 100, "optim.name": "nadam",
         "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
-        "train.progress": False, "train.seed": seed, "data.seed": seed})
+        "train.progress": False, "train.seed": seed, "data.seed": seed}
     probe = torch.as_tensor(std_data.train.x[:n_probe])
     trained: dict[str, dict] = {}
     for lr in (1e-3, 1e-2):
         for act, init in NETS.items():
-            cfg = replace(base, **{"model.activation": act, "model.init": init, "optim.lr": lr})
+            cfg = replace(RunConfig(), **base, **{"model.activation": act, "model.init": init,
+                                                  "optim.lr": lr})
             model = build_mlp(cfg.model, std_data.n_features, std_data.n_classes, seed=seed)
             init_stats = hidden_stats(layer_stats(model, probe))
             result = fit(cfg, std_data, model=model)
@@ -112,7 +114,7 @@ def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: in
     closer_trained = s1["mean_abs_mean"] < r1["mean_abs_mean"]
     closer_large = s2["mean_abs_mean"] < r2["mean_abs_mean"]
     no_dying = s2["constant_fraction"] < r2["dead_fraction"]
-    self_norm = good["settles_at_layer"] is not None and good["settles_at_layer"] <= 5
+    self_norm = good["settles_at_layer"] is not None and good["settles_at_layer"] <= DEPTH // 3
 
     def cond(name: str) -> str:
         d = depth[name]

@@ -77,11 +77,12 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     n_train, epochs = (1024, 2) if quick else (9984, 5)
     data = load_dataset("mnist", limit=n_train, valid_size=1024 if quick else 5000, seed=seed,
                         progress=False)
-    cfg = replace(RunConfig(), **{
+    settings = {   # one replace() per config: replace() of a replace() loses None values
         "name": "symmetry", "model.depth": DEPTH, "model.width": WIDTH, "model.activation": "elu",
         "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
         "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
-        "train.progress": False, "train.seed": seed, "data.seed": seed})
+        "train.progress": False, "train.seed": seed, "data.seed": seed}
+    cfg = replace(RunConfig(), **settings)
     x_test = torch.as_tensor(data.test.x)
     y_test = torch.as_tensor(data.test.y)
 
@@ -106,7 +107,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         if name.startswith("equal"):
             runs[name]["collapsed_test_accuracy"] = evaluate(collapse(trained, cfg), x_test,
                                                              y_test)["accuracy"]
-    one_cfg = replace(cfg, **{"model.hidden": [1] * DEPTH})
+    one_cfg = replace(RunConfig(), **settings, **{"model.hidden": [1] * DEPTH})
     _, one_acc = train(build_mlp(one_cfg.model, data.n_features, data.n_classes, seed=seed), one_cfg)
 
     equal = [runs["equal: constant 0.01"], runs["equal: one He draw copied"]]

@@ -1,0 +1,81 @@
+"""layer_stats: per-layer activation statistics and gradients, measured without side effects."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnnlab.analysis.stats import hidden_stats, layer_stats
+from dnnlab.config import RunConfig, replace
+from dnnlab.errors import DnnlabError
+from dnnlab.nn import build_mlp
+
+
+def _mlp(**overrides):
+    cfg = replace(RunConfig(), **{"model.depth": 3, "model.width": 8, "model.activation": "relu",
+                                  **overrides})
+    return build_mlp(cfg.model, 5, 3, seed=0)
+
+
+def test_stats_match_a_manual_forward_and_backward():
+    torch.manual_seed(0)
+    model = _mlp()
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    stats = layer_stats(model, x, y)
+    assert [s["layer"] for s in stats] == [1, 2, 3, 4]
+    assert [s["output"] for s in stats] == [False, False, False, True]
+    assert [s["units"] for s in stats] == [8, 8, 8, 3]
+    h, acts = x, []
+    for block in model.hidden:
+        h = torch.relu(block.linear(h))
+        acts.append(h)
+    logits = model.head(h)
+    acts.append(logits)
+    for s, a in zip(stats, acts):
+        assert s["mean"] == pytest.approx(float(a.detach().mean()), rel=1e-5, abs=1e-7)
+        assert s["std"] == pytest.approx(float(a.detach().std()), rel=1e-5)
+    F.cross_entropy(logits, y).backward()
+    kernels = [b.linear.weight for b in model.hidden] + [model.head.weight]
+    for s, w in zip(stats, kernels):
+        assert s["grad_norm"] == pytest.approx(float(w.grad.norm()), rel=1e-5)
+    assert all(s["out_grad_rms"] > 0 for s in stats)
+
+
+def test_no_side_effects_on_grads_mode_or_batchnorm():
+    model = _mlp(**{"model.batch_norm": "after", "model.dropout": 0.5})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    x, y = torch.randn(32, 5), torch.randint(0, 3, (32,))
+    layer_stats(model, x, y, train=True)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    model.eval()
+    layer_stats(model, x, y)
+    assert not model.training
+
+
+def test_eval_mode_by_default_so_dropout_is_off():
+    model = _mlp(**{"model.dropout": 0.5})
+    x = torch.randn(16, 5)
+    a = layer_stats(model, x)
+    b = layer_stats(model, x)
+    assert [s["std"] for s in a] == [s["std"] for s in b]
+    assert all(s["grad_norm"] is None and s["out_grad_rms"] is None for s in a)
+
+
+def test_dead_and_constant_units():
+    model = _mlp()
+    with torch.no_grad():
+        model.hidden[0].linear.bias[:4] = -1e3      # half of layer 1 can never fire
+    stats = hidden_stats(layer_stats(model, torch.randn(128, 5)))
+    assert len(stats) == 3
+    assert stats[0]["dead"] == pytest.approx(0.5)
+    assert stats[0]["constant"] == pytest.approx(0.5)
+    assert stats[1]["dead"] <= 0.5
+
+
+def test_a_model_without_dense_layers_is_a_clear_error():
+    with pytest.raises(DnnlabError, match="nn.Linear"):
+        layer_stats(nn.Sequential(nn.ReLU()), torch.randn(2, 3))

@@ -1,0 +1,57 @@
+"""bias-init: random biases vs zeros stay within seed noise; the verdict follows the numbers."""
+
+import statistics
+
+import pytest
+import torch
+
+from dnnlab.config import RunConfig, replace
+from dnnlab.nn import build_mlp
+from dnnlab.studies.explain import bias_init, run_topic
+from dnnlab.studies.explain.bias_init import NOISE_T, set_biases, welch_t
+
+
+def test_welch_t_by_hand():
+    a, b = [1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 8.0]
+    se = (statistics.variance(a) / 3 + statistics.variance(b) / 4) ** 0.5
+    assert welch_t(a, b) == pytest.approx((2.0 - 5.0) / se)
+    assert welch_t([1.0, 1.0], [1.0, 1.0]) == 0.0
+
+
+def test_set_biases():
+    cfg = replace(RunConfig(), **{"model.depth": 2, "model.width": 50})
+    model = build_mlp(cfg.model, 20, 3)
+    layers = [b.linear for b in model.hidden] + [model.head]
+    set_biases(model, "constant 1", 0)
+    assert all(torch.all(l.bias == 1) for l in layers)
+    set_biases(model, "random (like weights)", 0)
+    first = layers[0].bias.detach()
+    assert first.std() == pytest.approx((2 / 20) ** 0.5, rel=0.4)   # He std for fan_in 20
+    set_biases(model, "zeros", 0)
+    assert all(torch.all(l.bias == 0) for l in layers)
+
+
+@pytest.fixture(scope="module")
+def finding(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bias")
+    return out, run_topic("bias-init", out, quick=True)
+
+
+def test_random_biases_are_within_seed_noise_of_zeros(finding):
+    _, f = finding
+    n = f.numbers
+    assert n["seeds"] == 3
+    assert abs(n["t_random_vs_zeros"]) < NOISE_T
+    acc = n["accuracy"]
+    assert all(len(acc[v]["per_seed"]) == 3 for v in bias_init.VARIANTS)
+    assert "000 answer 2 (book)" in f.confirms            # follows from |t| < 2 above
+    if abs(n["t_constant_vs_zeros"]) >= NOISE_T:
+        assert any(a.startswith("004 answer 2") for a in f.refutes)
+        assert "did worse than zeros" in f.verdict or "beat zeros" in f.verdict
+
+
+def test_finding_fields_and_figure(finding):
+    out, f = finding
+    assert f.topic == "bias-init" and f.question == bias_init.QUESTION
+    assert f.figure == out / "bias_init.png" and f.figure.stat().st_size > 10_000
+    assert f"{100 * f.numbers['zeros_mean_accuracy']:.2f}%" in f.verdict
