@@ -2,7 +2,7 @@
 
 import pytest
 
-from dnnlab.studies.explain import init_variance, run_topic
+from dnnlab.studies.explain import run_topic
 from dnnlab.studies.explain.init_variance import DEPTH, classify
 
 

@@ -80,6 +80,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     best_acc = results[best]["test_accuracy"]
     fastest = min(results, key=lambda a: results[a]["seconds_per_epoch"])
     good = [a for a in ranked if results[a]["test_accuracy"] >= best_acc - TOL]
+    times = [r["seconds_per_epoch"] for r in results.values()]
 
     model = models[best].cpu().eval()
     with torch.no_grad():
@@ -97,7 +98,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                + (f" ({p['exactly_0']:.2%} underflow to exactly 0 in float32: logits down to "
                   f"{p['min_logit']:.0f})" if p["exactly_0"] > 0 else " (all positive)"))
     verdict = (f"Hidden layers ({len(results)} activations, same 5x100 net and budget): {table}; "
-               f"within {TOL:.0%} of the best: {', '.join(good)}; fastest epoch: {fastest}. "
+               f"within {TOL:.0%} of the best: {', '.join(good)}; epoch times span "
+               f"{min(times):.2f}-{max(times):.2f} s (fastest: {fastest}). "
                f"Output layers: {outputs}"
                f"{'' if all_ok else ' (a range was violated, see the numbers)'}.")
 

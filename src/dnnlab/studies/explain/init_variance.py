@@ -72,7 +72,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         "name": "init-variance", "model.depth": DEPTH, "model.width": WIDTH,
         "optim.name": "sgd", "optim.lr": 0.01, "train.epochs": 1, "train.batch_size": batch,
         "train.patience": None, "train.progress": False, "train.seed": seed,
-        "train.device": "cpu", "data.seed": seed}
+        "data.seed": seed}
     results: dict[str, dict] = {}
     for act in ACTIVATIONS:
         for init_name, overrides in INITS.items():
@@ -81,7 +81,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
             at_init = _summary(layer_stats(model, x, y))
             at_init["mean_slope"] = mean_slope(model, x, act)
             fitted = fit(cfg, data, model=model, evaluate_test=False)
-            after = _summary(layer_stats(fitted.model, x, y))
+            after = _summary(layer_stats(fitted.model.cpu(), x, y))
             results[f"{act} / {init_name}"] = {"at_init": at_init, "after_steps": after,
                                                "train_status": fitted.status}
 

@@ -88,7 +88,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
             model = build_mlp(cfg.model, std_data.n_features, std_data.n_classes, seed=seed)
             init_stats = hidden_stats(layer_stats(model, probe))
             result = fit(cfg, std_data, model=model)
-            st = hidden_stats(layer_stats(result.model, probe))
+            st = hidden_stats(layer_stats(result.model.cpu(), probe))
             trained[f"{act} lr={lr:g}"] = {
                 "status": result.status,
                 "test_accuracy": result.test.get("test_accuracy"),
