@@ -4,7 +4,8 @@
 ``torch.optim.SGD`` (lr 0.01) with each momentum; a hand loop because the experiment is the
 trajectory itself. Measured along the long axis x: the overshoot (how far past the minimum the
 point travels, as a fraction of the starting distance), the number of times it crosses the
-minimum by more than 0.1% of that distance (oscillations), the largest single step, and the steps until f stays below 1e-6 f(start).
+minimum by more than 0.1% of that distance (oscillations), the largest single step, and the
+steps until f stays below 1e-6 f(start).
 
 *A real net.* A 3x100 ELU net trained on MNIST with SGD (lr 0.01) and each momentum through
 :func:`dnnlab.train.fit` (restore-best off, so the curves and the final accuracy show where the
@@ -91,12 +92,13 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
 
     def conv(q: dict) -> str:
         if q["converged_at_step"] is None:
-            return f"has not converged after {steps} steps (f still {q['final_loss_ratio']:.1e} x start)"
+            return (f"has not converged after {steps} steps "
+                    f"(f still {q['final_loss_ratio']:.1e} x start)")
         return f"converges in {q['converged_at_step']} steps"
 
-    worse = (hi["overshoot"] > lo["overshoot"] and hi["crossings"] > lo["crossings"]
-             and (hi["converged_at_step"] is None or (lo["converged_at_step"] is not None and
-                                                      hi["converged_at_step"] > lo["converged_at_step"])))
+    slower = hi["converged_at_step"] is None or (
+        lo["converged_at_step"] is not None and hi["converged_at_step"] > lo["converged_at_step"])
+    worse = hi["overshoot"] > lo["overshoot"] and hi["crossings"] > lo["crossings"] and slower
     net_worse = nhi["final_train_loss"] > nlo["final_train_loss"]
     head = ("It overshoots and oscillates instead of converging" if worse and net_worse else
             "Mixed result")
@@ -120,8 +122,9 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     numbers = {"quadratic_steps": steps, "overshoot_0.9": lo["overshoot"],
                "overshoot_0.99999": hi["overshoot"], "crossings_0.9": lo["crossings"],
                "crossings_0.99999": hi["crossings"],
-               "converged_at_step_0.9": lo["converged_at_step"] if lo["converged_at_step"] is not None else -1,
-               "converged_at_step_0.99999": hi["converged_at_step"] if hi["converged_at_step"] is not None else -1,
+               # -1: not converged within the steps run
+               "converged_at_step_0.9": _or_minus_1(lo["converged_at_step"]),
+               "converged_at_step_0.99999": _or_minus_1(hi["converged_at_step"]),
                "net_final_train_loss_0.9": nlo["final_train_loss"],
                "net_final_train_loss_0.99999": nhi["final_train_loss"],
                "quadratic": {str(m): {k: v for k, v in q.items() if k not in ("trajectory", "loss")}
@@ -131,6 +134,10 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                       refutes=refutes, numbers=numbers)
     finding.figure = _plot(quad, net, out_dir / "momentum.png")
     return finding
+
+
+def _or_minus_1(step: int | None) -> int:
+    return -1 if step is None else step
 
 
 def _plot(quad: dict, net: dict, path: Path) -> Path:

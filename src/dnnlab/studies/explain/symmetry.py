@@ -95,7 +95,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     const = build_mlp(cfg.model, data.n_features, data.n_classes, seed=seed)
     fill_equal(const, [0.01] * (DEPTH + 1))
     he_copy = build_mlp(cfg.model, data.n_features, data.n_classes, seed=seed)
-    drawn = [float(layer.weight.detach().flatten()[0]) for layer in hidden_linears(he_copy) + [he_copy.head]]
+    drawn = [float(layer.weight.detach().flatten()[0])
+             for layer in hidden_linears(he_copy) + [he_copy.head]]
     fill_equal(he_copy, drawn)
     for name, model in (("independent He", indep), ("equal: constant 0.01", const),
                         ("equal: one He draw copied", he_copy)):
@@ -108,7 +109,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
             runs[name]["collapsed_test_accuracy"] = evaluate(collapse(trained, cfg), x_test,
                                                              y_test)["accuracy"]
     one_cfg = replace(RunConfig(), **settings, **{"model.hidden": [1] * DEPTH})
-    _, one_acc = train(build_mlp(one_cfg.model, data.n_features, data.n_classes, seed=seed), one_cfg)
+    one_net = build_mlp(one_cfg.model, data.n_features, data.n_classes, seed=seed)
+    _, one_acc = train(one_net, one_cfg)
 
     equal = [runs["equal: constant 0.01"], runs["equal: one He draw copied"]]
     max_diff = max(max(r["max_neuron_diff_after"]) for r in equal)
