@@ -23,7 +23,7 @@ from dnnlab.studies.cifar10_report import shortfall_note
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULT_KEYS = ("lr", "val_accuracy_mean", "val_accuracy_std", "test_accuracy_mean",
-               "best_epoch_mean", "seconds_per_epoch", "seeds")
+               "best_epoch_mean", "seconds_per_epoch", "seeds", "engine_seconds_per_epoch")
 
 
 # ------------------------------------------------------------------ the plan
@@ -89,6 +89,11 @@ def test_batchnorm_answer_from_hand_made_runs():
     assert a["converges_faster"] and a["better_model"]
     assert a["time_per_epoch_change"] == pytest.approx(0.2)
     assert "2.0 epochs" in a["text"] and "+20% per epoch" in a["text"] and "54.0%" in a["text"]
+    timed = batchnorm_answer(base, bn, {"baseline": 5.0, "batchnorm": 4.0})   # measured apart
+    assert timed["bn_seconds_to_target"] == pytest.approx(8.0)
+    assert timed["baseline_seconds_to_best"] == pytest.approx(15.0)
+    assert timed["time_per_epoch_change"] == pytest.approx(-0.2) and timed["converges_faster_wall"]
+    assert "-20% per epoch; one model" in timed["text"]
 
 
 def test_batchnorm_answer_when_bn_never_reaches_the_baseline():
@@ -184,7 +189,7 @@ def test_pipeline_writes_results_and_report_and_resumes(tiny_cifar, tmp_path, ca
     assert "47.6%" in html and "52.0-52.8%" in html and "http" not in html.split("<body>")[1]
     assert capsys.readouterr().out == ""                      # progress=False prints nothing
     stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
-    assert stages == sorted([*TRAINED, "mc_dropout", "selu_stats"])
+    assert stages == sorted([*TRAINED, "mc_dropout", "selu_stats", "timing"])
     # a resumed run reuses every finished stage and reports the same numbers
     again = study.run(out, quick=True, seeds=2, device="cpu", progress=False, resume=True)
     for key in VARIANTS:

@@ -129,7 +129,8 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
     """
     from dnnlab.studies.cifar10_answers import batchnorm_answer, mc_dropout_answer, selu_answer
     from dnnlab.studies.cifar10_report import build_results, write_report
-    from dnnlab.studies.cifar10_stages import load_models, mc_dropout, selu_statistics
+    from dnnlab.studies.cifar10_stages import (load_models, mc_dropout, selu_statistics,
+                                               time_epochs)
     from dnnlab.train import resolve_device
     out = Path(out)
     common.seed_list(seeds)
@@ -160,6 +161,13 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
         stages["one_cycle"] = store.get("one_cycle", lambda: _train_variant(
             "one_cycle", std, proto, seeds, dropout=dropout, **kw))
 
+        _say(progress, f"timing: one model of each variant, {proto.timing_steps} steps x "
+                       f"{proto.timing_repeats}, in alternation")
+        stages["timing"] = store.get("timing", lambda: time_epochs(
+            {n: variant_config(n, proto, lr=stages[n]["lr"], dropout=stages[n]["dropout"],
+                               max_lr=stages[n]["lr"], device=str(dev)) for n in TRAINED},
+            data_of, proto.timing_steps, proto.timing_repeats, device=str(dev)))
+
         def saved(name: str) -> list:
             cfg = variant_config(name, proto, lr=stages[name]["lr"],
                                  dropout=stages[name]["dropout"], device=str(dev))
@@ -174,7 +182,8 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
             selu_cfg, raw, std, proto, device=str(dev), progress=progress,
             final_model=saved("selu")[0]))
 
-    answers = {"batchnorm": batchnorm_answer(stages["baseline"]["final"], stages["batchnorm"]["final"]),
+    answers = {"batchnorm": batchnorm_answer(stages["baseline"]["final"], stages["batchnorm"]["final"],
+                                             stages["timing"]["seconds_per_epoch"]),
                "selu": selu_answer(stages["selu_stats"]),
                "mc_dropout": mc_dropout_answer(stages["mc_dropout"])}
     wall = time.perf_counter() - t_start

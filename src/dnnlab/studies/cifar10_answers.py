@@ -54,41 +54,52 @@ def epochs_to_reach(history: dict[str, list], target: float) -> tuple[int | None
     return None, None
 
 
-def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any]) -> dict[str, Any]:
+def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any],
+                     timing: dict[str, float] | None = None) -> dict[str, Any]:
     """(c) Does BN converge faster, give a better model, and what does it do to time per epoch?
 
     ``baseline`` and ``batchnorm`` are the final-run records of :func:`train_seeds` (per-seed
-    histories, accuracies, seconds per epoch). "Faster" is measured against the baseline's own
-    best: the mean over its seeds of the best validation loss; for each BN seed, the first epoch
-    (and the wall time up to it) that gets at least as low, compared with the epochs and wall time
-    the baseline needed to reach its best.
+    histories and accuracies). "Faster" is measured against the baseline's own best: the mean over
+    its seeds of the best validation loss; for each BN seed, the first epoch that gets at least as
+    low, compared with the epochs the baseline needed to reach its best. Wall time is epochs x
+    seconds per epoch, taken from ``timing`` (one model of each, measured alternately under the
+    same load: see :func:`~dnnlab.studies.cifar10_stages.time_epochs`) when given, else from the
+    final runs' own epoch times.
     """
     base_runs, bn_runs = baseline["runs"], batchnorm["runs"]
     target = statistics.fmean(v for v in (_best_val_loss(r["history"]) for r in base_runs)
                               if v is not None)
-    base_epochs = [r["best_epoch"] for r in base_runs]
-    base_secs = [sum(s or 0.0 for s in r["history"]["seconds"][:r["best_epoch"]]) for r in base_runs]
-    reached = [epochs_to_reach(r["history"], target) for r in bn_runs]
-    hit = [(e, s) for e, s in reached if e is not None]
-    bn_epochs = statistics.fmean(e for e, _ in hit) if hit else None
-    bn_secs = statistics.fmean(s for _, s in hit) if hit else None
-    b_ep, b_s = statistics.fmean(base_epochs), statistics.fmean(base_secs)
+    reached = [epochs_to_reach(r["history"], target)[0] for r in bn_runs]
+    hit = [e for e in reached if e is not None]
+    bn_epochs = statistics.fmean(hit) if hit else None
+    b_ep = statistics.fmean(r["best_epoch"] for r in base_runs)
+    if timing:
+        spe_base, spe_bn = timing["baseline"], timing["batchnorm"]
+        how = "one model, measured alternately"
+    else:
+        spe_base, spe_bn = baseline.get("seconds_per_epoch"), batchnorm.get("seconds_per_epoch")
+        how = f"{len(bn_runs)} models trained at once"
+    spe_change = (spe_bn / spe_base - 1.0) if spe_base and spe_bn else None
+    b_s = b_ep * spe_base if spe_base else None
+    bn_secs = bn_epochs * spe_bn if bn_epochs is not None and spe_bn else None
     base_val = mean_std([r["val_accuracy"] for r in base_runs])
     bn_val = mean_std([r["val_accuracy"] for r in bn_runs])
     base_test = mean_std([r["test_accuracy"] for r in base_runs])
     bn_test = mean_std([r["test_accuracy"] for r in bn_runs])
-    spe_base, spe_bn = baseline.get("seconds_per_epoch"), batchnorm.get("seconds_per_epoch")
-    spe_change = (spe_bn / spe_base - 1.0) if spe_base and spe_bn else None
     faster = bn_epochs is not None and bn_epochs < b_ep
+    faster_wall = bn_secs is not None and b_s is not None and bn_secs < b_s
     better = None if bn_val[0] is None or base_val[0] is None else bn_val[0] > base_val[0]
 
+    def secs(x: float | None) -> str:
+        return "" if x is None else f" (~{x:.0f} s of training)"
+
     if hit:
-        conv = (f"BN reached the baseline's best validation loss ({target:.4f}) in "
-                f"{bn_epochs:.1f} epochs and {bn_secs:.0f} s on average ({len(hit)} of "
-                f"{len(bn_runs)} seeds reached it), where the baseline needed {b_ep:.1f} epochs "
-                f"and {b_s:.0f} s to reach its best: {'faster' if faster else 'not faster'}")
-        if faster and b_ep > 0:
-            conv += f" ({b_ep / bn_epochs:.1f}x fewer epochs)"
+        conv = (f"BN reached the baseline's best validation loss ({target:.4f}) after "
+                f"{bn_epochs:.1f} epochs{secs(bn_secs)} on average ({len(hit)} of {len(bn_runs)} "
+                f"seeds reached it); the baseline needed {b_ep:.1f} epochs{secs(b_s)} to reach "
+                f"its best: {'faster' if faster else 'not faster'} in epochs")
+        if bn_secs is not None and b_s is not None:
+            conv += f", {'faster' if faster_wall else 'not faster'} in wall time"
         conv += "."
     else:
         conv = (f"No BN seed reached the baseline's best validation loss ({target:.4f}) within "
@@ -97,15 +108,17 @@ def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any]) -> dic
              f"{pm(*bn_val)} vs {pm(*base_val)} for the baseline, test accuracy {pm(*bn_test)} vs "
              f"{pm(*base_test)}.")
     speed = ("Time per epoch: n/a." if spe_change is None else
-             f"Each epoch took {spe_bn:.2f} s with BN vs {spe_base:.2f} s without "
-             f"({100 * spe_change:+.0f}% per epoch, {len(bn_runs)} models trained at once).")
+             f"An epoch takes {spe_bn:.2f} s with BN vs {spe_base:.2f} s without "
+             f"({100 * spe_change:+.0f}% per epoch; {how}).")
     return {"target_val_loss": target, "bn_epochs_to_target": bn_epochs,
             "bn_seconds_to_target": bn_secs, "seeds_reaching_target": len(hit),
             "baseline_epochs_to_best": b_ep, "baseline_seconds_to_best": b_s,
-            "converges_faster": faster, "better_model": better,
+            "converges_faster": faster, "converges_faster_wall": faster_wall,
+            "better_model": better,
             "val_accuracy": {"baseline": base_val, "batchnorm": bn_val},
             "test_accuracy": {"baseline": base_test, "batchnorm": bn_test},
             "seconds_per_epoch": {"baseline": spe_base, "batchnorm": spe_bn},
+            "seconds_per_epoch_measured_as": how,
             "time_per_epoch_change": spe_change, "text": " ".join([conv, model, speed])}
 
 

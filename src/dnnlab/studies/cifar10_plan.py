@@ -60,6 +60,8 @@ class Protocol:
     finder_steps: int = 300        # LR-finder sweep length (batches)
     mc_samples: int = 50           # MC Dropout forward passes (>= 10)
     stats_examples: int = 2000     # validation images the layer statistics are taken on
+    timing_steps: int = 200        # batches per single-model timing measurement ...
+    timing_repeats: int = 3        # ... taken this many times per variant, in alternation
     train_limit: int | None = None  # cap on training images (quick)
     eval_limit: int | None = None   # cap on validation and test images (quick)
     quick: bool = False
@@ -75,7 +77,8 @@ class Protocol:
 
 FULL = Protocol()
 QUICK = Protocol(max_epochs=3, patience=2, search_epochs=1, onecycle_epochs=2, finder_steps=100,
-                 mc_samples=10, stats_examples=300, train_limit=1200, eval_limit=400, quick=True)
+                 mc_samples=10, stats_examples=300, timing_steps=10, timing_repeats=2,
+                 train_limit=1200, eval_limit=400, quick=True)
 
 
 def protocol(quick: bool = False, **changes) -> Protocol:

@@ -20,13 +20,14 @@ from dnnlab.studies.cifar10_answers import mean_std
 from dnnlab.studies.cifar10_plan import BOOK, TITLES, TRAINED, VARIANTS, Protocol
 
 
-def _variant_result(rec: dict[str, Any], lr: float) -> dict[str, Any]:
+def _variant_result(rec: dict[str, Any], lr: float, seconds_per_epoch: float) -> dict[str, Any]:
     runs = rec["final"]["runs"]
     val, test = mean_std([r["val_accuracy"] for r in runs]), mean_std([r["test_accuracy"] for r in runs])
     return {"lr": lr, "val_accuracy_mean": val[0], "val_accuracy_std": val[1],
             "test_accuracy_mean": test[0], "test_accuracy_std": test[1],
             "best_epoch_mean": mean_std([r["best_epoch"] for r in runs])[0],
-            "seconds_per_epoch": rec["final"]["seconds_per_epoch"],
+            "seconds_per_epoch": seconds_per_epoch,
+            "engine_seconds_per_epoch": rec["final"]["seconds_per_epoch"],
             "models_at_once": rec["final"]["models"],
             "seeds": [r["seed"] for r in runs],
             "per_seed": [{k: r[k] for k in ("seed", "status", "best_epoch", "epochs_run",
@@ -41,7 +42,7 @@ def build_results(stages: dict[str, Any], answers: dict[str, Any], proto: Protoc
     for name in TRAINED:
         rec = stages[name]
         lr = rec["lr"] if name != "one_cycle" else rec["max_lr"]
-        results[name] = _variant_result(rec, lr)
+        results[name] = _variant_result(rec, lr, stages["timing"]["seconds_per_epoch"][name])
         if name == "alpha_dropout":
             results[name]["dropout"] = rec["dropout"]
         if name == "one_cycle":
@@ -55,6 +56,7 @@ def build_results(stages: dict[str, Any], answers: dict[str, Any], proto: Protoc
         "val_accuracy_mean": mc_val[0], "val_accuracy_std": mc_val[1],
         "test_accuracy_mean": mc_test[0], "test_accuracy_std": mc_test[1],
         "best_epoch_mean": alpha["best_epoch_mean"], "seconds_per_epoch": alpha["seconds_per_epoch"],
+        "engine_seconds_per_epoch": alpha["engine_seconds_per_epoch"],
         "models_at_once": alpha["models_at_once"], "seeds": alpha["seeds"],
         "n_samples": mc["n_samples"],
         "plain_val_accuracy_mean": mc["val_plain_accuracy"],
@@ -115,6 +117,7 @@ def table_rows(results: dict[str, Any], proto: Protocol) -> list[dict[str, Any]]
                      "book val acc": book,
                      "test acc (mean ± std)": common.pm(r["test_accuracy_mean"], r["test_accuracy_std"], digits=1),
                      "best epoch": r["best_epoch_mean"], "s / epoch": r["seconds_per_epoch"],
+                     "engine s / epoch": r["engine_seconds_per_epoch"],
                      "seeds": len(r["seeds"]), "note": shortfall_note(name, r, proto)})
     return rows
 
@@ -213,10 +216,14 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
     page.paragraph(
         "Accuracy is the mean ± sample std over the seeds of each variant (validation = the first "
         "5,000 training images, test = the official 10,000); the book's figures are its single "
-        "runs on the validation set. 's / epoch' is the median wall time of one epoch of the "
-        "final runs, in which all seeds of a variant train at once with the K-model engine.")
+        "runs on the validation set. 's / epoch' is the training time of one epoch of one model "
+        f"(measured on {proto.timing_steps} batches, {proto.timing_repeats} times per variant in "
+        "alternation, so that a change of the machine's load hits every variant alike); "
+        "'engine s / epoch' is the wall time of one epoch of the final runs, in which all seeds of "
+        "a variant train at once with the K-model engine.")
     page.table(table_rows(results, proto), formats={"lr": ".3g", "best epoch": ".1f",
-                                                    "s / epoch": ".2f"})
+                                                    "s / epoch": ".2f",
+                                                    "engine s / epoch": ".2f"})
     if proto.shortened and not proto.quick:
         page.verdict(f"This run was deliberately shortened: final runs stopped at "
                      f"{proto.max_epochs} epochs (patience {proto.patience}); the book's protocol "

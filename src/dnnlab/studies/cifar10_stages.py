@@ -8,6 +8,7 @@ variant and the inputs/initializations of the SELU check are each one ``train_ma
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -219,3 +220,37 @@ def selu_statistics(cfg: RunConfig, raw: Dataset, std: Dataset, proto: Protocol,
         x, _ = _tensors(std.valid, dev, proto.stats_examples)
         out["final"] = _stats(final_model.to(dev), x)
     return out
+
+
+def time_epochs(configs: dict[str, RunConfig], datasets: dict[str, Dataset], steps: int,
+                repeats: int, *, device: str) -> dict[str, Any]:
+    """Seconds per training epoch of ONE model of each variant, measured in alternation.
+
+    The final runs train several seeds at once and the machine may be shared, so their epoch
+    times mix batching and load. Here each variant's single-model trainer (:func:`dnnlab.train.fit`)
+    runs ``steps`` batches, the variants take turns ``repeats`` times (so a change of load hits
+    all of them alike), and the median time per step times the steps of a full epoch (training
+    split at the variant's batch size) is the epoch time. Validation is not included.
+    """
+    from dnnlab.data import Split
+    from dnnlab.train import fit
+    per_step: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(repeats):
+        for name, cfg in configs.items():
+            data = datasets[name]
+            bs = cfg.train.batch_size
+            n = min(len(data.train), steps * bs)
+            sub = dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]),
+                                      valid=Split(data.valid.x[:bs], data.valid.y[:bs]))
+            # the schedule is left out: a rate change per step costs nothing measurable, and
+            # 1cycle refuses runs as short as a timing slice of a tiny dataset
+            run_cfg = replace(cfg, **{"train.epochs": 1, "train.progress": False,
+                                      "train.device": device, "optim.schedule.name": "none"})
+            res = fit(run_cfg, sub, evaluate_test=False)
+            per_step[name].append(res.history["seconds"][0] / math.ceil(n / bs))
+    out = {}
+    for name, cfg in configs.items():
+        full_steps = math.ceil(len(datasets[name].train) / cfg.train.batch_size)
+        out[name] = statistics.median(per_step[name]) * full_steps
+    return {"seconds_per_epoch": out, "steps": steps, "repeats": repeats,
+            "per_step": per_step}
