@@ -1,0 +1,26 @@
+import pytest
+
+from dnnlab.studies.explain import sparsity as topic
+
+
+def test_sparsity_quick(tmp_path):
+    f = topic.run(tmp_path, quick=True, seed=0, progress=False)
+    n = f.numbers
+    assert f.topic == "sparsity" and f.question == topic.QUESTION
+    assert f.figure == tmp_path / "sparsity.png" and f.figure.stat().st_size > 10_000
+    # dropout leaves no weight at exactly zero: 002 answer 6 is refuted by the measurement
+    assert n["dropout_exact_zeros"] == 0.0
+    assert "002 answer 6 (dropout makes a model sparse)" in f.refutes
+    assert "Dropout is not one of them" in f.verdict and "0.00%" in f.verdict
+    # L1 brings weights near zero (far more than without it), pruning makes them exact zeros
+    assert n["l1_near_zero"] > 5 * n["dense_near_zero"]
+    for row in n["l1"]:
+        assert row["sparsity"] == pytest.approx(row["near_zero"], abs=1e-4)
+    # the pruning curves reach their targets; FTRL's L1 gives exact zeros out of the optimizer
+    assert [round(p["sparsity"], 3) for p in n["magnitude_pruning"][1:]] == [0.5, 0.8, 0.9, 0.95]
+    assert n["gradual_pruning"][0]["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert n["ftrl"][0]["sparsity"] > 0.3
+    # the verdict's lists follow the numbers
+    assert ("000 answer 6 (book)" in f.confirms) == (
+        n["works"]["zeroing"] and n["works"]["L1 gives more zeros"] and n["works"]["gradual pruning"])
+    assert set(f.confirms).isdisjoint(f.refutes)
