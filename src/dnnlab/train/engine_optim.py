@@ -79,7 +79,7 @@ class StackedOptimizer:
         self.wd = _col(h["weight_decay"], p) if np.any(h["weight_decay"] != 0) else None
         if self.name in ("sgd", "rmsprop") and np.any(h["momentum"] != 0):
             s["momentum_buffer"] = zeros()
-            self.momentum = _col(h["momentum"], p)
+            self.momentum = _col(h["momentum"], p)          # rmsprop's; sgd reads it per step
         if self.name == "adagrad":
             s["sum"] = _col(h["initial_accumulator"], p).expand_as(p).clone()
         if self.name == "rmsprop":
@@ -102,8 +102,10 @@ class StackedOptimizer:
         self.scratch = zeros()
 
     # ---------------------------------------------------------------- the time-dependent scalars
-    def table(self, lrs: np.ndarray) -> Tensor:
+    def table(self, lrs: np.ndarray, momenta: np.ndarray | None = None) -> Tensor:
         """Per-step coefficients for the next ``len(lrs)`` steps, given their (steps, K) learning rates.
+
+        ``momenta`` (steps, K) are SGD momenta that change per step (1cycle); else the configured.
 
         Advances the host-side counters (step count, Nadam's mu product): call it once for the
         steps that will then be taken, in order.
@@ -111,7 +113,9 @@ class StackedOptimizer:
         lrs = np.asarray(lrs, dtype=np.float64)
         steps = self.t + 1 + np.arange(len(lrs), dtype=np.float64)[:, None]     # 1-based, (S, 1)
         h = self.h
-        if self.name in ("sgd", "adagrad", "rmsprop"):
+        if self.name == "sgd":
+            cols = [-lrs, h["momentum"] if momenta is None else np.asarray(momenta, np.float64)]
+        elif self.name in ("adagrad", "rmsprop"):
             cols = [-lrs]
         elif self.name in ("adam", "adamw"):
             bc1 = 1 - h["beta1"] ** steps
@@ -148,9 +152,9 @@ class StackedOptimizer:
         if name == "sgd":
             if "momentum_buffer" in s:
                 buf = s["momentum_buffer"]
-                buf.mul_(self.momentum).add_(g)
+                buf.mul_(c[1]).add_(g)
                 if self.nesterov:
-                    g.addcmul_(buf, self.momentum)
+                    g.addcmul_(buf, c[1])
                 else:
                     g = buf
             p.addcmul_(g, c[0])
