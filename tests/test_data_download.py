@@ -177,6 +177,10 @@ def test_offline_error_names_every_place_and_the_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("DNNLAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DNNLAB_DATA_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("DNNLAB_MIRROR", "http://127.0.0.1:1/")       # nothing listens on port 1
+    with pytest.raises(DataError, match=r"data_dir .*mine is not a folder; fix the path or leave it out"):
+        load_dataset("mnist", data_dir=tmp_path / "mine")            # a typo is not papered over
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "env").mkdir()
     with pytest.raises(DataError) as err:
         load_dataset("cifar10", data_dir=tmp_path / "mine", progress=False)
     msg = str(err.value)

@@ -99,6 +99,8 @@ def locate(spec: Spec, data_dir: str | Path | None = None) -> tuple[Found | None
             if place != "data_dir":
                 looked.append(f"{place} (not set)")
             continue
+        if place != "cache" and not folder.is_dir():
+            raise DataError(f"{place} {folder} is not a folder; fix the path or leave it out")
         found = find_in(folder, spec, place, strict=place == "cache")
         if found:
             return found, looked
