@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,10 +49,6 @@ PER_MODEL_KEYS = frozenset(
 """Dotted config keys that may differ between the models of one run (plus ``Variant.seed``)."""
 
 METRICS = tuple(c for c in METRIC_COLUMNS if c != "epoch")
-
-# The BN scales/shifts are strided views of the flat gradient buffer; autograd accumulates into them
-# correctly but warns once that the layout differs from the parameter's contiguous ideal.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 
 @dataclass
@@ -216,7 +211,6 @@ class _Run:
                 flat_idx = idx.reshape(-1)
                 xb = x.index_select(0, flat_idx).view(k, b, -1)
                 yb = y.index_select(0, flat_idx).view(k, b)
-            stack.zero_grad_()
             logits = stack(xb)
             ce = F.cross_entropy(logits.reshape(k * b, -1), yb.reshape(-1),
                                  reduction="none").view(k, b).mean(1)

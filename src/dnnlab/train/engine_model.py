@@ -7,10 +7,11 @@ per-model hyperparameter is a (K, 1) column, a per-model gradient norm is one re
 dropping finished models is one ``index_select``. Kernels are stored (K, in, out) so that
 ``x @ W`` needs no transpose; nn.Linear's (out, in) weight is transposed on the way in and out.
 
-Dense layers run through :class:`_StackedLinear`, whose backward writes the kernel and bias
-gradients straight into ``grad`` (no fresh (K, in, out) tensor per step, no accumulation pass);
-the few other parameters (BN, PReLU) accumulate into their views of ``grad`` as usual, so only
-that small tail of ``grad`` is zeroed per step (:meth:`StackedMLP.zero_grad_`).
+Every parameter reaches the graph through a small autograd Function whose backward *writes* its
+gradient into its view of ``grad``: :class:`_StackedLinear` for dense layers, :class:`_Param` for
+BN scales and shifts and PReLU slopes. So there is no fresh (K, in, out) gradient per step, no
+accumulation pass, and no zeroing: each parameter is used once per forward, and its gradient is
+overwritten by each backward.
 
 BatchNorm runs torch's own kernel over the K models' channels side by side (a (B, K * C) view),
 so running statistics and their update are exactly nn.BatchNorm1d's. Dropout and alpha dropout
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -43,6 +45,12 @@ def shape_of(cfg: ModelConfig) -> dict:
             "input_batch_norm": cfg.input_batch_norm, "bn_momentum": cfg.bn_momentum,
             "bn_epsilon": cfg.bn_epsilon, "dropout_kind": cfg.dropout_kind,
             "output_activation": cfg.output_activation}
+
+
+def _dropout_seed(seed: int) -> int:
+    """A seed for the dropout masks unrelated to ``seed`` itself, which the initial weights use:
+    two generators seeded alike give the same stream, and masks would correlate with weights."""
+    return int(np.random.SeedSequence([int(seed), 0xD80]).generate_state(1, np.uint64)[0] >> 1)
 
 
 @dataclass
@@ -77,6 +85,20 @@ class _StackedLinear(torch.autograd.Function):
         return gx, None, None, None, None
 
 
+class _Param(torch.autograd.Function):
+    """A (K, C) parameter view as a contiguous tensor; backward writes its gradient into ``g``."""
+
+    @staticmethod
+    def forward(ctx, p: Tensor, g: Tensor):
+        ctx.g = g
+        return p.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        ctx.g.copy_(grad)
+        return None, None
+
+
 class StackedMLP(nn.Module):
     """K MLPs with the same shape (see :func:`shape_of`), trained as one.
 
@@ -100,7 +122,7 @@ class StackedMLP(nn.Module):
         self.configs = list(configs)
         self.in_features, self.n_classes = int(in_features), int(n_classes)
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.generator = torch.Generator(device=self.device).manual_seed(_dropout_seed(seed))
         cfg = configs[0]
         self.sizes = [self.in_features] + hidden_sizes(cfg)
         self.bn_position = cfg.batch_norm
@@ -111,7 +133,7 @@ class StackedMLP(nn.Module):
             cfg.activation, cfg.activation_param)
         self.alpha_dropout = cfg.dropout_kind == "alpha"
         self.bn_steps = 0                                       # BN's num_batches_tracked
-        self.slots, self.n_kernel, self.n_dense, n = self._plan()
+        self.slots, self.n_kernel, _, n = self._plan()
         k = len(configs)
         self.flat = torch.zeros(k, n, device=self.device)
         self.grad = torch.zeros(k, n, device=self.device)
@@ -163,7 +185,6 @@ class StackedMLP(nn.Module):
             cols = slice(s.offset, s.offset + s.numel)
             p = nn.Parameter(self.flat[:, cols].view(k, *s.shape))
             g = self.grad[:, cols].view(k, *s.shape)
-            p.grad = g
             self.params[s.key.replace(".", "__")] = p
             views[s.key] = (p, g)
 
@@ -175,7 +196,7 @@ class StackedMLP(nn.Module):
             w, gw = get(f"hidden.{i}.linear.weight")
             b, gb = get(f"hidden.{i}.linear.bias")
             self.layers.append((w, b, gw, gb, self._bn(f"hidden.{i}.bn", get),
-                                get(f"hidden.{i}.act.weight")[0]))
+                                get(f"hidden.{i}.act.weight")))
         (w, gw), (b, gb) = get("head.weight"), get("head.bias")
         self.head = (w, b, gw, gb)
         self.input_bn = self._bn("input_bn", get)
@@ -184,7 +205,7 @@ class StackedMLP(nn.Module):
         if f"{key}.running_mean" not in self.buffers_:
             return None
         return (self.buffers_[f"{key}.running_mean"], self.buffers_[f"{key}.running_var"],
-                get(f"{key}.weight")[0], get(f"{key}.bias")[0])
+                get(f"{key}.weight"), get(f"{key}.bias"))
 
     def _set_rates(self) -> None:
         """Per-model dropout rates as (K, 1, 1) tensors with the mask values they imply."""
@@ -238,16 +259,16 @@ class StackedMLP(nn.Module):
         mean, var, gamma, beta = bn
         k, b, c = x.shape
         y = F.batch_norm(x.transpose(0, 1).reshape(b, k * c), mean.view(-1), var.view(-1),
-                         gamma.reshape(-1), beta.reshape(-1), self.training, self.bn_momentum,
-                         self.bn_eps)
+                         _Param.apply(*gamma).view(-1), _Param.apply(*beta).view(-1),
+                         self.training, self.bn_momentum, self.bn_eps)
         return y.view(b, k, c).transpose(0, 1)
 
-    def _activate(self, x: Tensor, slope: Tensor | None) -> Tensor:
+    def _activate(self, x: Tensor, slope: tuple) -> Tensor:
         if self.act is not None:
             return self.act(x)
         if self.activation == "rrelu":
             return F.rrelu(x, RRELU_LOWER, RRELU_UPPER, training=self.training)
-        return torch.where(x >= 0, x, x * slope.unsqueeze(1))           # prelu, (K, 1, C) slopes
+        return torch.where(x >= 0, x, x * _Param.apply(*slope).unsqueeze(1))  # prelu, (K, C) slopes
 
     def _drop(self, x: Tensor, rates: tuple) -> Tensor:
         r = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
@@ -259,11 +280,6 @@ class StackedMLP(nn.Module):
                              torch.where(keep, kept_a, 0.0))
 
     # ------------------------------------------------------------------ training helpers
-    def zero_grad_(self) -> None:
-        """Zero the gradients that backward accumulates (BN, PReLU); dense ones are overwritten."""
-        if self.n_dense < self.grad.shape[1]:
-            self.grad[:, self.n_dense:].zero_()
-
     @torch.no_grad()
     def add_penalty_(self, l1: Tensor | None, l2: Tensor | None) -> Tensor:
         """Add the L1/L2 kernel penalty's gradient to ``grad``; return each model's penalty (K,).
