@@ -167,7 +167,7 @@ def tiny_cifar(monkeypatch):
                                                            stats_examples=64))
 
 
-def test_pipeline_writes_results_and_report_and_resumes(tiny_cifar, tmp_path, capsys):
+def test_pipeline_writes_results_and_report_and_resumes(tiny_cifar, tmp_path, capsys, monkeypatch):
     out = tmp_path / "c10"
     res = study.run(out, quick=True, seeds=2, device="cpu", progress=False)
     saved = json.loads((out / "results.json").read_text())
@@ -195,6 +195,12 @@ def test_pipeline_writes_results_and_report_and_resumes(tiny_cifar, tmp_path, ca
     for key in VARIANTS:
         assert again[key]["val_accuracy_mean"] == res[key]["val_accuracy_mean"]
     assert again["stage_seconds"] == res["stage_seconds"]
+    # more MC samples redo the MC Dropout stage alone
+    monkeypatch.setattr(plan, "QUICK", dataclasses.replace(plan.QUICK, mc_samples=12))
+    third = study.run(out, quick=True, seeds=2, device="cpu", progress=False, resume=True)
+    assert third["mc_dropout"]["n_samples"] == 12
+    changed = {k for k in res["stage_seconds"] if third["stage_seconds"][k] != res["stage_seconds"][k]}
+    assert changed == {"mc_dropout"}
 
 
 def test_bad_options_fail_before_any_work(tmp_path):

@@ -31,7 +31,8 @@ from typing import Any
 from dnnlab import io
 from dnnlab.errors import DnnlabError
 from dnnlab.studies import common
-from dnnlab.studies.cifar10_plan import TRAINED, Protocol, protocol, variant_config
+from dnnlab.studies.cifar10_plan import (TRAINED, Protocol, protocol, stage_fingerprint,
+                                         variant_config)
 
 HELP = "the CIFAR-10 exercise (a-e + 1cycle): searches, seeds, answers, report"
 DEFAULT_OUT = Path("runs/cifar10")
@@ -61,23 +62,31 @@ def load_data(data_dir: str | Path | None, proto: Protocol, progress: bool):
 
 
 class _Stages:
-    """Stage records in ``out/stages``, reused on resume when the protocol and seeds match."""
+    """Stage records in ``out/stages``, reused on resume when what the stage depends on matches:
+    the seeds, the training images and the protocol fields it reads (``stage_fingerprint``)."""
 
-    def __init__(self, out: Path, fingerprint: dict[str, Any], resume: bool, progress: bool):
-        self.dir, self.resume, self.progress = out / "stages", resume, progress
-        self.fingerprint = json.loads(json.dumps(fingerprint))   # as it reads back (lists, not tuples)
+    def __init__(self, out: Path, proto: Protocol, extra: dict[str, Any], resume: bool,
+                 progress: bool):
+        self.dir, self.proto, self.extra = out / "stages", proto, extra
+        self.resume, self.progress = resume, progress
+        self.reused: list[str] = []
+
+    def fingerprint(self, name: str) -> dict[str, Any]:
+        fp = {"protocol": stage_fingerprint(self.proto, name), **self.extra}
+        return json.loads(json.dumps(fp))      # as it reads back from JSON (lists, not tuples)
 
     def get(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         path = self.dir / f"{name}.json"
         if self.resume and path.is_file():
             saved = io.read_json(path)
-            if saved.get("fingerprint") == self.fingerprint:
+            if saved.get("fingerprint") == self.fingerprint(name):
                 _say(self.progress, f"{name}: reusing the finished stage in {path}")
+                self.reused.append(name)
                 return saved["record"]
         t0 = time.perf_counter()
         record = compute()
         record["stage_seconds"] = time.perf_counter() - t0
-        io.write_json(path, {"fingerprint": self.fingerprint, "record": record})
+        io.write_json(path, {"fingerprint": self.fingerprint(name), "record": record})
         _say(self.progress, f"{name}: done in {record['stage_seconds']:.0f} s")
         return record
 
@@ -147,8 +156,8 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
         raw, std = load_data(data_dir, proto, progress)
         _say(progress, raw.summary())
         data_of = {name: std if name in STANDARDIZED else raw for name in TRAINED}
-        store = _Stages(out, {"protocol": proto.to_dict(), "seeds": seeds,
-                              "train_images": len(raw.train)}, resume, progress)
+        store = _Stages(out, proto, {"seeds": seeds, "train_images": len(raw.train)}, resume,
+                        progress)
         models_dir = out / "models"
         kw = dict(device=str(dev), progress=progress, models_dir=models_dir)
         stages: dict[str, Any] = {}
@@ -191,7 +200,9 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
             f"{dev} ({_gpu_name()})", "threads": threads, "wall_seconds": wall,
             "train_images": len(raw.train), "valid_images": len(raw.valid),
             "test_images": len(raw.test), "data_source": raw.source,
-            "stage_seconds": {k: v.get("stage_seconds") for k, v in stages.items()}}
+            "stage_seconds": {k: v.get("stage_seconds") for k, v in stages.items()},
+            "stages_total_seconds": sum(v.get("stage_seconds") or 0.0 for v in stages.values()),
+            "reused_stages": store.reused}
     results = build_results(stages, answers, proto, meta)
     common.write_results(out, results)
     report = write_report(out, results, stages, answers, proto)
@@ -226,7 +237,11 @@ def summary_text(results: dict[str, Any]) -> str:
                      f"{results['patience']}; the book's protocol is 100 and 20)")
     for key, title in (("batchnorm", "(c) BN"), ("selu", "(d) SELU"), ("mc_dropout", "(e) MC Dropout")):
         lines.append(f"{title}: {results['answers'][key]['text']}")
-    lines.append(f"wall time: {results['wall_seconds']:.0f} s on {results['device']}")
+    line = f"wall time: {results['wall_seconds']:.0f} s on {results['device']}"
+    if results.get("reused_stages"):
+        line += (f" (resumed: {len(results['reused_stages'])} stages reused; all stages took "
+                 f"{results['stages_total_seconds']:.0f} s when they ran)")
+    lines.append(line)
     return "\n".join(lines)
 
 

@@ -60,8 +60,8 @@ class Protocol:
     finder_steps: int = 300        # LR-finder sweep length (batches)
     mc_samples: int = 50           # MC Dropout forward passes (>= 10)
     stats_examples: int = 2000     # validation images the layer statistics are taken on
-    timing_steps: int = 200        # batches per single-model timing measurement ...
-    timing_repeats: int = 3        # ... taken this many times per variant, in alternation
+    timing_steps: int = 100        # batches per single-model timing measurement ...
+    timing_repeats: int = 5        # ... taken this many times per variant, in alternation
     train_limit: int | None = None  # cap on training images (quick)
     eval_limit: int | None = None   # cap on validation and test images (quick)
     quick: bool = False
@@ -73,6 +73,19 @@ class Protocol:
     def shortened(self) -> bool:
         """True when the final runs were deliberately given less than the book's protocol."""
         return self.max_epochs < 100 or self.patience < 20 or self.onecycle_epochs < 15
+
+
+# Protocol fields that only one stage reads: changing them redoes that stage alone on --resume;
+# every other field shapes the training, so changing it redoes everything.
+STAGE_ONLY = {"mc_dropout": ("mc_samples",), "selu_stats": ("stats_examples",),
+              "timing": ("timing_steps", "timing_repeats")}
+
+
+def stage_fingerprint(proto: Protocol, stage: str) -> dict:
+    """The protocol fields that ``stage``'s result depends on."""
+    own = set(STAGE_ONLY.get(stage, ()))
+    skip = {k for keys in STAGE_ONLY.values() for k in keys} - own
+    return {k: v for k, v in proto.to_dict().items() if k not in skip}
 
 
 FULL = Protocol()

@@ -210,15 +210,20 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
     mode = "quick run (pipeline check)" if proto.quick else (
         f"shortened run: at most {proto.max_epochs} epochs, patience {proto.patience}"
         if proto.shortened else "the book's protocol")
+    wall = f"wall time {results.get('wall_seconds', 0):.0f} s"
+    if results.get("reused_stages"):
+        wall += (f" (resumed; all stages took {results.get('stages_total_seconds', 0):.0f} s when "
+                 "they ran)")
     page = Page("CIFAR-10: training a deep MLP (chapter 11, exercise 8)",
-                f"{mode}; {results.get('device', '?')}; wall time {results.get('wall_seconds', 0):.0f} s")
+                f"{mode}; {results.get('device', '?')}; {wall}")
     page.heading("Results beside the book")
     page.paragraph(
         "Accuracy is the mean ± sample std over the seeds of each variant (validation = the first "
         "5,000 training images, test = the official 10,000); the book's figures are its single "
         "runs on the validation set. 's / epoch' is the training time of one epoch of one model "
-        f"(measured on {proto.timing_steps} batches, {proto.timing_repeats} times per variant in "
-        "alternation, so that a change of the machine's load hits every variant alike); "
+        f"(the fastest of {proto.timing_repeats} measurements on {proto.timing_steps} batches, "
+        "taken in alternation with the other variants, so that a change of the machine's load "
+        "hits every variant alike); "
         "'engine s / epoch' is the wall time of one epoch of the final runs, in which all seeds of "
         "a variant train at once with the K-model engine.")
     page.table(table_rows(results, proto), formats={"lr": ".3g", "best epoch": ".1f",
