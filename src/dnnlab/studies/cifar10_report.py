@@ -96,7 +96,7 @@ def shortfall_note(name: str, r: dict[str, Any], proto: Protocol) -> str:
     if proto.shortened and name != "one_cycle":
         why.append(f"runs capped at {proto.max_epochs} epochs, patience {proto.patience} "
                    "(the book: 100 and 20)")
-    if r.get("best_epoch_mean") is not None and r["best_epoch_mean"] >= cap - 1:
+    if name != "one_cycle" and r.get("best_epoch_mean") is not None and r["best_epoch_mean"] >= cap - 1:
         why.append("the best epoch was at the cap: still improving when stopped")
     if name in ("alpha_dropout", "mc_dropout", "one_cycle"):
         why.append("dropout after every hidden layer here, once before the output in the book")
