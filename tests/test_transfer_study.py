@@ -79,3 +79,26 @@ def test_common_helpers():
     idx = draw_per_class(y, 4, seed=1)
     assert np.bincount(y[idx]).tolist() == [4, 4, 4]
     assert idx.tolist() == draw_per_class(y, 4, seed=1).tolist()
+
+
+def test_study_command_lists_every_registered_study(capsys):
+    from dnnlab.studies.cli import STUDIES
+    p = study_parser()
+    args = p.parse_args(["study", "transfer", "--seeds", "4", "--pretrained", "tuned",
+                         "--device", "cpu"])
+    assert (args.seeds, args.pretrained, args.device, args.quick) == (4, "tuned", "cpu", False)
+    assert args.func.__module__ == "dnnlab.studies.transfer"
+    bare = p.parse_args(["study"])
+    assert bare.func(bare) == 2                       # no study named: help, exit code 2
+    shown = capsys.readouterr().out
+    assert all(name in shown for name in STUDIES)
+
+
+def test_difference_respects_the_seed_spread():
+    from dnnlab.studies.common import difference
+    a = {"test_accuracy_mean": 0.9930, "test_accuracy_std": 0.0007, "n_seeds": 3}
+    b = {"test_accuracy_mean": 0.9925, "test_accuracy_std": 0.0011, "n_seeds": 3}
+    diff, clear = difference(a, b)
+    assert diff == pytest.approx(0.0005) and not clear
+    c = {"test_accuracy_mean": 0.9960, "test_accuracy_std": 0.0005, "n_seeds": 3}
+    assert difference(c, b)[1]

@@ -12,6 +12,7 @@ import importlib
 
 STUDIES: dict[str, str] = {
     "transfer": "dnnlab.studies.transfer",
+    "cifar10": "dnnlab.studies.cifar10",
 }
 
 

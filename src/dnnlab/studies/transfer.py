@@ -12,14 +12,16 @@ in the book's solution), drawn anew for each seed: the pretrained hidden layers,
 saved model on disk**, reused frozen (BN in inference mode) under a fresh softmax head, and timed;
 the same with the frozen layers' outputs cached once and only the head trained (timed again:
 the speedup); 4 reused layers instead of 5; the top two then unfrozen and trained further at a
-tenth of the rate; then all of them; and the same architecture trained from scratch on the 500
-images. The head's optimizer and learning rate are chosen on the validation images with cached
-features (cheap), once for 5 and once for 4 reused layers; the from-scratch network gets the
-same search, run in full. Which 0-4 network to reuse is chosen the same way (the one whose frozen
+lower rate; then all of them; and the same architecture trained from scratch on the 500 images.
+The head's optimizer and learning rate are chosen on the validation images with cached features
+(cheap), once for 5 and once for 4 reused layers; the fine-tuning rate (a fraction of the head's)
+and the from-scratch network's rate get the same search, run in full. Which 0-4 network to reuse is chosen the same way (the one whose frozen
 layers let a head reach the lowest validation loss), unless ``--pretrained`` names one.
 
 Every experiment runs over ``seeds`` seeds (init, batch order, and for part 2 the image draw and
-the pretrained model of that seed) and reports mean +- std beside the book's single run.
+the pretrained model of that seed) and reports mean +- std beside the book's single run. The
+search lives in ``OUT/tune/study.db``: a second run into the same ``--out`` reuses its finished
+trials (delete that folder to search afresh).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from dnnlab.config import RunConfig, replace
-from dnnlab.studies.common import (Stopwatch, book_rows, book_verdict, draw_per_class, mean_std,
-                                   pm, seed_list, summarize, torch_threads, train_seconds,
+from dnnlab.studies.common import (Stopwatch, book_rows, book_verdict, difference,
+                                   draw_per_class, mean_std, pm, seed_list, summarize, torch_threads, train_seconds,
                                    write_results)
 
 HELP = "the MNIST transfer-learning exercise (digits 0-4 -> 5-9), against the book"
@@ -70,7 +72,7 @@ TUNE_SPACE = {"model.width": {"low": 50, "high": 300, "log": True},
 HEAD_LRS = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 HEAD_OPTIMIZERS = ("adam", "nadam")
 SCRATCH_LRS = (3e-4, 1e-3, 3e-3)
-FINETUNE_FACTOR = 0.1          # unfrozen layers continue at a tenth of the head's rate
+FINETUNE_FACTORS = (0.03, 0.1, 0.3)   # unfrozen layers continue at a fraction of the head's rate
 DROPOUT = 0.2
 
 
@@ -78,7 +80,7 @@ DROPOUT = 0.2
 class Plan:
     """How much work each step gets: ``FULL`` for the study, ``QUICK`` for CI (< 3 minutes)."""
     epochs04: int = 100
-    patience04: int = 10
+    patience04: int = 20
     limit04: int | None = None         # cap on the 0-4 training images
     checkpoint_every: int = 5
     trials: int = 20
@@ -240,6 +242,31 @@ def head_search(pretrained, n_layers: int, cfg: RunConfig, t: dict, log) -> dict
     return {"best": best, "grid": grid}
 
 
+def finetune_search(pretrained, head4: dict[str, Any], cfg: RunConfig, data, log) -> dict[str, Any]:
+    """Choose the fine-tuning rate (a fraction of the head's): 4 frozen layers trained, then the
+    top two and then all unfrozen at that rate; the last stage's validation loss decides."""
+    import copy
+
+    from dnnlab.analysis.transfer import reuse_layers, unfreeze
+    from dnnlab.train import fit
+    opt, lr = head4["optimizer"], head4["lr"]
+    frozen = reuse_layers(pretrained, 4, 5, seed=cfg.train.seed)
+    fit(replace(cfg, **{"optim.name": opt, "optim.lr": lr}), data, model=frozen, evaluate_test=False)
+    grid = []
+    for factor in FINETUNE_FACTORS:
+        c = replace(cfg, **{"optim.name": opt, "optim.lr": lr * factor})
+        model = copy.deepcopy(frozen)
+        for i in (2, 3):
+            unfreeze(model.hidden[i])
+        fit(c, data, model=model, evaluate_test=False)
+        res = fit(c, data, model=unfreeze(model), evaluate_test=False)
+        grid.append({"optimizer": opt, "lr": lr * factor, "factor": factor, "val_loss": res.best})
+    best = min(grid, key=lambda g: g["val_loss"] if not math.isnan(g["val_loss"]) else math.inf)
+    log(f"  fine-tuning search: lr {best['lr']:g} = {best['factor']:g} x the head's "
+        f"(validation loss {best['val_loss']:.4f})")
+    return {"best": best, "grid": grid}
+
+
 def scratch_search(arch, cfg: RunConfig, data, log) -> dict[str, Any]:
     """Choose the from-scratch network's rate the same way, by full training runs."""
     from dnnlab.nn.mlp import build_mlp
@@ -311,10 +338,10 @@ def transfer_seed(pretrained_path: Path, data, cfg: RunConfig, lrs: dict[str, di
     out["frozen4"] = record(fit(head4, data, model=m4), trainable=trainable_parameters(m4))
     for i in (2, 3):
         unfreeze(m4.hidden[i])
-    out["unfreeze2"] = record(fit(with_opt("head4", FINETUNE_FACTOR), data, model=m4),
+    out["unfreeze2"] = record(fit(with_opt("finetune"), data, model=m4),
                               trainable=trainable_parameters(m4))
     unfreeze(m4)
-    out["unfreeze_all"] = record(fit(with_opt("head4", FINETUNE_FACTOR), data, model=m4),
+    out["unfreeze_all"] = record(fit(with_opt("finetune"), data, model=m4),
                                  trainable=trainable_parameters(m4))
 
     arch = dataclasses.replace(pretrained.config, hidden=None, depth=4)
@@ -362,6 +389,7 @@ def digits59(plan: Plan, seeds: list[int], out: Path, pretrained: str, device: s
     model0 = load_model(path(pretrained, seeds[0]), dev)
     searches["head5"] = searches["by_pretrained"][pretrained]
     searches["head4"] = head_search(model0, 4, cfg0, t, log)
+    searches["finetune"] = finetune_search(model0, searches["head4"]["best"], cfg0, first, log)
     arch = dataclasses.replace(model0.config, hidden=None, depth=4)
     searches["scratch"] = scratch_search(arch, replace(cfg0, **{
         "optim.name": searches["head4"]["best"]["optimizer"]}), first, log)
@@ -379,8 +407,8 @@ def digits59(plan: Plan, seeds: list[int], out: Path, pretrained: str, device: s
     for k in ("frozen5", "frozen4", "unfreeze2", "unfreeze_all", "scratch"):
         results[k]["trainable_parameters"] = runs[k][0]["trainable"]
     for k, which, factor in (("frozen5", "head5", 1), ("frozen5_cached", "head5", 1),
-                             ("frozen4", "head4", 1), ("unfreeze2", "head4", FINETUNE_FACTOR),
-                             ("unfreeze_all", "head4", FINETUNE_FACTOR), ("scratch", "scratch", 1)):
+                             ("frozen4", "head4", 1), ("unfreeze2", "finetune", 1),
+                             ("unfreeze_all", "finetune", 1), ("scratch", "scratch", 1)):
         b = searches[which]["best"]
         results[k]["optimizer"], results[k]["lr"] = b["optimizer"], b["lr"] * factor
     results["frozen5"]["pretrained"] = f"digits04_{pretrained}"
@@ -429,22 +457,30 @@ def _first_seed_curves(runs: dict[str, list[dict[str, Any]]], keys) -> dict[str,
     return {LABELS[k].split(": ", 1)[1]: runs[k][0]["history"] for k in keys}
 
 
-def _pts(a: float, b: float) -> str:
-    return f"{(a - b) * 100:+.2f} points"
+def _compared(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, bool]:
+    """'better by +0.21 points' / 'no better: -0.05 points, within the seeds' spread'."""
+    diff, clear = difference(a, b)
+    if not clear:
+        return f"no clearly different model ({diff * 100:+.2f} points, within the seeds' spread)", False
+    return (f"a {'better' if diff > 0 else 'worse'} model ({diff * 100:+.2f} points)"), diff > 0
 
 
-def _bn_verdict(r: dict[str, Any]) -> tuple[str, bool]:
+def _first_epoch(runs: list[dict[str, Any]]) -> float:
+    return float(np.mean([r["history"]["val_accuracy"][0] for r in runs]))
+
+
+def _bn_verdict(r: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> tuple[str, bool]:
     tuned, bn = r["digits04_tuned"], r["digits04_batchnorm"]
-    faster = bn["best_epoch_mean"] < tuned["best_epoch_mean"]
-    better = bn["test_accuracy_mean"] > tuned["test_accuracy_mean"]
+    v_tuned, v_bn = _first_epoch(runs["digits04_tuned"]), _first_epoch(runs["digits04_batchnorm"])
+    faster = v_bn > v_tuned
+    model, better = _compared(bn, tuned)
     per_epoch = (bn["train_seconds"] / bn["epochs_mean"]) / (tuned["train_seconds"] / tuned["epochs_mean"])
-    text = (f"Batch norm {'converges faster' if faster else 'does not converge faster'}: best "
-            f"validation loss at epoch {bn['best_epoch_mean']:.1f} on average vs "
-            f"{tuned['best_epoch_mean']:.1f} without, each epoch costing {per_epoch:.2f}x the time. "
-            f"It gives {'a better' if better else 'no better'} model: test accuracy "
-            f"{pm(bn['test_accuracy_mean'], bn['test_accuracy_std'])} vs "
-            f"{pm(tuned['test_accuracy_mean'], tuned['test_accuracy_std'])} % "
-            f"({_pts(bn['test_accuracy_mean'], tuned['test_accuracy_mean'])}).")
+    text = (f"Batch norm {'learns faster' if faster else 'does not learn faster'} at first "
+            f"({v_bn * 100:.2f} % validation accuracy after one epoch vs {v_tuned * 100:.2f} %), "
+            f"reaches its lowest validation loss at epoch {bn['best_epoch_mean']:.1f} on average vs "
+            f"{tuned['best_epoch_mean']:.1f}, and each epoch costs {per_epoch:.2f}x the time. It "
+            f"gives {model}: test accuracy {pm(bn['test_accuracy_mean'], bn['test_accuracy_std'])} "
+            f"vs {pm(tuned['test_accuracy_mean'], tuned['test_accuracy_std'])} %.")
     return text, faster and better
 
 
@@ -452,13 +488,14 @@ def _dropout_verdict(r: dict[str, Any]) -> tuple[str, bool]:
     tuned, drop = r["digits04_tuned"], r["digits04_dropout"]
     gap = lambda e: e["train_accuracy_mean"] - e["valid_accuracy_mean"]  # noqa: E731
     narrower = gap(drop) < gap(tuned)
-    better = drop["test_accuracy_mean"] > tuned["test_accuracy_mean"]
+    model, better = _compared(drop, tuned)
     text = (f"Without dropout the tuned network fits its training images to "
             f"{tuned['train_accuracy_mean'] * 100:.2f} % vs {tuned['valid_accuracy_mean'] * 100:.2f} "
             f"% on validation (gap {gap(tuned) * 100:.2f} points). Dropout {DROPOUT} "
             f"{'narrows the gap to' if narrower else 'leaves a gap of'} {gap(drop) * 100:.2f} points "
-            f"and {'improves' if better else 'does not improve'} test accuracy "
-            f"({_pts(drop['test_accuracy_mean'], tuned['test_accuracy_mean'])}).")
+            f"and gives {model}: test accuracy "
+            f"{pm(drop['test_accuracy_mean'], drop['test_accuracy_std'])} vs "
+            f"{pm(tuned['test_accuracy_mean'], tuned['test_accuracy_std'])} %.")
     return text, narrower and better
 
 
@@ -531,7 +568,7 @@ def write_report(out: Path, results: dict[str, Any], part1: dict, part2: dict) -
                  "test acc (%)": pm(r[k]["test_accuracy_mean"], r[k]["test_accuracy_std"])}
                 for k in VARIANTS_04], formats={"best epoch (mean)": ".1f", "epochs run": ".1f",
                                                 "s / epoch": ".2f", "val acc after epoch 1 (%)": ".2f"})
-    page.verdict(*_bn_verdict(r))
+    page.verdict(*_bn_verdict(r, runs1))
     page.heading("Overfitting and dropout", 3)
     page.table([{"variant": LABELS[k].split(": ", 1)[1],
                  "train acc (%)": r[k]["train_accuracy_mean"] * 100,
@@ -548,8 +585,10 @@ def write_report(out: Path, results: dict[str, Any], part1: dict, part2: dict) -
     page.paragraph(f"The hidden layers come from {meta['pretrained']} (the model of the same "
                    "seed, loaded from its model.safetensors), copied into a new network with a "
                    "fresh 5-way softmax head; frozen layers keep batch norm in inference mode. "
-                   "Unfreezing continues from the 4-layer model at a tenth of the head's rate; "
-                   "batch norm stays in inference mode there too. The pretrained model is "
+                   "Unfreezing continues from the 4-layer model at "
+                   f"{r['unfreeze2']['lr'] / r['frozen4']['lr']:g} x the head's rate (searched on "
+                   "the validation images); batch norm stays in inference mode there too. The "
+                   "pretrained model is "
                    f"{'unchanged' if r['frozen5']['pretrained_unchanged'] else 'CHANGED'} after "
                    "training the new ones.")
     choice = r["frozen5"]["pretrained_choice"]
@@ -565,6 +604,11 @@ def write_report(out: Path, results: dict[str, Any], part1: dict, part2: dict) -
                                 title="Learning curves, digits 5-9 (first seed)"),
                 "dashed: training, solid: validation (30 images per digit); the unfreezing "
                 "stages start from the previous stage's weights")
+    page.table([{"search": name, "optimizer": g["optimizer"], "lr": g["lr"],
+                 "best validation loss": g["val_loss"]}
+                for name, which in (("fine-tuning rate", "finetune"), ("from scratch", "scratch"))
+                for g in part2["searches"][which]["grid"]],
+               formats={"lr": ".3g", "best validation loss": ".4f"})
     for which, title in (("head5", "5 frozen layers"), ("head4", "4 frozen layers")):
         grid = part2["searches"][which]["grid"]
         ys = {opt: [g["val_loss"] for g in grid if g["optimizer"] == opt] for opt in HEAD_OPTIMIZERS}
