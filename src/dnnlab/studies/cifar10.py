@@ -1,4 +1,4 @@
-"""``dnnlab study cifar10``: the chapter's CIFAR-10 exercise, end to end, answered with numbers.
+"""The chapter's CIFAR-10 exercise (8 a-e, plus 1cycle) end to end, answered with numbers.
 
 >>> from dnnlab.studies.cifar10 import run
 >>> results = run(Path("runs/cifar10"), data_dir="/data", quick=True)     # doctest: +SKIP
