@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from dnnlab.analysis.mc_dropout import (enable_mc_dropout, expected_calibration_error, mc_dropout_eval,
-                                        mc_predict, plain_eval, plain_predict, predictive_entropy)
+                                        mc_predict, mutual_information, plain_eval, plain_predict,
+                                        predictive_entropy)
 from dnnlab.config import ModelConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
@@ -113,3 +114,12 @@ def test_custom_dropout_subclass_is_switched_on():
     model = nn.Sequential(nn.Linear(4, 4), MyDrop(0.5), nn.BatchNorm1d(4)).eval()
     with enable_mc_dropout(model) as drops:
         assert drops == [model[1]] and model[1].training and not model[2].training
+
+
+def test_mutual_information():
+    agree = torch.tensor([[[0.7, 0.3]], [[0.7, 0.3]]])
+    torch.testing.assert_close(mutual_information(agree), torch.zeros(1))
+    disagree = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])   # each pass certain, they disagree
+    torch.testing.assert_close(mutual_information(disagree), torch.tensor([math.log(2)]))
+    with pytest.raises(DnnlabError):
+        mutual_information(torch.full((3, 2), 0.5))

@@ -117,6 +117,21 @@ def predictive_entropy(probs: Tensor) -> Tensor:
     return -(p * torch.log(p.clamp_min(1e-300))).sum(1).to(probs.dtype)
 
 
+def mutual_information(probs: Tensor) -> Tensor:
+    """The part of the predictive entropy due to disagreement between the dropout samples.
+
+    ``H[mean_s p_s] - mean_s H[p_s]`` for ``probs`` of shape ``(samples, N, C)`` (BALD's score,
+    Houlsby et al. 2011): 0 when every pass predicts the same distribution, large when confident
+    passes disagree. Plain inference has no such term; it is what MC Dropout adds.
+    """
+    if probs.dim() != 3:
+        raise DnnlabError(f"mutual_information needs MC samples of shape (samples, N, C), got "
+                          f"{tuple(probs.shape)}")
+    p = probs.double()
+    per_sample = -(p * torch.log(p.clamp_min(1e-300))).sum(2).mean(0)
+    return (predictive_entropy(p) - per_sample).clamp_min(0).to(probs.dtype)
+
+
 def expected_calibration_error(probs: Tensor, y: Tensor, n_bins: int = 15) -> float:
     """ECE: the confidence-weighted gap between accuracy and confidence, over ``n_bins`` bins.
 
