@@ -49,3 +49,14 @@ def test_missing_file_and_bad_toml(tmp_path):
     bad.write_text("[model\nwidth=")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_none_survives_replace_and_toml(tmp_path):
+    cfg = replace(RunConfig(), **{"train.patience": None})
+    cfg = replace(cfg, **{"optim.lr": 0.01})          # a second replace keeps the None
+    assert cfg.train.patience is None
+    p = tmp_path / "c.toml"
+    p.write_text(to_toml(cfg))
+    assert 'patience = "none"' in p.read_text()
+    assert load_config(p).train.patience is None
+    assert load_config(None, ['train.patience="none"']).train.patience is None

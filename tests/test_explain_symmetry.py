@@ -7,7 +7,6 @@ from dnnlab import cli
 from dnnlab.config import RunConfig, replace
 from dnnlab.io import read_json
 from dnnlab.nn import build_mlp
-from dnnlab.studies.explain.cli import register
 from dnnlab.studies.explain.symmetry import DEPTH, collapse, fill_equal, max_neuron_difference
 
 
@@ -15,12 +14,7 @@ from dnnlab.studies.explain.symmetry import DEPTH, collapse, fill_equal, max_neu
 def result(tmp_path_factory):
     """`dnnlab explain symmetry --quick`, through the command line."""
     out = tmp_path_factory.mktemp("explain")
-    commands = cli._EXTRA_COMMANDS if register in cli._EXTRA_COMMANDS else [*cli._EXTRA_COMMANDS, register]
-    saved, cli._EXTRA_COMMANDS = cli._EXTRA_COMMANDS, commands
-    try:
-        assert cli.main(["explain", "symmetry", "--quick", "--out", str(out)]) == 0
-    finally:
-        cli._EXTRA_COMMANDS = saved
+    assert cli.main(["explain", "symmetry", "--quick", "--out", str(out)]) == 0
     return out, read_json(out / "results.json")["symmetry"]
 
 

@@ -41,14 +41,10 @@ checkpoint_every = 0
 "model.width" = {low = 4, high = 16}
 """
 
-# `python -m dnnlab tune ...`, with the tune command registered even where dnnlab.cli has not
-# listed it yet (register() is idempotent here: the same function object is not added twice).
+# `python -m dnnlab tune ...`
 WORKER = """
 import sys
 from dnnlab import cli
-from dnnlab.tune.cli import register
-if register not in cli._EXTRA_COMMANDS:
-    cli._EXTRA_COMMANDS.append(register)
 sys.exit(cli.main(["tune", *sys.argv[1:]]))
 """
 

@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _config(args):
+def config_from_args(args):
     """The run config: the TOML file, then --set overrides, then the dedicated flags."""
     from dnnlab.config import load_config, replace
     cfg = load_config(args.config, list(args.set or []))
@@ -39,7 +39,7 @@ def cmd_train(args) -> int:
         if args.config is None:
             raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
                               "or --resume RUN_DIR")
-        result = train_run(_config(args), args.out)
+        result = train_run(config_from_args(args), args.out)
     s = result.summary()
     line = (f"{result.status}: best {result.monitor} {result.best:.4f} at epoch {result.best_epoch}"
             f" ({result.epochs_run} epochs, {s['seconds_per_epoch']:.2f} s/epoch)")
@@ -73,7 +73,7 @@ def cmd_lr_find(args) -> int:
     from dnnlab.nn.mlp import build_mlp
     from dnnlab.optim.lr_finder import find_lr
     from dnnlab.train import resolve_device
-    cfg = _config(args)
+    cfg = config_from_args(args)
     data = load_from_config(cfg.data)
     device = resolve_device(cfg.train.device)
     model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed).to(device)
@@ -148,12 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="sweep directory (default runs/NAME-sweep-TIMESTAMP)")
     sp.set_defaults(func=cmd_sweep)
 
-    for register in _EXTRA_COMMANDS:
+    for register in _extra_commands():
         register(sub, with_config)
     return p
 
 
-_EXTRA_COMMANDS: list = []
+def _extra_commands() -> list:
+    """Commands that live beside the code they drive (each module has a ``register``)."""
+    from dnnlab.analysis.prune_cli import register as prune
+    from dnnlab.studies.cli import register as study
+    from dnnlab.studies.explain.cli import register as explain
+    from dnnlab.tune.cli import register as tune
+    return [tune, study, explain, prune]
 
 
 def main(argv: list[str] | None = None) -> int:

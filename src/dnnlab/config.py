@@ -14,6 +14,7 @@ allowed values. ``--set section.key=value`` overrides use TOML literal syntax fo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 import types
@@ -116,7 +117,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"                   # auto | cpu | cuda
     monitor: str = "val_loss"              # any logged metric
-    patience: int | None = 10              # early stopping; None = off
+    patience: int | None = 10              # early stopping; "none" in TOML (None in Python) = off
     min_delta: float = 0.0
     restore_best: bool = True
     checkpoint_every: int = 5              # epochs; 0 = only best and final
@@ -136,7 +137,8 @@ class RunConfig:
     tune: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _strip_none(dataclasses.asdict(self))
+        """A TOML-ready dict: ``None`` is left out where it is the default, else written "none"."""
+        return _to_raw(self)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -163,11 +165,21 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-def _strip_none(d: Any) -> Any:
-    """TOML has no null: drop None values so a resolved config round-trips."""
-    if isinstance(d, dict):
-        return {k: _strip_none(v) for k, v in d.items() if v is not None}
-    return d
+NONE = "none"   # how an optional value that is switched off is written in TOML (which has no null)
+
+
+def _to_raw(obj: Any) -> Any:
+    if not dataclasses.is_dataclass(obj):
+        return copy.deepcopy(obj)
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            if f.default is not None:          # e.g. train.patience = "none": early stopping off
+                out[f.name] = NONE
+            continue
+        out[f.name] = _to_raw(value)
+    return out
 
 
 def _type_name(tp: Any) -> str:
@@ -179,7 +191,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+        if value is None or (isinstance(value, str) and value.lower() == NONE and str not in args):
             return None
         errors = []
         for a in args:
@@ -285,7 +297,6 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings to a raw config dict (a copy is returned)."""
-    import copy
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:

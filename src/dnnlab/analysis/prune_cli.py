@@ -1,6 +1,6 @@
 """``dnnlab prune RUN_DIR --sparsity S [--epochs N]``: prune a trained run, fine-tune, report.
 
-Registered by :mod:`dnnlab.cli` through ``_EXTRA_COMMANDS``; the work is
+Registered by :mod:`dnnlab.cli` through ``_extra_commands``; the work is
 :func:`dnnlab.analysis.sparsity.prune_run`.
 """
 

@@ -29,10 +29,10 @@ def register(sub, with_config) -> None:
 
 
 def cmd_tune(args) -> int:
-    from dnnlab.cli import _config
+    from dnnlab.cli import config_from_args
     from dnnlab.tune.search import tune
 
-    result = tune(_config(args), trials=args.trials, folds=args.folds, storage=args.storage,
+    result = tune(config_from_args(args), trials=args.trials, folds=args.folds, storage=args.storage,
                   out=args.out, study_name=args.study_name, seed=args.seed)
     print(result.table())
     print(f"best cross-validated accuracy {result.best_value:.4f}; this worker ran "
