@@ -20,6 +20,7 @@ CONFIG = """
 name = "kill"
 [data]
 name = "synthetic"
+limit = 800
 [model]
 depth = 3
 width = 64
@@ -28,7 +29,7 @@ dropout = 0.1
 name = "adam"
 lr = 1e-3
 [train]
-epochs = 60
+epochs = 250
 batch_size = 16
 patience = 1000
 checkpoint_every = 7
@@ -61,7 +62,7 @@ def test_sigkill_twenty_times_then_resume_matches_uninterrupted(tmp_path):
     kills = 1
     while kills < 20:
         p = _start(["--resume", str(run)])
-        time.sleep(startup * 0.7 + rng.uniform(0, startup * 0.6))
+        time.sleep(startup * 0.8 + rng.uniform(0, startup * 0.4))
         if p.poll() is not None:                  # finished before the kill: too late to kill
             break
         os.kill(p.pid, signal.SIGKILL)
@@ -84,4 +85,4 @@ def test_sigkill_twenty_times_then_resume_matches_uninterrupted(tmp_path):
     for (k, a), b in zip(reference.model.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
     rows = (run / "metrics.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 60
+    assert len(rows) == 1 + 250
