@@ -1,5 +1,7 @@
 """The stacked optimizers reproduce torch.optim (via make_optimizer) model by model."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from dnnlab.config import OPTIMIZERS, OptimConfig
 from dnnlab.errors import ConfigError
 from dnnlab.optim import clip_gradients_, make_optimizer
-from dnnlab.train.engine_optim import StackedOptimizer, clip_, hypers_of
+from dnnlab.train.engine_optim import StackedOptimizer, _fused_step, clip_, hypers_of
 
 SHAPES = [(7, 5), (5,), (3, 5)]          # three parameter tensors per model
 N = sum(int(np.prod(s)) for s in SHAPES)
@@ -47,8 +49,9 @@ def _split(row):
     return out
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused-expressions"])
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_stacked_optimizer_matches_torch(name):
+def test_stacked_optimizer_matches_torch(name, fused):
     torch.manual_seed(0)
     cfgs = _configs(name)
     k = len(cfgs)
@@ -67,6 +70,8 @@ def test_stacked_optimizer_matches_torch(name):
     # stacked
     p, g = p0.clone(), torch.zeros(k, N)
     opt = StackedOptimizer(name, p, g, hypers_of(cfgs), nesterov=False)
+    if fused:      # the expressions torch.compile fuses, run as they are
+        opt.fused = partial(_fused_step, name, False, opt.power)
     lrs = np.array([[c.lr for c in cfgs]] * len(grads))
     table = opt.table(lrs)
     for step in range(len(grads)):
@@ -128,3 +133,24 @@ def test_ftrl_rejects_weight_decay():
     cfgs = [OptimConfig(name="ftrl", weight_decay=0.1)]
     with pytest.raises(ConfigError, match="weight_decay"):
         StackedOptimizer("ftrl", torch.zeros(1, 3), torch.zeros(1, 3), hypers_of(cfgs))
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager():
+    """torch.compile of the fused expressions (seconds to compile, hence marked slow)."""
+    torch.manual_seed(3)
+    cfgs = _configs("nadam")
+    p0, grads = torch.randn(3, N), torch.randn(4, 3, N)
+    out = []
+    for fuse in (False, True):
+        p, g = p0.clone(), torch.zeros(3, N)
+        opt = StackedOptimizer("nadam", p, g, hypers_of(cfgs))
+        if fuse:
+            opt.fuse()
+        table = opt.table(np.array([[c.lr for c in cfgs]] * len(grads)))
+        for step in range(len(grads)):
+            g.copy_(grads[step])
+            opt.step(table[step])
+        assert (opt.fused is not None) == fuse
+        out.append(p)
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
