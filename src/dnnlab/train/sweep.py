@@ -91,8 +91,7 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         results = train_many(group_cfg, data, variants, device=cfg.train.device, progress=progress)
         for (combo, seed), res in zip(members, results):
             name = variant_name(combo, seed)
-            vcfg = config_mod.replace(group_cfg, **{**res.variant.overrides, "train.seed": seed,
-                                                    "name": name})
+            vcfg = config_mod.replace(res.config, name=name)
             rows.append(_write_variant(out / name, vcfg, res, data))
     _write_summary(out, rows)
     from dnnlab.report import report_runs
