@@ -134,15 +134,16 @@ def test_diverging_model_is_marked_and_others_finish(tiny, tiny_cfg):
         assert all(math.isfinite(v) for v in r.history["loss"])
 
 
-def test_callback_sees_metrics_and_can_stop_one_model(tiny, tiny_cfg):
+def test_callback_sees_metrics_and_can_stop_one_model(tiny, tiny_cfg, capsys):
     seen = []
 
     def callback(epoch, metrics):
         seen.append((epoch, sorted(metrics)))
         return [1] if epoch == 1 else None
 
-    results = train_many(tiny_cfg, tiny, [Variant(0), Variant(1)], progress=False,
-                         callback=callback)
+    cfg = replace(tiny_cfg, **{"train.progress": True})
+    results = train_many(cfg, tiny, [Variant(0), Variant(1)], callback=callback)
+    assert "1 of 2 models training" in capsys.readouterr().err
     assert seen == [(1, [0, 1]), (2, [0]), (3, [0])]
     assert results[1].status == "stopped_early" and results[1].epochs_run == 1
     assert results[0].status == "completed"
@@ -156,3 +157,13 @@ def test_variants_of_another_shape_are_refused(tiny, tiny_cfg):
     with pytest.raises(ConfigError):
         train_many(tiny_cfg, tiny, [Variant(0, {"optim.lrr": 3})], progress=False)
     assert {"optim.lr", "model.dropout", "optim.momentum", "optim.clip_norm"} <= PER_MODEL_KEYS
+
+
+def test_invalid_variant_fails_before_training(tiny, tiny_cfg):
+    cfg = replace(tiny_cfg, **{"optim.schedule.name": "1cycle"})
+    with pytest.raises(ConfigError, match="pct_start"):
+        train_many(cfg, tiny, [Variant(0), Variant(1, {"optim.schedule.pct_start": 0.6})],
+                   progress=False)
+    sgd = replace(tiny_cfg, **{"optim.name": "sgd", "optim.nesterov": True, "optim.momentum": 0.9})
+    with pytest.raises(ConfigError, match="nesterov"):
+        train_many(sgd, tiny, [Variant(0), Variant(1, {"optim.momentum": 0.0})], progress=False)

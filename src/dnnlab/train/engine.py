@@ -29,9 +29,11 @@ import torch.nn.functional as F
 
 from dnnlab import config as config_mod
 from dnnlab.config import RunConfig
+from dnnlab.data import Dataset
 from dnnlab.data.batching import batch_slices, epoch_permutation
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.nn.mlp import MLP, build_mlp
+from dnnlab.optim import make_optimizer, make_schedule
 from dnnlab.train.engine_model import StackedMLP
 from dnnlab.train.engine_optim import StackedOptimizer, clip_, hypers_of
 from dnnlab.train.engine_schedule import Plateau, rates
@@ -102,7 +104,7 @@ def variant_configs(cfg: RunConfig, variants: list[Variant]) -> list[RunConfig]:
 class _Run:
     """The state of one train_many call; its methods are the phases of an epoch."""
 
-    def __init__(self, cfg: RunConfig, data, variants: list[Variant], device: str, progress: bool):
+    def __init__(self, cfg: RunConfig, data: Dataset, variants: list[Variant], device: str, progress: bool):
         self.cfg, self.variants = cfg, variants
         self.configs = variant_configs(cfg, variants)
         t = cfg.train
@@ -124,6 +126,7 @@ class _Run:
         self.n = len(self.y)
         self.slices = batch_slices(self.n, t.batch_size)
         self.epochs = t.epochs
+        _validate(self.configs, len(self.slices))
         k = len(variants)
         seeds = [c.train.seed for c in self.configs]
         models = [build_mlp(c.model, data.n_features, data.n_classes, seed=s)
@@ -375,6 +378,13 @@ class _Run:
         return f"best {self.monitor} {self.sign * self.best[k]:.4f} (model {k})"
 
 
+def _validate(configs: list[RunConfig], steps_per_epoch: int) -> None:
+    """Run the single-model trainer's optimizer and schedule checks on every variant, up front."""
+    for c in configs:
+        dummy = [torch.zeros(1, requires_grad=True)]
+        make_schedule(make_optimizer(dummy, c.optim), c.optim, steps_per_epoch, c.train.epochs)
+
+
 def _select(snap: tuple[torch.Tensor, dict[str, torch.Tensor]], keep: torch.Tensor):
     flat, bufs = snap
     return flat.index_select(0, keep), {k: v.index_select(0, keep) for k, v in bufs.items()}
@@ -387,7 +397,7 @@ def _copy_snapshot(snap, stack: StackedMLP) -> None:
         bufs[k].copy_(v)
 
 
-def train_many(cfg: RunConfig, data, variants: list[Variant], *, device: str = "auto",
+def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device: str = "auto",
                progress: bool = True,
                callback: Callable[[int, dict[int, dict[str, float]]], Any] | None = None,
                ) -> list[ModelResult]:
