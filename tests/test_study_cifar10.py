@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dnnlab import cli
 from dnnlab.studies import cifar10 as study
 from dnnlab.studies import cifar10_plan as plan
 from dnnlab.studies.cifar10_answers import (batchnorm_answer, epochs_to_reach, mc_dropout_answer,
@@ -211,23 +212,13 @@ def test_bad_options_fail_before_any_work(tmp_path):
         study.run(tmp_path, seeds=0, progress=False)
 
 
-def _cli_main(monkeypatch, argv):
-    """``dnnlab study cifar10 ...`` through the real entry point, with the study registered."""
-    from dnnlab import cli
-    from dnnlab.studies import cli as studies_cli
-    monkeypatch.setitem(studies_cli.STUDIES, "cifar10", "dnnlab.studies.cifar10")
-    if studies_cli.register not in cli._EXTRA_COMMANDS:
-        monkeypatch.setattr(cli, "_EXTRA_COMMANDS", [*cli._EXTRA_COMMANDS, studies_cli.register])
-    return cli.main(argv)
-
-
 def test_cli_without_data_or_network_says_so_in_one_line(monkeypatch, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.delenv("DNNLAB_DATA_DIR", raising=False)
     monkeypatch.setenv("DNNLAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DNNLAB_MIRROR", "http://127.0.0.1:9")      # nothing listens: no network
-    code = _cli_main(monkeypatch, ["study", "cifar10", "--quick", "--data-dir", str(empty),
+    code = cli.main(["study", "cifar10", "--quick", "--data-dir", str(empty),
                                    "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2
@@ -250,7 +241,7 @@ def test_quick_study_on_real_cifar10(monkeypatch, tmp_path):
         pytest.skip("CIFAR-10 not found: set DNNLAB_DATA_DIR to a folder holding cifar10.npz or "
                     "cifar-10-binary.tar.gz (or put ../shared/data beside the checkout)")
     out = tmp_path / "cifar10"
-    code = _cli_main(monkeypatch, ["study", "cifar10", "--quick", "--data-dir", str(data_dir),
+    code = cli.main(["study", "cifar10", "--quick", "--data-dir", str(data_dir),
                                    "--out", str(out), "--device", "cpu"])
     assert code == 0
     saved = json.loads((out / "results.json").read_text())

@@ -106,6 +106,10 @@ def shortfall_note(name: str, r: dict[str, Any], proto: Protocol) -> str:
     return "; ".join(why)
 
 
+def _pm(r: dict[str, Any], split: str) -> str:
+    return common.pm(r[f"{split}_accuracy_mean"], r[f"{split}_accuracy_std"], digits=1)
+
+
 def table_rows(results: dict[str, Any], proto: Protocol) -> list[dict[str, Any]]:
     rows = []
     for name in VARIANTS:
@@ -113,9 +117,8 @@ def table_rows(results: dict[str, Any], proto: Protocol) -> list[dict[str, Any]]
         lo, hi = BOOK[name]
         book = f"{100 * lo:.1f}%" if lo == hi else f"{100 * lo:.1f}-{100 * hi:.1f}%"
         rows.append({"variant": name, "what": TITLES[name], "lr": r["lr"],
-                     "val acc (mean ± std)": common.pm(r["val_accuracy_mean"], r["val_accuracy_std"], digits=1),
-                     "book val acc": book,
-                     "test acc (mean ± std)": common.pm(r["test_accuracy_mean"], r["test_accuracy_std"], digits=1),
+                     "val acc (mean ± std)": _pm(r, "val"), "book val acc": book,
+                     "test acc (mean ± std)": _pm(r, "test"),
                      "best epoch": r["best_epoch_mean"], "s / epoch": r["seconds_per_epoch"],
                      "engine s / epoch": r["engine_seconds_per_epoch"],
                      "seeds": len(r["seeds"]), "note": shortfall_note(name, r, proto)})

@@ -92,7 +92,8 @@ def lr_finder(cfg: RunConfig, data: Dataset, steps: int, *, device: str) -> dict
     res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=steps, seed=0,
                   start_lr=FINDER_RANGE[0], end_lr=FINDER_RANGE[1])
     return {"lrs": res.lrs, "losses": [_finite(v) for v in res.losses],
-            "suggestion": res.suggestion, "peak": onecycle_peak(res.lrs, res.losses), "min_lr": res.min_lr, "diverged": res.diverged,
+            "suggestion": res.suggestion, "peak": onecycle_peak(res.lrs, res.losses),
+            "min_lr": res.min_lr, "diverged": res.diverged,
             "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
             "seconds": time.perf_counter() - t0}
 
