@@ -58,6 +58,7 @@ def child_env(device: str, threads: int, extra: dict | None = None) -> dict:
     env = dict(os.environ)
     n = str(threads)
     env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n,
+               TF_NUM_INTEROP_THREADS=n,
                TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     if device == "cpu":           # no peer may quietly use a GPU in a CPU comparison
         env.update(CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
@@ -71,9 +72,11 @@ def backend_of_env() -> str:
 
 
 def set_threads(threads: int) -> None:
-    """In a worker: pin torch's intra-op pool to ``threads`` (TF reads its env variable)."""
+    """In a worker: size torch's intra-op and inter-op pools to ``threads``, as TensorFlow's
+    are (by :func:`child_env` and the worker), so no library gets more cores than another."""
     import torch
     torch.set_num_threads(threads)
+    torch.set_num_interop_threads(threads)
 
 
 def _cpu_busy_seconds() -> float | None:
