@@ -30,7 +30,7 @@ from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
 from dnnlab.nn import build_mlp
 from dnnlab.studies.explain.base import Finding
-from dnnlab.train import fit
+from dnnlab.train import fit, resolve_device
 
 TOPIC = "dropout-cost"
 QUESTION = ("Does dropout slow down training? Does it slow down inference (i.e., making "
@@ -54,20 +54,23 @@ def epochs_to(history: dict[str, list[float]], target: float) -> tuple[int, floa
     return -1, float("nan")
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: torch.device) -> float:
     t0 = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t0
 
 
-def interleaved_medians(fns: dict[str, callable], repeats: int, warmup: bool = True) -> dict[str, float]:
+def interleaved_medians(fns: dict[str, callable], repeats: int, warmup: bool = True,
+                        device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """Median seconds of each function, run in turn so that load changes hit all of them."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for k, fn in fns.items() if warmup else ():
         fn()
     for _ in range(repeats):
         for k, fn in fns.items():
-            times[k].append(_timed(fn))
+            times[k].append(_timed(fn, device))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -80,18 +83,19 @@ def _train_step(model, opt, x, y):
     return step
 
 
-def step_costs(cfg: RunConfig, data, repeats: int) -> dict[str, float]:
+def step_costs(cfg: RunConfig, data, repeats: int, device: torch.device) -> dict[str, float]:
     """Median seconds of one training step (batch of ``train.batch_size``) per dropout rate."""
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, len(data.train), (cfg.train.batch_size,), generator=g)
-    x, y = torch.as_tensor(data.train.x)[idx], torch.as_tensor(data.train.y)[idx]
+    x = torch.as_tensor(data.train.x)[idx].to(device)
+    y = torch.as_tensor(data.train.y)[idx].to(device)
     fns = {}
     for rate in (0.0, *RATES):
         model = build_mlp(replace(cfg, **{"model.dropout": rate}).model, data.n_features,
-                          data.n_classes, seed=0).train()
+                          data.n_classes, seed=0).to(device).train()
         opt = torch.optim.NAdam(model.parameters(), lr=1e-3)
         fns[rate] = _train_step(model, opt, x, y)
-    return interleaved_medians(fns, repeats)
+    return interleaved_medians(fns, repeats, device=device)
 
 
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
@@ -99,29 +103,32 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     st = _settings(quick)
     data = load_dataset("mnist", limit=st["n_train"], valid_size=st["valid"], seed=seed,
                         progress=False)
-    x_test, y_test = torch.as_tensor(data.test.x), torch.as_tensor(data.test.y)
     cfg = replace(RunConfig(), **{
         "name": "dropout-cost", "model.depth": 3, "model.width": 100, "model.activation": "elu",
         "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
         "train.epochs": st["epochs"], "train.batch_size": 64, "train.patience": None,
         "train.seed": seed, "train.progress": False, "data.seed": seed})
+    device = resolve_device(cfg.train.device)     # where fit puts the models
+    x_test = torch.as_tensor(data.test.x).to(device)
+    y_test = torch.as_tensor(data.test.y).to(device)
 
     runs = {rate: fit(replace(cfg, **{"model.dropout": rate}), data) for rate in (0.0, *RATES)}
     best = {r: min(res.history["val_loss"]) for r, res in runs.items()}
     targets = {r: max(best[0.0], best[r]) for r in RATES}
     per_epoch = {r: res.seconds_per_epoch for r, res in runs.items()}
-    steps = step_costs(cfg, data, st["step_reps"])
+    steps = step_costs(cfg, data, st["step_reps"], device)
 
     # inference: the same eval-mode forward pass, with and without dropout layers
     models = {r: res.model.eval() for r, res in runs.items()}
     inference = interleaved_medians({r: (lambda m=m: plain_predict(m, x_test)) for r, m in models.items()},
-                                    st["inf_reps"])
+                                    st["inf_reps"], device=device)
     mc_rate = min(RATES, key=lambda r: best[r])        # the better-trained dropout net
     mc_model = models[mc_rate]
     deterministic = bool(torch.equal(plain_predict(mc_model, x_test), plain_predict(mc_model, x_test)))
     plain = plain_eval(mc_model, x_test, y_test)
     mc_seconds = interleaved_medians(
-        {n: (lambda n=n: mc_predict(mc_model, x_test, n)) for n in st["mc"]}, 3, warmup=False)
+        {n: (lambda n=n: mc_predict(mc_model, x_test, n)) for n in st["mc"]}, 3, warmup=False,
+        device=device)
     mc = {}
     for n in st["mc"]:
         r = mc_dropout_eval(mc_model, x_test, y_test, n_samples=n, seed=seed)

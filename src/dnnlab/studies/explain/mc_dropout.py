@@ -27,7 +27,7 @@ from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
 from dnnlab.errors import DataError
 from dnnlab.studies.explain.base import Finding
-from dnnlab.train import fit
+from dnnlab.train import fit, resolve_device
 
 TOPIC = "mc-dropout"
 QUESTION = ("Without retraining, can MC Dropout give better accuracy (and better calibrated, more "
@@ -68,6 +68,10 @@ def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
     return float((ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
 def _scores(p: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     return {"accuracy": float((p.argmax(1) == y).float().mean()),
             "ece": expected_calibration_error(p, y),
@@ -94,14 +98,17 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     st = _settings(quick)
     data = load_dataset("mnist", limit=st["n_train"], valid_size=st["valid"], seed=seed,
                         progress=False)
-    x, y = torch.as_tensor(data.test.x[:st["n_test"]]), torch.as_tensor(data.test.y[:st["n_test"]])
-    x_ood, ood_source = ood_inputs(torch.as_tensor(data.test.x), st["n_ood"], seed)
     cfg = replace(RunConfig(), **{
         "name": "mc-dropout", "model.depth": 3, "model.width": 100, "model.activation": "elu",
         "model.init": "he_normal", "model.dropout": RATE, "optim.name": "nadam",
         "optim.lr": 1e-3, "train.epochs": st["epochs"], "train.batch_size": 64,
         "train.patience": None, "train.restore_best": False, "train.seed": seed,
         "train.progress": False, "data.seed": seed})
+    device = resolve_device(cfg.train.device)     # where fit puts the model
+    x = torch.as_tensor(data.test.x[:st["n_test"]]).to(device)
+    y = torch.as_tensor(data.test.y[:st["n_test"]]).to(device)
+    x_ood, ood_source = ood_inputs(torch.as_tensor(data.test.x), st["n_ood"], seed)
+    x_ood = x_ood.to(device)
     probe = StageProbe(x, y, st["stages"], STAGE_N, seed)
     model = fit(cfg, data, callbacks=[probe]).model
 
@@ -118,11 +125,11 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         curve[n] = row
 
     h_in, h_ood = predictive_entropy(samples), predictive_entropy(samples_ood)
-    auc = {"plain_entropy": auroc(predictive_entropy(plain).numpy(),
-                                  predictive_entropy(plain_ood).numpy()),
-           "mc_entropy": auroc(h_in.numpy(), h_ood.numpy()),
-           "mc_mutual_information": auroc(mutual_information(samples).numpy(),
-                                          mutual_information(samples_ood).numpy())}
+    hp_in, hp_ood = _np(predictive_entropy(plain)), _np(predictive_entropy(plain_ood))
+    auc = {"plain_entropy": auroc(hp_in, hp_ood),
+           "mc_entropy": auroc(_np(h_in), _np(h_ood)),
+           "mc_mutual_information": auroc(_np(mutual_information(samples)),
+                                          _np(mutual_information(samples_ood)))}
     top = curve[n_max]
     n10 = 10 if 10 in curve else n_max
     gain = top["accuracy"] - base["accuracy"]
@@ -174,8 +181,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         "002 answer 7 (MC Dropout estimates uncertainty)")
     finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
                       refutes=refutes, numbers=numbers)
-    finding.figure = _plot(numbers, h_in.numpy(), h_ood.numpy(), predictive_entropy(plain).numpy(),
-                           predictive_entropy(plain_ood).numpy(), out_dir / "mc_dropout.png")
+    finding.figure = _plot(numbers, _np(h_in), _np(h_ood), hp_in, hp_ood, out_dir / "mc_dropout.png")
     return finding
 
 

@@ -1,8 +1,9 @@
 """Sparse models: which ways of training actually leave most weights at exactly zero?
 
 One 2x100 ELU net on MNIST (Adam unless said otherwise) is made sparse four ways, each giving
-a curve of test accuracy against sparsity (the fraction of kernel weights exactly 0). The verdict compares them at the sparsest
-model each reaches within 5 accuracy points of the dense net:
+a curve of test accuracy against sparsity (the fraction of kernel weights exactly 0). The
+verdict compares them at the sparsest model each reaches within 5 accuracy points of the dense
+net:
 
 1. zeroing the smallest weights after training (global magnitude pruning with
    ``torch.nn.utils.prune``), as is and after one epoch of fine-tuning with the zeros held;
@@ -28,7 +29,7 @@ from dnnlab.analysis.sparsity import (finetune_masked, gradual_prune_fit, magnit
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
 from dnnlab.studies.explain.base import Finding
-from dnnlab.train import evaluate, fit
+from dnnlab.train import evaluate, fit, resolve_device
 
 TOPIC = "sparsity"
 QUESTION = "Name three ways you can produce a sparse model."
@@ -64,12 +65,13 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     st = _settings(quick)
     data = load_dataset("mnist", limit=st["n_train"], valid_size=st["valid"], seed=seed,
                         progress=False)
-    test = (torch.as_tensor(data.test.x), torch.as_tensor(data.test.y))
     cfg = replace(RunConfig(), **{
         "name": "sparsity", "model.depth": 2, "model.width": 100, "model.activation": "elu",
         "model.init": "he_normal", "optim.name": "adam", "optim.lr": 1e-3,
         "train.epochs": st["epochs"], "train.batch_size": 64, "train.patience": None,
         "train.seed": seed, "train.progress": False, "data.seed": seed})
+    device = resolve_device(cfg.train.device)     # where fit puts the models
+    test = (torch.as_tensor(data.test.x).to(device), torch.as_tensor(data.test.y).to(device))
 
     # 1. train normally, then zero the tiny weights (one-shot magnitude pruning)
     dense_model = fit(cfg, data).model
