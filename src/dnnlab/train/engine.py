@@ -104,7 +104,8 @@ def variant_configs(cfg: RunConfig, variants: list[Variant]) -> list[RunConfig]:
 class _Run:
     """The state of one train_many call; its methods are the phases of an epoch."""
 
-    def __init__(self, cfg: RunConfig, data: Dataset, variants: list[Variant], device: str, progress: bool):
+    def __init__(self, cfg: RunConfig, data: Dataset, variants: list[Variant], device: str,
+                 progress: bool):
         self.cfg, self.variants = cfg, variants
         self.configs = variant_configs(cfg, variants)
         t = cfg.train
@@ -155,7 +156,7 @@ class _Run:
 
     # ------------------------------------------------------------------ per-model columns
     def _column(self, values: list[float | None], default: float) -> torch.Tensor | None:
-        """A (K, 1) device column of per-slot values (None entries -> default); None if all default."""
+        """A (K, 1) device column of per-slot values (None -> default); None if all are default."""
         vals = [default if v is None else float(v) for v in values]
         if all(v == default for v in vals):
             return None
@@ -278,7 +279,8 @@ class _Run:
             for c in METRIC_COLUMNS:
                 self.history[i][c].append(m[c])
             metrics_by_variant[int(i)] = m
-            if not (math.isfinite(m["loss"]) and (self.valid is None or math.isfinite(m["val_loss"]))):
+            finite = math.isfinite(m["loss"]) and (self.valid is None or math.isfinite(m["val_loss"]))
+            if not finite:
                 stops.append((j, "diverged", self._diverged_message(i, epoch, m)))
                 continue
             t = self.configs[i].train

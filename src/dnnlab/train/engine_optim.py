@@ -111,7 +111,7 @@ class StackedOptimizer:
 
     # ---------------------------------------------------------------- the time-dependent scalars
     def table(self, lrs: np.ndarray, momenta: np.ndarray | None = None) -> Tensor:
-        """Per-step coefficients for the next ``len(lrs)`` steps, given their (steps, K) learning rates.
+        """Per-step coefficients for the next ``len(lrs)`` steps, given their (steps, K) rates.
 
         ``momenta`` (steps, K) are SGD momenta that change per step (1cycle); else the configured.
 
@@ -178,7 +178,7 @@ class StackedOptimizer:
     # ---------------------------------------------------------------- bookkeeping
     @torch.no_grad()
     def select_(self, keep: Tensor, p: Tensor, g: Tensor) -> None:
-        """Keep only the models at positions ``keep`` (compaction); ``p``, ``g`` are the new buffers."""
+        """Keep only the models at positions ``keep`` (compaction); ``p``, ``g``: the new buffers."""
         idx = keep.cpu().numpy()
         self.p, self.g = p, g
         self.h = {k: v[idx] for k, v in self.h.items()}

@@ -36,15 +36,17 @@ def rates(cfg: OptimConfig, steps: np.ndarray, epochs_done: int, steps_per_epoch
     return np.full_like(steps, lr0), None                           # none, performance
 
 
-def _one_cycle(cfg: OptimConfig, steps: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _one_cycle(cfg: OptimConfig, steps: np.ndarray,
+               total: int) -> tuple[np.ndarray, np.ndarray | None]:
     """torch's OneCycleLR (linear, three phases), as ``Schedule`` configures it."""
     s = cfg.schedule
     peak = s.max_lr if s.max_lr is not None else cfg.lr
     low = peak / s.div_factor
     ends = [s.pct_start * total - 1, 2 * s.pct_start * total - 2, total - 1]
     lo_m, hi_m = ONECYCLE_MOMENTUM
-    phases = [(low, peak, hi_m, lo_m), (peak, low, lo_m, hi_m), (low, low / s.final_div_factor, hi_m, hi_m)]
-    t = np.minimum(steps, total - 1)                    # past the end the rate stays at its last value
+    phases = [(low, peak, hi_m, lo_m), (peak, low, lo_m, hi_m),
+              (low, low / s.final_div_factor, hi_m, hi_m)]   # (lr from, lr to, momentum from, to)
+    t = np.minimum(steps, total - 1)              # past the end the rate stays at its last value
     lr, mom = np.empty_like(t), np.empty_like(t)
     start, done = 0.0, np.zeros(t.shape, dtype=bool)
     for i, (end, (lr_a, lr_b, m_a, m_b)) in enumerate(zip(ends, phases)):
