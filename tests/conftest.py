@@ -4,6 +4,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests use small tensors, where a second thread buys nothing and, on a busy 2-core machine,
+# costs up to 100x in spinning threads. Subprocesses that tests start inherit the same setting.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
