@@ -1,10 +1,11 @@
+import copy
 import json
 
 import pytest
 import torch
 
 from dnnlab.analysis.sparsity import (PolynomialSchedule, PruningCallback, apply_masks_, finetune_masked,
-                                      gradual_prune_fit, kernel_parameters, layer_sparsity,
+                                      gradual_prune_fit, kernel_parameters, lamp_scores, layer_sparsity,
                                       magnitude_prune_, near_zero_fraction, prune_run, sparsity)
 from dnnlab.config import ModelConfig, replace
 from dnnlab.errors import DnnlabError
@@ -41,7 +42,7 @@ def test_magnitude_prune_is_global_and_leaves_no_masks_or_hooks():
     params_before = [p for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     weights = torch.cat([m.weight.detach().abs().flatten() for m, _ in kernel_parameters(model)])
-    masks = magnitude_prune_(model, 0.7)
+    masks = magnitude_prune_(model, 0.7, score="magnitude")
     n = _kernel_count(model)
     assert sparsity(model) == pytest.approx(round(0.7 * n) / n)
     # global: one threshold for every kernel
@@ -59,8 +60,30 @@ def test_magnitude_prune_is_global_and_leaves_no_masks_or_hooks():
     # already-zero weights count towards the target
     magnitude_prune_(model, 0.5)
     assert sparsity(model) == pytest.approx(round(0.7 * n) / n)
+    with pytest.raises(DnnlabError, match="score"):
+        magnitude_prune_(model, 0.8, score="random")
     with pytest.raises(DnnlabError, match="sparsity"):
         magnitude_prune_(model, 1.0)
+
+
+def test_lamp_scores_and_no_layer_emptied():
+    w = torch.tensor([[3.0, -1.0], [2.0, 0.0]])
+    # squares 9, 1, 4, 0; sorted 0 1 4 9; suffix sums 14 14 13 9
+    torch.testing.assert_close(lamp_scores(w), torch.tensor([[1.0, 1 / 14], [4 / 13, 0.0]]))
+    model = _net()
+    with torch.no_grad():
+        model.hidden[0].linear.weight.mul_(0.01)     # a layer of tiny weights
+    raw = copy.deepcopy(model)
+    magnitude_prune_(raw, 0.6, score="magnitude")
+    assert layer_sparsity(raw)["hidden.0.linear"] == 1.0          # raw |w| empties it
+    before = [m.weight.detach().clone() for m, _ in kernel_parameters(model)]
+    magnitude_prune_(model, 0.6)
+    per_layer = layer_sparsity(model)
+    assert max(per_layer.values()) < 1.0 and sparsity(model) == pytest.approx(0.6, abs=2e-3)
+    # within each layer the smallest |w| went first
+    for (m, _), w0 in zip(kernel_parameters(model), before):
+        gone, kept = w0[m.weight == 0].abs(), w0[m.weight != 0].abs()
+        assert float(gone.max()) <= float(kept.min())
 
 
 def test_polynomial_schedule_matches_tfmot():

@@ -5,8 +5,8 @@ a curve of test accuracy against sparsity (the fraction of kernel weights exactl
 verdict compares them at the sparsest model each reaches within 5 accuracy points of the dense
 net:
 
-1. zeroing the smallest weights after training (global magnitude pruning with
-   ``torch.nn.utils.prune``), as is and after one epoch of fine-tuning with the zeros held;
+1. zeroing the smallest weights after training (magnitude pruning with ``torch.nn.utils.prune``,
+   LAMP scores so no layer is emptied), as is and after one epoch of fine-tuning, zeros held;
 2. L1 regularization (``model.l1``) at several strengths, then zeroing the tiny weights
    (``|w| <= 1e-3``): a subgradient optimizer like Adam only brings weights *near* zero;
 3. gradual magnitude pruning during training (TFMOT's polynomial schedule);
