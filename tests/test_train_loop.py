@@ -103,3 +103,22 @@ def test_checkpoint_refuses_pickle_without_running_it(tmp_path):
     with pytest.raises(DnnlabError, match="not a safetensors checkpoint"):
         load(path)
     assert not marker.exists()
+
+
+def test_resuming_a_finished_run_trains_nothing_more(tiny, tiny_cfg, tmp_path):
+    cfg = replace(tiny_cfg, **{"train.epochs": 50, "train.patience": 2, "optim.lr": 0.0,
+                               "optim.name": "sgd"})
+    first = fit(cfg, tiny, tmp_path / "run")
+    assert first.status == "stopped_early"
+    again = fit(cfg, tiny, tmp_path / "run", resume=True)
+    assert again.status == "stopped_early" and again.epochs_run == first.epochs_run
+    assert again.history == first.history
+
+
+def test_transfer_study_resume_reloads_finished_runs(tiny, tiny_cfg, tmp_path):
+    from dnnlab.studies.transfer import train_seeds
+    cfg = replace(tiny_cfg, **{"train.epochs": 2})
+    a = train_seeds(cfg, tiny, [0, 1], tmp_path, lambda m: None)
+    b = train_seeds(cfg, tiny, [0, 1], tmp_path, lambda m: None, resume=True)
+    assert [r["history"] for r in a] == [r["history"] for r in b]
+    assert [r["test_accuracy"] for r in a] == [r["test_accuracy"] for r in b]

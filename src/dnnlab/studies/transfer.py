@@ -126,13 +126,23 @@ def _accuracies(model, data, device) -> dict[str, float]:
     return out
 
 
-def train_seeds(cfg: RunConfig, data, seeds: list[int], root: Path, log) -> list[dict[str, Any]]:
-    """One run per seed into ``root/seedN`` (config, metrics, checkpoints, final model)."""
+def train_seeds(cfg: RunConfig, data, seeds: list[int], root: Path, log,
+                resume: bool = False) -> list[dict[str, Any]]:
+    """One run per seed into ``root/seedN`` (config, metrics, checkpoints, final model).
+
+    With ``resume`` a run that has a checkpoint continues from it (a finished one is reloaded).
+    """
     from dnnlab.train import fit, resolve_device
+    from dnnlab.train.state import LAST
     device = resolve_device(cfg.train.device)
     runs = []
     for s in seeds:
-        res = fit(replace(cfg, **{"train.seed": s}), data, root / f"seed{s}")
+        run_dir = root / f"seed{s}"
+        again = resume and (run_dir / LAST).exists()
+        if not again and (run_dir / LAST).exists():
+            import shutil
+            shutil.rmtree(run_dir)                  # a fresh study replaces an old run
+        res = fit(replace(cfg, **{"train.seed": s}), data, run_dir, resume=again)
         if res.status == "diverged":
             from dnnlab.errors import DnnlabError
             raise DnnlabError(f"{cfg.name}, seed {s}: {res.message}")
@@ -156,7 +166,7 @@ def _entry(key: str, runs: list[dict[str, Any]], extra_keys=()) -> dict[str, Any
 
 
 def digits04(plan: Plan, seeds: list[int], out: Path, device: str, data_dir: str | None,
-             log) -> dict[str, Any]:
+             log, resume: bool = False) -> dict[str, Any]:
     """Part 1: default, tuned, batch norm, dropout; every run saved under ``out``."""
     from dnnlab.data import load_from_config
     from dnnlab.tune import tune
@@ -167,7 +177,7 @@ def digits04(plan: Plan, seeds: list[int], out: Path, device: str, data_dir: str
     runs: dict[str, list[dict[str, Any]]] = {}
 
     log("[1/4] default network")
-    runs["digits04_default"] = train_seeds(base, data, seeds, out / "digits04_default", log)
+    runs["digits04_default"] = train_seeds(base, data, seeds, out / "digits04_default", log, resume)
 
     log(f"[2/4] cross-validated search: {plan.trials} trials x {plan.folds} folds")
     space_cfg = replace(base, **{"name": "digits04-quick" if plan is QUICK else "digits04",
@@ -179,17 +189,17 @@ def digits04(plan: Plan, seeds: list[int], out: Path, device: str, data_dir: str
         "name": "digits04_tuned", "train.epochs": plan.epochs04, "train.patience": plan.patience04,
         "train.checkpoint_every": plan.checkpoint_every})
     tuned.tune = {}
-    runs["digits04_tuned"] = train_seeds(tuned, data, seeds, out / "digits04_tuned", log)
+    runs["digits04_tuned"] = train_seeds(tuned, data, seeds, out / "digits04_tuned", log, resume)
 
     log("[3/4] tuned + batch norm (before each activation)")
     bn = replace(tuned, **{"name": "digits04_batchnorm", "model.batch_norm": "before"})
-    runs["digits04_batchnorm"] = train_seeds(bn, data, seeds, out / "digits04_batchnorm", log)
+    runs["digits04_batchnorm"] = train_seeds(bn, data, seeds, out / "digits04_batchnorm", log, resume)
 
     log(f"[4/4] tuned + dropout {DROPOUT} on every hidden layer")
     kind = "alpha" if tuned.model.activation == "selu" else "dropout"
     drop = replace(tuned, **{"name": "digits04_dropout", "model.dropout": DROPOUT,
                              "model.dropout_kind": kind})
-    runs["digits04_dropout"] = train_seeds(drop, data, seeds, out / "digits04_dropout", log)
+    runs["digits04_dropout"] = train_seeds(drop, data, seeds, out / "digits04_dropout", log, resume)
 
     results = {k: _entry(k, v, ("train_accuracy", "valid_accuracy")) for k, v in runs.items()}
     for k, cfg in (("digits04_default", base), ("digits04_tuned", tuned),
@@ -420,7 +430,7 @@ def digits59(plan: Plan, seeds: list[int], out: Path, pretrained: str, device: s
 
 def run(out: str | Path = "runs/transfer", *, quick: bool = False, seeds: int = 3,
         data_dir: str | None = None, device: str = "auto", pretrained: str = "auto",
-        threads: int | None = 1, log=print) -> dict[str, Any]:
+        threads: int | None = 1, resume: bool = False, log=print) -> dict[str, Any]:
     """Run the whole study into ``out`` (report.html, results.json, runs); return the results.
 
     ``pretrained`` names the 0-4 variant whose saved models part 2 reuses (default, tuned,
@@ -438,7 +448,7 @@ def run(out: str | Path = "runs/transfer", *, quick: bool = False, seeds: int = 
     seed_ids = seed_list(seeds)
     dev = resolve_device(device)
     with torch_threads(threads if dev.type == "cpu" else None):
-        part1 = digits04(plan, seed_ids, out, device, data_dir, log)
+        part1 = digits04(plan, seed_ids, out, device, data_dir, log, resume)
         part2 = digits59(plan, seed_ids, out, pretrained, device, data_dir, log)
     results: dict[str, Any] = {**part1["results"], **part2["results"]}
     wall = time.perf_counter() - t0
@@ -623,12 +633,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pretrained", default="auto", choices=("auto", *PRETRAINED),
                         help="which 0-4 model part 2 reuses (default auto: the one whose frozen "
                         "layers give the lowest validation loss on 5-9)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed study in --out: finished runs are reloaded, "
+                        "interrupted ones continue from their last checkpoint, the search resumes")
 
 
 def main(args) -> int:
     out = args.out or "runs/transfer"
     res = run(out, quick=args.quick, seeds=args.seeds, data_dir=args.data_dir,
-              device=args.device or "auto", pretrained=args.pretrained)
+              device=args.device or "auto", pretrained=args.pretrained, resume=args.resume)
     print(format_summary(res))
     print(f"report: {Path(out) / 'report.html'}")
     print(f"results: {Path(out) / 'results.json'}")

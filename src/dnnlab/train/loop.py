@@ -204,12 +204,17 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
         restored = run_state.restore(writer.run_dir, model, optimizer, schedule, stopper, device)
         if restored is not None:
             start_epoch, history = restored["epoch"] + 1, restored["history"]
+            if t.patience is not None and stopper.wait >= t.patience:
+                start_epoch = t.epochs + 1             # it had stopped early: nothing to redo
     if writer is not None:
         writer.start(resumed=start_epoch > 1)
     logger = CsvLogger(writer.run_dir / "metrics.csv") if writer else None
     progress = Progress(t.epochs, len(slices), enabled=t.progress, start_epoch=start_epoch)
 
     status, message = "completed", ""
+    if start_epoch > t.epochs and t.patience is not None and stopper.wait >= t.patience:
+        status = "stopped_early"
+        message = f"stopped early before the resume; best at epoch {stopper.best_epoch}"
     step_losses = torch.zeros(len(slices), device=device)
     good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
