@@ -177,12 +177,13 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                 " and ".join(f"{r:g}" for r in RATES if factor_two[r]))
     else:
         book = "the book's factor of two fits neither rate"
+    lo, hi = (f(rows[r]["inference_ratio"] for r in RATES) for f in (min, max))
+    inf_range = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
     verdict = (
         f"{'Yes, through slower convergence' if any(slower.values()) else 'Not here'}: {conv}, "
         f"{'while an epoch costs only' if epoch_cost < 1.5 else 'and an epoch itself costs'} up to "
         f"{epoch_cost:.2f}x (a training step {step_cost:.2f}x), so {book}; "
-        f"inference in eval mode costs {min(rows[r]['inference_ratio'] for r in RATES):.2f}-"
-        f"{max(rows[r]['inference_ratio'] for r in RATES):.2f}x (the same forward pass"
+        f"inference in eval mode costs {inf_range}x (the same forward pass"
         f"{', deterministic' if deterministic else ', NOT deterministic'}); MC Dropout with "
         f"N={n10} costs {mc[n10]['slowdown']:.1f}x plain inference (each pass "
         f"{mc[n10]['per_pass']:.2f}x a plain one, dropout masks being drawn) for "
