@@ -15,14 +15,6 @@ from dnnlab.train import fit
 from dnnlab.train.engine import PER_MODEL_KEYS, Variant, train_many
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP spinning costs a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _reference(cfg, ds):
     """A plain loop: build_mlp + torch.optim, the epoch_permutation batches, no extras."""

@@ -22,14 +22,6 @@ CONFIGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP spinning costs a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _models(cfg, k=3):
     return [build_mlp(cfg, 5, 3, seed=s) for s in range(k)]

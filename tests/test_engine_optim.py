@@ -15,14 +15,6 @@ SHAPES = [(7, 5), (5,), (3, 5)]          # three parameter tensors per model
 N = sum(int(np.prod(s)) for s in SHAPES)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP spinning costs a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _configs(name):
     """Three models with different hyperparameters (weight decay on one of them)."""

@@ -27,3 +27,21 @@ class Finding:
         return {"question": self.question, "verdict": self.verdict, "confirms": self.confirms,
                 "refutes": self.refutes, "numbers": self.numbers,
                 "figure": str(self.figure) if self.figure else None, "seconds": self.seconds}
+
+
+def small_mnist(n_train: int, valid: int, seed: int, **kw: Any):
+    """The MNIST that ships with dnnlab, cut to a topic's budget (first ``n_train`` images)."""
+    from dnnlab.data import load_dataset
+    return load_dataset("mnist", limit=n_train, valid_size=valid, seed=seed, progress=False, **kw)
+
+
+def topic_config(name: str, seed: int, epochs: int, **settings: Any):
+    """A run config for a topic: He/ELU MLP, batch 64, no early stopping, no progress bar.
+
+    ``settings`` are dotted keys, e.g. ``topic_config("x", 0, 5, **{"model.depth": 3})``.
+    """
+    from dnnlab.config import RunConfig, replace
+    return replace(RunConfig(), **{
+        "name": name, "model.activation": "elu", "model.init": "he_normal", "model.width": 100,
+        "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
+        "train.seed": seed, "train.progress": False, "data.seed": seed, **settings})

@@ -27,9 +27,8 @@ import torch.nn.functional as F
 
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval, plain_predict
 from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_dataset
 from dnnlab.nn import build_mlp
-from dnnlab.studies.explain.base import Finding
+from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
 from dnnlab.train import fit, resolve_device
 
 TOPIC = "dropout-cost"
@@ -101,13 +100,8 @@ def step_costs(cfg: RunConfig, data, repeats: int, device: torch.device) -> dict
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     st = _settings(quick)
-    data = load_dataset("mnist", limit=st["n_train"], valid_size=st["valid"], seed=seed,
-                        progress=False)
-    cfg = replace(RunConfig(), **{
-        "name": "dropout-cost", "model.depth": 3, "model.width": 100, "model.activation": "elu",
-        "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
-        "train.epochs": st["epochs"], "train.batch_size": 64, "train.patience": None,
-        "train.seed": seed, "train.progress": False, "data.seed": seed})
+    data = small_mnist(st["n_train"], st["valid"], seed)
+    cfg = topic_config("dropout-cost", seed, st["epochs"], **{"model.depth": 3, "optim.name": "nadam", "optim.lr": 1e-3})
     device = resolve_device(cfg.train.device)     # where fit puts the models
     x_test = torch.as_tensor(data.test.x).to(device)
     y_test = torch.as_tensor(data.test.y).to(device)

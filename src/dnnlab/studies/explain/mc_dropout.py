@@ -23,10 +23,9 @@ import torch
 
 from dnnlab.analysis.mc_dropout import (expected_calibration_error, mc_predict, mutual_information,
                                         plain_predict, predictive_entropy)
-from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
 from dnnlab.errors import DataError
-from dnnlab.studies.explain.base import Finding
+from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
 from dnnlab.train import fit, resolve_device
 
 TOPIC = "mc-dropout"
@@ -96,14 +95,8 @@ class StageProbe:
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     st = _settings(quick)
-    data = load_dataset("mnist", limit=st["n_train"], valid_size=st["valid"], seed=seed,
-                        progress=False)
-    cfg = replace(RunConfig(), **{
-        "name": "mc-dropout", "model.depth": 3, "model.width": 100, "model.activation": "elu",
-        "model.init": "he_normal", "model.dropout": RATE, "optim.name": "nadam",
-        "optim.lr": 1e-3, "train.epochs": st["epochs"], "train.batch_size": 64,
-        "train.patience": None, "train.restore_best": False, "train.seed": seed,
-        "train.progress": False, "data.seed": seed})
+    data = small_mnist(st["n_train"], st["valid"], seed)
+    cfg = topic_config("mc-dropout", seed, st["epochs"], **{"model.depth": 3, "model.dropout": RATE, "optim.name": "nadam", "optim.lr": 1e-3, "train.restore_best": False})
     device = resolve_device(cfg.train.device)     # where fit puts the model
     x = torch.as_tensor(data.test.x[:st["n_test"]]).to(device)
     y = torch.as_tensor(data.test.y[:st["n_test"]]).to(device)

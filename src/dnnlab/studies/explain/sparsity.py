@@ -26,9 +26,8 @@ import torch
 
 from dnnlab.analysis.sparsity import (finetune_masked, gradual_prune_fit, magnitude_prune_,
                                       near_zero_fraction, sparsity)
-from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_dataset
-from dnnlab.studies.explain.base import Finding
+from dnnlab.config import replace
+from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
 from dnnlab.train import evaluate, fit, resolve_device
 
 TOPIC = "sparsity"
@@ -63,13 +62,8 @@ def _sparsest_within(points: list[dict], floor: float) -> dict | None:
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     st = _settings(quick)
-    data = load_dataset("mnist", limit=st["n_train"], valid_size=st["valid"], seed=seed,
-                        progress=False)
-    cfg = replace(RunConfig(), **{
-        "name": "sparsity", "model.depth": 2, "model.width": 100, "model.activation": "elu",
-        "model.init": "he_normal", "optim.name": "adam", "optim.lr": 1e-3,
-        "train.epochs": st["epochs"], "train.batch_size": 64, "train.patience": None,
-        "train.seed": seed, "train.progress": False, "data.seed": seed})
+    data = small_mnist(st["n_train"], st["valid"], seed)
+    cfg = topic_config("sparsity", seed, st["epochs"], **{"model.depth": 2, "optim.name": "adam", "optim.lr": 1e-3})
     device = resolve_device(cfg.train.device)     # where fit puts the models
     test = (torch.as_tensor(data.test.x).to(device), torch.as_tensor(data.test.y).to(device))
 
