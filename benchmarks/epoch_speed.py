@@ -47,9 +47,8 @@ def dnnlab_epochs(x_tr, y_tr, x_va, y_va, epochs: int, device: str) -> list[floa
 
 def versions(name: str) -> dict:
     import importlib.metadata as md
-    import torch
-    out = {"torch": torch.__version__}
-    wanted = {"dnnlab": ["dnnlab"], "lightning": ["lightning"],
+    out = {}
+    wanted = ["torch"] + {"dnnlab": ["dnnlab"], "lightning": ["lightning"],
               "keras": ["keras", "tensorflow", "jax", "jaxlib"]}.get(name, [])
     for pkg in wanted:
         try:
@@ -62,11 +61,13 @@ def versions(name: str) -> dict:
 def worker(args) -> None:
     """One contender in this process: generate the data, train, write the epoch times."""
     name = args.worker
-    if name == "keras" and common.backend_of_env() == "tensorflow":
+    backend = common.backend_of_env() if name == "keras" else "torch"
+    if backend == "tensorflow":
         import tensorflow as tf   # first, so its pools are sized before any op runs
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    common.set_threads(args.threads)
+    if backend == "torch":        # Keras on TensorFlow or JAX never imports torch here
+        common.set_threads(args.threads)
     import peers
     data = peers.make_data(args.n_train, args.n_valid)
     fn = dnnlab_epochs if name == "dnnlab" else peers.PEERS[name]
