@@ -216,6 +216,11 @@ def keras(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[floa
         raise PeerUnavailable(f"keras could not load its backend ({e}); install it, e.g. "
                               "pip install jax") from None
 
+    if device.startswith("cuda") and not _keras_sees_gpu(K.backend.backend()):
+        raise PeerUnavailable(f"Keras on {K.backend.backend()} sees no GPU, so it would run on the "
+                              "CPU; install its CUDA build (e.g. pip install 'tensorflow[and-cuda]' "
+                              "or 'jax[cuda12]')")
+
     class EpochTimer(K.callbacks.Callback):
         def __init__(self):
             super().__init__()
@@ -238,6 +243,20 @@ def keras(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[floa
     model.fit(x_tr, y_tr, validation_data=(x_va, y_va), epochs=epochs, batch_size=BATCH,
               verbose=0, callbacks=[timer])
     return timer.seconds
+
+
+def _keras_sees_gpu(backend: str) -> bool:
+    """Whether Keras's backend will place work on a GPU (a CPU-only build silently would not)."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+        return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+        return torch.cuda.is_available()
+    return False
 
 
 PEERS = {
