@@ -197,14 +197,16 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
 
     writer = RunWriter(Path(run_dir), cfg) if run_dir is not None else None
     history: dict[str, list[float]] = {c: [] for c in METRIC_COLUMNS}
-    start_epoch = 1
+    start_epoch, stopped_before = 1, False
     if resume:
         if writer is None:
             raise DnnlabError("resume needs a run directory")
         restored = run_state.restore(writer.run_dir, model, optimizer, schedule, stopper, device)
         if restored is not None:
             start_epoch, history = restored["epoch"] + 1, restored["history"]
-            if t.patience is not None and stopper.wait >= t.patience:
+            stopped_before = (t.patience is not None and stopper.wait >= t.patience
+                              and restored["epoch"] < t.epochs)
+            if stopped_before:
                 start_epoch = t.epochs + 1             # it had stopped early: nothing to redo
     if writer is not None:
         writer.start(resumed=start_epoch > 1)
@@ -212,7 +214,7 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
     progress = Progress(t.epochs, len(slices), enabled=t.progress, start_epoch=start_epoch)
 
     status, message = "completed", ""
-    if start_epoch > t.epochs and t.patience is not None and stopper.wait >= t.patience:
+    if stopped_before:
         status = "stopped_early"
         message = f"stopped early before the resume; best at epoch {stopper.best_epoch}"
     step_losses = torch.zeros(len(slices), device=device)
@@ -274,7 +276,7 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
             if writer is not None:
                 logger.write(history)
                 writer.epoch_end(epoch, model, optimizer, schedule, stopper, history)
-            if stop:
+            if stop and epoch < t.epochs:
                 status = "stopped_early"
                 message = (f"no improvement of {t.monitor} for {stopper.wait} epochs; best at "
                            f"epoch {stopper.best_epoch}")
