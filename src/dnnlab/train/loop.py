@@ -217,14 +217,14 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
     if stopped_before:
         status = "stopped_early"
         message = f"stopped early before the resume; best at epoch {stopper.best_epoch}"
-    step_losses = torch.zeros(len(slices), device=device)
+    step_losses = torch.zeros(len(slices), device=device)    # the epoch's loss is derived from it
+    batch_sizes = torch.tensor([e - s for s, e in slices], device=device, dtype=torch.float32)
     good_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
         for epoch in range(start_epoch, t.epochs + 1):
             t0 = time.perf_counter()
             model.train()
             perm = epoch_permutation(n, t.seed, epoch - 1, device)
-            loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             for i, (s, e) in enumerate(slices):
                 idx = perm[s:e]
@@ -240,9 +240,7 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
                 if max_norm is not None:
                     max_norm()
                 schedule.on_batch_end()
-                td = total.detach()
-                step_losses[i] = td
-                loss_sum += td * (e - s)
+                step_losses[i] = total.detach()
                 correct += (logits.detach().argmax(1) == yb).sum()
                 if (i + 1) % CHECK_EVERY == 0 or i + 1 == len(slices):
                     lo = (i // CHECK_EVERY) * CHECK_EVERY
@@ -258,6 +256,7 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
                     for k, v in model.state_dict().items():
                         good_state[k].copy_(v)
                     progress.step(min(CHECK_EVERY, i + 1 - lo))
+            loss_sum = (step_losses * batch_sizes).sum()
             metrics = {"epoch": epoch, "loss": loss_sum.item() / n, "accuracy": correct.item() / n}
             if valid is not None:
                 v = evaluate(model, *valid, t.eval_batch_size)
