@@ -17,6 +17,7 @@ share of CPU that other processes took during each run is reported beside it.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,12 +29,20 @@ import common  # noqa: E402
 CONTENDERS = ("dnnlab", "torch-dataloader", "torch-on-device", "lightning", "keras")
 
 
-def dnnlab_epochs(x_tr, y_tr, x_va, y_va, epochs: int, device: str) -> list[float]:
-    """dnnlab's single-model trainer with the exercise's config; its own per-epoch clock
-    (training pass + validation pass) is the one reported."""
+def dnnlab_epochs(x_tr, y_tr, x_va, y_va, epochs: int, device: str):
+    """dnnlab's single-model trainer with the exercise's config. Wall time is its own per-epoch
+    clock (training pass + validation pass); CPU time is read at each epoch's end by a callback."""
+    import peers
     from dnnlab.config import RunConfig, replace
     from dnnlab.data import from_arrays
     from dnnlab.train import fit
+
+    class CpuAtEpochEnd:
+        def __init__(self):
+            self.marks = [time.process_time()]
+
+        def on_epoch_end(self, epoch, metrics, model):
+            self.marks.append(time.process_time())
 
     cfg = replace(RunConfig(), **{
         "model.depth": 20, "model.width": 100, "model.activation": "elu",
@@ -41,8 +50,12 @@ def dnnlab_epochs(x_tr, y_tr, x_va, y_va, epochs: int, device: str) -> list[floa
         "train.batch_size": 32, "train.epochs": epochs, "train.patience": None,
         "train.progress": False, "train.checkpoint_every": 0, "train.device": device})
     data = from_arrays(x_tr, y_tr, x_va, y_va)
-    result = fit(cfg, data, run_dir=None)
-    return list(result.history["seconds"])
+    cpu = CpuAtEpochEnd()
+    result = fit(cfg, data, run_dir=None, callbacks=[cpu])
+    clock = peers.EpochClock()
+    clock.seconds = list(result.history["seconds"])
+    clock.cpu_seconds = [b - a for a, b in zip(cpu.marks, cpu.marks[1:])]
+    return clock
 
 
 def versions(name: str) -> dict:
@@ -73,7 +86,7 @@ def worker(args) -> None:
     fn = dnnlab_epochs if name == "dnnlab" else peers.PEERS[name]
     out = {"name": name, "versions": versions(name)}
     try:
-        out["seconds"] = fn(*data, epochs=args.warmup + args.epochs, device=args.device)
+        out.update(fn(*data, epochs=args.warmup + args.epochs, device=args.device).as_dict())
     except peers.PeerUnavailable as e:
         out = {"name": name, "skipped": str(e)}
     common.write_result(args.result, out)
@@ -89,7 +102,9 @@ def measure(name: str, args, env: dict) -> dict:
     if "seconds" in r:
         r["warmup_seconds"] = r["seconds"][:args.warmup]
         r["seconds"] = r["seconds"][args.warmup:]
+        r["cpu_seconds"] = r["cpu_seconds"][args.warmup:]
         r.update(common.summarize(r["seconds"]))
+        r["cpu_median"] = statistics.median(r["cpu_seconds"])
         print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), "
               f"warm-up {', '.join(f'{s:.2f}' for s in r['warmup_seconds'])} s, "
               f"other processes used {_pct(r['others_cpu_share'])} of the CPU")
@@ -107,9 +122,15 @@ def best_round(name: str, tries: list[dict]) -> dict:
     if not timed:
         return tries[-1]
     best = dict(min(timed, key=lambda r: r["median"]))
-    best["rounds"] = [{k: r[k] for k in ("seconds", "warmup_seconds", "median", "others_cpu_share")}
+    best["rounds"] = [{k: r[k] for k in ("seconds", "cpu_seconds", "warmup_seconds", "median",
+                                         "cpu_median", "others_cpu_share")}
                       for r in timed]
     return best
+
+
+def _faster(ratio: float) -> str:
+    """How dnnlab compares, given peer time / dnnlab time."""
+    return f"dnnlab is {ratio:.2f}x faster" if ratio >= 1 else f"dnnlab is {1 / ratio:.2f}x slower"
 
 
 def _pct(share: float | None) -> str:
@@ -176,25 +197,24 @@ def main(argv: list[str] | None = None) -> int:
             rounds[name].append(measure(name, args, env))
     runs = [best_round(name, rounds[name]) for name in names]
 
-    base = next((r["median"] for r in runs if r["name"] == "dnnlab" and "median" in r), None)
+    dn = next((r for r in runs if r["name"] == "dnnlab" and "median" in r), None)
     rows = []
     for r in runs:
         if "median" not in r:
-            rows.append([r["label"], "-", "-", r.get("skipped", r.get("error", "")), ""])
+            rows.append([r["label"], "-", "-", r.get("skipped", r.get("error", "")), "-", "-", ""])
             continue
-        if base is None:
-            vs = "n/a (dnnlab not run)"
-        elif r["name"] == "dnnlab":
-            vs = "1.00x"
-        else:
-            r["dnnlab_speedup"] = r["median"] / base
-            f = r["dnnlab_speedup"]
-            vs = f"dnnlab is {f:.2f}x faster" if f >= 1 else f"dnnlab is {1 / f:.2f}x slower"
+        vs, cpu_vs = "n/a (dnnlab not run)", "-"
+        if dn is r:
+            vs = cpu_vs = "1.00x"
+        elif dn is not None:
+            r["dnnlab_speedup"] = r["median"] / dn["median"]
+            r["dnnlab_cpu_speedup"] = r["cpu_median"] / dn["cpu_median"]
+            vs, cpu_vs = _faster(r["dnnlab_speedup"]), _faster(r["dnnlab_cpu_speedup"])
         rows.append([r["label"], f"{r['median']:.2f}", f"{r['min']:.2f}", vs,
-                     _pct(r["others_cpu_share"])])
+                     f"{r['cpu_median']:.2f}", cpu_vs, _pct(r["others_cpu_share"])])
     print()
-    print(common.table(rows, ["peer", "median s/epoch", "min s/epoch", "vs dnnlab",
-                              "others' CPU"]))
+    print(common.table(rows, ["peer", "median s/epoch", "min s/epoch", "vs dnnlab (wall)",
+                              "CPU s/epoch", "vs dnnlab (CPU)", "others' CPU"]))
 
     out = Path(args.out) if args.out else common.RESULTS / f"epoch_speed_{args.device}.json"
     common.save(out, {

@@ -2,8 +2,9 @@
 
 The workload is the chapter's CIFAR-10 exercise: an MLP of 20 hidden layers x 100 ELU units with
 He normal init, Nadam, softmax over 10 classes, batch 32; one epoch = one pass over the training
-images plus one validation pass. Every peer function takes the same arrays and returns the wall
-seconds of each epoch (train + validation), warm-up epochs included; the caller drops those.
+images plus one validation pass. Every peer function takes the same arrays and returns an
+:class:`EpochClock`: the wall seconds and the process CPU seconds of each epoch (train +
+validation), warm-up epochs included; the caller drops those.
 
 None of the peers is a dnnlab dependency. A peer whose library is missing raises
 ``PeerUnavailable`` with the pip command that installs it (see benchmarks/README.md).
@@ -16,6 +17,25 @@ import time
 import numpy as np
 
 DEPTH, WIDTH, CLASSES, BATCH, LR = 20, 100, 10, 32, 1e-3
+
+
+class EpochClock:
+    """Wall and CPU time of each epoch. CPU time (all threads of this process) is the steadier
+    figure on a machine shared with other work, where waiting for a core inflates wall time."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> None:
+        self.seconds.append(time.perf_counter() - self._wall)
+        self.cpu_seconds.append(time.process_time() - self._cpu)
+
+    def as_dict(self) -> dict:
+        return {"seconds": self.seconds, "cpu_seconds": self.cpu_seconds}
 
 
 class PeerUnavailable(RuntimeError):
@@ -52,7 +72,7 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def torch_dataloader(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[float]:
+def torch_dataloader(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> EpochClock:
     """Plain PyTorch: TensorDataset + DataLoader(shuffle=True, batch 32, num_workers=0),
     ``loss.item()`` every step for the running loss, validation through a DataLoader too."""
     import torch
@@ -68,9 +88,9 @@ def torch_dataloader(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -
     optimizer = torch.optim.NAdam(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
 
-    seconds = []
+    clock = EpochClock()
     for _ in range(epochs):
-        t0 = time.perf_counter()
+        clock.start()
         model.train()
         running = 0.0
         for xb, yb in train_loader:
@@ -89,11 +109,11 @@ def torch_dataloader(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -
                 val_loss += loss_fn(out, yb).item() * len(yb)
                 correct += (out.argmax(1) == yb).sum().item()
         _sync(device)
-        seconds.append(time.perf_counter() - t0)
-    return seconds
+        clock.stop()
+    return clock
 
 
-def torch_on_device(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[float]:
+def torch_on_device(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> EpochClock:
     """The same loop with the data moved to the device once and batches drawn by indexing a
     permutation: no DataLoader, no collation. Still ``.item()`` every step, validation in 32s."""
     import torch
@@ -107,9 +127,9 @@ def torch_on_device(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") ->
     loss_fn = nn.CrossEntropyLoss()
     n = len(xt)
 
-    seconds = []
+    clock = EpochClock()
     for _ in range(epochs):
-        t0 = time.perf_counter()
+        clock.start()
         model.train()
         running = 0.0
         perm = torch.randperm(n, device=device)
@@ -130,13 +150,13 @@ def torch_on_device(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") ->
                 val_loss += loss_fn(out, yb).item() * len(yb)
                 correct += (out.argmax(1) == yb).sum().item()
         _sync(device)
-        seconds.append(time.perf_counter() - t0)
-    return seconds
+        clock.stop()
+    return clock
 
 
 # ------------------------------------------------------------------------------------- lightning
 
-def lightning(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[float]:
+def lightning(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> EpochClock:
     """A LightningModule fitted by ``Trainer`` with validation each epoch, logging the train and
     validation loss with ``self.log`` (as its docs show); progress bar, logger and checkpoints off.
     An epoch is timed from the start of its training pass to the end of its validation pass."""
@@ -175,11 +195,11 @@ def lightning(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[
 
         def on_train_epoch_start(self, trainer, pl_module):
             _sync(device)
-            self.starts.append(time.perf_counter())
+            self.starts.append((time.perf_counter(), time.process_time()))
 
         def _end(self, trainer):
-            _sync(device)
-            self.ends[trainer.current_epoch] = time.perf_counter()   # the later of the two wins
+            _sync(device)   # the later of the two hooks wins
+            self.ends[trainer.current_epoch] = (time.perf_counter(), time.process_time())
 
         def on_train_epoch_end(self, trainer, pl_module):
             self._end(trainer)
@@ -198,12 +218,16 @@ def lightning(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[
                         devices=1, enable_progress_bar=False, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, callbacks=[timer])
     trainer.fit(Classifier(x_tr.shape[1]), train_loader, valid_loader)
-    return [timer.ends[e] - s for e, s in enumerate(timer.starts)]
+    clock = EpochClock()
+    for e, (wall, cpu) in enumerate(timer.starts):
+        clock.seconds.append(timer.ends[e][0] - wall)
+        clock.cpu_seconds.append(timer.ends[e][1] - cpu)
+    return clock
 
 
 # ----------------------------------------------------------------------------------------- keras
 
-def keras(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[float]:
+def keras(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> EpochClock:
     """Keras 3 ``model.fit(validation_data=..., batch_size=32, verbose=0)`` with its defaults
     (including ``jit_compile="auto"``) on the backend named by $KERAS_BACKEND (TensorFlow if
     unset). A callback times each epoch; Keras runs validation before ``on_epoch_end``."""
@@ -224,13 +248,13 @@ def keras(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[floa
     class EpochTimer(K.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.seconds = []
+            self.clock = EpochClock()
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
+            self.clock.start()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.t0)
+            self.clock.stop()
 
     K.utils.set_random_seed(0)
     model = K.Sequential([K.Input((x_tr.shape[1],))]
@@ -242,7 +266,7 @@ def keras(x_tr, y_tr, x_va, y_va, epochs: int, device: str = "cpu") -> list[floa
     timer = EpochTimer()
     model.fit(x_tr, y_tr, validation_data=(x_va, y_va), epochs=epochs, batch_size=BATCH,
               verbose=0, callbacks=[timer])
-    return timer.seconds
+    return timer.clock
 
 
 def _keras_sees_gpu(backend: str) -> bool:
