@@ -18,6 +18,7 @@ dropped and the median of the rest is used.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,11 +38,28 @@ def _config(epochs: int, device: str):
     return replace(RunConfig(), **BASE, **{"train.epochs": epochs, "train.device": device})
 
 
+class CpuMarks:
+    """Process CPU time at the start and at each epoch's end (a callback of fit and train_many)."""
+
+    def __init__(self):
+        self.marks = [time.process_time()]
+
+    def on_epoch_end(self, *args):
+        self.marks.append(time.process_time())
+
+    __call__ = on_epoch_end                 # train_many calls callback(epoch, metrics)
+
+    def per_epoch(self) -> list[float]:
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
 def fit_epochs(data, epochs: int, device: str) -> dict:
     """One model trained by the single-model trainer."""
     from dnnlab.train import fit
-    result = fit(_config(epochs, device), data, run_dir=None)
-    return {"seconds": list(result.history["seconds"]), "epochs_run": [result.epochs_run]}
+    cpu = CpuMarks()
+    result = fit(_config(epochs, device), data, run_dir=None, callbacks=[cpu])
+    return {"seconds": list(result.history["seconds"]), "cpu_seconds": cpu.per_epoch(),
+            "epochs_run": [result.epochs_run]}
 
 
 def engine_epochs(data, k: int, epochs: int, device: str) -> dict:
@@ -49,9 +67,11 @@ def engine_epochs(data, k: int, epochs: int, device: str) -> dict:
     from dnnlab.train.engine import Variant, train_many
     lrs = [1e-4 * 10 ** (i / max(k - 1, 1)) for i in range(k)]
     variants = [Variant(seed=i, overrides={"optim.lr": lr}) for i, lr in enumerate(lrs)]
-    results = train_many(_config(epochs, device), data, variants, device=device, progress=False)
+    cpu = CpuMarks()
+    results = train_many(_config(epochs, device), data, variants, device=device, progress=False,
+                         callback=cpu)
     longest = max(results, key=lambda r: len(r.history["seconds"]))
-    return {"seconds": list(longest.history["seconds"]),
+    return {"seconds": list(longest.history["seconds"]), "cpu_seconds": cpu.per_epoch(),
             "epochs_run": [r.epochs_run for r in results]}
 
 
@@ -120,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         r["warmup_seconds"] = r["seconds"][:args.warmup]
         r["seconds"] = r["seconds"][args.warmup:]
+        r["cpu_seconds"] = r["cpu_seconds"][args.warmup:]
         r.update(common.summarize(r["seconds"]))
+        r["cpu_median"] = statistics.median(r["cpu_seconds"])
         short = [n for n in r["epochs_run"] if n < args.warmup + args.epochs]
         if short:
             print(f"  note: {len(short)} model(s) stopped before the last epoch; the stack shrank")
-        print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), other processes "
+        print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), CPU "
+              f"{r['cpu_median']:.2f} s/epoch, other processes "
               f"used {100 * (r['others_cpu_share'] or 0):.0f}% of the CPU")
         runs[name] = r
 
