@@ -146,11 +146,13 @@ def test_shortfall_note_names_the_reasons():
     assert shortfall_note("selu", {**r, "val_accuracy_mean": 0.50}, FULL) == "within the book's range"
 
 
-def test_onecycle_peak_ignores_the_start_of_the_sweep():
-    from dnnlab.studies.cifar10_stages import onecycle_peak
+def test_finder_minimum_ignores_the_start_of_the_sweep_and_gives_1cycle_candidates():
+    from dnnlab.studies.cifar10_stages import finder_minimum, onecycle_candidates
     lrs = [10.0 ** (-6 + i * 0.25) for i in range(25)]            # 1e-6 ... 1
     losses = [2.0] + [2.3] * 15 + [2.1, 1.9, 1.7, 1.8, 2.5, 4.0, None, None, None]
-    assert onecycle_peak(lrs, losses) == pytest.approx(lrs[18] / 10)   # not lrs[0] / 10
+    m = finder_minimum(lrs, losses)
+    assert m == pytest.approx(lrs[18])                            # not lrs[0]
+    assert onecycle_candidates({"minimum": 0.3}) == (0.03, 0.09, 0.3)
 
 
 # ------------------------------------------------------------------ the pipeline on tiny data
@@ -183,6 +185,9 @@ def test_pipeline_writes_results_and_report_and_resumes(tiny_cifar, tmp_path, ca
     assert saved["alpha_dropout"]["dropout"] in QUICK.dropout_rates
     assert saved["mc_dropout"]["n_samples"] == QUICK.mc_samples
     assert saved["one_cycle"]["lr"] > 0
+    oc = json.loads((out / "stages" / "one_cycle.json").read_text())["record"]
+    assert oc["search"]["key"] == "optim.schedule.max_lr" and len(oc["search"]["rows"]) == 3
+    assert saved["one_cycle"]["lr"] == oc["search"]["best"]
     for key in ("batchnorm", "selu", "mc_dropout"):
         assert saved["answers"][key]["text"]
     html = (out / "report.html").read_text()

@@ -31,8 +31,8 @@ from typing import Any
 from dnnlab import io
 from dnnlab.errors import DnnlabError
 from dnnlab.studies import common
-from dnnlab.studies.cifar10_plan import (TRAINED, Protocol, protocol, stage_fingerprint,
-                                         variant_config)
+from dnnlab.studies.cifar10_plan import (STAGE_VERSIONS, TRAINED, Protocol, protocol,
+                                         stage_fingerprint, variant_config)
 
 HELP = "the CIFAR-10 exercise (a-e + 1cycle): searches, seeds, answers, report"
 DEFAULT_OUT = Path("runs/cifar10")
@@ -71,22 +71,28 @@ class _Stages:
         self.resume, self.progress = resume, progress
         self.reused: list[str] = []
 
-    def fingerprint(self, name: str) -> dict[str, Any]:
+    def fingerprint(self, name: str, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
         fp = {"protocol": stage_fingerprint(self.proto, name), **self.extra}
-        return json.loads(json.dumps(fp))      # as it reads back from JSON (lists, not tuples)
+        if name in STAGE_VERSIONS:
+            fp["version"] = STAGE_VERSIONS[name]  # bumped when the stage's method changed
+        if inputs:
+            fp["inputs"] = inputs                # what the stage took from earlier stages
+        return json.loads(json.dumps(fp))        # as it reads back from JSON (lists, not tuples)
 
-    def get(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def get(self, name: str, compute: Callable[[], dict[str, Any]],
+            inputs: dict[str, Any] | None = None) -> dict[str, Any]:
         path = self.dir / f"{name}.json"
+        fingerprint = self.fingerprint(name, inputs)
         if self.resume and path.is_file():
             saved = io.read_json(path)
-            if saved.get("fingerprint") == self.fingerprint(name):
+            if saved.get("fingerprint") == fingerprint:
                 _say(self.progress, f"{name}: reusing the finished stage in {path}")
                 self.reused.append(name)
                 return saved["record"]
         t0 = time.perf_counter()
         record = compute()
         record["stage_seconds"] = time.perf_counter() - t0
-        io.write_json(path, {"fingerprint": self.fingerprint(name), "record": record})
+        io.write_json(path, {"fingerprint": fingerprint, "record": record})
         _say(self.progress, f"{name}: done in {record['stage_seconds']:.0f} s")
         return record
 
@@ -95,7 +101,8 @@ def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
                    progress: bool, models_dir: Path, selu_lr: float | None = None,
                    dropout: float = 0.1) -> dict[str, Any]:
     """Search (dropout rate, then) the learning rate of one variant, then train its seeds."""
-    from dnnlab.studies.cifar10_stages import lr_finder, search, train_seeds
+    from dnnlab.studies.cifar10_stages import (lr_finder, onecycle_candidates, search,
+                                               train_seeds)
     rec: dict[str, Any] = {"variant": name}
     kw = dict(device=device, progress=progress)
     if name == "alpha_dropout":
@@ -109,8 +116,13 @@ def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
     _say(progress, f"{name}: LR finder, {proto.finder_steps} steps")
     rec["finder"] = lr_finder(base, data, proto.finder_steps, device=device)
     if name == "one_cycle":
-        lr = rec["max_lr"] = rec["finder"]["peak"]
-        _say(progress, f"{name}: peak rate from the LR finder: {lr:.3g}")
+        peaks = onecycle_candidates(rec["finder"])
+        _say(progress, f"{name}: peak-rate search around the LR finder's minimum: "
+                       f"{', '.join(f'{p:.3g}' for p in peaks)}, whole {proto.onecycle_epochs}-epoch "
+                       "cycles, trained at once")
+        rec["search"] = search(base, data, "optim.schedule.max_lr", peaks, proto.onecycle_epochs,
+                               **kw)
+        lr = rec["max_lr"] = rec["search"]["best"]
     else:
         _say(progress, f"{name}: LR search, {len(proto.lr_grid)} rates x {proto.search_epochs} "
                        "epoch(s), trained at once")
@@ -164,18 +176,20 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
         for name in ("baseline", "batchnorm", "selu"):
             stages[name] = store.get(name, lambda n=name: _train_variant(
                 n, data_of[n], proto, seeds, **kw))
+        selu_lr = stages["selu"]["lr"]
         stages["alpha_dropout"] = store.get("alpha_dropout", lambda: _train_variant(
-            "alpha_dropout", std, proto, seeds, selu_lr=stages["selu"]["lr"], **kw))
+            "alpha_dropout", std, proto, seeds, selu_lr=selu_lr, **kw), {"selu_lr": selu_lr})
         dropout = stages["alpha_dropout"]["dropout"]
         stages["one_cycle"] = store.get("one_cycle", lambda: _train_variant(
-            "one_cycle", std, proto, seeds, dropout=dropout, **kw))
+            "one_cycle", std, proto, seeds, dropout=dropout, **kw), {"dropout": dropout})
+        chosen = {n: {"lr": stages[n]["lr"], "dropout": stages[n]["dropout"]} for n in TRAINED}
 
         _say(progress, f"timing: one model of each variant, {proto.timing_steps} steps x "
                        f"{proto.timing_repeats}, in alternation")
         stages["timing"] = store.get("timing", lambda: time_epochs(
             {n: variant_config(n, proto, lr=stages[n]["lr"], dropout=stages[n]["dropout"],
                                max_lr=stages[n]["lr"], device=str(dev)) for n in TRAINED},
-            data_of, proto.timing_steps, proto.timing_repeats, device=str(dev)))
+            data_of, proto.timing_steps, proto.timing_repeats, device=str(dev)), chosen)
 
         def saved(name: str) -> list:
             cfg = variant_config(name, proto, lr=stages[name]["lr"],
@@ -184,12 +198,13 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
 
         _say(progress, f"MC Dropout: {proto.mc_samples} passes per model")
         stages["mc_dropout"] = store.get("mc_dropout", lambda: mc_dropout(
-            saved("alpha_dropout"), std, proto.mc_samples, device=str(dev)))
+            saved("alpha_dropout"), std, proto.mc_samples, device=str(dev)),
+            chosen["alpha_dropout"])
         _say(progress, "SELU layer statistics: standardized/raw inputs x LeCun/He init")
         selu_cfg = variant_config("selu", proto, lr=stages["selu"]["lr"], device=str(dev))
         stages["selu_stats"] = store.get("selu_stats", lambda: selu_statistics(
             selu_cfg, raw, std, proto, device=str(dev), progress=progress,
-            final_model=saved("selu")[0]))
+            final_model=saved("selu")[0]), {"selu_lr": selu_lr})
 
     answers = {"batchnorm": batchnorm_answer(stages["baseline"]["final"], stages["batchnorm"]["final"],
                                              stages["timing"]["seconds_per_epoch"]),

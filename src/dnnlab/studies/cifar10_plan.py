@@ -81,6 +81,11 @@ STAGE_ONLY = {"mc_dropout": ("mc_samples",), "selu_stats": ("stats_examples",),
               "timing": ("timing_steps", "timing_repeats")}
 
 
+# Stages whose method changed since runs were first saved: a resumed run redoes them.
+# one_cycle 2: the peak rate is searched (finder minimum / 10, / 3, / 1), not taken as min / 10.
+STAGE_VERSIONS = {"one_cycle": 2}
+
+
 def stage_fingerprint(proto: Protocol, stage: str) -> dict:
     """The protocol fields that ``stage``'s result depends on."""
     own = set(STAGE_ONLY.get(stage, ()))

@@ -152,11 +152,11 @@ def _search_figure(stages: dict[str, Any]) -> Figure:
     ys = {}
     for name in TRAINED:
         s = stages[name].get("search")
-        if not s:
+        if not s or s["key"] != "optim.lr":     # 1cycle's peak search has its own table
             continue
         grid = [r["value"] for r in s["rows"]]
         ys[name] = [math.nan if r["val_loss"] is None else r["val_loss"] for r in s["rows"]]
-    epochs = next(stages[n]["search"]["epochs"] for n in TRAINED if stages[n].get("search"))
+    epochs = next(stages[n]["search"]["epochs"] for n in TRAINED if n != "one_cycle")
     fig = line_plot(grid, ys, xlabel="learning rate", ylabel=f"best validation loss in {epochs} epochs",
                     title="Learning-rate search (all candidates trained at once per variant)", logx=True)
     return fig
@@ -264,17 +264,28 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
     page.paragraph(
         f"Each variant's candidate rates ({', '.join(f'{v:.3g}' for v in proto.lr_grid)}) were "
         f"trained at once with the K-model engine for {proto.search_epochs} epoch(s) from the same "
-        "initial weights; the rate with the lowest validation loss was kept. 1cycle takes its peak "
-        "rate from the LR finder instead. The LR-finder curve of every variant is shown too.")
+        "initial weights; the rate with the lowest validation loss was kept. For 1cycle the LR "
+        "finder's minimum (past the first 10% of the sweep) gives three peak rates, its tenth, "
+        "third and itself, each trained for the whole cycle at once. The LR-finder curve of every "
+        "variant is shown too.")
     page.figure(_search_figure(stages), "Best validation loss of each candidate rate.")
     rows = []
     for name in TRAINED:
         s, f = stages[name].get("search"), stages[name]["finder"]
-        rows.append({"variant": name, "chosen lr": results[name]["lr"],
-                     "searched": "grid" if s else "LR finder",
-                     "finder suggestion": f["suggestion"], "finder min-loss lr": f["min_lr"]})
-    page.table(rows, formats={"chosen lr": ".3g", "finder suggestion": ".3g",
+        searched = ("none" if not s else "lr grid" if s["key"] == "optim.lr" else
+                    "peaks " + ", ".join(f"{r['value']:.3g}" for r in s["rows"]))
+        rows.append({"variant": name, "chosen lr": results[name]["lr"], "searched": searched,
+                     "finder suggestion (min / 10)": f["suggestion"],
+                     "finder min-loss lr": f["min_lr"]})
+    page.table(rows, formats={"chosen lr": ".3g", "finder suggestion (min / 10)": ".3g",
                               "finder min-loss lr": ".3g"})
+    oc = stages["one_cycle"].get("search")
+    if oc and oc["key"] != "optim.lr":
+        page.paragraph(f"1cycle peak-rate search ({oc['epochs']} epochs each, seed 0):")
+        page.table([{"peak rate": r["value"], "val loss": r["val_loss"],
+                     "val accuracy": r["val_accuracy"], "best epoch": r["best_epoch"]}
+                    for r in oc["rows"]],
+                   formats={"peak rate": ".3g", "val loss": ".4f", "val accuracy": ".2%"})
     page.figure(_finder_figure(stages), "LR finder: smoothed loss against an exponentially growing rate.")
     rs = stages["alpha_dropout"]["rate_search"]
     page.paragraph(f"Alpha-dropout rate searched among {', '.join(f'{r:.0%}' for r in proto.dropout_rates)} "
@@ -308,8 +319,7 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
         "Inputs: pixels / 255 for baseline and BN; standardized with training-split statistics "
         "for the SELU, alpha-dropout and 1cycle nets.",
         f"1cycle: SGD, batch {proto.onecycle_batch}, {proto.onecycle_epochs} epochs, the "
-        "alpha-dropout net, peak rate = the LR finder's lowest-loss rate / 10 (the first 10% of the "
-        "sweep ignored).",
+        "alpha-dropout net, peak rate searched among the LR finder's minimum / 10, / 3 and / 1.",
         f"MC Dropout: {proto.mc_samples} stochastic passes of the alpha-dropout models, only the "
         "dropout layers sampling (batch norm, where present, stays in inference mode).",
         "Differences from the book: dropout follows every hidden layer (the book: one alpha "

@@ -92,22 +92,30 @@ def lr_finder(cfg: RunConfig, data: Dataset, steps: int, *, device: str) -> dict
     res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=steps, seed=0,
                   start_lr=FINDER_RANGE[0], end_lr=FINDER_RANGE[1])
     return {"lrs": res.lrs, "losses": [_finite(v) for v in res.losses],
-            "suggestion": res.suggestion, "peak": onecycle_peak(res.lrs, res.losses),
+            "suggestion": res.suggestion, "minimum": finder_minimum(res.lrs, res.losses),
             "min_lr": res.min_lr, "diverged": res.diverged,
             "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
             "seconds": time.perf_counter() - t0}
 
 
-def onecycle_peak(lrs: list[float], losses: list[float], skip: float = 0.1) -> float:
-    """The 1cycle peak rate: the rate of the lowest smoothed loss / 10, the book's rule, but
-    looking past the first ``skip`` of the sweep. There the moving average has seen only a few
-    batches, and with plain SGD at tiny rates the loss is flat, so one lucky batch at the very
-    start would otherwise make the "minimum" (and the peak) the sweep's smallest rate."""
+def finder_minimum(lrs: list[float], losses: list[float], skip: float = 0.1) -> float:
+    """The rate at the lowest smoothed loss of an LR-finder sweep, looking past its first
+    ``skip``: there the moving average has seen only a few batches, and with plain SGD at tiny
+    rates the loss is flat, so one lucky batch at the very start would otherwise be the minimum."""
     start = min(int(len(lrs) * skip), len(lrs) - 1)
     pts = [(v, lr) for lr, v in zip(lrs[start:], losses[start:]) if v is not None and math.isfinite(v)]
     if not pts:
         pts = [(v, lr) for lr, v in zip(lrs, losses) if v is not None and math.isfinite(v)]
-    return min(pts)[1] / 10.0
+    return min(pts)[1]
+
+
+def onecycle_candidates(finder: dict[str, Any]) -> tuple[float, ...]:
+    """Peak rates worth trying for 1cycle: the finder's minimum / 10 (the rule for a constant
+    rate), / 3, and the minimum itself. 1cycle only touches its peak briefly, after a warm-up from
+    a tenth of it, so it tolerates rates near the minimum; which one is best for a 15-epoch cycle
+    is measured, not assumed."""
+    m = finder["minimum"]
+    return tuple(float(f"{m * f:.3g}") for f in (0.1, 0.3, 1.0))
 
 
 def seconds_per_epoch(histories: list[dict[str, list]]) -> float | None:
