@@ -84,6 +84,27 @@ def test_dropout_rate_per_model(kind):
     torch.testing.assert_close(stack(x)[1], models[1].eval()(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layers, calls", [("all", 3), ("last", 1)])
+def test_dropout_layers_decides_where_the_stack_drops(layers, calls, monkeypatch):
+    cfg = ModelConfig(depth=3, width=8, dropout=0.2, dropout_kind="alpha", activation="selu",
+                      dropout_layers=layers)
+    models = [build_mlp(cfg, 5, 3, seed=s) for s in (0, 1)]
+    stack = StackedMLP.from_models(models)
+    seen = []
+    real = stack._drop
+    monkeypatch.setattr(stack, "_drop", lambda x, r: (seen.append(x.shape), real(x, r))[1])
+    stack(torch.randn(4, 5))
+    assert len(seen) == calls
+    stack.eval()
+    x = torch.randn(6, 5)
+    for i, m in enumerate(models):                        # inference: no dropout anywhere
+        torch.testing.assert_close(stack(x)[i], m.eval()(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(Exception, match="shape|stack"):   # "all" and "last" are not stacked
+        other = "last" if layers == "all" else "all"
+        StackedMLP.from_models([models[0], build_mlp(
+            ModelConfig(**{**cfg.__dict__, "dropout_layers": other}), 5, 3)])
+
+
 def test_dropout_keeps_the_mean_and_alpha_dropout_the_variance():
     torch.manual_seed(0)
     x = torch.randn(1, 200_000, 4)

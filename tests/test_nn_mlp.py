@@ -73,6 +73,14 @@ def test_dropout_kinds():
     assert type(m.hidden[0].drop) is nn.Dropout
 
 
+def test_dropout_layers_last_puts_one_dropout_before_the_output():
+    m = build_mlp(_cfg(dropout=0.3, dropout_kind="alpha", dropout_layers="last"), 6, 3)
+    drops = ["drop" in block._modules for block in m.hidden]
+    assert drops == [False] * (len(m.hidden) - 1) + [True]
+    assert m.hidden[-1].drop.p == 0.3
+    assert all("drop" in block._modules for block in build_mlp(_cfg(dropout=0.3), 6, 3).hidden)
+
+
 def test_features_and_forward_agree():
     model = build_mlp(_cfg(input_batch_norm=True, batch_norm="before"), 6, 3).eval()
     x = torch.randn(10, 6)

@@ -67,6 +67,7 @@ class ModelConfig:
     bn_epsilon: float = 1e-3               # Keras default
     dropout: float = 0.0
     dropout_kind: str = "dropout"          # dropout | alpha
+    dropout_layers: str = "all"            # all: after every hidden layer | last: before the output
     input_dropout: float = 0.0
     max_norm: float | None = None
     l1: float = 0.0
@@ -148,6 +149,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.bias_init": ("zeros", "constant"),
     "model.batch_norm": ("none", "before", "after"),
     "model.dropout_kind": ("dropout", "alpha"),
+    "model.dropout_layers": ("all", "last"),
     "model.output_activation": ("softmax",),
     "optim.name": OPTIMIZERS,
     "optim.schedule.name": SCHEDULES,

@@ -47,14 +47,14 @@ def _dropout(rate: float, kind: str) -> nn.Module:
 class Block(nn.Module):
     """One hidden layer: ``linear``, then ``bn`` before or after ``act``, then ``drop``."""
 
-    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig):
+    def __init__(self, in_features: int, out_features: int, cfg: ModelConfig, dropout: bool = True):
         super().__init__()
         self.bn_position = cfg.batch_norm
         self.linear = nn.Linear(in_features, out_features, bias=cfg.batch_norm != "before")
         if cfg.batch_norm != "none":
             self.bn = _batch_norm(out_features, cfg)
         self.act = make_activation(cfg.activation, cfg.activation_param, units=out_features)
-        if cfg.dropout > 0:
+        if cfg.dropout > 0 and dropout:
             self.drop = _dropout(cfg.dropout, cfg.dropout_kind)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -82,7 +82,10 @@ class MLP(nn.Module):
         if cfg.input_dropout > 0:
             self.input_dropout = _dropout(cfg.input_dropout, cfg.dropout_kind)
         sizes = [in_features] + hidden_sizes(cfg)
-        self.hidden = nn.ModuleList(Block(a, b, cfg) for a, b in zip(sizes[:-1], sizes[1:]))
+        n = len(sizes) - 1   # model.dropout_layers: after every hidden layer, or the last only
+        self.hidden = nn.ModuleList(
+            Block(a, b, cfg, dropout=cfg.dropout_layers == "all" or i == n - 1)
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
         self.head = nn.Linear(sizes[-1], n_classes)
 
     def _input(self, x: Tensor) -> Tensor:

@@ -44,6 +44,7 @@ def shape_of(cfg: ModelConfig) -> dict:
             "activation_param": cfg.activation_param, "batch_norm": cfg.batch_norm,
             "input_batch_norm": cfg.input_batch_norm, "bn_momentum": cfg.bn_momentum,
             "bn_epsilon": cfg.bn_epsilon, "dropout_kind": cfg.dropout_kind,
+            "dropout_layers": cfg.dropout_layers,
             "output_activation": cfg.output_activation}
 
 
@@ -132,6 +133,7 @@ class StackedMLP(nn.Module):
         self.act = None if cfg.activation in ("prelu", "rrelu") else activation_fn(
             cfg.activation, cfg.activation_param)
         self.alpha_dropout = cfg.dropout_kind == "alpha"
+        self.dropout_all = cfg.dropout_layers == "all"           # else after the last layer only
         self.bn_steps = 0                                       # BN's num_batches_tracked
         self.slots, self.n_kernel, _, n = self._plan()
         k = len(configs)
@@ -244,14 +246,15 @@ class StackedMLP(nn.Module):
             x = self._batch_norm(x, self.input_bn)
         if self.input_dropout is not None and training:
             x = self._drop(x, self.input_dropout)
-        for w, b, gw, gb, bn, slope in self.layers:
+        last = len(self.layers) - 1
+        for i, (w, b, gw, gb, bn, slope) in enumerate(self.layers):
             x = _StackedLinear.apply(x, w, b, gw, gb)
             if bn is not None and self.bn_position == "before":
                 x = self._batch_norm(x, bn)
             x = self._activate(x, slope)
             if bn is not None and self.bn_position == "after":
                 x = self._batch_norm(x, bn)
-            if self.dropout is not None and training:
+            if self.dropout is not None and training and (self.dropout_all or i == last):
                 x = self._drop(x, self.dropout)
         return _StackedLinear.apply(x, *self.head)
 
