@@ -45,6 +45,39 @@ def _start(args):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
+def _epochs_logged(run) -> int:
+    try:
+        return max(0, len((run / "metrics.csv").read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def _kill_at_a_random_moment(p, run, rng, startup: float, epoch_seconds: list[float]) -> bool:
+    """SIGKILL ``p`` while it starts up (a quarter of the kills), or a random part of an epoch
+    after it has logged 1-8 more epochs (mid-epoch or mid-checkpoint). The moments follow the
+    process's own progress, not a clock, so a slow or loaded machine changes nothing.
+    False when the run ended first."""
+    if rng.random() < 0.25:
+        time.sleep(rng.uniform(0, 0.8 * startup))
+    else:
+        target = _epochs_logged(run) + rng.randint(1, 8)
+        last = None
+        while (n := _epochs_logged(run)) < target:
+            if p.poll() is not None:
+                return False
+            if last is not None and n > last[0]:
+                epoch_seconds.append(time.perf_counter() - last[1])
+            if last is None or n > last[0]:
+                last = (n, time.perf_counter())
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, min(epoch_seconds[-5:], default=0.05)))
+    if p.poll() is not None:
+        return False
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    return True
+
+
 def test_sigkill_twenty_times_then_resume_matches_uninterrupted(tmp_path):
     cfg_path = tmp_path / "kill.toml"
     cfg_path.write_text(CONFIG)
@@ -59,14 +92,11 @@ def test_sigkill_twenty_times_then_resume_matches_uninterrupted(tmp_path):
     startup = time.perf_counter() - t0          # import + data + first epoch
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    kills = 1
+    kills, epoch_seconds = 1, []
     while kills < 20:
         p = _start(["--resume", str(run)])
-        time.sleep(startup * 0.8 + rng.uniform(0, startup * 0.4))
-        if p.poll() is not None:                  # finished before the kill: too late to kill
-            break
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
+        if not _kill_at_a_random_moment(p, run, rng, startup, epoch_seconds):
+            break                                 # finished before the kill
         kills += 1
         for ckpt in (run / "checkpoints").glob("*.safetensors"):
             load(ckpt)                            # every checkpoint on disk loads
