@@ -7,6 +7,7 @@ pools, and each starts from the same cold state. Every child gets the same threa
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -148,3 +149,32 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def save(path: str | Path, obj: dict) -> Path:
     from dnnlab.io import write_json
     return write_json(path, obj)
+
+
+def parser(doc: str, script: str, extra) -> argparse.ArgumentParser:
+    """The options both benchmarks share, with ``extra(p)`` adding the script's own after
+    ``--device``; ``parse`` then applies ``--quick``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    extra(p)
+    p.add_argument("--epochs", type=int, default=3, help="measured epochs (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="epochs run first and dropped (default 1)")
+    p.add_argument("--n-train", type=int, default=45_000)
+    p.add_argument("--n-valid", type=int, default=5_000)
+    p.add_argument("--quick", action="store_true", help="4,500 training and 500 validation images")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads for every process (default: torch's default here)")
+    p.add_argument("--out", default=None,
+                   help=f"JSON results (default results/{script}_<device>.json)")
+    p.add_argument("--verbose", action="store_true", help="show the workers' own output")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n_train, args.n_valid = 4_500, 500
+    return args

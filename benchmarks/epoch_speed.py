@@ -16,7 +16,6 @@ share of CPU that other processes took during each run is reported beside it.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -142,28 +141,14 @@ def label(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--epochs", type=int, default=3, help="measured epochs (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="epochs run first and dropped (default 1)")
-    p.add_argument("--n-train", type=int, default=45_000)
-    p.add_argument("--n-valid", type=int, default=5_000)
-    p.add_argument("--quick", action="store_true", help="4,500 training and 500 validation images")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="run every contender this many times, interleaved, and keep each one's "
-                        "fastest round (use 2-3 on a machine shared with other work)")
-    p.add_argument("--peers", default=",".join(CONTENDERS),
-                   help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
-    p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads for every contender (default: torch's default here)")
-    p.add_argument("--out", default=None, help="JSON results (default results/epoch_speed_<device>.json)")
-    p.add_argument("--verbose", action="store_true", help="show the workers' own output")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n_train, args.n_valid = 4_500, 500
+    def own(p):
+        p.add_argument("--rounds", type=int, default=1,
+                       help="run every contender this many times, interleaved, and keep each "
+                            "one's fastest round (use 2-3 on a machine shared with other work)")
+        p.add_argument("--peers", default=",".join(CONTENDERS),
+                       help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
+    p = common.parser(__doc__, "epoch_speed", own)
+    args = common.parse(p, argv)
 
     if args.worker:
         worker(args)

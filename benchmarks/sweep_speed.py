@@ -17,7 +17,6 @@ dropped and the median of the rest is used.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -89,23 +88,9 @@ def worker(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--ks", default="1,8,32,64,128", help="numbers of models trained at once")
-    p.add_argument("--epochs", type=int, default=3, help="measured epochs (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="epochs run first and dropped (default 1)")
-    p.add_argument("--n-train", type=int, default=45_000)
-    p.add_argument("--n-valid", type=int, default=5_000)
-    p.add_argument("--quick", action="store_true", help="4,500 training and 500 validation images")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="JSON results (default results/sweep_speed_<device>.json)")
-    p.add_argument("--verbose", action="store_true", help="show the workers' own output")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.n_train, args.n_valid = 4_500, 500
+    p = common.parser(__doc__, "sweep_speed", lambda p: p.add_argument(
+        "--ks", default="1,8,32,64,128", help="numbers of models trained at once"))
+    args = common.parse(p, argv)
     if args.worker:
         worker(args)
         return 0
