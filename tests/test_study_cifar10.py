@@ -124,6 +124,10 @@ def test_selu_answer_tells_normalized_from_drifting():
     assert not band["normalized"] and band["last_std"] == pytest.approx(1.0 + 0.3 * 19)
     assert not a["bands"]["raw inputs, He init"]["trained"]["finite"]
     assert "self-normalizes" in a["text"] and "6.70" in a["text"]
+    assert a["stays_normalized_when_trained"] and "Training keeps it within" in a["text"]
+    drifted = selu_answer({**stats, "final": grow})
+    assert drifted["self_normalizes"] and not drifted["stays_normalized_when_trained"]
+    assert "Training does not keep it there" in drifted["text"]
 
 
 def test_mc_dropout_answer_compares_with_plain_inference():

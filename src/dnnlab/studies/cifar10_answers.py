@@ -168,8 +168,20 @@ def selu_answer(stats: dict[str, Any]) -> dict[str, Any]:
     tail = ""
     if final is not None:
         tail = " " + _describe("After the full training (seed 0)", final) + "."
-    text = head + other + " " + ". ".join(p[0].upper() + p[1:] for p in parts) + "." + tail
-    return {"self_normalizes": ok, "bands": rows, "final": final,
+    held = [rows[key]["trained"]["normalized"]] if key in rows else []
+    if final is not None:
+        held.append(final["normalized"])
+    kept = bool(held) and all(held)
+    training = ""
+    if ok and held:
+        training = (" Training keeps it within the band." if kept else
+                    " Training does not keep it there: the trained net leaves the band (numbers "
+                    "below). Self-normalization is a property of the initial weights; the "
+                    "gradient steps move the weights away from the distribution it assumes.")
+    text = (head + training + other + " " + ". ".join(p[0].upper() + p[1:] for p in parts) + "."
+            + tail)
+    return {"self_normalizes": ok, "stays_normalized_when_trained": kept, "bands": rows,
+            "final": final,
             "mean_band": MEAN_BAND, "std_band": list(STD_BAND), "text": text}
 
 

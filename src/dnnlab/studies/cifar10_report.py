@@ -155,8 +155,21 @@ def _search_figure(stages: dict[str, Any]) -> Figure:
         grid = [r["value"] for r in s["rows"]]
         ys[name] = [math.nan if r["val_loss"] is None else r["val_loss"] for r in s["rows"]]
     epochs = next(stages[n]["search"]["epochs"] for n in TRAINED if n != "one_cycle")
-    fig = line_plot(grid, ys, xlabel="learning rate", ylabel=f"best validation loss in {epochs} epochs",
+    fig = line_plot(grid, ys, xlabel="learning rate", ylabel="best validation loss of the search",
                     title="Learning-rate search (all candidates trained at once per variant)", logx=True)
+    ax = fig.axes[0]
+    colors = {line.get_label(): line.get_color() for line in ax.get_lines()}
+    for name, loss in ys.items():                # the rate each variant kept
+        best = stages[name]["search"]["best"]
+        ax.plot([best], [loss[grid.index(best)]], "*", ms=12, color=colors.get(name, "k"))
+    oc = stages["one_cycle"].get("search")
+    if oc and oc["key"] != "optim.lr":           # 1cycle: peak rates over whole cycles
+        ax.plot([r["value"] for r in oc["rows"]],
+                [math.nan if r["val_loss"] is None else r["val_loss"] for r in oc["rows"]],
+                "s--", color="C4", label=f"one_cycle peak rate ({oc['epochs']}-epoch cycles)")
+        ax.plot([oc["best"]], [next(r["val_loss"] for r in oc["rows"] if r["value"] == oc["best"])],
+                "*", ms=12, color="C4")
+    ax.legend(title=f"lines: {epochs} epochs per rate; star: kept", fontsize=8, title_fontsize=8)
     return fig
 
 
