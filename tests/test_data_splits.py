@@ -178,3 +178,14 @@ def test_from_arrays_reports_non_finite_values_with_count_and_position():
     with pytest.raises(DataError, match="y_test holds label 2 but class_names lists 2 classes"):
         from_arrays(np.zeros((2, 3)), [0, 1], np.zeros((2, 3)), [0, 1], np.zeros((1, 3)), [2],
                     class_names=["no", "yes"])
+
+
+def test_split_tensors_share_the_arrays_on_the_cpu():
+    import torch
+    from dnnlab.data import Split
+    split = Split(np.arange(6, dtype=np.float32).reshape(3, 2), np.array([0, 2, 1], dtype=np.int64))
+    x, y = split.tensors("cpu")
+    assert (x.dtype, y.dtype, tuple(x.shape)) == (torch.float32, torch.int64, (3, 2))
+    assert y.tolist() == [0, 2, 1]
+    split.x[0, 0] = 7.0                       # one copy of the data, not two
+    assert float(x[0, 0]) == 7.0

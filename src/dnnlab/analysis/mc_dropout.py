@@ -145,7 +145,6 @@ def expected_calibration_error(probs: Tensor, y: Tensor, n_bins: int = 15) -> fl
     conf, pred = p.max(1)
     correct = (pred == y.to(pred.device)).to(conf.dtype)
     bins = (torch.ceil(conf * n_bins).long() - 1).clamp_(0, n_bins - 1)
-    count = torch.bincount(bins, minlength=n_bins).to(conf.dtype)
     conf_sum = torch.bincount(bins, weights=conf, minlength=n_bins)
     acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
     return float((conf_sum - acc_sum).abs().sum() / len(y))

@@ -26,6 +26,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def tensors(self, device="cpu"):
+        """``(x, y)`` as torch tensors on ``device`` (sharing memory with the arrays on the CPU)."""
+        import torch
+        return torch.as_tensor(self.x).to(device), torch.as_tensor(self.y).to(device)
+
 
 @dataclass
 class Dataset:

@@ -318,7 +318,7 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
     page.heading("At initialization", 3)
     page.table(_selu_table(st, "at_init"), formats={c: ".3f" for c in _selu_table(st, "at_init")[0]
                                                     if c != "layer"})
-    page.heading(f"After training", 3)
+    page.heading("After training", 3)
     trained = _selu_table(st, "trained")
     page.table(trained, formats={c: ".3f" for c in trained[0] if c != "layer"})
 

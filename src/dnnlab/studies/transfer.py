@@ -115,13 +115,11 @@ def default_config(plan: Plan, device: str = "auto", data_dir: str | None = None
 
 def _accuracies(model, data, device) -> dict[str, float]:
     """Train, validation and test accuracy in eval mode (dropout off) for a fair overfit check."""
-    import torch
 
     from dnnlab.train import evaluate
     out = {}
     for name in ("train", "valid", "test"):
-        split = getattr(data, name)
-        x, y = torch.as_tensor(split.x).to(device), torch.as_tensor(split.y).to(device)
+        x, y = getattr(data, name).tensors(device)
         out[f"{name}_accuracy"] = evaluate(model, x, y)["accuracy"]
     return out
 
@@ -217,10 +215,7 @@ def digits04(plan: Plan, seeds: list[int], out: Path, device: str, data_dir: str
 # --------------------------------------------------------------------------------- part 2: 5-9
 
 def _split_tensors(data, device):
-    import torch
-    return {name: (torch.as_tensor(getattr(data, name).x).to(device),
-                   torch.as_tensor(getattr(data, name).y).to(device))
-            for name in ("train", "valid", "test")}
+    return {name: getattr(data, name).tensors(device) for name in ("train", "valid", "test")}
 
 
 def draw_59(full, plan: Plan, seed: int):

@@ -88,7 +88,7 @@ def to_device(data: Dataset, device: torch.device) -> dict[str, tuple[torch.Tens
         split = getattr(data, name)
         if split is None or len(split.y) == 0:
             continue
-        out[name] = (torch.as_tensor(split.x).to(device), torch.as_tensor(split.y).to(device))
+        out[name] = split.tensors(device)
     return out
 
 

@@ -100,7 +100,6 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
 
 
 def _write_variant(run_dir: Path, cfg: RunConfig, res, data) -> dict[str, Any]:
-    import torch
 
     from dnnlab.train.callbacks import CsvLogger
     from dnnlab.train.checkpoint import save_model
@@ -109,7 +108,7 @@ def _write_variant(run_dir: Path, cfg: RunConfig, res, data) -> dict[str, Any]:
     CsvLogger(run_dir / "metrics.csv").write(res.history)
     test = {}
     if data.test is not None and len(data.test.y):
-        test = evaluate(res.model, torch.as_tensor(data.test.x), torch.as_tensor(data.test.y))
+        test = evaluate(res.model, *data.test.tensors())
     h = res.history
     i = h["epoch"].index(res.best_epoch) if res.best_epoch in h["epoch"] else -1
     secs = sorted(h["seconds"])

@@ -103,8 +103,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     data = small_mnist(st["n_train"], st["valid"], seed)
     cfg = topic_config("dropout-cost", seed, st["epochs"], **{"model.depth": 3, "optim.name": "nadam", "optim.lr": 1e-3})
     device = resolve_device(cfg.train.device)     # where fit puts the models
-    x_test = torch.as_tensor(data.test.x).to(device)
-    y_test = torch.as_tensor(data.test.y).to(device)
+    x_test, y_test = data.test.tensors(device)
 
     runs = {rate: fit(replace(cfg, **{"model.dropout": rate}), data) for rate in (0.0, *RATES)}
     best = {r: min(res.history["val_loss"]) for r, res in runs.items()}

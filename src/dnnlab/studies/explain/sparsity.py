@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import torch
 
 from dnnlab.analysis.sparsity import (finetune_masked, gradual_prune_fit, magnitude_prune_,
                                       near_zero_fraction, sparsity)
@@ -65,7 +64,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     data = small_mnist(st["n_train"], st["valid"], seed)
     cfg = topic_config("sparsity", seed, st["epochs"], **{"model.depth": 2, "optim.name": "adam", "optim.lr": 1e-3})
     device = resolve_device(cfg.train.device)     # where fit puts the models
-    test = (torch.as_tensor(data.test.x).to(device), torch.as_tensor(data.test.y).to(device))
+    test = data.test.tensors(device)
 
     # 1. train normally, then zero the tiny weights (one-shot magnitude pruning)
     dense_model = fit(cfg, data).model

@@ -83,8 +83,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
         "train.progress": False, "train.seed": seed, "data.seed": seed}
     cfg = replace(RunConfig(), **settings)
-    x_test = torch.as_tensor(data.test.x)
-    y_test = torch.as_tensor(data.test.y)
+    x_test, y_test = data.test.tensors()
 
     def train(model, c=cfg):
         result = fit(c, data, model=model)
