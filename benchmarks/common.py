@@ -173,8 +173,16 @@ def parser(doc: str, script: str, extra) -> argparse.ArgumentParser:
     return p
 
 
-def parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+def parse(p: argparse.ArgumentParser, argv: list[str] | None, worker) -> argparse.Namespace | None:
+    """The parsed options with ``--quick`` applied and the device and threads resolved; in a
+    worker process (``--worker``), runs ``worker(args)`` instead and returns None."""
     args = p.parse_args(argv)
     if args.quick:
         args.n_train, args.n_valid = 4_500, 500
+    if args.worker:
+        worker(args)
+        return None
+    import torch
+    args.device = resolve_device(args.device)
+    args.threads = args.threads or torch.get_num_threads()
     return args

@@ -148,15 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--peers", default=",".join(CONTENDERS),
                        help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
     p = common.parser(__doc__, "epoch_speed", own)
-    args = common.parse(p, argv)
-
-    if args.worker:
-        worker(args)
+    args = common.parse(p, argv, worker)
+    if args is None:                                # this process was a worker
         return 0
-
-    import torch
-    args.device = common.resolve_device(args.device)
-    args.threads = args.threads or torch.get_num_threads()
     names = [n.strip() for n in args.peers.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:

@@ -90,14 +90,9 @@ def worker(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__, "sweep_speed", lambda p: p.add_argument(
         "--ks", default="1,8,32,64,128", help="numbers of models trained at once"))
-    args = common.parse(p, argv)
-    if args.worker:
-        worker(args)
+    args = common.parse(p, argv, worker)
+    if args is None:                                # this process was a worker
         return 0
-
-    import torch
-    args.device = common.resolve_device(args.device)
-    args.threads = args.threads or torch.get_num_threads()
     try:
         ks = [int(k) for k in args.ks.split(",")]
     except ValueError:
