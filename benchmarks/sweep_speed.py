@@ -63,7 +63,7 @@ def fit_epochs(data, epochs: int, device: str) -> dict:
 
 def engine_epochs(data, k: int, epochs: int, device: str) -> dict:
     """K models trained at once by the engine; every model's history holds the shared epoch time."""
-    from dnnlab.train.engine import Variant, train_many
+    from dnnlab.train import Variant, train_many
     lrs = [1e-4 * 10 ** (i / max(k - 1, 1)) for i in range(k)]
     variants = [Variant(seed=i, overrides={"optim.lr": lr}) for i, lr in enumerate(lrs)]
     cpu = CpuMarks()

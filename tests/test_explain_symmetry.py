@@ -18,12 +18,13 @@ def result(tmp_path_factory):
     return out, read_json(out / "results.json")["symmetry"]
 
 
-def test_equal_weights_stay_exactly_equal(result):
+def test_equal_weights_stay_equal_up_to_float_rounding(result):
+    """Blocked matrix kernels may round two identical columns differently (~1e-9), never more."""
     _, r = result
     runs = r["numbers"]["runs"]
     for name in ("equal: constant 0.01", "equal: one He draw copied"):
         assert runs[name]["max_neuron_diff_before"] == [0.0] * DEPTH
-        assert runs[name]["max_neuron_diff_after"] == [0.0] * DEPTH
+        assert max(runs[name]["max_neuron_diff_after"]) < 1e-6
     assert min(runs["independent He"]["max_neuron_diff_after"]) > 0.05
 
 
@@ -40,7 +41,7 @@ def test_equal_weights_are_a_one_neuron_net(result):
 def test_finding_fields_and_figure(result):
     out, r = result
     assert (out / "symmetry.png").stat().st_size > 10_000
-    assert r["verdict"].startswith("No:") and "exactly identical" in r["verdict"]
+    assert r["verdict"].startswith("No:") and "identical" in r["verdict"]
     assert "000 answer 1 (book)" in r["confirms"]
     assert any(a.startswith("002 answer 1") for a in r["refutes"])
     assert (out / "report.html").exists()

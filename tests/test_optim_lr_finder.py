@@ -7,7 +7,6 @@ import torch
 from dnnlab.config import ModelConfig, OptimConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.nn import build_mlp
-from dnnlab.optim import make_optimizer
 from dnnlab.optim.lr_finder import find_lr
 
 
@@ -25,7 +24,7 @@ def _model(**kw):
 def test_restores_weights_buffers_mode_rng_and_callers_optimizer():
     model = _model(batch_norm="before", dropout=0.2).eval()
     x, y = _data()
-    caller_opt = make_optimizer(model.parameters(), OptimConfig(name="adam"))
+    caller_opt = torch.optim.Adam(model.parameters())
     model.train()
     torch.nn.functional.cross_entropy(model(x[:32]), y[:32]).backward()
     caller_opt.step()
@@ -101,6 +100,19 @@ def test_plot_writes_a_png(tmp_path):
     r = find_lr(_model(), x, y, OptimConfig(name="sgd"), steps=30)
     out = r.plot(tmp_path / "lr.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_module_the_stack_cannot_take_is_swept_in_place_and_restored():
+    x, y = _data()
+    model = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = find_lr(model, x, y, OptimConfig(name="adam"), steps=30, start_lr=1e-5, end_lr=1e-1)
+    assert len(r.lrs) == 30 and math.isfinite(r.suggestion)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in model.parameters())
+    torch.nn.functional.cross_entropy(model(x), y).backward()      # still an ordinary module
+    assert model[0].weight.grad.shape == (8, 10)
 
 
 def test_bad_arguments():

@@ -65,6 +65,33 @@ def test_nan_loss_stops_with_last_good_weights(tiny, tiny_cfg, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["stacked", "module"])
+def test_divergence_is_checked_before_anything_is_kept(tiny, tiny_cfg, tmp_path, fast):
+    """One step per epoch: the only step of epoch 2 blows the weights up (its own loss is still
+    finite). Neither the good weights, the best weights, a checkpoint nor the final model may
+    take them: what is kept is the model before that step."""
+    from dnnlab.train.checkpoint import load_model
+    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 1e-3, "train.batch_size": 1024,
+                               "train.epochs": 4, "train.checkpoint_every": 1, "train.fast": fast,
+                               "optim.schedule.name": "piecewise",
+                               "optim.schedule.boundaries": [1], "optim.schedule.values": [1e-3,
+                                                                                          1e30]})
+    res = fit(cfg, tiny, tmp_path / "run")
+    assert res.status == "diverged" and "epoch 2" in res.message, res.message
+    assert res.epochs_run == 1
+    # the kept weights are the weights after epoch 1's single step, i.e. before the bad step
+    ref = fit(replace(cfg, **{"train.epochs": 1}), tiny).model.state_dict()
+    for path in (tmp_path / "run" / "model.safetensors",
+                 tmp_path / "run" / "checkpoints" / "best.safetensors",
+                 tmp_path / "run" / "checkpoints" / "epoch_0001.safetensors"):
+        kept = load_model(path).state_dict()
+        for k, v in ref.items():
+            assert torch.allclose(kept[k], v, atol=1e-6), (path.name, k)
+    assert not (tmp_path / "run" / "checkpoints" / "epoch_0002.safetensors").exists()
+    for k, v in res.model.state_dict().items():
+        assert torch.allclose(v, ref[k], atol=1e-6), k
+
+
 def test_frozen_parameters_are_not_trained(tiny, tiny_cfg):
     from dnnlab.nn.mlp import build_mlp
     model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes, seed=1)

@@ -106,8 +106,9 @@ class OptimConfig:
     l2: float = 0.0                        # ftrl
     lr_power: float = -0.5                 # ftrl
     initial_accumulator: float = 0.1       # ftrl, adagrad
-    clip_value: float | None = None
-    clip_norm: float | None = None
+    clip_value: float | None = None        # Keras clipvalue: each gradient component
+    clip_norm: float | None = None         # Keras clipnorm: each parameter tensor's norm
+    global_clip_norm: float | None = None  # Keras global_clipnorm: all gradients' norm together
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
@@ -281,6 +282,8 @@ def _check_consistency(cfg: RunConfig) -> None:
         raise ConfigError("optim.clip_value must be > 0 (or left out)")
     if o.clip_norm is not None and o.clip_norm <= 0:
         raise ConfigError("optim.clip_norm must be > 0 (or left out)")
+    if o.global_clip_norm is not None and o.global_clip_norm <= 0:
+        raise ConfigError("optim.global_clip_norm must be > 0 (or left out)")
 
 
 def from_dict(raw: dict[str, Any]) -> RunConfig:

@@ -303,7 +303,7 @@ def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
     from dnnlab.data import load_from_config
     from dnnlab.train import evaluate, resolve_device
     from dnnlab.train.checkpoint import load_model, save_model
-    from dnnlab.train.loop import to_device
+    from dnnlab.train.driver import to_device
 
     _check_fraction(target, "--sparsity")
     if finetune_epochs < 0:

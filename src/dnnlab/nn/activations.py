@@ -1,4 +1,5 @@
-"""Activation functions by name, as modules (for the MLP) and as plain functions (for stacked models).
+"""Activation functions by name: modules (for the MLP), functions and their derivatives (for the
+stacked MLP, whose backward pass is written out by hand).
 
 Defaults follow Keras 3 so results compare with the book:
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -85,4 +87,41 @@ def activation_fn(name: str, param: float | None = None) -> Callable[[Tensor], T
         "sigmoid": F.sigmoid, "tanh": F.tanh, "relu": F.relu, "selu": F.selu, "gelu": F.gelu,
         "swish": F.silu, "silu": F.silu, "mish": F.mish, "softplus": F.softplus,
         "linear": _identity,
+    }[name]
+
+
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805   # torch's (and Keras') constants
+SOFTPLUS_THRESHOLD = 20.0                                         # F.softplus's default
+
+_aten = torch.ops.aten
+
+
+def activation_grad(name: str, param: float | None = None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """The derivative of :func:`activation_fn` as ``grad(g, z, y) -> g * f'(z)``, where ``z`` is
+    the input and ``y = f(z)`` the output. Each is torch's own fused backward kernel (the one
+    autograd would call), so a hand-written backward pass gets autograd's numbers at one kernel
+    per layer instead of autograd's bookkeeping. ``prelu`` and ``rrelu`` carry a learned slope or a
+    random one and are differentiated where that slope lives (``dnnlab.train.stacked``).
+    """
+    _check(name)
+    if name in ("prelu", "rrelu"):
+        raise DnnlabError(f"{name}'s slope is a parameter or random draw; its derivative lives "
+                          "in the stacked MLP, not here")
+    if name == "leaky_relu":
+        slope = LEAKY_RELU_SLOPE if param is None else param
+        return lambda g, z, y: _aten.leaky_relu_backward(g, z, slope, False)
+    if name == "elu":
+        alpha = ELU_ALPHA if param is None else param
+        return lambda g, z, y: _aten.elu_backward(g, alpha, 1, 1, True, y)
+    return {
+        "selu": lambda g, z, y: _aten.elu_backward(g, SELU_ALPHA, SELU_SCALE, 1, True, y),
+        "relu": lambda g, z, y: _aten.threshold_backward(g, y, 0),
+        "sigmoid": lambda g, z, y: _aten.sigmoid_backward(g, y),
+        "tanh": lambda g, z, y: _aten.tanh_backward(g, y),
+        "gelu": lambda g, z, y: _aten.gelu_backward(g, z),
+        "swish": lambda g, z, y: _aten.silu_backward(g, z),
+        "silu": lambda g, z, y: _aten.silu_backward(g, z),
+        "mish": lambda g, z, y: _aten.mish_backward(g, z),
+        "softplus": lambda g, z, y: _aten.softplus_backward(g, z, 1, SOFTPLUS_THRESHOLD),
+        "linear": lambda g, z, y: g,
     }[name]

@@ -1,11 +1,8 @@
-"""Optimizers (torch's with Keras' meanings, plus FTRL), schedules, gradient clipping, LR finder.
+"""Optimizers (each update rule written once, over flat buffers), schedules in closed form,
+gradient clipping, and the learning-rate finder (``dnnlab.optim.lr_finder``)."""
 
-The LR finder lives in ``dnnlab.optim.lr_finder`` (``find_lr``, ``LRFinderResult``).
-"""
+from dnnlab.optim.flat import KERAS_NADAM_MOMENTUM_DECAY, FlatOptimizer, clip_, update
+from dnnlab.optim.schedules import Plateau, check_schedule, rates
 
-from dnnlab.optim.factory import KERAS_NADAM_MOMENTUM_DECAY, clip_gradients_, make_optimizer
-from dnnlab.optim.ftrl import FTRL
-from dnnlab.optim.schedules import Schedule, make_schedule
-
-__all__ = ["FTRL", "KERAS_NADAM_MOMENTUM_DECAY", "Schedule", "clip_gradients_", "make_optimizer",
-           "make_schedule"]
+__all__ = ["KERAS_NADAM_MOMENTUM_DECAY", "FlatOptimizer", "Plateau", "check_schedule", "clip_",
+           "rates", "update"]

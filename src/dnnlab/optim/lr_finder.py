@@ -12,6 +12,7 @@ optimizer with ``make_optimizer``, so no optimizer of the caller is touched.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 from dataclasses import dataclass, field
@@ -19,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnnlab.config import OptimConfig
-from dnnlab.data.batching import batch_slices, epoch_permutation
+from dnnlab.config import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.io import write_bytes
-from dnnlab.optim.factory import clip_gradients_, make_optimizer
+from dnnlab.train.driver import Trainer, stackable
+from dnnlab.train.module import ModuleBackend
+from dnnlab.train.stacked import StackedMLP
 
 
 @dataclass
@@ -66,35 +67,17 @@ class LRFinderResult:
         return write_bytes(path, buf.getvalue())
 
 
-def _batches(n: int, batch_size: int, seed: int):
-    """Endless shuffled batches, epoch after epoch, by the trainer's shuffling rule."""
-    epoch = 0
-    while True:
-        perm = epoch_permutation(n, seed, epoch)
-        for s, e in batch_slices(n, batch_size):
-            yield perm[s:e]
-        epoch += 1
-
-
-def _rng_state(device: torch.device):
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _restore_rng(state, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_size: int = 32,
             start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
-            smoothing: float = 0.98, diverge_factor: float = 4.0, seed: int = 0) -> LRFinderResult:
+            smoothing: float = 0.98, diverge_factor: float = 4.0, seed: int = 0,
+            progress: bool = False) -> LRFinderResult:
     """Sweep the rate from ``start_lr`` to ``end_lr`` over ``steps`` batches of ``(x, y)``.
 
-    ``cfg`` picks the optimizer (its ``lr`` and schedule are ignored; clipping applies). The loss
-    is cross-entropy on the model's logits plus ``model.penalty()`` when the model has one, and
-    ``model.apply_max_norm_()`` runs after each step when present, as in training.
+    ``cfg`` picks the optimizer (its ``lr`` and schedule are ignored; clipping applies). The
+    sweep is a run of the training driver with the ramp as its schedule and the model's own
+    penalty and max-norm, so what it measures is what training will do. It runs every step (the
+    smoothing and the stop at ``diverge_factor`` times the best loss are applied to the recorded
+    losses afterwards); a non-finite loss ends it at once.
     """
     if not 0 < start_lr < end_lr:
         raise DnnlabError(f"find_lr: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
@@ -103,62 +86,62 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
     if len(x) != len(y) or len(y) == 0:
         raise DnnlabError(f"find_lr: x and y must hold the same number (> 0) of examples, "
                           f"got {len(x)} and {len(y)}")
-    device = x.device
     if y.dtype != torch.long:
         y = y.long()               # cross-entropy wants int64 class indices
-    saved = copy.deepcopy(model.state_dict())
-    modes = [(m, m.training) for m in model.modules()]   # per module: MC dropout, frozen BN
-    rng = _rng_state(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise DnnlabError("find_lr: the model has no trainable parameters (every layer is frozen)")
-    opt = make_optimizer(params, copy.deepcopy(cfg))
-    penalty = getattr(model, "penalty", None)
-    max_norm = getattr(model, "apply_max_norm_", None)
+    run_cfg = RunConfig(optim=dataclasses.replace(cfg, schedule=ScheduleConfig()),
+                        train=TrainConfig(epochs=math.ceil(steps / math.ceil(len(y) / batch_size)),
+                                          batch_size=batch_size, seed=seed, patience=None,
+                                          progress=progress))
     ratio = end_lr / start_lr
-    lrs, raw, smooth = [], [], []
-    avg, best, diverged = 0.0, math.inf, False
-    model.train()
+
+    def ramp(step: np.ndarray) -> np.ndarray:     # exponential, from start_lr to end_lr
+        return start_lr * ratio ** (np.minimum(step, steps - 1) / (steps - 1))
+
+    if stackable(model):                          # a copy trains; the model is left untouched
+        backend, restore = StackedMLP.from_models([model], x.device, seed=seed), None
+    else:                                          # the model itself trains, then is put back
+        saved = copy.deepcopy(model.state_dict())
+        modes = [(m, m.training) for m in model.modules()]   # per module: MC dropout, frozen BN
+        rng = torch.get_rng_state()
+        backend = ModuleBackend(model, x.device)
+
+        def restore():
+            backend.release()
+            model.load_state_dict(saved)
+            for m, training in modes:
+                m.training = training
+            torch.set_rng_state(rng)
+    trainer = Trainer(backend, [run_cfg], (x, y), None, rate_fn=ramp, max_steps=steps,
+                      keep_step_losses=True, progress=progress)
     try:
-        batches = _batches(len(y), batch_size, seed)
-        for i in range(steps):
-            lr = start_lr * ratio ** (i / (steps - 1))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            idx = next(batches).to(device)
-            loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
-            if penalty is not None:
-                loss = loss + penalty()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_gradients_(params, cfg)
-            opt.step()
-            if max_norm is not None:
-                max_norm()
-            value = float(loss.detach())
-            lrs.append(lr)
-            raw.append(value)
-            if not math.isfinite(value):
-                smooth.append(math.nan)
-                diverged = i < steps - 1
-                break
-            avg = smoothing * avg + (1 - smoothing) * value
-            smoothed = avg / (1 - smoothing ** (i + 1))
-            smooth.append(smoothed)
-            best = min(best, smoothed)
-            if smoothed > diverge_factor * best:
-                diverged = i < steps - 1
-                break
+        trainer.run()
     finally:
-        model.load_state_dict(saved)
-        for m, training in modes:
-            m.training = training
-        _restore_rng(rng, device)
+        if restore is not None:
+            restore()
+    raw = torch.cat(trainer.step_losses)[:, 0].tolist()
+    lrs, kept, smooth = [], [], []
+    avg, best, diverged = 0.0, math.inf, len(raw) < steps
+    for i, value in enumerate(raw):
+        lrs.append(float(ramp(np.array([i]))[0]))
+        kept.append(value)
+        if not math.isfinite(value):
+            smooth.append(math.nan)
+            diverged = i < steps - 1
+            break
+        avg = smoothing * avg + (1 - smoothing) * value
+        smoothed = avg / (1 - smoothing ** (i + 1))
+        smooth.append(smoothed)
+        best = min(best, smoothed)
+        if smoothed > diverge_factor * best:
+            diverged = i < steps - 1
+            break
     arr = np.array(smooth, dtype=float)
     if not np.isfinite(arr).any():
         raise DnnlabError("find_lr: the loss was never finite; check the data (NaNs?) or lower "
                           "start_lr")
     at = lrs[int(np.nanargmin(arr))]
     suggestion = min(max(at / 10.0, start_lr), end_lr)
-    return LRFinderResult(lrs=lrs, losses=smooth, raw_losses=raw, suggestion=suggestion,
+    return LRFinderResult(lrs=lrs, losses=smooth, raw_losses=kept, suggestion=suggestion,
                           diverged=diverged, min_lr=at)

@@ -1,21 +1,23 @@
-"""Learning-rate schedules, the chapter's five, driven by the trainer's two hooks.
+"""Learning-rate schedules, the chapter's five, as closed-form functions of the step counter.
 
-The trainer calls ``on_batch_end()`` after every optimizer step and ``on_epoch_end(metrics)`` after
-every epoch; ``t`` below counts steps or epochs as ``schedule.unit`` says. With ``lr0`` the rate
-each param group starts with:
+The trainer needs every model's rate for every step of an epoch up front (it sends one table of
+coefficients to the device per epoch, so the loop never waits for the host), so each schedule is
+a pure function of ``steps`` (optimizer steps taken before the step) and ``epochs_done``. With
+``lr0 = optim.lr`` and ``t`` counting steps or epochs as ``schedule.unit`` says:
 
 * ``power``:       lr0 / (1 + t / decay_steps) ** power
 * ``exponential``: lr0 * 0.1 ** (t / decay_steps)
 * ``piecewise``:   ``values[i]`` during epochs (0-based) ``boundaries[i-1] <= e < boundaries[i]``, as
   the book's ``piecewise_constant`` (the values are the rates themselves, not factors of lr0).
 * ``performance``: Keras' ReduceLROnPlateau on ``val_loss``: after ``patience`` epochs without an
-  improvement of at least 1e-4, multiply the rate by ``factor`` (and start counting again).
-* ``1cycle``:      torch's ``OneCycleLR``, three linear phases as in the book's OneCycleScheduler:
-  from max_lr / div_factor up to max_lr over ``pct_start`` of the steps, back down over as many,
-  then down to max_lr / div_factor / final_div_factor. With SGD and momentum > 0 the momentum
-  cycles the other way, 0.95 -> 0.85 -> 0.95 (the book's values). Stepped once per batch.
-
-The state is plain JSON (counters and floats), so it travels in checkpoint metadata.
+  improvement of at least 1e-4, multiply the rate by ``factor`` (and start counting again). It
+  depends on the validation loss, so it is a small per-model state (:class:`Plateau`) whose
+  multiplier scales the rate.
+* ``1cycle``:      torch's ``OneCycleLR`` with ``three_phase=True`` and linear annealing, as in the
+  book's OneCycleScheduler: from max_lr / div_factor up to max_lr over ``pct_start`` of the steps,
+  back down over as many, then down to max_lr / div_factor / final_div_factor. With SGD and
+  momentum > 0 the momentum cycles the other way, 0.95 -> 0.85 -> 0.95 (the book's values).
+  Stepped once per batch; past the end the rate stays at its last value.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ import bisect
 import math
 from typing import Any
 
-import torch
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import OneCycleLR
+import numpy as np
 
 from dnnlab.config import OptimConfig
 from dnnlab.errors import ConfigError, DnnlabError
@@ -35,140 +35,95 @@ PLATEAU_MIN_DELTA = 1e-4   # Keras ReduceLROnPlateau's default
 ONECYCLE_MOMENTUM = (0.85, 0.95)
 
 
-def _set_lr(group: dict[str, Any], lr: float) -> None:
-    """Write ``lr`` into a param group, in place when it is a tensor (graph-captured steps)."""
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(lr)
-    else:
-        group["lr"] = lr
+def check_schedule(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> None:
+    """Refuse a schedule that cannot run for ``epochs`` x ``steps_per_epoch`` steps."""
+    s = cfg.schedule
+    if s.name in ("power", "exponential") and s.decay_steps <= 0:
+        raise ConfigError(f"optim.schedule.decay_steps must be > 0 for {s.name}, "
+                          f"got {s.decay_steps}")
+    if s.name == "piecewise" and len(s.values) != len(s.boundaries) + 1:
+        raise ConfigError("optim.schedule: piecewise needs len(values) == len(boundaries) + 1")
+    if s.name == "piecewise" and list(s.boundaries) != sorted(s.boundaries):
+        raise ConfigError(f"optim.schedule.boundaries = {s.boundaries} must be increasing")
+    if s.name == "performance" and not 0 < s.factor < 1:
+        raise ConfigError(f"optim.schedule.factor must lie in (0, 1), got {s.factor}")
+    if s.name == "1cycle":
+        if not s.pct_start < 0.5:
+            raise ConfigError(f"optim.schedule.pct_start = {s.pct_start}: 1cycle goes up for "
+                              "pct_start and down for as long, so it must be < 0.5 (the book: 0.45)")
+        if steps_per_epoch * epochs < 3:
+            raise ConfigError("1cycle needs at least 3 steps in all; train longer or use "
+                              "a smaller batch")
 
 
-class Schedule:
-    """Owns the learning rate of ``optimizer`` for the whole run."""
+def rates(cfg: OptimConfig, steps: np.ndarray, epochs_done: int, steps_per_epoch: int,
+          epochs: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The learning rate (and SGD momentum under 1cycle, else None) at each of ``steps``."""
+    s, lr0 = cfg.schedule, cfg.lr
+    steps = np.asarray(steps, dtype=np.float64)
+    if s.name in ("power", "exponential"):
+        t = steps if s.unit == "step" else np.full_like(steps, epochs_done)
+        if s.name == "power":
+            return lr0 / (1.0 + t / s.decay_steps) ** s.power, None
+        return lr0 * 0.1 ** (t / s.decay_steps), None
+    if s.name == "piecewise":
+        return np.full_like(steps, s.values[bisect.bisect_right(s.boundaries, epochs_done)]), None
+    if s.name == "1cycle":
+        return _one_cycle(cfg, steps, steps_per_epoch * epochs)
+    return np.full_like(steps, lr0), None                           # none, performance
 
-    def __init__(self, optimizer: Optimizer, cfg: OptimConfig, steps_per_epoch: int, epochs: int):
-        s = cfg.schedule
-        self.optimizer, self.cfg, self.name = optimizer, s, s.name
-        self.steps_per_epoch, self.epochs = int(steps_per_epoch), int(epochs)
-        self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
-        self.steps = 0
-        self.epochs_done = 0
-        self.best = math.inf
-        self.wait = 0
-        self._onecycle: OneCycleLR | None = None
-        self._check()
-        if self.name == "1cycle":
-            self._onecycle = self._make_onecycle(optimizer, cfg)
-        else:
-            self._apply()
 
-    def _check(self) -> None:
-        s = self.cfg
-        if self.name in ("power", "exponential") and s.decay_steps <= 0:
-            raise ConfigError(f"optim.schedule.decay_steps must be > 0 for {self.name}, "
-                              f"got {s.decay_steps}")
-        if self.name == "piecewise" and len(s.values) != len(s.boundaries) + 1:
-            raise ConfigError("optim.schedule: piecewise needs len(values) == len(boundaries) + 1")
-        if self.name == "piecewise" and list(s.boundaries) != sorted(s.boundaries):
-            raise ConfigError(f"optim.schedule.boundaries = {s.boundaries} must be increasing")
-        if self.name == "performance" and not 0 < s.factor < 1:
-            raise ConfigError(f"optim.schedule.factor must lie in (0, 1), got {s.factor}")
-        if self.name == "1cycle":
-            if not s.pct_start < 0.5:
-                raise ConfigError(f"optim.schedule.pct_start = {s.pct_start}: 1cycle goes up for "
-                                  "pct_start and down for as long, so it must be < 0.5 (the book: 0.45)")
-            if self.steps_per_epoch * self.epochs < 3:
-                raise ConfigError("1cycle needs at least 3 steps in all; train longer or use "
-                                  "a smaller batch")
+def _one_cycle(cfg: OptimConfig, steps: np.ndarray,
+               total: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """torch's OneCycleLR (linear, three phases)."""
+    s = cfg.schedule
+    peak = s.max_lr if s.max_lr is not None else cfg.lr
+    low = peak / s.div_factor
+    ends = [s.pct_start * total - 1, 2 * s.pct_start * total - 2, total - 1]
+    lo_m, hi_m = ONECYCLE_MOMENTUM
+    phases = [(low, peak, hi_m, lo_m), (peak, low, lo_m, hi_m),
+              (low, low / s.final_div_factor, hi_m, hi_m)]   # (lr from, lr to, momentum from, to)
+    t = np.minimum(steps, total - 1)              # past the end the rate stays at its last value
+    lr, mom = np.empty_like(t), np.empty_like(t)
+    start, done = 0.0, np.zeros(t.shape, dtype=bool)
+    for i, (end, (lr_a, lr_b, m_a, m_b)) in enumerate(zip(ends, phases)):
+        here = ~done & ((t <= end) | (i == len(ends) - 1))
+        pct = (t[here] - start) / (end - start)
+        lr[here] = (lr_b - lr_a) * pct + lr_a
+        mom[here] = (m_b - m_a) * pct + m_a
+        done |= here
+        start = end
+    cycles = cfg.name == "sgd" and cfg.momentum > 0
+    return lr, (mom if cycles else None)
 
-    def _make_onecycle(self, optimizer: Optimizer, cfg: OptimConfig) -> OneCycleLR:
-        s = self.cfg
-        cycle = cfg.name == "sgd" and cfg.momentum > 0
-        return OneCycleLR(optimizer, max_lr=s.max_lr if s.max_lr is not None else cfg.lr,
-                          total_steps=self.steps_per_epoch * self.epochs, pct_start=s.pct_start,
-                          anneal_strategy="linear", three_phase=True, div_factor=s.div_factor,
-                          final_div_factor=s.final_div_factor, cycle_momentum=cycle,
-                          base_momentum=ONECYCLE_MOMENTUM[0], max_momentum=ONECYCLE_MOMENTUM[1])
 
-    def _factor(self) -> float:
-        t = self.steps if self.cfg.unit == "step" else self.epochs_done
-        if self.name == "power":
-            return 1.0 / (1.0 + t / self.cfg.decay_steps) ** self.cfg.power
-        if self.name == "exponential":
-            return 0.1 ** (t / self.cfg.decay_steps)
-        return 1.0
+class Plateau:
+    """Keras' ReduceLROnPlateau on val_loss, for one model: the multiplier of its rate."""
 
-    def _apply(self) -> None:
-        """Write the closed-form rate for the current counters (performance keeps its own)."""
-        if self.name in ("power", "exponential"):
-            f = self._factor()
-            for g, lr0 in zip(self.optimizer.param_groups, self.base_lrs):
-                _set_lr(g, lr0 * f)
-        elif self.name == "piecewise":
-            value = self.cfg.values[bisect.bisect_right(self.cfg.boundaries, self.epochs_done)]
-            for g in self.optimizer.param_groups:
-                _set_lr(g, value)
+    def __init__(self, cfg: OptimConfig):
+        self.active = cfg.schedule.name == "performance"
+        self.factor, self.patience = cfg.schedule.factor, cfg.schedule.patience
+        self.best, self.wait, self.multiplier = math.inf, 0, 1.0
 
-    def on_batch_end(self) -> None:
-        self.steps += 1
-        if self._onecycle is not None:
-            if self._onecycle.last_epoch < self._onecycle.total_steps - 1:
-                self._onecycle.step()     # past the end the rate stays at its final value
-        elif self.cfg.unit == "step" and self.name in ("power", "exponential"):
-            self._apply()
-
-    def on_epoch_end(self, metrics: dict[str, float]) -> None:
-        self.epochs_done += 1
-        if self.name == "performance":
-            self._plateau(metrics)
-        elif self.name == "piecewise" or (self.cfg.unit == "epoch"
-                                          and self.name in ("power", "exponential")):
-            self._apply()
-
-    def _plateau(self, metrics: dict[str, float]) -> None:
-        value = metrics.get("val_loss")
-        if value is None or math.isnan(value):
+    def update(self, val_loss: float) -> None:
+        if not self.active:
+            return
+        if math.isnan(val_loss):
             raise DnnlabError("the performance schedule watches val_loss, which this run does not "
                               "have; keep a validation split (data.valid_size > 0) or pick "
                               "another optim.schedule.name")
-        if value < self.best - PLATEAU_MIN_DELTA:
-            self.best, self.wait = float(value), 0
+        if val_loss < self.best - PLATEAU_MIN_DELTA:
+            self.best, self.wait = val_loss, 0
             return
         self.wait += 1
-        if self.wait >= self.cfg.patience:
-            for g in self.optimizer.param_groups:
-                _set_lr(g, float(g["lr"]) * self.cfg.factor)
+        if self.wait >= self.patience:
+            self.multiplier *= self.factor
             self.wait = 0
 
-    def lr(self) -> float:
-        """The rate the next step will use (of the first param group)."""
-        return float(self.optimizer.param_groups[0]["lr"])
+    def state(self) -> dict[str, Any]:
+        return {"best": None if math.isinf(self.best) else self.best, "wait": self.wait,
+                "multiplier": self.multiplier}
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"name": self.name, "steps": self.steps,
-                                 "epochs_done": self.epochs_done, "base_lrs": self.base_lrs,
-                                 "best": None if math.isinf(self.best) else self.best,
-                                 "wait": self.wait,
-                                 "lrs": [float(g["lr"]) for g in self.optimizer.param_groups]}
-        if self._onecycle is not None:
-            state["onecycle"] = self._onecycle.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("name") != self.name:
-            raise DnnlabError(f"the checkpoint's schedule is {state.get('name')!r} but the config "
-                              f"asks for {self.name!r}; resume with the run's own config")
-        self.steps, self.epochs_done = int(state["steps"]), int(state["epochs_done"])
-        self.base_lrs = [float(v) for v in state["base_lrs"]]
+    def load(self, state: dict[str, Any]) -> None:
         self.best = math.inf if state["best"] is None else float(state["best"])
-        self.wait = int(state["wait"])
-        if self._onecycle is not None:
-            self._onecycle.load_state_dict(state["onecycle"])
-        for g, lr in zip(self.optimizer.param_groups, state["lrs"]):
-            _set_lr(g, float(lr))
-
-
-def make_schedule(optimizer: Optimizer, cfg: OptimConfig, steps_per_epoch: int,
-                  epochs: int) -> Schedule:
-    """The schedule ``cfg.schedule.name`` for a run of ``epochs`` x ``steps_per_epoch`` steps."""
-    return Schedule(optimizer, cfg, steps_per_epoch, epochs)
+        self.wait, self.multiplier = int(state["wait"]), float(state["multiplier"])

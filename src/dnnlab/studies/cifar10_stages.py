@@ -56,7 +56,7 @@ def search(cfg: RunConfig, data: Dataset, key: str, values: tuple, epochs: int, 
     All candidates share seed 0 (same initial weights, same batches), so the only difference
     between them is the value searched.
     """
-    from dnnlab.train.engine import Variant, train_many
+    from dnnlab.train import Variant, train_many
     t0 = time.perf_counter()
     results = train_many(_budget(cfg, epochs, progress), data,
                          [Variant(seed=0, overrides={key: v}) for v in values],
@@ -134,7 +134,7 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
     """
     from dnnlab.train import evaluate, resolve_device
     from dnnlab.train.checkpoint import save_model
-    from dnnlab.train.engine import Variant, train_many
+    from dnnlab.train import Variant, train_many
     dev = resolve_device(device)
     t0 = time.perf_counter()
     cfg = replace(cfg, **{"train.progress": progress})
@@ -206,7 +206,7 @@ def selu_statistics(cfg: RunConfig, raw: Dataset, std: Dataset, proto: Protocol,
     """
     from dnnlab.nn.mlp import build_mlp
     from dnnlab.train import resolve_device
-    from dnnlab.train.engine import Variant, train_many
+    from dnnlab.train import Variant, train_many
     dev = resolve_device(device)
     inits = (("LeCun", "lecun_normal"), ("He", "he_normal"))
     epochs = proto.search_epochs

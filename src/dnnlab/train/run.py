@@ -21,7 +21,7 @@ def train_run(cfg: RunConfig, out: str | Path | None = None, *, resume: str | Pa
     """
     from dnnlab.config import load_config
     from dnnlab.data import load_from_config
-    from dnnlab.train.loop import fit
+    from dnnlab.train.driver import fit
 
     if resume is not None:
         run_dir = Path(resume)

@@ -66,7 +66,7 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
           *, progress: bool = True) -> Path:
     """Train every variant; write one run directory each plus ``summary.csv`` and ``report.html``."""
     from dnnlab.data import load_from_config
-    from dnnlab.train.engine import PER_MODEL_KEYS, Variant, train_many
+    from dnnlab.train.driver import PER_MODEL_KEYS, Variant, train_many
     from dnnlab.train.run import default_run_dir
 
     if seeds < 1:
@@ -103,7 +103,7 @@ def _write_variant(run_dir: Path, cfg: RunConfig, res, data) -> dict[str, Any]:
 
     from dnnlab.train.callbacks import CsvLogger
     from dnnlab.train.checkpoint import save_model
-    from dnnlab.train.loop import evaluate
+    from dnnlab.train.driver import evaluate
     io.write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
     CsvLogger(run_dir / "metrics.csv").write(res.history)
     test = {}

@@ -1,15 +1,16 @@
-"""StackedMLP: exact conversion both ways, the same forward and gradients as K separate MLPs."""
+"""StackedMLP: exact conversion both ways; its hand-written backward gives autograd's gradients
+on K separate MLPs, for every activation, BN placement and input stage."""
 
 import numpy as np
 import pytest
 import torch
 
-from dnnlab.config import ModelConfig, OptimConfig, ScheduleConfig
+import torch.nn.functional as F
+
+from dnnlab.config import ACTIVATIONS, ModelConfig
 from dnnlab.errors import ConfigError
 from dnnlab.nn.mlp import build_mlp
-from dnnlab.optim.schedules import make_schedule
-from dnnlab.train.engine_model import StackedMLP
-from dnnlab.train.engine_schedule import rates
+from dnnlab.train.stacked import StackedMLP
 
 CONFIGS = {
     "elu": ModelConfig(depth=3, width=8),
@@ -19,6 +20,7 @@ CONFIGS = {
                                      activation="selu", init="lecun_normal"),
     "hidden-sizes-tanh": ModelConfig(hidden=[9, 6, 4], activation="tanh", bias_init="constant",
                                      bias_value=0.1),
+    **{a: ModelConfig(depth=2, width=6, activation=a) for a in ACTIVATIONS if a != "rrelu"},
 }
 
 
@@ -42,22 +44,23 @@ def test_round_trip_is_exact(name):
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_forward_and_gradients_match_separate_models(name):
+def test_hand_written_backward_equals_autograd_on_separate_models(name):
     torch.manual_seed(0)
     models = _models(CONFIGS[name])
     stack = StackedMLP.from_models(models)
-    x = torch.randn(3, 16, 5)
-    out = stack(x)
-    out.square().sum().backward()
+    x, y = torch.randn(3, 16, 5), torch.randint(0, 3, (3, 16))
+    loss, correct = stack.train_step(x, y)
     for i, m in enumerate(models):
-        ref = m(x[i])
-        ref.square().sum().backward()
-        torch.testing.assert_close(out[i], ref, rtol=1e-5, atol=1e-5)
+        logits = m(x[i])
+        ref = F.cross_entropy(logits, y[i])
+        ref.backward()
+        torch.testing.assert_close(loss[i], ref.detach(), rtol=1e-5, atol=1e-6)
+        assert int(correct[i]) == int((logits.argmax(1) == y[i]).sum())
         grads = {k: p.grad for k, p in m.named_parameters()}
         for s in stack.slots:
             g = stack.grad[i, s.offset:s.offset + s.numel].view(s.shape)
             torch.testing.assert_close(g.t() if s.transposed else g, grads[s.key],
-                                       rtol=1e-4, atol=1e-4, msg=s.key)
+                                       rtol=1e-4, atol=1e-5, msg=s.key)
         # the BN running statistics moved exactly as nn.BatchNorm1d's did
         state = stack.to_mlp(i).state_dict()
         for key, v in m.state_dict().items():
@@ -67,6 +70,27 @@ def test_forward_and_gradients_match_separate_models(name):
     x2 = torch.randn(7, 5)                                    # one batch shared by all models
     for i, m in enumerate(models):
         torch.testing.assert_close(stack(x2)[i], m.eval()(x2), rtol=1e-5, atol=1e-5)
+
+
+def test_shared_batch_gives_each_model_the_same_gradients_as_its_own_copy():
+    models = _models(CONFIGS["bn-after-input-bn"])
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    shared = StackedMLP.from_models(models)
+    shared.train_step(x, y)
+    own = StackedMLP.from_models(models)
+    own.train_step(x.expand(3, -1, -1).clone(), y.expand(3, -1).clone())
+    torch.testing.assert_close(shared.grad, own.grad)
+
+
+def test_rrelu_draws_slopes_in_training_and_uses_their_mean_at_inference():
+    cfg = ModelConfig(depth=2, width=32, activation="rrelu")
+    m = build_mlp(cfg, 5, 3)
+    stack = StackedMLP.from_models([m])
+    x = torch.randn(64, 5)
+    loss, _ = stack.train_step(x, torch.randint(0, 3, (64,)))
+    assert torch.isfinite(loss).all() and stack.grad.abs().sum() > 0
+    stack.eval()
+    torch.testing.assert_close(stack(x)[0], m.eval()(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["dropout", "alpha"])
@@ -92,7 +116,7 @@ def test_dropout_layers_decides_where_the_stack_drops(layers, calls, monkeypatch
     stack = StackedMLP.from_models(models)
     seen = []
     real = stack._drop
-    monkeypatch.setattr(stack, "_drop", lambda x, r: (seen.append(x.shape), real(x, r))[1])
+    monkeypatch.setattr(stack, "_drop", lambda x, r, tape=None: (seen.append(x.shape), real(x, r))[1])
     stack(torch.randn(4, 5))
     assert len(seen) == calls
     stack.eval()
@@ -133,36 +157,3 @@ def test_models_of_another_shape_are_refused():
     with pytest.raises(ConfigError, match="activation"):
         StackedMLP.from_models([build_mlp(ModelConfig(depth=2), 5, 3),
                                 build_mlp(ModelConfig(depth=2, activation="relu"), 5, 3)])
-
-
-@pytest.mark.parametrize("schedule", [
-    ScheduleConfig(name="none"),
-    ScheduleConfig(name="power", decay_steps=3, power=0.5),
-    ScheduleConfig(name="power", decay_steps=7, unit="step"),
-    ScheduleConfig(name="exponential", decay_steps=2),
-    ScheduleConfig(name="piecewise", boundaries=[1, 3], values=[0.1, 0.05, 0.01]),
-    ScheduleConfig(name="1cycle", pct_start=0.3),
-    ScheduleConfig(name="1cycle", max_lr=0.5, div_factor=20.0),
-], ids=lambda s: f"{s.name}-{s.unit}")
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_closed_form_rates_match_the_schedule(schedule, optimizer):
-    cfg = OptimConfig(name=optimizer, lr=0.02, momentum=0.9 if optimizer == "sgd" else 0.0,
-                      schedule=schedule)
-    spe, epochs = 5, 4
-    param = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.SGD([param], lr=cfg.lr, momentum=cfg.momentum)
-    sched = make_schedule(opt, cfg, spe, epochs)
-    lrs, moms = [], []
-    for _ in range(epochs):
-        for _ in range(spe):
-            lrs.append(opt.param_groups[0]["lr"])
-            moms.append(opt.param_groups[0]["momentum"])
-            sched.on_batch_end()
-        sched.on_epoch_end({"val_loss": 1.0})
-    got, got_m = [], []
-    for e in range(epochs):
-        lr, mom = rates(cfg, e * spe + np.arange(spe), e, spe, epochs)
-        got += list(lr)
-        got_m += list(mom) if mom is not None else [cfg.momentum] * spe
-    assert got == pytest.approx(lrs, rel=1e-12)
-    assert got_m == pytest.approx(moms, rel=1e-12)
