@@ -20,21 +20,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _flags(args) -> dict:
+    """The dedicated flags (--device, --data-dir, --epochs) as dotted config keys."""
+    flags = {"train.device": getattr(args, "device", None),
+             "data.data_dir": getattr(args, "data_dir", None),
+             "train.epochs": getattr(args, "epochs", None)}
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def config_from_args(args):
     """The run config: the TOML file, then --set overrides, then the dedicated flags."""
     from dnnlab.config import load_config, replace
     cfg = load_config(args.config, list(args.set or []))
-    flags = {"train.device": getattr(args, "device", None),
-             "data.data_dir": getattr(args, "data_dir", None),
-             "train.epochs": getattr(args, "epochs", None)}
-    flags = {k: v for k, v in flags.items() if v is not None}
+    flags = _flags(args)
     return replace(cfg, **flags) if flags else cfg
 
 
 def cmd_train(args) -> int:
     from dnnlab.train import train_run
-    if args.resume:
-        result = train_run(None, resume=args.resume)
+    from dnnlab.train.run import resume_config
+    if args.resume:   # CONFIG, --set and flags may change only what a resume allows (checked)
+        cfg = resume_config(args.resume, args.config, list(args.set or []), _flags(args))
+        result = train_run(cfg, resume=args.resume)
     else:
         if args.config is None:
             raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
@@ -117,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train one model from a config")
     with_config(sp, required=False)
     sp.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
-    sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run; with "
+                    "CONFIG/--set only train.epochs, patience, device, progress, checkpoint_every "
+                    "may change (anything else is refused, naming the keys)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("report", help="compare runs: overlaid curves and a results table")
