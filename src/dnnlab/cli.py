@@ -102,7 +102,8 @@ def cmd_sweep(args) -> int:
     flags = {"train.device": args.device, "data.data_dir": args.data_dir, "train.epochs": args.epochs}
     flags = {k: v for k, v in flags.items() if v is not None}
     cfg = replace(cfg, **flags) if flags else cfg
-    out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out, progress=cfg.train.progress)
+    out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out, progress=cfg.train.progress,
+                storage=args.storage, grace=args.grace)
     print(format_table(out))
     print(f"sweep directory: {out} (summary.csv, report.html, one run directory per variant)")
     return 0
@@ -147,14 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("sweep", help="train many variants at once (the K-model engine)")
     sp.add_argument("config", help="a TOML config (see examples/)")
     sp.add_argument("--set", action="append", metavar="KEY=V1,V2,...",
-                    help="values to sweep, e.g. --set optim.lr=1e-4,3e-4,1e-3 (repeatable: grid)")
+                    help="values to sweep, e.g. --set optim.lr=1e-4,3e-4,1e-3 (repeatable: grid); "
+                    "a single value (--set train.epochs=2) is a fixed setting for every variant")
     sp.add_argument("--fixed", action="append", metavar="KEY=VALUE",
                     help="a single override applied to every variant")
     sp.add_argument("--seeds", type=int, default=1, help="seeds per variant (default 1)")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sp.add_argument("--data-dir")
     sp.add_argument("--epochs", type=int)
-    sp.add_argument("--out", help="sweep directory (default runs/NAME-sweep-TIMESTAMP)")
+    sp.add_argument("--out", help="sweep directory (default runs/NAME-sweep-TIMESTAMP, or "
+                    "runs/NAME-sweep-HASH with --storage)")
+    sp.add_argument("--storage", metavar="URL", help="share the sweep between workers (processes "
+                    "or machines) through a database, e.g. sqlite:///sweep.db or "
+                    "postgresql://user:pw@host/db; re-running resumes it")
+    sp.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
+                    help="with --storage: a group whose worker sent no heartbeat for this long is "
+                    "redone by another worker (default 60)")
     sp.set_defaults(func=cmd_sweep)
 
     for register in _extra_commands():

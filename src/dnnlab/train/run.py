@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
+from dnnlab import data as datasets   # called through the module, so tests can stand in data
 from dnnlab import io, rundir
 from dnnlab.config import (NOT_SHAPING, RESUME_ALLOWED, RunConfig, changed_keys, fingerprint,
                            flatten, from_dict, load_config, replace)
-from dnnlab.data import load_from_config
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train import checkpoint as ckpt
@@ -190,7 +190,7 @@ def train_run(cfg: RunConfig | None, out: str | Path | None = None, *,
             else:
                 resume_config(run_dir)                 # the saved config.toml is checked too
                 _refuse(run_dir, reference, cfg, "the config given")
-            data = load_from_config(cfg.data)
+            data = datasets.load_from_config(cfg.data)
             _check_last(run_dir, cfg, data)
             if read_start(run_dir) is None:            # a run from before start records
                 write_start(run_dir, reference)
@@ -203,5 +203,5 @@ def train_run(cfg: RunConfig | None, out: str | Path | None = None, *,
             raise DnnlabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                               "or choose another --out")
         write_start(run_dir, cfg)
-        data = load_from_config(cfg.data)
+        data = datasets.load_from_config(cfg.data)
         return _fit(cfg, data, run_dir, resume=False)

@@ -20,7 +20,6 @@ runs first; failed trials never count. Every trial records which worker ran it (
 from __future__ import annotations
 
 import csv
-import importlib.util
 import inspect
 import io as _io
 import math
@@ -38,6 +37,8 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dnnlab import io, rundir
+from dnnlab.dburl import safe_url as _safe_url
+from dnnlab.dburl import with_driver
 from dnnlab.config import RunConfig, replace, to_toml
 from dnnlab.data import load_from_config
 from dnnlab.data.splits import from_arrays
@@ -76,17 +77,6 @@ def worker_id() -> str:
 
 def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'study.db').resolve()}"
-
-
-def with_driver(url: str) -> str:
-    """``postgresql://`` with an installed driver named: SQLAlchemy 2.1 assumes psycopg 3, and
-    many machines have only psycopg2 (``psycopg2-binary``), so the one that is importable wins."""
-    scheme, sep, rest = url.partition("://")
-    if scheme in ("postgresql", "postgres") and sep:
-        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
-            if importlib.util.find_spec(module) is not None:
-                return f"postgresql+{driver}://{rest}"
-    return url
 
 
 def _retry_kwargs() -> dict[str, Any]:
@@ -132,15 +122,6 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
                               "(e.g. postgresql://user:password@host/dbname) and that the server "
                               "is running") from None
     raise DnnlabError(f"cannot open the Optuna storage {_safe_url(url)}: {last}")
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':')[0]}:***@{host}"
-    return url
 
 
 def _counted(study) -> int:
