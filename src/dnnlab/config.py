@@ -374,7 +374,7 @@ def _join(prefix: str, name: str) -> str:
 
 
 def _check_consistency(cfg: RunConfig) -> None:
-    m, o, s = cfg.model, cfg.optim, cfg.optim.schedule
+    m, s = cfg.model, cfg.optim.schedule
     if s.name == "piecewise" and len(s.values) != len(s.boundaries) + 1:
         raise ConfigError("optim.schedule: piecewise needs len(values) == len(boundaries) + 1, got "
                           f"{len(s.values)} values and {len(s.boundaries)} boundaries")
