@@ -20,21 +20,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _flags(args) -> dict:
+    """The dedicated flags (--device, --data-dir, --epochs) as dotted config keys."""
+    flags = {"train.device": getattr(args, "device", None),
+             "data.data_dir": getattr(args, "data_dir", None),
+             "train.epochs": getattr(args, "epochs", None)}
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def config_from_args(args):
     """The run config: the TOML file, then --set overrides, then the dedicated flags."""
     from dnnlab.config import load_config, replace
     cfg = load_config(args.config, list(args.set or []))
-    flags = {"train.device": getattr(args, "device", None),
-             "data.data_dir": getattr(args, "data_dir", None),
-             "train.epochs": getattr(args, "epochs", None)}
-    flags = {k: v for k, v in flags.items() if v is not None}
+    flags = _flags(args)
     return replace(cfg, **flags) if flags else cfg
 
 
 def cmd_train(args) -> int:
     from dnnlab.train import train_run
-    if args.resume:
-        result = train_run(None, resume=args.resume)
+    from dnnlab.train.run import resume_config
+    if args.resume:   # CONFIG, --set and flags may change only what a resume allows (checked)
+        cfg = resume_config(args.resume, args.config, list(args.set or []), _flags(args))
+        result = train_run(cfg, resume=args.resume)
     else:
         if args.config is None:
             raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
@@ -95,7 +102,8 @@ def cmd_sweep(args) -> int:
     flags = {"train.device": args.device, "data.data_dir": args.data_dir, "train.epochs": args.epochs}
     flags = {k: v for k, v in flags.items() if v is not None}
     cfg = replace(cfg, **flags) if flags else cfg
-    out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out, progress=cfg.train.progress)
+    out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out, progress=cfg.train.progress,
+                storage=args.storage, grace=args.grace)
     print(format_table(out))
     print(f"sweep directory: {out} (summary.csv, report.html, one run directory per variant)")
     return 0
@@ -117,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train one model from a config")
     with_config(sp, required=False)
     sp.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
-    sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run; with "
+                    "CONFIG/--set only train.epochs, patience, device, progress, checkpoint_every "
+                    "may change (anything else is refused, naming the keys)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("report", help="compare runs: overlaid curves and a results table")
@@ -138,14 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("sweep", help="train many variants at once (the K-model engine)")
     sp.add_argument("config", help="a TOML config (see examples/)")
     sp.add_argument("--set", action="append", metavar="KEY=V1,V2,...",
-                    help="values to sweep, e.g. --set optim.lr=1e-4,3e-4,1e-3 (repeatable: grid)")
+                    help="values to sweep, e.g. --set optim.lr=1e-4,3e-4,1e-3 (repeatable: grid); "
+                    "a single value (--set train.epochs=2) is a fixed setting for every variant")
     sp.add_argument("--fixed", action="append", metavar="KEY=VALUE",
                     help="a single override applied to every variant")
     sp.add_argument("--seeds", type=int, default=1, help="seeds per variant (default 1)")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"))
     sp.add_argument("--data-dir")
     sp.add_argument("--epochs", type=int)
-    sp.add_argument("--out", help="sweep directory (default runs/NAME-sweep-TIMESTAMP)")
+    sp.add_argument("--out", help="sweep directory (default runs/NAME-sweep-TIMESTAMP, or "
+                    "runs/NAME-sweep-HASH with --storage)")
+    sp.add_argument("--storage", metavar="URL", help="share the sweep between workers (processes "
+                    "or machines) through a database, e.g. sqlite:///sweep.db or "
+                    "postgresql://user:pw@host/db; re-running resumes it")
+    sp.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
+                    help="with --storage: a group whose worker sent no heartbeat for this long is "
+                    "redone by another worker (default 60)")
     sp.set_defaults(func=cmd_sweep)
 
     for register in _extra_commands():

@@ -3,7 +3,8 @@
 A write goes to a temporary file in the target's directory, is fsync'ed, then renamed over the
 target, so a crash or a kill at any moment leaves either the old file or the new one, never a torn
 one. A failure while writing removes the temporary file, leaves the previous file intact, and says
-so in the raised error.
+so in the raised error. Files get the mode the umask allows (``0666 & ~umask``, like ``open``),
+not the 0600 that ``tempfile.mkstemp`` gives its files.
 """
 
 from __future__ import annotations
@@ -31,12 +32,30 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)   # elsewhere: read it by setting it, then put it back at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(f)`` on a temporary binary file, then atomically rename it to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:60]}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise DnnlabError(f"could not write {path}: {e.strerror or e} (no file was written)") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

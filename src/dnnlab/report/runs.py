@@ -3,6 +3,10 @@
 The inputs are only the files the trainer leaves in a run directory (``metrics.csv`` and
 ``summary.json``), so a report can be made long after training, on another machine, without
 torch. A run killed before writing its summary is still reported from its metrics alone.
+
+Both files are validated as they are read (a damaged one is one error naming it), and a summary
+that says "running" while no process holds the run directory (:func:`dnnlab.rundir.is_held`) is
+shown as "interrupted": the process that wrote it was killed.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import csv
 import math
 from pathlib import Path
 
+from dnnlab import rundir
 from dnnlab.errors import DnnlabError
 from dnnlab.io import read_json
 from dnnlab.report.html import Page
@@ -19,6 +24,14 @@ from dnnlab.report.plots import learning_curves, save_figure
 COLUMNS = ["run", "status", "best epoch", "best val acc", "best val loss", "test acc",
            "seconds/epoch", "epochs"]
 FORMATS = {"best val acc": ".2%", "test acc": ".2%", "best val loss": ".4f", "seconds/epoch": ".2f"}
+STATUSES = ("running", "completed", "stopped_early", "diverged", "failed", "interrupted")
+# summary.json keys and the types their values must have (None is allowed for each)
+SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "status": (str,), "message": (str,), "best_epoch": (int,),
+    "best_val_loss": (int, float), "best_val_accuracy": (int, float), "test_loss": (int, float),
+    "test_accuracy": (int, float), "epochs_run": (int,), "seconds_per_epoch": (int, float),
+    "total_seconds": (int, float), "resumed": (bool,)}
+MAX_METRICS_BYTES = 64 * 2**20
 
 
 def _run_file(run_dir: str | Path, name: str) -> Path:
@@ -37,25 +50,69 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
     """The columns of ``metrics.csv`` as float lists; empty cells (a metric not measured that
     epoch) become NaN so every column has one entry per epoch."""
     path = _run_file(run_dir, "metrics.csv")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "epoch" not in reader.fieldnames:
-            raise DnnlabError(f"{path} has no 'epoch' column; it is not a dnnlab metrics file")
-        columns: dict[str, list[float]] = {name: [] for name in reader.fieldnames}
-        for row in reader:
-            for name in columns:
-                cell = (row.get(name) or "").strip()
-                try:
-                    columns[name].append(float(cell) if cell else math.nan)
-                except ValueError:
-                    raise DnnlabError(f"{path} line {reader.line_num}: {name}={cell!r} is not a number; "
-                                      "the file is damaged") from None
+    try:
+        if path.stat().st_size > MAX_METRICS_BYTES:
+            raise DnnlabError(f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB; it is not a "
+                              "dnnlab metrics file")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DnnlabError(f"{path} is not UTF-8 text; the file is damaged") from None
+    except OSError as e:
+        raise DnnlabError(f"{path} cannot be read ({e.strerror or e})") from None
+    try:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as e:
+        raise DnnlabError(f"{path} is not valid CSV ({e}); the file is damaged") from None
+    if not rows or "epoch" not in rows[0]:
+        raise DnnlabError(f"{path} has no 'epoch' column; it is not a dnnlab metrics file")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header) or any(not h for h in header):
+        raise DnnlabError(f"{path}: its header has empty or repeated column names; the file is "
+                          "damaged")
+    columns: dict[str, list[float]] = {name: [] for name in header}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DnnlabError(f"{path} line {line}: {len(row)} cells for {len(header)} columns; the "
+                              "file is damaged (truncated or edited)")
+        for name, cell in zip(header, row):
+            cell = cell.strip()
+            try:
+                columns[name].append(float(cell) if cell else math.nan)
+            except ValueError:
+                raise DnnlabError(f"{path} line {line}: {name}={cell[:20]!r} is not a number; "
+                                  "the file is damaged") from None
+    epochs = columns["epoch"]
+    if any(not math.isfinite(e) or e != int(e) or e < 0 for e in epochs) or \
+            any(b <= a for a, b in zip(epochs, epochs[1:])):
+        raise DnnlabError(f"{path}: the epoch column is not a rising list of whole numbers; the "
+                          "file is damaged")
     return columns
 
 
 def read_summary(run_dir: str | Path) -> dict:
-    """The run's ``summary.json`` (status, best epoch and scores, timing)."""
-    return read_json(_run_file(run_dir, "summary.json"))
+    """The run's ``summary.json`` (status, best epoch and scores, timing), validated.
+
+    A "running" status whose run no live process holds becomes "interrupted".
+    """
+    path = _run_file(run_dir, "summary.json")
+    summary = read_json(path)
+    if not isinstance(summary, dict):
+        raise DnnlabError(f"{path} is not a JSON object; the file is damaged")
+    for key, types in SUMMARY_TYPES.items():
+        v = summary.get(key)
+        if v is None:
+            continue
+        bad = not isinstance(v, types) or (isinstance(v, bool) and bool not in types)
+        if bad or (isinstance(v, float) and math.isinf(v)):
+            raise DnnlabError(f"{path}: {key} = {str(v)[:40]!r} is not a valid value; the file is "
+                              "damaged")
+    status = summary.get("status")
+    if status is not None and status not in STATUSES:
+        raise DnnlabError(f"{path}: status {str(status)[:40]!r} is not one of {', '.join(STATUSES)};"
+                          " the file is damaged")
+    if status == "running" and not rundir.is_held(run_dir):
+        summary["status"] = "interrupted"
+    return summary
 
 
 def _finite(values: list[float]) -> list[tuple[int, float]]:

@@ -3,11 +3,21 @@
 One checkpoint is one file, written atomically, so a kill at any moment leaves the previous
 checkpoint or the new one, never a pair out of step. Loading parses the safetensors header and
 nothing else: no code path unpickles a file, so a planted pickle is refused without being run.
+
+Everything read back is checked, and damage of any kind is one :class:`DnnlabError` naming the
+file: the header carries a SHA-256 of the tensors and the metadata (``META_KEY + ".sha256"``),
+so truncation and flipped bytes anywhere are caught; :func:`check_tensors` compares names,
+shapes and dtypes against what the reader expects; :func:`check_meta` the metadata's keys and
+types. Files written before the checksum existed load without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +27,129 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from dnnlab import io
+from dnnlab.config import ModelConfig, _build
 from dnnlab.errors import DnnlabError
+from dnnlab.nn.mlp import build_mlp
 
 META_KEY = "dnnlab"
+SUM_KEY = META_KEY + ".sha256"
+
+
+def _digest(tensors: Mapping[str, torch.Tensor], meta_text: str) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, then the metadata text."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode("utf-8"))
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(meta_text.encode("utf-8"))
+    return h.hexdigest()
+
+
+def _damaged(path: Path, what: str) -> DnnlabError:
+    return DnnlabError(f"{path} is damaged ({what}); delete it or re-create it with dnnlab")
 
 
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write ``tensors`` and JSON ``meta`` as one safetensors file (atomic)."""
     flat = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
-    data = st_save(flat, metadata={META_KEY: json.dumps(meta, default=io._json_default)})
+    meta_text = json.dumps(meta, default=io._json_default)
+    data = st_save(flat, metadata={META_KEY: meta_text, SUM_KEY: _digest(flat, meta_text)})
     return io.write_bytes(path, data)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save`; anything else is refused with a clear error."""
+def load(path: str | Path, device: str | torch.device = "cpu", *,
+         expect: Mapping[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save`; anything else is refused with a clear error.
+
+    The checksum is verified; ``expect`` (name -> tensor or shape), when given, is checked with
+    :func:`check_tensors` (exactly those names, those shapes). Every failure names the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise DnnlabError(f"checkpoint {path} not found")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DnnlabError(f"checkpoint {path} cannot be read ({e.strerror or e})") from None
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8:8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
-        raise DnnlabError(f"{path} is not a safetensors checkpoint ({e}); dnnlab never unpickles "
-                          "files: re-create it with dnnlab, or delete it") from None
-    meta_text = (header.get("__metadata__") or {}).get(META_KEY)
-    if meta_text is None:
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError, RecursionError) as e:
+        raise DnnlabError(f"{path} is not a safetensors checkpoint ({str(e)[:200]}); dnnlab never "
+                          "unpickles files: re-create it with dnnlab, or delete it") from None
+    extra = header.get("__metadata__") if isinstance(header, dict) else None
+    meta_text = extra.get(META_KEY) if isinstance(extra, dict) else None
+    if not isinstance(meta_text, str):
         raise DnnlabError(f"{path} is a safetensors file without dnnlab metadata; "
                           "it was not written by dnnlab")
-    meta = json.loads(meta_text)
+    stored = extra.get(SUM_KEY)
+    if stored is not None and stored != _digest(tensors, meta_text):
+        raise _damaged(path, "its checksum does not match its contents")
+    try:
+        meta = json.loads(meta_text)
+    except (ValueError, RecursionError) as e:
+        raise _damaged(path, f"its metadata is not valid JSON: {str(e)[:100]}") from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, "its metadata is not a JSON object")
+    if expect is not None:
+        check_tensors(tensors, expect, path)
     if device != "cpu":
         tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, meta
+
+
+def _shape(spec: Any) -> tuple[int, ...]:
+    return tuple(spec.shape) if hasattr(spec, "shape") else tuple(spec)
+
+
+def check_tensors(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, Any], path: str | Path,
+                  *, prefix: str = "", exact: bool = True) -> None:
+    """Check that ``tensors`` (under ``prefix``) holds exactly the names of ``expected``, each
+    with the expected shape (and dtype, where ``expected`` holds tensors), all floats finite.
+
+    ``expected`` maps a name to a tensor (e.g. ``model.state_dict()``) or a shape. With
+    ``exact=False`` extra names are allowed. Raises :class:`DnnlabError` naming ``path`` and the
+    first mismatch, so a reader never meets a bad shape deep inside ``load_state_dict``.
+    """
+    path = Path(path)
+    have = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    missing = [k for k in expected if k not in have]
+    if missing:
+        raise _damaged(path, f"tensor {prefix}{missing[0]} is missing"
+                       + (f" ({len(missing)} in all)" if len(missing) > 1 else ""))
+    if exact:
+        extra = [k for k in have if k not in expected]
+        if extra:
+            raise _damaged(path, f"tensor {prefix}{extra[0]} is not expected there")
+    for name, spec in expected.items():
+        t = have[name]
+        if tuple(t.shape) != _shape(spec):
+            raise _damaged(path, f"tensor {prefix}{name} has shape {list(t.shape)}, expected "
+                           f"{list(_shape(spec))}")
+        if torch.is_tensor(spec) and t.dtype != spec.dtype:
+            raise _damaged(path, f"tensor {prefix}{name} is {t.dtype}, expected {spec.dtype}")
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            raise _damaged(path, f"tensor {prefix}{name} holds NaN or infinite values")
+
+
+def check_meta(meta: Mapping[str, Any], required: Mapping[str, type | tuple[type, ...]],
+               path: str | Path) -> None:
+    """Check that ``meta`` has every key of ``required``, each of the given type(s); numbers
+    must be finite. Raises :class:`DnnlabError` naming ``path`` and the key."""
+    for key, types_ in required.items():
+        if key not in meta:
+            raise _damaged(Path(path), f"metadata key {key!r} is missing")
+        v = meta[key]
+        ok = isinstance(v, types_) and not (isinstance(v, bool) and bool not in _as_tuple(types_))
+        if not ok or (isinstance(v, float) and not math.isfinite(v)):
+            raise _damaged(Path(path), f"metadata {key!r} = {str(v)[:40]!r} is not a valid "
+                           f"{'/'.join(t.__name__ for t in _as_tuple(types_))}")
+
+
+def _as_tuple(types_: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types_ if isinstance(types_, tuple) else (types_,)
 
 
 def prefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -91,24 +191,31 @@ def save_model(model: torch.nn.Module, path: str | Path, meta: dict[str, Any] | 
     info = dict(meta or {})
     cfg = getattr(model, "config", None)
     if cfg is not None and hasattr(model, "in_features"):
-        import dataclasses
         info.update(kind="mlp", model=dataclasses.asdict(cfg), in_features=model.in_features,
                     n_classes=model.n_classes)
     return save(path, model.state_dict(), info)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild an MLP saved with :func:`save_model` and load its weights."""
-    from dnnlab.config import ModelConfig, _build
-    from dnnlab.nn.mlp import build_mlp
+    """Rebuild an MLP saved with :func:`save_model` and load its weights.
+
+    The description (config, sizes) and every tensor's name and shape are checked before any
+    weight is loaded; a damaged or hand-edited file is one error naming it.
+    """
+    path = Path(path)
     tensors, meta = load(path)
     if meta.get("kind") != "mlp":
         raise DnnlabError(f"{path} holds weights without an MLP description; load it with "
                           "dnnlab.train.checkpoint.load and your own module")
-    cfg = _build(ModelConfig, meta["model"], "model")
+    check_meta(meta, {"model": dict, "in_features": int, "n_classes": int}, path)
+    if not (1 <= meta["in_features"] <= 2**24 and 2 <= meta["n_classes"] <= 10**6):
+        raise _damaged(path, f"in_features={meta['in_features']}, n_classes={meta['n_classes']} "
+                       "are out of range")
+    try:
+        cfg = _build(ModelConfig, meta["model"], "model")
+    except DnnlabError as e:
+        raise _damaged(path, f"its model description is invalid: {e}") from None
     model = build_mlp(cfg, meta["in_features"], meta["n_classes"])
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise DnnlabError(f"{path} does not match its own config (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}); the file is damaged")
+    check_tensors(tensors, model.state_dict(), path)
+    model.load_state_dict(tensors)
     return model.to(device)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dnnlab.errors import DnnlabError
 from dnnlab.train import checkpoint as ckpt
 
 LAST = Path("checkpoints") / "last.safetensors"
@@ -65,7 +66,24 @@ def restore(run_dir: Path, trainer) -> bool:
     path = run_dir / LAST
     if not path.exists():
         return False
-    tensors, meta = ckpt.load(path, trainer.device)
+    expected = ckpt.prefixed("backend", trainer.backend.state_tensors())
+    expected.update(ckpt.prefixed("optim", trainer.opt.state_tensors()))
+    expected.update(ckpt.prefixed("best", _snap_tensors(trainer.best_snap)))
+    expected["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        expected["rng.cuda"] = torch.cuda.get_rng_state()
+    # every name, shape and dtype of this run's state, all finite: a damaged or foreign
+    # checkpoint is one error naming the file, never a failure deep inside a copy
+    tensors, meta = ckpt.load(path, trainer.device, expect=expected)
+    ckpt.check_meta(meta, {"epoch": int, "history": dict, "steps_done": int, "best": list,
+                           "best_epoch": list, "wait": list, "plateau": dict, "bn_steps": int},
+                    path)
+    epoch = meta["epoch"]
+    lengths = {len(v) if isinstance(v, list) else -1 for v in meta["history"].values()}
+    if (set(meta["history"]) != set(trainer.history[0]) or lengths != {epoch}
+            or not 0 <= epoch <= trainer.epochs or len(meta["wait"]) != len(trainer.configs)):
+        raise DnnlabError(f"{path} is damaged (its epoch, history and early-stopping state "
+                          "disagree); delete it to start the run over")
     trainer.backend.load_state_tensors(ckpt.unprefixed("backend", tensors), int(meta["bn_steps"]))
     trainer.opt.load_state_tensors(ckpt.unprefixed("optim", tensors))
     _load_snap(trainer.best_snap, ckpt.unprefixed("best", tensors))
@@ -79,7 +97,6 @@ def restore(run_dir: Path, trainer) -> bool:
     torch.set_rng_state(tensors["rng.cpu"].cpu())
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"].cpu())
-    epoch = int(meta["epoch"])
     trainer.start_epoch = epoch + 1
     patience = trainer.configs[0].train.patience
     if patience is not None and trainer.wait[0] >= patience and epoch < trainer.epochs:

@@ -25,15 +25,21 @@ def register(sub, with_config) -> None:
                     "a study)")
     sp.add_argument("--out", help="output folder: trials.csv, best_config.toml, study.db "
                     "(default runs/NAME-tune)")
+    sp.add_argument("--heartbeat", type=int, default=20, metavar="SECONDS",
+                    help="seconds between a running trial's heartbeats; a worker killed mid-trial "
+                    "has its trial failed and retried after 3 missed heartbeats (default 20)")
     sp.set_defaults(func=cmd_tune)
 
 
 def cmd_tune(args) -> int:
+    # dnnlab.cli imports this module (a top-level import would be a cycle); the search module
+    # brings optuna and torch, which only this command needs
     from dnnlab.cli import config_from_args
     from dnnlab.tune.search import tune
 
     result = tune(config_from_args(args), trials=args.trials, folds=args.folds, storage=args.storage,
-                  out=args.out, study_name=args.study_name, seed=args.seed)
+                  out=args.out, study_name=args.study_name, seed=args.seed,
+                  heartbeat=args.heartbeat)
     print(result.table())
     print(f"best cross-validated accuracy {result.best_value:.4f}; this worker ran "
           f"{len(result.trials_here)} trials: {result.trials_here}")

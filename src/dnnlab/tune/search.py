@@ -10,14 +10,17 @@ whose first folds already trail the median of earlier trials.
 A search lives in an Optuna storage: by default ``study.db`` (SQLite) in the output folder, so a
 stopped search resumes where it stopped; with ``storage="postgresql://..."`` any number of
 workers on any number of machines share one study. ``trials`` is the number of finished trials
-the study should hold: each worker runs trials until the study holds that many (a worker killed
-mid-trial leaves a trial that the heartbeat marks failed after ``GRACE_SECONDS``; failed trials do
-not count). Every trial records which worker ran it (host:pid).
+the study should hold: each worker runs trials until the study holds that many *finished*
+(complete or pruned) trials. A worker killed at any moment leaves a RUNNING trial whose heartbeat
+stops; after the grace period (3 heartbeats) the next worker to start a trial marks it failed and
+Optuna's ``RetryFailedTrialCallback`` enqueues a copy with the same parameters, which a worker
+runs first; failed trials never count. Every trial records which worker ran it (host:pid).
 """
 
 from __future__ import annotations
 
 import csv
+import inspect
 import io as _io
 import math
 import os
@@ -29,15 +32,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from dnnlab import io
+from dnnlab import io, rundir
+from dnnlab.dburl import safe_url as _safe_url
+from dnnlab.dburl import with_driver
 from dnnlab.config import RunConfig, replace, to_toml
+from dnnlab.data import load_from_config
+from dnnlab.data.splits import from_arrays
 from dnnlab.errors import DnnlabError
+from dnnlab.train import fit
 from dnnlab.tune.folds import stratified_kfold
 from dnnlab.tune.space import Param, apply, parse_space
 
-HEARTBEAT_SECONDS = 20
-GRACE_SECONDS = 60
+HEARTBEAT_SECONDS = 20           # a running trial's heartbeat; stale after GRACE_BEATS of them
+GRACE_BEATS = 3
+MAX_RETRY = 3                    # a trial whose workers die this often is left failed
 SQLITE_TIMEOUT_SECONDS = 120
 
 
@@ -67,28 +79,27 @@ def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'study.db').resolve()}"
 
 
-def with_driver(url: str) -> str:
-    """``postgresql://`` with an installed driver named: SQLAlchemy 2.1 assumes psycopg 3, and
-    many machines have only psycopg2 (``psycopg2-binary``), so the one that is importable wins."""
-    import importlib.util
-    scheme, sep, rest = url.partition("://")
-    if scheme in ("postgresql", "postgres") and sep:
-        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
-            if importlib.util.find_spec(module) is not None:
-                return f"postgresql+{driver}://{rest}"
-    return url
+def _retry_kwargs() -> dict[str, Any]:
+    """Optuna's retry of a dead worker's trial, under the names this Optuna version has
+    (``RetryHeartbeatStaleTrialCallback`` / ``heartbeat_stale_trial_callback`` since 4.9,
+    ``RetryFailedTrialCallback`` / ``failed_trial_callback`` before)."""
+    names = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    if "heartbeat_stale_trial_callback" in names:
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        return {"heartbeat_stale_trial_callback": retry}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
 
 
-def open_storage(url: str):
-    """An RDB storage with heartbeats (stale trials of killed workers are failed, not counted).
+def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
+    """An RDB storage with heartbeats: a killed worker's trial is failed after
+    ``GRACE_BEATS * heartbeat`` seconds and retried (:func:`_retry_kwargs`), never counted.
 
     SQLite gets a long lock timeout so several local workers can share one file; creating the
     tables is retried because workers that start together race to create them. A plain
     ``postgresql://`` URL gets whichever PostgreSQL driver is installed (:func:`with_driver`).
     """
-    import optuna
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
+    if heartbeat < 1:
+        raise DnnlabError(f"--heartbeat {heartbeat}: give at least 1 second")
     # heartbeats and fail_stale_trials are marked experimental; the warning is noise to a user
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     url = with_driver(url)
@@ -98,8 +109,9 @@ def open_storage(url: str):
     last: Exception | None = None
     for attempt in range(8):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
-                                              grace_period=GRACE_SECONDS, **kwargs)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=int(heartbeat),
+                                              grace_period=int(GRACE_BEATS * heartbeat),
+                                              **_retry_kwargs(), **kwargs)
         except (OperationalError, IntegrityError) as e:
             last = e
             time.sleep(0.25 * (attempt + 1))
@@ -113,32 +125,18 @@ def open_storage(url: str):
     raise DnnlabError(f"cannot open the Optuna storage {_safe_url(url)}: {last}")
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':')[0]}:***@{host}"
-    return url
-
-
 def _counted(study) -> int:
-    """Trials that count towards the target: finished ones and ones running now.
+    """Trials that count towards the target: finished ones (complete or pruned).
 
-    Enqueued (waiting) trials do not count: a worker has yet to run them, and will, first.
+    Running trials do not count (their worker may be dead: the heartbeat will tell), nor failed
+    ones (retried), nor enqueued ones (a worker has yet to run them, and will, first). Workers
+    that start their last trials together may overshoot the target by one trial each.
     """
-    from optuna.trial import TrialState
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=states))
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def make_objective(cfg: RunConfig, params: list[Param], data, folds: int, log=print):
     """The Optuna objective: mean held-out-fold accuracy of the config a trial draws."""
-    import optuna
-
-    from dnnlab.data.splits import from_arrays
-    from dnnlab.train import fit
-
     x, y = data.train.x, data.train.y
     splits = stratified_kfold(y, folds, seed=cfg.data.seed)
     has_valid = len(data.valid) > 0
@@ -185,36 +183,35 @@ def _short(v: Any) -> str:
 
 def tune(cfg: RunConfig, *, trials: int, folds: int = 3, storage: str | None = None,
          out: str | Path | None = None, study_name: str | None = None, data=None,
-         seed: int | None = None, startup_trials: int = 5, log=print) -> TuneResult:
+         seed: int | None = None, startup_trials: int = 5, heartbeat: int = HEARTBEAT_SECONDS,
+         log=print) -> TuneResult:
     """Search ``cfg.tune``'s space until the study holds ``trials`` finished trials.
 
     ``data`` is a loaded :class:`~dnnlab.data.Dataset` (default: ``cfg.data`` is loaded).
     ``seed`` seeds the sampler; leave it None when several workers share a study, or they would
     all propose the same first trials. Pruning starts once ``startup_trials`` trials completed. Writes ``trials.csv`` and ``best_config.toml`` to ``out``
-    (default ``runs/NAME-tune``) and returns the :class:`TuneResult`.
+    (default ``runs/NAME-tune``) and returns the :class:`TuneResult`. ``heartbeat``: seconds
+    between a running trial's heartbeats (a dead worker's trial is retried after 3 missed ones).
     """
-    import optuna
-
     if trials < 1:
         raise DnnlabError(f"--trials {trials}: run at least 1 trial")
     params = parse_space(cfg)
-    out_dir = Path(out) if out is not None else Path("runs") / f"{cfg.name}-tune"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out) if out is not None else rundir.child("runs", f"{cfg.name}-tune")
+    rundir.make_dir(out_dir)
     url = storage or default_storage(out_dir)
     name = study_name or cfg.name
     if data is None:
-        from dnnlab.data import load_from_config
         data = load_from_config(cfg.data)
     objective = make_objective(cfg, params, data, folds, log=log)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        storage=open_storage(url), study_name=name, direction="maximize", load_if_exists=True,
+        storage=open_storage(url, heartbeat), study_name=name, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
     optuna.storages.fail_stale_trials(study)
-    log(f"study {name!r} in {_safe_url(url)}: {_counted(study)} of {trials} trials done or "
-        f"running; searching {len(params)} parameters with {folds}-fold cross-validation")
+    log(f"study {name!r} in {_safe_url(url)}: {_counted(study)} of {trials} trials finished; "
+        f"searching {len(params)} parameters with {folds}-fold cross-validation")
     mine: list[int] = []
     while _counted(study) < trials:
         trial_numbers: list[int] = []

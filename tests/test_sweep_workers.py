@@ -1,0 +1,168 @@
+"""Many workers, one job: `dnnlab sweep --storage` shared by processes (one SIGKILLed mid-run,
+its group redone, every variant in the summary exactly once), a sweep that resumes, and a
+`dnnlab tune` worker killed mid-trial whose trial is failed, retried and not counted."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import sqlalchemy as sa
+
+from dnnlab.dburl import with_driver
+from test_tune_workers import postgres_url  # noqa: F401  (the PostgreSQL server fixture)
+
+CONFIG = """
+name = "sw"
+[data]
+name = "synthetic"
+limit = 600
+valid_size = 100
+[model]
+depth = 2
+[train]
+epochs = 6
+batch_size = 16
+patience = "none"
+progress = false
+device = "cpu"
+checkpoint_every = 0
+"""
+WIDTHS = [4, 5, 6, 7]
+LRS = [0.01, 0.02]
+AXES = ["--set", "model.width=" + ",".join(map(str, WIDTHS)), "--set",
+        "optim.lr=" + ",".join(map(str, LRS)), "--set", "train.epochs=6"]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MPLBACKEND": "Agg",
+            "OMP_NUM_THREADS": "1"}
+
+
+def _worker(config, storage, out, grace=3):
+    return subprocess.Popen([sys.executable, "-m", "dnnlab", "sweep", str(config), *AXES,
+                             "--storage", storage, "--out", str(out), "--grace", str(grace)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+
+
+def _claims(storage):
+    engine = sa.create_engine(with_driver(storage))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT grp, worker, state FROM dnnlab_sweep_claims")).all()
+    except sa.exc.SQLAlchemyError:
+        return []
+    finally:
+        engine.dispose()
+
+
+def _check_summary(out):
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    names = sorted(r["run"] for r in rows)
+    expected = sorted(f"width={w}_lr={lr}_seed=42" for w in WIDTHS for lr in LRS)
+    assert names == expected                       # every variant, exactly once
+    assert "epochs" not in "".join(names)          # a one-value --set is not an axis
+    assert all(r["status"] == "completed" and r["epochs_run"] == "6" for r in rows)
+    for name in names:
+        assert (out / name / "model.safetensors").is_file()
+
+
+def test_two_postgres_workers_one_killed_every_variant_once(tmp_path, postgres_url):  # noqa: F811
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG)
+    out = tmp_path / "sweep"
+    victim = _worker(config, postgres_url, out)
+    deadline = time.time() + 60
+    while not any(w.endswith(f":{victim.pid}") and s == "running"
+                  for _, w, s in _claims(postgres_url)):
+        assert time.time() < deadline and victim.poll() is None, victim.stdout.read()
+        time.sleep(0.1)
+    survivor = _worker(config, postgres_url, out)
+    victim.send_signal(signal.SIGKILL)             # mid-group: its claim stays "running"
+    victim.wait()
+    text, _ = survivor.communicate(timeout=180)
+    assert survivor.returncode == 0, text
+    _check_summary(out)
+    claims = _claims(postgres_url)
+    assert len(claims) == len(WIDTHS) and all(s == "done" for _, _, s in claims)
+    assert all(w.endswith(f":{survivor.pid}") for _, w, _ in claims)   # the dead one's redone
+
+
+def test_sqlite_sweep_resumes_without_retraining(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(CONFIG.replace("epochs = 6", "epochs = 1"))
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    out = tmp_path / "sweep"
+    first = _worker(config, storage, out)
+    text, _ = first.communicate(timeout=180)
+    assert first.returncode == 0, text
+    _check_summary(out)
+    stamp = (out / "width=4_lr=0.01_seed=42" / "model.safetensors").stat().st_mtime_ns
+    again = _worker(config, storage, out)
+    text, _ = again.communicate(timeout=180)
+    assert again.returncode == 0, text
+    _check_summary(out)
+    assert (out / "width=4_lr=0.01_seed=42" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+TUNE = """
+name = "tk"
+[data]
+name = "synthetic"
+valid_size = 100
+limit = 2000
+[model]
+depth = 1
+width = 8
+[train]
+epochs = 300
+batch_size = 16
+patience = "none"
+progress = false
+device = "cpu"
+checkpoint_every = 0
+[tune]
+"optim.lr" = {low = 1e-3, high = 1e-2, log = true}
+"""
+
+
+def test_killed_tune_worker_trial_is_retried_and_not_counted(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    config = tmp_path / "t.toml"
+    config.write_text(TUNE)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def start(name):
+        return subprocess.Popen([sys.executable, "-m", "dnnlab", "tune", str(config), "--trials",
+                                 "2", "--folds", "2", "--storage", storage, "--study-name", "s",
+                                 "--heartbeat", "1", "--out", str(tmp_path / name)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=_env())
+
+    victim = start("a")
+    deadline = time.time() + 60
+    while True:
+        try:
+            study = optuna.load_study(study_name="s", storage=storage)
+            if study.get_trials(states=(TrialState.RUNNING,)):
+                break
+        except Exception:  # noqa: BLE001 - the study does not exist yet
+            pass
+        assert time.time() < deadline and victim.poll() is None
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = start("b")
+    text, _ = survivor.communicate(timeout=240)
+    assert survivor.returncode == 0, text
+    study = optuna.load_study(study_name="s", storage=storage)
+    trials = study.get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(failed) == 1 and len(finished) >= 2
+    retried = [t for t in finished if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert retried and retried[0].params == failed[0].params   # the dead trial, run again
