@@ -88,7 +88,7 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
     if not run_dirs:
         raise DnnlabError("no run directories given; pass at least one directory written by `dnnlab train`")
     dirs = [Path(d) for d in run_dirs]
-    histories, rows, notes = {}, [], []
+    histories, rows, notes, best = {}, [], [], {}
     for d in dirs:
         metrics = read_metrics(d)
         summary = read_summary(d) if (d / "summary.json").is_file() else {}
@@ -97,6 +97,7 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
         while name in histories:  # two runs with one name would share a legend entry
             name += "'"
         histories[name] = metrics
+        best[name] = info.get("best_epoch")
         rows.append({"run": name, "status": info["status"], "best epoch": info.get("best_epoch"),
                      "best val acc": info.get("best_val_accuracy"),
                      "best val loss": info.get("best_val_loss"), "test acc": info.get("test_accuracy"),
@@ -104,9 +105,10 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
         notes.append(f"{name}: {d.resolve()}" + (f" ({info['message']})" if info.get("message") else ""))
     out = Path(out) if out is not None else (dirs[0] if len(dirs) == 1 else dirs[0].parent / "report")
     title = rows[0]["run"] if len(rows) == 1 else f"Comparison of {len(rows)} runs"
-    png = save_figure(learning_curves(histories, title=title), out / "curves.png")
+    png = save_figure(learning_curves(histories, title=title, best_epochs=best), out / "curves.png")
     page = Page(title, "Learning curves and results, read from each run's metrics.csv and summary.json.")
     page.table(rows, COLUMNS, formats=FORMATS)
-    page.figure(png, "Train (dashed) and validation (solid) curves; one colour per run.")
+    page.figure(png, "Train (dashed) and validation (solid) curves; one colour per run; a star marks "
+                "each run's best epoch (the weights it keeps).")
     page.heading("Runs").bullets(notes)
     return page.save(out / "report.html")
