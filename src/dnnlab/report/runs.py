@@ -8,6 +8,7 @@ torch. A run killed before writing its summary is still reported from its metric
 from __future__ import annotations
 
 import csv
+import glob
 import math
 from pathlib import Path
 
@@ -77,6 +78,42 @@ def _from_metrics(m: dict[str, list[float]]) -> dict:
         secs = [v for _, v in _finite(m["seconds"])]
         out["seconds_per_epoch"] = sum(secs) / len(secs)
     return out
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` is a directory a run wrote (it holds ``metrics.csv``)."""
+    return (Path(path) / "metrics.csv").is_file()
+
+
+def select_run_dirs(paths: list) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The run directories among ``paths``, and what was skipped and why.
+
+    ``dnnlab report runs/mnist04-*`` gets whatever the shell's glob matched: besides the run
+    directories that can be a plot ``lr-find`` wrote, or a ``report/`` folder. Those are skipped
+    (and returned with the reason) rather than failing the whole report. A pattern the shell did
+    not expand (quoted, or on Windows) is expanded here. Only when nothing usable remains is it
+    an error, naming what was given.
+    """
+    expanded: list[Path] = []
+    for raw in paths:
+        text = str(raw)
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) and not Path(text).exists() else []
+        expanded.extend(Path(m) for m in matches) if matches else expanded.append(Path(text))
+    dirs, skipped = [], []
+    for p in dict.fromkeys(expanded):
+        if is_run_dir(p):
+            dirs.append(p)
+        elif not p.exists():
+            skipped.append((p, "does not exist"))
+        elif not p.is_dir():
+            skipped.append((p, "not a directory"))
+        else:
+            skipped.append((p, "no metrics.csv: not a run directory"))
+    if not dirs:
+        given = "; ".join(f"{p} ({why})" for p, why in skipped) or "nothing"
+        raise DnnlabError(f"no run directory among the paths given ({given}); pass directories "
+                          "written by `dnnlab train`")
+    return dirs, skipped
 
 
 def report_runs(run_dirs: list, out: Path | None = None) -> Path:
