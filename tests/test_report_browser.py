@@ -193,8 +193,8 @@ def test_explain_report_in_chromium(browser, tmp_path):
     assert "— source 001: a learner's notes" in facts["text"]
 
 
-@pytest.mark.slow
 def test_transfer_study_report_in_chromium(browser, tmp_path):
+    """The study kind in the default run: the transfer study's quick mode, one seed (~30 s)."""
     out = tmp_path / "transfer"
     assert main(["study", "transfer", "--quick", "--seeds", "1", "--out", str(out)]) == 0
     check_in_browser(browser, out / "report.html", tmp_path / "study-transfer.png", min_images=3)
