@@ -13,6 +13,7 @@ import torch
 from matplotlib.figure import Figure
 
 import dnnlab
+from dnnlab.studies.explain import load_topic
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -124,3 +125,12 @@ def test_studies_and_topics_by_name_refuse_unknown_names(tmp_path):
     with pytest.raises(dnnlab.DnnlabError, match="unknown topic 'symetry'"):
         dnnlab.explain("symetry", tmp_path)
     assert "symmetry" in dnnlab.TOPICS and dnnlab.STUDIES == ("cifar10", "transfer")
+
+
+@pytest.mark.parametrize("topic", dnnlab.TOPICS)
+def test_every_explain_topic_draws_its_figure_as_a_figure(topic):
+    """Each topic's figure function returns a Figure (a notebook shows it); _plot only saves it."""
+    module = load_topic(topic)
+    sig = inspect.signature(module.figure)
+    assert "path" not in sig.parameters and sig.return_annotation in (Figure, "Figure")
+    assert module.figure.__doc__

@@ -27,7 +27,7 @@ def _run(root, name):
 
 
 def test_report_over_a_glob_skips_the_lr_finder_png_and_other_folders(tmp_path, capsys):
-    a, b = _run(tmp_path, "mnist04-5x100-1"), _run(tmp_path, "mnist04-5x100-2")
+    _run(tmp_path, "mnist04-5x100-1"), _run(tmp_path, "mnist04-5x100-2")
     png = tmp_path / "mnist04-5x100-lr-find.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n")
     (tmp_path / "mnist04-5x100-notes").mkdir()

@@ -123,6 +123,7 @@ def browser(tmp_path_factory):
     _need("chromium", CHROMIUM is not None)
     try:
         import websocket  # noqa: F401 - only checking that the test extra is installed
+        del websocket
     except ImportError:
         _need("websocket-client", False)
     b = Browser(tmp_path_factory.mktemp("chromium-profile"))
