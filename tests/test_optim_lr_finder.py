@@ -98,8 +98,9 @@ def test_full_sweep_without_divergence():
 def test_plot_writes_a_png(tmp_path):
     x, y = _data()
     r = find_lr(_model(), x, y, OptimConfig(name="sgd"), steps=30)
-    out = r.plot(tmp_path / "lr.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = r.plot(tmp_path / "lr.png")
+    assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert type(fig).__name__ == "Figure" and fig.axes[0].get_xscale() == "log"
 
 
 def test_a_module_the_stack_cannot_take_is_swept_in_place_and_restored():

@@ -1,2 +1,116 @@
-"""dnnlab: train deep MLPs and settle the questions of "Training Deep Neural Networks" by measurement."""
+"""dnnlab: train deep MLPs and settle the questions of "Training Deep Neural Networks" by measurement.
+
+The Python API, for notebooks and scripts: everything the command line does, as functions.
+
+>>> import dnnlab
+>>> cfg = dnnlab.replace(dnnlab.RunConfig(), **{"train.epochs": 3, "data.classes": [0, 1, 2, 3, 4]})
+>>> data = dnnlab.load_dataset("mnist", classes=[0, 1, 2, 3, 4], limit=2000)   # ships inside dnnlab
+>>> result = dnnlab.fit(cfg, data)                          # doctest: +SKIP
+>>> dnnlab.learning_curves({"5x100": result.history})       # a matplotlib Figure  # doctest: +SKIP
+
+Importing dnnlab changes no global state: no matplotlib backend switch (figures are built as plain
+``matplotlib.figure.Figure`` objects, and every plotting function returns one), no torch thread
+or random-state change, no warning filters, no logging handlers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval
+from dnnlab.analysis.stats import layer_stats
+from dnnlab.analysis.transfer import cache_features, freeze, reuse_layers, unfreeze
+from dnnlab.config import (DataConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig,
+                           TrainConfig, load_config, replace)
+from dnnlab.data import Dataset, from_arrays, load_dataset, standardized
+from dnnlab.errors import DnnlabError
+from dnnlab.nn.mlp import MLP, build_mlp
+from dnnlab.optim.lr_finder import LRFinderResult, find_lr
+from dnnlab.report import learning_curves, line_plot, report_runs
+from dnnlab.studies import cifar10 as _cifar10_study
+from dnnlab.studies import transfer as _transfer_study
+from dnnlab.studies.explain import TOPICS, Finding, run_topics
+from dnnlab.train import Variant, fit, train_many
+from dnnlab.train.checkpoint import load_model, save_model
+
 __version__ = "0.1.0"
+
+STUDIES: tuple[str, ...] = ("cifar10", "transfer")
+"""The exercises :func:`run_study` runs (``dnnlab study NAME`` on the command line)."""
+
+
+def _quiet(*_args: Any, **_kwargs: Any) -> None:
+    """A ``log`` function that prints nothing (``progress=False``)."""
+
+
+def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, seeds: int = 3,
+              data_dir: str | Path | None = None, device: str = "auto", progress: bool = True,
+              **options: Any) -> dict[str, Any]:
+    """Run one of the chapter's exercises end to end and return its results (also in ``out``).
+
+    Args:
+        name: ``"cifar10"`` (the CIFAR-10 exercise: needs CIFAR-10 in ``data_dir``, the cache or
+            a download) or ``"transfer"`` (the MNIST transfer-learning exercise).
+        out: the output folder for ``results.json``, ``report.html`` and the runs; default
+            ``runs/NAME``.
+        quick: a shortened run of the whole pipeline (minutes on a 2-core CPU) instead of the
+            book's protocol.
+        seeds: seeds per experiment (default 3; results are mean ± std over them).
+        data_dir: a folder holding the dataset files (default: ``$DNNLAB_DATA_DIR``, the cache).
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        progress: print progress lines (default True).
+        **options: the study's own options, e.g. ``threads=2`` or ``resume=True`` (both);
+            ``max_epochs``, ``patience``, ``search_epochs`` (cifar10); ``pretrained`` (transfer).
+
+    Returns the dict written to ``results.json``. Same as ``dnnlab study NAME``.
+    """
+    if name == "cifar10":
+        return _cifar10_study.run(Path(out or "runs/cifar10"), data_dir=data_dir, quick=quick,
+                                  seeds=seeds, device=device, progress=progress, **options)
+    if name == "transfer":
+        return _transfer_study.run(out or "runs/transfer", quick=quick, seeds=seeds,
+                                   data_dir=None if data_dir is None else str(data_dir),
+                                   device=device, log=print if progress else _quiet, **options)
+    raise DnnlabError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}")
+
+
+def explain(topics: str | list[str], out: str | Path = "runs/explain", *, quick: bool = False,
+            seed: int = 0, progress: bool = True) -> dict[str, Finding]:
+    """Settle one or more of the chapter's questions by experiment; return a Finding per topic.
+
+    Args:
+        topics: a topic name, a list of them, or ``"all"``; the names are in
+            :data:`dnnlab.TOPICS` (``symmetry``, ``bias-init``, ``init-variance``, ``selu``,
+            ``activations``, ``momentum``, ``sparsity``, ``dropout-cost``, ``mc-dropout``).
+        out: the folder for each topic's figure, ``results.json`` and ``report.html``
+            (default ``runs/explain``); earlier topics' results there are kept in the report.
+        quick: tiny settings (seconds per topic) that still show the verdict's direction.
+        seed: the random seed of the experiments (default 0).
+        progress: print a line per step and each verdict as it lands (default True).
+
+    Each :class:`Finding` holds the question, the verdict, the numbers behind it, the seed
+    answers it confirms or refutes and the path of its figure. A topic that fails does not stop
+    the others; a ``DnnlabError`` names the failed ones at the end. Same as ``dnnlab explain``.
+    """
+    return run_topics(topics, Path(out), quick=quick, seed=seed, progress=progress)
+
+
+__all__ = [
+    # config
+    "RunConfig", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "TrainConfig",
+    "load_config", "replace",
+    # data
+    "Dataset", "load_dataset", "from_arrays", "standardized",
+    # models and training
+    "MLP", "build_mlp", "fit", "train_many", "Variant",
+    "save_model", "load_model",
+    # analysis
+    "find_lr", "LRFinderResult", "layer_stats", "mc_predict", "mc_dropout_eval", "plain_eval",
+    "reuse_layers", "freeze", "unfreeze", "cache_features",
+    # reports and plots
+    "learning_curves", "line_plot", "report_runs",
+    # studies and explained questions
+    "STUDIES", "run_study", "TOPICS", "explain", "Finding",
+    "DnnlabError", "__version__",
+]

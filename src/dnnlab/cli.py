@@ -36,17 +36,30 @@ def config_from_args(args):
     return replace(cfg, **flags) if flags else cfg
 
 
+def _threads(args):
+    """``--threads N``: torch's CPU threads for the command, the studies' mechanism (None: torch's)."""
+    from dnnlab.studies.common import torch_threads
+    n = getattr(args, "threads", None)
+    if n is not None and n < 1:
+        raise DnnlabError(f"--threads {n}: give a number of threads >= 1 (or leave it out for "
+                          "torch's default, one per core)")
+    return torch_threads(n)
+
+
 def cmd_train(args) -> int:
     from dnnlab.train import train_run
     from dnnlab.train.run import resume_config
     if args.resume:   # CONFIG, --set and flags may change only what a resume allows (checked)
         cfg = resume_config(args.resume, args.config, list(args.set or []), _flags(args))
-        result = train_run(cfg, resume=args.resume)
+        with _threads(args):
+            result = train_run(cfg, resume=args.resume)
     else:
         if args.config is None:
             raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
                               "or --resume RUN_DIR")
-        result = train_run(config_from_args(args), args.out)
+        cfg = config_from_args(args)
+        with _threads(args):
+            result = train_run(cfg, args.out)
     s = result.summary()
     line = (f"{result.status}: best {result.monitor} {result.best:.4f} at epoch {result.best_epoch}"
             f" ({result.epochs_run} epochs, {s['seconds_per_epoch']:.2f} s/epoch)")
@@ -61,8 +74,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from dnnlab.report import report_runs
-    path = report_runs([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None)
+    from dnnlab.report.runs import report_runs, select_run_dirs
+    dirs, skipped = select_run_dirs(args.run_dirs)
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    path = report_runs(dirs, Path(args.out) if args.out else None)
     print(f"report: {path}")
     return 0
 
@@ -86,8 +102,9 @@ def cmd_lr_find(args) -> int:
     model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed).to(device)
     x = torch.as_tensor(data.train.x).to(device)
     y = torch.as_tensor(data.train.y).to(device)
-    res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=args.steps,
-                  seed=cfg.train.seed)
+    with _threads(args):
+        res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=args.steps,
+                      seed=cfg.train.seed)
     out = Path(args.out or "runs") / f"{cfg.name}-lr-find.png"
     res.plot(out)
     print(f"suggested learning rate: {res.suggestion:.3g} (minimum of the smoothed loss / 10)")
@@ -102,10 +119,19 @@ def cmd_sweep(args) -> int:
     flags = {"train.device": args.device, "data.data_dir": args.data_dir, "train.epochs": args.epochs}
     flags = {k: v for k, v in flags.items() if v is not None}
     cfg = replace(cfg, **flags) if flags else cfg
-    out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out, progress=cfg.train.progress,
-                storage=args.storage, grace=args.grace)
+    with _threads(args):
+        out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out,
+                    progress=cfg.train.progress, storage=args.storage, grace=args.grace)
     print(format_table(out))
     print(f"sweep directory: {out} (summary.csv, report.html, one run directory per variant)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from dnnlab.export import export_run
+    path, diff = export_run(args.run_dir, args.format, args.out, opset=args.opset)
+    print(f"exported {args.run_dir} to {path} (ONNX opset {args.opset}; input: float32 rows "
+          f"prepared as the run's data, output: logits; onnxruntime matches dnnlab within {diff:.1e})")
     return 0
 
 
@@ -118,9 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", nargs=None if required else "?", help="a TOML config (see examples/)")
         sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
-        sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
-        sp.add_argument("--data-dir", help="folder holding the dataset files")
-        sp.add_argument("--epochs", type=int, help="override train.epochs")
+        sp.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                        help="where to train (default: the config's train.device; auto = CUDA "
+                             "when present)")
+        sp.add_argument("--data-dir", help="folder holding the dataset files (default: the "
+                        "config's data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
+        sp.add_argument("--epochs", type=int, help="override train.epochs (default: the config's)")
+
+    def with_threads(sp):
+        sp.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: torch's, one per core; 1 is fastest "
+                             "for small MLPs on a busy machine)")
 
     sp = sub.add_parser("train", help="train one model from a config")
     with_config(sp, required=False)
@@ -128,11 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run; with "
                     "CONFIG/--set only train.epochs, patience, device, progress, checkpoint_every "
                     "may change (anything else is refused, naming the keys)")
+    with_threads(sp)
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("report", help="compare runs: overlaid curves and a results table")
-    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    sp.add_argument("--out", help="output folder (default: beside the runs)")
+    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                    help="run directories, e.g. runs/mnist04-5x100-* (paths that are not run "
+                         "directories, such as lr-find's PNG, are skipped with a note)")
+    sp.add_argument("--out", help="output folder (default: the run directory for one run, "
+                    "else report/ beside the first)")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("datasets", help="which datasets are available, where, checksums")
@@ -141,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("lr-find", help="learning-rate range test: plot and suggestion")
     with_config(sp)
-    sp.add_argument("--steps", type=int, default=200, help="number of steps of the sweep")
+    sp.add_argument("--steps", type=int, default=200,
+                    help="number of steps of the sweep (default 200)")
     sp.add_argument("--out", help="folder for the plot (default runs/)")
+    with_threads(sp)
     sp.set_defaults(func=cmd_lr_find)
 
     sp = sub.add_parser("sweep", help="train many variants at once (the K-model engine)")
@@ -153,18 +193,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fixed", action="append", metavar="KEY=VALUE",
                     help="a single override applied to every variant")
     sp.add_argument("--seeds", type=int, default=1, help="seeds per variant (default 1)")
-    sp.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    sp.add_argument("--data-dir")
-    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                    help="where to train (default: the config's train.device)")
+    sp.add_argument("--data-dir", help="folder holding the dataset files (default: the config's "
+                    "data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
+    sp.add_argument("--epochs", type=int, help="override train.epochs (default: the config's)")
     sp.add_argument("--out", help="sweep directory (default runs/NAME-sweep-TIMESTAMP, or "
                     "runs/NAME-sweep-HASH with --storage)")
     sp.add_argument("--storage", metavar="URL", help="share the sweep between workers (processes "
                     "or machines) through a database, e.g. sqlite:///sweep.db or "
-                    "postgresql://user:pw@host/db; re-running resumes it")
+                    "postgresql://user:pw@host/db; re-running resumes it (default: none, one process)")
     sp.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
                     help="with --storage: a group whose worker sent no heartbeat for this long is "
-                    "redone by another worker (default 60)")
+                    "redone by another worker (default 60.0)")
+    with_threads(sp)
     sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("export", help="write a run's model for other runtimes (ONNX)",
+                        description="Export the final model of a run directory (model.safetensors) "
+                        "in inference mode: dropout off, batch norm on its moving statistics. The "
+                        "file is checked and run with onnxruntime against dnnlab's own outputs "
+                        "before it is written. Needs: pip install 'dnnlab[export]'.")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'dnnlab train'")
+    sp.add_argument("--format", default="onnx", choices=("onnx",), help="the format (default onnx)")
+    sp.add_argument("--out", metavar="PATH", help="the output file (default RUN_DIR/model.onnx)")
+    sp.add_argument("--opset", type=int, default=17, help="ONNX operator-set version (default 17)")
+    sp.set_defaults(func=cmd_export)
 
     for register in _extra_commands():
         register(sub, with_config)

@@ -8,7 +8,6 @@ Registered by :mod:`dnnlab.cli` through ``_extra_commands``; the work is
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -86,14 +85,17 @@ def register(sub, with_config) -> None:
         "prune", help="zero the smallest weights of a trained run, fine-tune, report",
         description="Prune a finished run to a target sparsity by global magnitude pruning "
                     "(torch.nn.utils.prune), fine-tune it with the pruned weights held at zero, and "
-                    "write RUN_DIR/pruned-S/model.safetensors and report.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "write RUN_DIR/pruned-S/model.safetensors and report.json.")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'dnnlab train'")
     sp.add_argument("--sparsity", type=float, required=True, metavar="S",
-                    help="fraction of kernel weights set to exactly zero, in [0, 1), e.g. 0.9")
-    sp.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (0: prune only)")
+                    help="fraction of kernel weights set to exactly zero, in [0, 1), e.g. 0.9 "
+                         "(required)")
+    sp.add_argument("--epochs", type=int, default=2,
+                    help="fine-tuning epochs (0: prune only; default 2)")
     sp.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
-    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to fine-tune")
-    sp.add_argument("--data-dir", help="folder holding the dataset files")
-    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                    help="where to fine-tune (default: the run's train.device)")
+    sp.add_argument("--data-dir", help="folder holding the dataset files (default: the run's "
+                    "data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
     sp.set_defaults(func=cmd_prune)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from dnnlab.errors import DataError
 
@@ -214,7 +215,8 @@ def check_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
     return y
 
 
-def from_arrays(x_train, y_train, x_valid, y_valid, x_test=None, y_test=None, *,
+def from_arrays(x_train: ArrayLike, y_train: ArrayLike, x_valid: ArrayLike, y_valid: ArrayLike,
+                x_test: ArrayLike | None = None, y_test: ArrayLike | None = None, *,
                 name: str = "arrays", class_names: list[str] | None = None) -> Dataset:
     """A Dataset from your own arrays, validated (images are flattened, values kept as given).
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from dnnlab.config import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
@@ -39,14 +40,15 @@ class LRFinderResult:
     diverged: bool = False              # the sweep stopped before its last step
     min_lr: float = field(default=math.nan)   # the lr where the smoothed loss is lowest
 
-    def plot(self, path: str | Path) -> Path:
-        """Save the loss-vs-lr curve (log x) with the suggestion marked; the format follows the suffix."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def plot(self, path: str | Path | None = None) -> Figure:
+        """The loss-vs-lr curve (log x) with the suggestion marked, as a matplotlib ``Figure``.
 
-        path = Path(path)
-        fig, ax = plt.subplots(figsize=(6, 4))
+        The figure is built with ``matplotlib.figure.Figure`` directly (no pyplot), so plotting
+        never switches a notebook's backend. With ``path`` it is also written there (format from
+        the suffix, PNG by default); the figure is returned either way, for a notebook to show.
+        """
+        fig = Figure(figsize=(6, 4), layout="tight")
+        ax = fig.subplots()
         ax.plot(self.lrs, self.raw_losses, color="0.75", lw=0.8, label="batch loss")
         ax.plot(self.lrs, self.losses, color="C0", lw=1.8, label="smoothed loss")
         ax.axvline(self.suggestion, color="C3", ls="--", label=f"suggestion {self.suggestion:.2g}")
@@ -60,11 +62,12 @@ class LRFinderResult:
         ax.set_ylabel("loss")
         ax.set_title("learning-rate range test")
         ax.legend()
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=120)
-        plt.close(fig)
-        return write_bytes(path, buf.getvalue())
+        if path is not None:
+            path = Path(path)
+            buf = io.BytesIO()
+            fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=120)
+            write_bytes(path, buf.getvalue())
+        return fig
 
 
 def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_size: int = 32,

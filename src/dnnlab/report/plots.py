@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -24,25 +25,49 @@ _TITLES = {"loss": "Loss", "accuracy": "Accuracy"}
 
 def _colours(n: int) -> list:
     """tab10 stays readable up to ten runs; beyond that tab20 keeps colours distinct."""
-    from matplotlib import colormaps
-
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def best_epoch_of(history: dict[str, Sequence[float]]) -> float | None:
+    """The epoch of the lowest finite validation loss (the early-stopping default), or None."""
+    losses = list(history.get("val_loss", ()))
+    finite = [(v, i) for i, v in enumerate(losses) if not math.isnan(v) and math.isfinite(v)]
+    if not finite:
+        return None
+    i = min(finite)[1]
+    epochs = list(history.get("epoch", range(1, len(losses) + 1)))
+    return float(epochs[i]) if i < len(epochs) else float(i + 1)
+
+
 def learning_curves(histories: dict[str, dict[str, Sequence[float]]],
                     metrics: Sequence[str] = ("loss", "accuracy"), title: str | None = None,
-                    marks: dict[str, float] | None = None) -> Figure:
+                    marks: dict[str, float] | None = None,
+                    best_epochs: dict[str, float | None] | None = None,
+                    path: str | Path | None = None) -> Figure:
     """Overlay the learning curves of several runs, one panel per metric.
 
-    Each run keeps one colour across panels; training curves are dashed and validation curves
-    solid, so overfitting shows as the gap between a run's two lines. ``marks`` draws labelled
-    vertical lines (e.g. {"best epoch": 12}) on every panel. The x axis is the ``epoch`` column
-    when a history has one, else 1..n.
+    Args:
+        histories: run name -> columns of its ``metrics.csv`` (``epoch``, ``loss``,
+            ``val_loss``, ...). Each run keeps one colour across panels; training curves are
+            dashed and validation curves solid, so overfitting shows as the gap between a run's
+            two lines. The x axis is the ``epoch`` column when a history has one, else 1..n.
+        metrics: the panels, by column name (default loss and accuracy).
+        title: the figure's title (default none).
+        marks: labelled vertical lines drawn on every panel, e.g. ``{"1cycle peak": 7}``.
+        best_epochs: run name -> its best epoch, marked with a star on that run's validation
+            curve in every panel (the weights a run keeps when it restores its best). Runs not
+            named here get the epoch of their lowest validation loss; None skips a run.
+        path: also save the figure there (format from the suffix); default: not saved.
+
+    Returns the ``Figure`` (no pyplot, no backend switch), so a notebook can show it.
     """
     fig = Figure(figsize=(5.2 * len(metrics), 4.0), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     colours = _colours(len(histories))
+    best = {name: best_epoch_of(hist) for name, hist in histories.items()}
+    best.update(best_epochs or {})
+    starred = False
     for ax, metric in zip(axes, metrics):
         for colour, (name, hist) in zip(colours, histories.items()):
             for key, style in ((metric, "--"), (f"val_{metric}", "-")):
@@ -51,6 +76,11 @@ def learning_curves(histories: dict[str, dict[str, Sequence[float]]],
                     continue
                 xs = list(hist.get("epoch", range(1, len(ys) + 1)))[: len(ys)]
                 ax.plot(xs, ys, style, color=colour, linewidth=1.6, marker="o" if len(ys) == 1 else None)
+                b = best.get(name)
+                if key.startswith("val_") and b is not None and b in xs and not math.isnan(ys[xs.index(b)]):
+                    ax.scatter([b], [ys[xs.index(b)]], marker="*", s=170, color=colour,
+                               edgecolors="black", linewidths=0.7, zorder=5)
+                    starred = True
         for i, (label, x) in enumerate((marks or {}).items()):
             ax.axvline(x, color="0.35", linestyle=":", linewidth=1.2)
             if ax is axes[0]:
@@ -63,19 +93,26 @@ def learning_curves(histories: dict[str, dict[str, Sequence[float]]],
     handles = [Line2D([], [], color=c, linewidth=2, label=name) for c, name in zip(colours, histories)]
     handles += [Line2D([], [], color="0.2", linestyle="--", label="train"),
                 Line2D([], [], color="0.2", linestyle="-", label="valid")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6),
+    if starred:
+        handles.append(Line2D([], [], color="0.6", marker="*", markersize=11, markeredgecolor="black",
+                              markeredgewidth=0.7, linestyle="none", label="best epoch"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7),
                frameon=False, fontsize=9)
     if title:
         fig.suptitle(title)
+    if path is not None:
+        save_figure(fig, path)
     return fig
 
 
 def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], *, xlabel: str, ylabel: str,
-              title: str, logx: bool = False, logy: bool = False) -> Figure:
+              title: str, logx: bool = False, logy: bool = False,
+              path: str | Path | None = None) -> Figure:
     """One axes, one line per entry of ``ys`` against a shared ``x``.
 
     The generic helper studies use for what is not a learning curve: loss against learning rate
     in an LR search (``logx=True``), activation statistics against layer depth, and the like.
+    With ``path`` the figure is also saved there; it is returned either way.
     """
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
@@ -87,6 +124,8 @@ def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], *, xlabel: str
     ax.grid(True, which="both" if (logx or logy) else "major", alpha=0.3)
     if len(ys) > 1:
         ax.legend(frameon=False, fontsize=9)
+    if path is not None:
+        save_figure(fig, path)
     return fig
 
 

@@ -12,6 +12,7 @@ shown as "interrupted": the process that wrote it was killed.
 from __future__ import annotations
 
 import csv
+import glob
 import math
 from pathlib import Path
 
@@ -136,6 +137,42 @@ def _from_metrics(m: dict[str, list[float]]) -> dict:
     return out
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` is a directory a run wrote (it holds ``metrics.csv``)."""
+    return (Path(path) / "metrics.csv").is_file()
+
+
+def select_run_dirs(paths: list) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The run directories among ``paths``, and what was skipped and why.
+
+    ``dnnlab report runs/mnist04-*`` gets whatever the shell's glob matched: besides the run
+    directories that can be a plot ``lr-find`` wrote, or a ``report/`` folder. Those are skipped
+    (and returned with the reason) rather than failing the whole report. A pattern the shell did
+    not expand (quoted, or on Windows) is expanded here. Only when nothing usable remains is it
+    an error, naming what was given.
+    """
+    expanded: list[Path] = []
+    for raw in paths:
+        text = str(raw)
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) and not Path(text).exists() else []
+        expanded.extend(Path(m) for m in matches) if matches else expanded.append(Path(text))
+    dirs, skipped = [], []
+    for p in dict.fromkeys(expanded):
+        if is_run_dir(p):
+            dirs.append(p)
+        elif not p.exists():
+            skipped.append((p, "does not exist"))
+        elif not p.is_dir():
+            skipped.append((p, "not a directory"))
+        else:
+            skipped.append((p, "no metrics.csv: not a run directory"))
+    if not dirs:
+        given = "; ".join(f"{p} ({why})" for p, why in skipped) or "nothing"
+        raise DnnlabError(f"no run directory among the paths given ({given}); pass directories "
+                          "written by `dnnlab train`")
+    return dirs, skipped
+
+
 def report_runs(run_dirs: list, out: Path | None = None) -> Path:
     """Write ``curves.png`` and a self-contained ``report.html`` comparing ``run_dirs``.
 
@@ -145,7 +182,7 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
     if not run_dirs:
         raise DnnlabError("no run directories given; pass at least one directory written by `dnnlab train`")
     dirs = [Path(d) for d in run_dirs]
-    histories, rows, notes = {}, [], []
+    histories, rows, notes, best = {}, [], [], {}
     for d in dirs:
         metrics = read_metrics(d)
         summary = read_summary(d) if (d / "summary.json").is_file() else {}
@@ -154,6 +191,7 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
         while name in histories:  # two runs with one name would share a legend entry
             name += "'"
         histories[name] = metrics
+        best[name] = info.get("best_epoch")
         rows.append({"run": name, "status": info["status"], "best epoch": info.get("best_epoch"),
                      "best val acc": info.get("best_val_accuracy"),
                      "best val loss": info.get("best_val_loss"), "test acc": info.get("test_accuracy"),
@@ -161,9 +199,10 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
         notes.append(f"{name}: {d.resolve()}" + (f" ({info['message']})" if info.get("message") else ""))
     out = Path(out) if out is not None else (dirs[0] if len(dirs) == 1 else dirs[0].parent / "report")
     title = rows[0]["run"] if len(rows) == 1 else f"Comparison of {len(rows)} runs"
-    png = save_figure(learning_curves(histories, title=title), out / "curves.png")
+    png = save_figure(learning_curves(histories, title=title, best_epochs=best), out / "curves.png")
     page = Page(title, "Learning curves and results, read from each run's metrics.csv and summary.json.")
     page.table(rows, COLUMNS, formats=FORMATS)
-    page.figure(png, "Train (dashed) and validation (solid) curves; one colour per run.")
+    page.figure(png, "Train (dashed) and validation (solid) curves; one colour per run; a star marks "
+                "each run's best epoch (the weights it keeps).")
     page.heading("Runs").bullets(notes)
     return page.save(out / "report.html")

@@ -203,12 +203,60 @@ def _save(out_dir: Path, results: dict[str, Any]) -> None:
     build_report(ordered, out_dir).save(out_dir / REPORT)
 
 
+# The seed answers each verdict is checked against, cited as "NNN answer K" (answer K to question
+# K of the chapter's exercises, in source NNN) or "NNN <name> card". The report says in words what
+# each source is, so "confirms 002 answer 1" means something to a reader.
+SOURCES: dict[str, tuple[str, str]] = {
+    "000": ("the book", "the book's own solutions to the chapter 11 exercises (Géron, Hands-On "
+            "Machine Learning, 2nd edition, appendix A)"),
+    "001": ("a learner's notes", "a learner's study notes: the learner's own answers, each followed "
+            "by the book's answer (cited as \"learner\" or \"book's answer\"), plus flashcards"),
+    "002": ("an unattributed notebook", "a notebook listing the exercises with answers of unknown "
+            "origin, not from the book; several contradict it"),
+    "003": ("a flashcard deck", "a flashcard deck that restates the book's answers"),
+    "004": ("first-edition notes", "a reader's notes on the book's first edition (its answers and "
+            "page numbers)"),
+}
+
+
+def source_of(citation: str) -> tuple[str, str] | None:
+    """The (short name, description) of the source a citation such as "002 answer 1 (...)" names."""
+    key = citation.strip()[:3]
+    return SOURCES.get(key) if key.isdigit() else None
+
+
+def cited_sources(results: dict[str, Any]) -> list[str]:
+    """The source numbers the results cite, in order."""
+    cited = {c.strip()[:3] for r in results.values() if isinstance(r, dict)
+             for c in [*r.get("confirms", []), *r.get("refutes", [])]}
+    return sorted(cited)
+
+
+def _citation(verb: str, citation: str) -> str:
+    """One bullet: the verb, the citation, and in words which source it is."""
+    src = source_of(citation)
+    where = f" — source {citation.strip()[:3]}: {src[0]}" if src else " — source not described"
+    return f"{verb} {citation}{where}"
+
+
 def build_report(results: dict[str, Any], out_dir: Path):
-    """One page: per topic the question, the verdict, the figure, the numbers, the seed answers."""
+    """One page: per topic the question, the verdict, the figure, the numbers, the seed answers.
+
+    Every "confirms"/"refutes" line names its source in words, and a table at the top says what
+    each cited source is (see :data:`SOURCES`).
+    """
     from dnnlab.report import Page
 
     page = Page("The chapter's questions, settled by experiment",
                 "dnnlab explain: each verdict is computed from the numbers measured below.")
+    cited = cited_sources(results)
+    if cited:
+        page.heading("Sources the verdicts are checked against")
+        page.paragraph("Each topic lists the published answers its measurement confirms or refutes. "
+                       "\"000 answer 1\" means source 000's answer to exercise question 1 of the "
+                       "chapter; \"card\" is a flashcard of that source.")
+        page.table([{"source": key, "what it is": (SOURCES.get(key) or ("?", "not described"))[1]}
+                    for key in cited], ["source", "what it is"])
     for topic in TOPICS:
         r = results.get(topic)
         if r is None:
@@ -220,8 +268,8 @@ def build_report(results: dict[str, Any], out_dir: Path):
             page.verdict(f"Failed: {r['error']}", ok=False)
             continue
         page.verdict(r["verdict"])
-        answers = [f"confirms {a}" for a in r.get("confirms", [])]
-        answers += [f"refutes {a}" for a in r.get("refutes", [])]
+        answers = [_citation("confirms", a) for a in r.get("confirms", [])]
+        answers += [_citation("refutes", a) for a in r.get("refutes", [])]
         if answers:
             page.bullets(answers)
         fig = r.get("figure")
@@ -247,5 +295,5 @@ def _question_or_topic(topic: str) -> str:
         return topic
 
 
-__all__ = ["TOPICS", "Finding", "build_report", "load_topic", "module_name", "resolve",
-           "run_topic", "run_topics"]
+__all__ = ["TOPICS", "SOURCES", "Finding", "build_report", "source_of", "load_topic",
+           "module_name", "resolve", "run_topic", "run_topics"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
@@ -133,11 +134,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     return finding
 
 
-def _plot(results: dict, logits: torch.Tensor, ranges: dict, best: str, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    from dnnlab.report import save_figure
-
+def figure(results: dict, logits: torch.Tensor, ranges: dict, best: str) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     fig = Figure(figsize=(13, 6), layout="constrained")
     axd = fig.subplot_mosaic([["hidden", "hidden", "tanh", "sigmoid"],
                               ["hidden", "hidden", "softmax", "softplus"]])
@@ -164,4 +162,11 @@ def _plot(results: dict, logits: torch.Tensor, ranges: dict, best: str, path: Pa
               ylabel="count (log)")
     fig.suptitle(f"Which activation where (MNIST); outputs: the {best} net's test-set logits "
                  "through each output activation (red: the range's bounds)")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(results: dict, logits: torch.Tensor, ranges: dict, best: str, path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(results, logits, ranges, best), path)

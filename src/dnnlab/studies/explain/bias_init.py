@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
@@ -120,12 +121,10 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     return finding
 
 
-def _plot(acc: dict[str, list[float]], curves: dict[str, list[list[float]]], path: Path) -> Path:
+def figure(acc: dict[str, list[float]], curves: dict[str, list[list[float]]]) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     import numpy as np
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-
-    from dnnlab.report import save_figure
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
@@ -151,4 +150,11 @@ def _plot(acc: dict[str, list[float]], curves: dict[str, list[list[float]]], pat
     ax_loss.legend(frameon=False, fontsize=8)
     ax_loss.grid(True, alpha=0.3)
     fig.suptitle("Bias initialization: zeros vs 1 vs random (3x100 He/ELU, Nadam, MNIST)")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(acc: dict[str, list[float]], curves: dict[str, list[list[float]]], path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(acc, curves), path)

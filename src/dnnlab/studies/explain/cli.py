@@ -1,20 +1,125 @@
-"""``dnnlab explain TOPIC|all``: the command-line face of :func:`run_topics` (parse, then call)."""
+"""``dnnlab explain TOPIC|all``: the command-line face of :func:`run_topics` (parse, then call).
+
+Topics run one at a time, each under a live line that says which topic of how many is running,
+for how long, and how long it took the last time it ran into the same folder (from its
+``results.json``), so a long ``explain all`` never sits silent. On a terminal that line is a tqdm
+bar refreshed every half second; in a log (not a TTY) it is a plain line every 15 seconds.
+"""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+from dnnlab import io
+from dnnlab.errors import DnnlabError
+from dnnlab.studies.explain import DEFAULT_OUT, RESULTS, TOPICS, resolve, run_topics
+
+LOG_EVERY_S = 15.0      # a "still running" line this often when stderr is not a terminal
+TTY_REFRESH_S = 0.5
+
+
+def previous_seconds(out_dir: Path, topic: str, quick: bool) -> float | None:
+    """How long ``topic`` took when it last ran into ``out_dir`` with the same ``quick``, if known."""
+    path = Path(out_dir) / RESULTS
+    if not path.is_file():
+        return None
+    try:
+        entry = io.read_json(path).get(topic) or {}
+    except (DnnlabError, AttributeError):
+        return None
+    seconds = entry.get("seconds")
+    if "error" in entry or entry.get("quick") != quick or not isinstance(seconds, (int, float)):
+        return None
+    return float(seconds) if seconds > 0 else None
+
+
+class TopicProgress:
+    """Shows one topic's elapsed time while it runs (the topics report no steps of their own)."""
+
+    def __init__(self, label: str, expected: float | None, stream: TextIO | None = None,
+                 every: float | None = None):
+        self.label, self.expected = label, expected
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every if every is not None else (TTY_REFRESH_S if self.tty else LOG_EVERY_S)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar: tqdm | None = None
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every):
+            elapsed = time.perf_counter() - self.t0
+            if self._bar is not None:
+                self._bar.n = round(min(elapsed, self.expected or elapsed), 1)
+                self._bar.set_postfix_str(f"{elapsed:.0f} s", refresh=True)
+            else:
+                hint = f" (last run: {self.expected:.0f} s)" if self.expected else ""
+                print(f"{self.label}: still running, {elapsed:.0f} s{hint}", file=self.stream,
+                      flush=True)
+
+    def __enter__(self) -> TopicProgress:
+        self.t0 = time.perf_counter()
+        hint = f", last run took {self.expected:.0f} s" if self.expected else ""
+        if self.tty:
+            self._bar = tqdm(total=round(self.expected, 1) if self.expected else None,
+                             desc=self.label, unit="s", file=self.stream, leave=False,
+                             bar_format="{desc}: {bar} {postfix}" if self.expected
+                             else "{desc}: {postfix}")
+        else:
+            print(f"{self.label}: running{hint} ...", file=self.stream, flush=True)
+        self._thread = threading.Thread(target=self._tick, name="explain-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._bar is not None:
+            self._bar.close()
+        elapsed = time.perf_counter() - self.t0
+        state = "failed" if exc[0] is not None else "done"
+        print(f"{self.label}: {state} in {elapsed:.1f} s", file=self.stream, flush=True)
+
+
+def explain_with_progress(topics: list[str], out: Path, *, quick: bool, seed: int,
+                          stream: TextIO | None = None) -> int:
+    """Run ``topics`` one by one under a :class:`TopicProgress` line; raise if any failed.
+
+    A topic that fails does not stop the others (as in :func:`run_topics`, which records its
+    error in results.json and the report); a bug in the only topic asked for shows its traceback.
+    """
+    failed: list[str] = []
+    for i, topic in enumerate(topics, 1):
+        label = f"[{i}/{len(topics)}] {topic}{' (quick)' if quick else ''}"
+        try:
+            with TopicProgress(label, previous_seconds(out, topic, quick), stream):
+                run_topics([topic], out, quick=quick, seed=seed, progress=False)
+        except DnnlabError:
+            failed.append(topic)
+        except Exception:  # noqa: BLE001 - one topic must not sink the rest
+            if len(topics) == 1:
+                raise
+            failed.append(topic)
+    if failed:
+        raise DnnlabError(f"{len(failed)} topic(s) failed ({', '.join(failed)}); the others' results "
+                          f"are in {out / RESULTS}")
+    return 0
 
 
 def cmd_explain(args) -> int:
-    from dnnlab.studies.explain import resolve, run_topics
     topics = resolve(args.topics)          # an unknown name fails here, before any work
-    run_topics(topics, Path(args.out), quick=args.quick, seed=args.seed, progress=True)
-    return 0
+    return explain_with_progress(topics, Path(args.out), quick=args.quick, seed=args.seed)
 
 
 def register(sub, with_config) -> None:
     """Add the ``explain`` subcommand (``with_config`` is unused: topics build their own configs)."""
-    from dnnlab.studies.explain import DEFAULT_OUT, TOPICS
     sp = sub.add_parser(
         "explain", help="settle one of the chapter's questions by experiment",
         description="Run the experiment that answers a question of the chapter, print the verdict "

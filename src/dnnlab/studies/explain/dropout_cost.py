@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval, plain_predict
 from dnnlab.config import RunConfig, replace
@@ -203,12 +204,10 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     return finding
 
 
-def _plot(n: dict, runs: dict, path: Path) -> Path:
+def figure(n: dict, runs: dict) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     import numpy as np
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-
-    from dnnlab.report import save_figure
 
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     ax_ep, ax_t, ax_inf = fig.subplots(1, 3)
@@ -249,4 +248,11 @@ def _plot(n: dict, runs: dict, path: Path) -> Path:
                title="Inference: time (x plain pass) and test accuracy")
     ax_inf.grid(True, axis="y", alpha=0.3)
     fig.suptitle("The cost of dropout: 3x100 ELU MLP, Nadam, MNIST")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(n: dict, runs: dict, path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(n, runs), path)

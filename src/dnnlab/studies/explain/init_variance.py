@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
 from dnnlab.analysis.stats import hidden_stats, layer_stats
 from dnnlab.config import RunConfig, replace
@@ -157,12 +158,10 @@ def mean_slope(model, x: torch.Tensor, act: str) -> float:
     return sum(slopes) / len(slopes)
 
 
-def _plot(results: dict[str, dict], steps: int, path: Path) -> Path:
+def figure(results: dict[str, dict], steps: int) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     import numpy as np
-    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-
-    from dnnlab.report import save_figure
 
     fig = Figure(figsize=(14, 11), layout="constrained")
     axes = fig.subplots(len(ACTIVATIONS), 3)
@@ -190,4 +189,11 @@ def _plot(results: dict[str, dict], steps: int, path: Path) -> Path:
     fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
     fig.suptitle(f"Signal and gradient through {DEPTH} layers of {WIDTH} units "
                  "(standardized MNIST, log scale)")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(results: dict[str, dict], steps: int, path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(results, steps), path)

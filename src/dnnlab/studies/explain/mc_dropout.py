@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 from dnnlab.analysis.mc_dropout import (expected_calibration_error, mc_predict, mutual_information,
                                         plain_predict, predictive_entropy)
@@ -178,11 +179,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     return finding
 
 
-def _plot(n: dict, h_in, h_ood, hp_in, hp_ood, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    from dnnlab.report import save_figure
-
+def figure(n: dict, h_in, h_ood, hp_in, hp_ood) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     ax_acc, ax_ece, ax_h = fig.subplots(1, 3)
     ns = list(n["mc"])
@@ -218,4 +216,11 @@ def _plot(n: dict, h_in, h_ood, hp_in, hp_ood, path: Path) -> Path:
     src = "Fashion-MNIST" if n["ood_source"] == FASHION else "pixel-shuffled MNIST"
     fig.suptitle(f"MC Dropout on a trained 3x100 ELU net (dropout {n['dropout']:g}), MNIST; "
                  f"OOD = {src}")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(n: dict, h_in, h_ood, hp_in, hp_ood, path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(n, h_in, h_ood, hp_in, hp_ood), path)

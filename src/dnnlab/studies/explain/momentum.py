@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
@@ -140,12 +141,10 @@ def _or_minus_1(step: int | None) -> int:
     return -1 if step is None else step
 
 
-def _plot(quad: dict, net: dict, path: Path) -> Path:
+def figure(quad: dict, net: dict) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     import numpy as np
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-
-    from dnnlab.report import save_figure
 
     fig = Figure(figsize=(15, 4.6), layout="constrained")
     ax_t, ax_f, ax_n = fig.subplots(1, 3)
@@ -183,4 +182,11 @@ def _plot(quad: dict, net: dict, path: Path) -> Path:
     ax_n.legend(frameon=False, fontsize=8)
     ax_n.grid(True, alpha=0.3)
     fig.suptitle("SGD momentum 0.9 vs 0.99999")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(quad: dict, net: dict, path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(quad, net), path)

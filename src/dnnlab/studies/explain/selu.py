@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
 from dnnlab.analysis.stats import hidden_stats, layer_stats
 from dnnlab.config import RunConfig, replace
@@ -169,11 +170,9 @@ def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: in
     return finding
 
 
-def _plot(depth: dict, trained: dict, path: Path) -> Path:
+def figure(depth: dict, trained: dict) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     import numpy as np
-    from matplotlib.figure import Figure
-
-    from dnnlab.report import save_figure
 
     fig = Figure(figsize=(12, 8.5), layout="constrained")
     (ax_m, ax_s), (ax_dead, ax_mean) = fig.subplots(2, 2)
@@ -209,4 +208,11 @@ def _plot(depth: dict, trained: dict, path: Path) -> Path:
                 title="How far from 0 the layers' mean activations are")
     ax_mean.legend(frameon=False, fontsize=8)
     fig.suptitle("SELU vs ReLU on MNIST: self-normalization, mean activation, dying units")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(depth: dict, trained: dict, path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(depth, trained), path)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from matplotlib.figure import Figure
 
 from dnnlab.analysis.sparsity import (finetune_masked, gradual_prune_fit, magnitude_prune_,
                                       near_zero_fraction, sparsity)
@@ -172,11 +173,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     return finding
 
 
-def _plot(n: dict, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    from dnnlab.report import save_figure
-
+def figure(n: dict) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     ax, bars = fig.subplots(1, 2, width_ratios=[1.6, 1])
     curves = {"magnitude pruning after training": (n["magnitude_pruning"], "o-"),
@@ -217,4 +215,11 @@ def _plot(n: dict, path: Path) -> Path:
     bars.grid(True, axis="y", alpha=0.3)
     bars.legend(frameon=False, fontsize=8)
     fig.suptitle("Three (four) ways to a sparse model, and dropout, on a 2x100 ELU MLP (MNIST)")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(n: dict, path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(n), path)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from matplotlib.figure import Figure
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
@@ -153,11 +154,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     return finding
 
 
-def _plot(runs: dict[str, dict], one_acc: float, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    from dnnlab.report import save_figure
-
+def figure(runs: dict[str, dict], one_acc: float) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_acc, ax_diff = fig.subplots(1, 2)
     labels = list(runs) + ["1 neuron per layer"]
@@ -178,4 +176,11 @@ def _plot(runs: dict[str, dict], one_acc: float, path: Path) -> Path:
                 title="How different a layer's neurons are after training")
     ax_diff.legend(frameon=False, fontsize=8)
     fig.suptitle(f"Equal vs independent initial weights ({DEPTH}x{WIDTH} ELU net, Nadam, MNIST)")
-    return save_figure(fig, path)
+    return fig
+
+
+def _plot(runs: dict[str, dict], one_acc: float, path: Path) -> Path:
+    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
+    from dnnlab.report import save_figure
+
+    return save_figure(figure(runs, one_acc), path)

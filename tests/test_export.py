@@ -1,0 +1,133 @@
+"""ONNX export: onnxruntime gives dnnlab's logits (1e-5) for every activation, BN and dropout variant."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dnnlab.cli import main
+from dnnlab.config import ACTIVATIONS, ModelConfig, load_config
+from dnnlab.data import load_from_config, synthetic
+from dnnlab.errors import DnnlabError
+from dnnlab.export import export_model, export_run, onnx_logits
+from dnnlab.nn.mlp import build_mlp
+from dnnlab.train.checkpoint import load_model, save_model
+
+pytest.importorskip("onnx", reason="the export extra is not installed: pip install -e '.[export]'")
+pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
+
+ATOL = 1e-5
+DATA = synthetic(n_train=256, n_valid=64, n_test=200, n_features=12, n_classes=4, seed=3)
+
+
+@torch.no_grad()
+def _trained_looking(cfg: ModelConfig, seed: int = 0):
+    """A tiny MLP whose BN statistics, BN affine and PReLU slopes are not their initial values,
+    so an export that ignored any of them would give different numbers."""
+    model = build_mlp(cfg, DATA.n_features, DATA.n_classes, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=g))
+            m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=g))
+        if isinstance(m, torch.nn.PReLU):
+            m.weight.copy_(0.25 * torch.rand(m.weight.shape, generator=g))
+    model.train()
+    x = torch.as_tensor(DATA.train.x)
+    for i in range(0, 256, 64):                 # moves the BN running mean / var
+        model(x[i:i + 64] * 1.5 + 0.5)
+    return model.eval()
+
+
+def _check(model, tmp_path):
+    path, diff = export_model(model, tmp_path / "m.onnx", DATA.n_features)
+    x = DATA.test.x
+    ours = model.eval()(torch.as_tensor(x)).detach().numpy()
+    theirs = onnx_logits(path, x)
+    assert theirs.shape == (len(x), DATA.n_classes)
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=ATOL)
+    assert diff <= ATOL
+    # a free batch size: one row, and an odd number of rows
+    np.testing.assert_allclose(onnx_logits(path, x[:1]), ours[:1], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(onnx_logits(path, x[:37]), ours[:37], rtol=0, atol=ATOL)
+    return ours
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_exports_exactly(activation, tmp_path):
+    cfg = ModelConfig(depth=2, width=16, activation=activation, init="he_normal")
+    _check(_trained_looking(cfg), tmp_path)
+
+
+@pytest.mark.parametrize("batch_norm", ["none", "before", "after"])
+@pytest.mark.parametrize("dropout_kind", ["dropout", "alpha"])
+def test_batch_norm_and_dropout_export_in_inference_mode(batch_norm, dropout_kind, tmp_path):
+    cfg = ModelConfig(depth=3, width=16, activation="selu" if dropout_kind == "alpha" else "elu",
+                      batch_norm=batch_norm, dropout=0.3, dropout_kind=dropout_kind,
+                      input_dropout=0.1, input_batch_norm=batch_norm != "none")
+    model = _trained_looking(cfg, seed=1)
+    ours = _check(model, tmp_path)
+    # dropout is really there (train mode changes the output), and the export left the model in eval
+    model.train()
+    assert not np.allclose(model(torch.as_tensor(DATA.test.x)).detach().numpy(), ours, atol=1e-3)
+
+
+def test_dropout_on_the_last_layer_only_and_max_norm(tmp_path):
+    cfg = ModelConfig(hidden=[20, 12, 8], activation="leaky_relu", activation_param=0.2,
+                      dropout=0.5, dropout_layers="last", max_norm=1.0, batch_norm="after")
+    _check(_trained_looking(cfg, seed=2), tmp_path)
+
+
+def test_export_keeps_the_model_mode(tmp_path):
+    model = _trained_looking(ModelConfig(depth=1, width=8, dropout=0.2), seed=4).train()
+    export_model(model, tmp_path / "m.onnx", DATA.n_features)
+    assert model.training and all(m.training for m in model.modules())
+
+
+def test_saved_model_round_trip_through_export_run(tmp_path):
+    model = _trained_looking(ModelConfig(depth=2, width=16, activation="rrelu", batch_norm="before",
+                                         dropout=0.2, dropout_kind="alpha"), seed=5)
+    run = tmp_path / "run"
+    save_model(model, run / "model.safetensors")
+    path, _ = export_run(run)
+    assert path == run / "model.onnx"
+    again = load_model(run / "model.safetensors").eval()
+    np.testing.assert_allclose(onnx_logits(path, DATA.test.x),
+                               again(torch.as_tensor(DATA.test.x)).detach().numpy(), rtol=0, atol=ATOL)
+
+
+def test_cli_exports_a_real_training_run(tmp_path, capsys):
+    cfg_path = tmp_path / "syn.toml"
+    cfg_path.write_text('name = "syn"\n[data]\nname = "synthetic"\nlimit = 600\nvalid_size = 200\n'
+                        '[model]\ndepth = 2\nwidth = 16\nbatch_norm = "before"\ndropout = 0.2\n'
+                        '[train]\nepochs = 2\nprogress = false\n')
+    run = tmp_path / "run"
+    assert main(["train", str(cfg_path), "--out", str(run), "--threads", "1"]) == 0
+    out = tmp_path / "exported" / "syn.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    cfg = load_config(run / "config.toml")
+    x = load_from_config(cfg.data, progress=False).test.x
+    model = load_model(run / "model.safetensors").eval()
+    np.testing.assert_allclose(onnx_logits(out, x), model(torch.as_tensor(x)).detach().numpy(),
+                               rtol=0, atol=ATOL)
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "holds no model.safetensors" in err and err.count("\n") == 1
+    with pytest.raises(DnnlabError, match="--format 'tflite' is not supported"):
+        export_run(tmp_path / "empty", "tflite")
+
+
+def test_missing_optional_dependency_says_how_to_install(tmp_path, monkeypatch):
+    save_model(build_mlp(ModelConfig(depth=1, width=4), 3, 2), tmp_path / "model.safetensors")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # makes `import onnxruntime` fail
+    with pytest.raises(DnnlabError, match=r"needs the 'onnxruntime' package.*pip install 'dnnlab\[export\]'"):
+        export_run(tmp_path)
+    assert not (tmp_path / "model.onnx").exists()
