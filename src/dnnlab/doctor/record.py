@@ -141,6 +141,8 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return str(int(v))
     if v is None:
         return "nan"
     if isinstance(v, float):
