@@ -79,3 +79,23 @@ def test_dead_and_constant_units():
 def test_a_model_without_dense_layers_is_a_clear_error():
     with pytest.raises(DnnlabError, match="nn.Linear"):
         layer_stats(nn.Sequential(nn.ReLU()), torch.randn(2, 3))
+
+
+def test_saturated_outputs_are_where_the_derivative_is_under_4_percent():
+    from dnnlab.analysis.stats import saturated_fraction
+    sig = torch.sigmoid(torch.tensor([-10.0, -4.0, 0.0, 4.0, 10.0]))   # sigma' = .00005 .018 .25
+    assert saturated_fraction(sig, nn.Sigmoid()) == pytest.approx(2 / 5)
+    assert saturated_fraction(torch.tanh(torch.tensor([3.0, 0.5])), nn.Tanh()) == pytest.approx(0.5)
+    assert saturated_fraction(F.elu(torch.tensor([-5.0, -1.0, 2.0])), nn.ELU()) == pytest.approx(1 / 3)
+    assert saturated_fraction(torch.zeros(4), nn.ReLU()) == 0.0      # ReLU zeros are dead, not saturated
+    model = _mlp(**{"model.activation": "sigmoid", "model.init": "normal", "model.init_value": 5.0})
+    stats = hidden_stats(layer_stats(model, torch.randn(64, 5)))
+    assert stats[1]["saturated"] > 0.5
+
+
+def test_dead_units_are_seen_through_a_batch_norm_after_the_activation():
+    model = _mlp(**{"model.batch_norm": "after"})
+    with torch.no_grad():
+        model.hidden[0].linear.bias[:4] = -1e3
+    stats = hidden_stats(layer_stats(model, torch.randn(128, 5), train=True))
+    assert stats[0]["dead"] == pytest.approx(0.5)

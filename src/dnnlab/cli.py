@@ -228,10 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list:
     """Commands that live beside the code they drive (each module has a ``register``)."""
     from dnnlab.analysis.prune_cli import register as prune
+    from dnnlab.doctor.cli import register as doctor
     from dnnlab.studies.cli import register as study
     from dnnlab.studies.explain.cli import register as explain
     from dnnlab.tune.cli import register as tune
-    return [tune, study, explain, prune]
+    return [tune, study, explain, prune, doctor]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,41 @@ def set_biases(model, variant: str, seed: int) -> None:
             layer.bias.copy_(draw[:, 0])
 
 
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone: per-variant accuracy summaries
+    (``numbers["accuracy"]``) and Welch t statistics against zeros (``welch_t_vs_zeros``)."""
+    summary, t_stats = numbers["accuracy"], numbers["welch_t_vs_zeros"]
+    n_seeds = numbers["seeds"]
+    within = {v: abs(t) < NOISE_T for v, t in t_stats.items()}
+    zero_fine = all(t < NOISE_T for t in t_stats.values())   # nothing clearly beats zeros
+    parts = [f"{v} {summary[v]['mean']:.2%} ± {summary[v]['std']:.2%}" for v in VARIANTS]
+    gaps = ", ".join(f"{v} vs zeros t = {t_stats[v]:+.2f}" for v in VARIANTS[1:])
+    same = [v for v in VARIANTS[1:] if within[v]]
+    worse = [v for v in VARIANTS[1:] if t_stats[v] <= -NOISE_T]
+    better = [v for v in VARIANTS[1:] if t_stats[v] >= NOISE_T]
+    if not better and not worse:
+        head = "Yes: the bias start makes no difference beyond seed noise"
+    elif not better:
+        gap = "; ".join(f"{v} biases did worse than zeros by "
+                        f"{100 * (summary['zeros']['mean'] - summary[v]['mean']):.2f} points"
+                        for v in worse)
+        head = (f"Yes, zeros are fine ({', '.join(same) or 'no variant'} within seed noise of "
+                f"zeros), but the start is not always irrelevant: {gap}, beyond seed noise")
+    else:
+        head = f"Not quite: {' and '.join(better)} biases beat zeros beyond seed noise"
+    text = (f"{head}: test accuracy over {n_seeds} seeds (mean ± std) {'; '.join(parts)}; "
+            f"Welch {gaps} (|t| < {NOISE_T:g} = within noise).")
+
+    confirms, refutes = [], []
+    book = ["000 answer 2 (book)", "001 answer 2 (book's answer)", "003 answer 2 (book)"]
+    (confirms if zero_fine and within["random (like weights)"] else refutes).extend(book)
+    (confirms if zero_fine and within["constant 1"] else refutes).append(
+        "004 answer 2 (zeros are fine; bias 1 makes little difference)")
+    (confirms if zero_fine else refutes).extend(
+        ["002 answer 2 (zero biases are fine)", "001 answer 2 (learner: yes, it is the default)"])
+    return text, confirms, refutes
+
+
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     seeds = [seed + i for i in range(3 if quick else 5)]
@@ -81,8 +116,6 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     t_stats = {v: welch_t(acc[v], acc["zeros"]) for v in VARIANTS[1:]}
     overlap = {v: min(max(acc[v]), max(acc["zeros"])) >= max(min(acc[v]), min(acc["zeros"]))
                for v in VARIANTS[1:]}
-    within = {v: abs(t) < NOISE_T for v, t in t_stats.items()}
-    zero_fine = all(t < NOISE_T for t in t_stats.values())   # nothing clearly beats zeros
     numbers = {"seeds": len(seeds), "train_images": len(data.train), "epochs": epochs,
                "zeros_mean_accuracy": summary["zeros"]["mean"],
                "zeros_seed_std": summary["zeros"]["std"],
@@ -90,32 +123,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                "t_random_vs_zeros": t_stats["random (like weights)"],
                "accuracy": summary, "welch_t_vs_zeros": t_stats, "seed_ranges_overlap": overlap}
 
-    parts = [f"{v} {summary[v]['mean']:.2%} ± {summary[v]['std']:.2%}" for v in VARIANTS]
-    gaps = ", ".join(f"{v} vs zeros t = {t_stats[v]:+.2f}" for v in VARIANTS[1:])
-    same = [v for v in VARIANTS[1:] if within[v]]
-    worse = [v for v in VARIANTS[1:] if t_stats[v] <= -NOISE_T]
-    better = [v for v in VARIANTS[1:] if t_stats[v] >= NOISE_T]
-    if not better and not worse:
-        head = "Yes: the bias start makes no difference beyond seed noise"
-    elif not better:
-        gap = "; ".join(f"{v} biases did worse than zeros by "
-                        f"{100 * (summary['zeros']['mean'] - summary[v]['mean']):.2f} points"
-                        for v in worse)
-        head = (f"Yes, zeros are fine ({', '.join(same) or 'no variant'} within seed noise of "
-                f"zeros), but the start is not always irrelevant: {gap}, beyond seed noise")
-    else:
-        head = f"Not quite: {' and '.join(better)} biases beat zeros beyond seed noise"
-    verdict = (f"{head}: test accuracy over {len(seeds)} seeds (mean ± std) {'; '.join(parts)}; "
-               f"Welch {gaps} (|t| < {NOISE_T:g} = within noise).")
-
-    confirms, refutes = [], []
-    book = ["000 answer 2 (book)", "001 answer 2 (book's answer)", "003 answer 2 (book)"]
-    (confirms if zero_fine and within["random (like weights)"] else refutes).extend(book)
-    (confirms if zero_fine and within["constant 1"] else refutes).append(
-        "004 answer 2 (zeros are fine; bias 1 makes little difference)")
-    (confirms if zero_fine else refutes).extend(
-        ["002 answer 2 (zero biases are fine)", "001 answer 2 (learner: yes, it is the default)"])
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
                       refutes=refutes, numbers=numbers)
     finding.figure = _plot(acc, curves, out_dir / "bias_init.png")
     return finding

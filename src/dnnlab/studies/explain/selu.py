@@ -13,7 +13,10 @@ Two experiments on MNIST:
    dropout 0.2 is the control that should keep it. A layer is *normalized* when its activation
    mean is within 0.15 of 0 and its std within 0.15 of 1; a stack *settles* at the first layer
    from which every later layer is normalized; it self-normalizes when it settles
-   within the first third of the stack.
+   within the first third of the stack. That judgement is the doctor's
+   (:func:`dnnlab.doctor.diagnose.self_normalizes`), so ``dnnlab doctor`` and this answer agree.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from matplotlib.figure import Figure
 from dnnlab.analysis.stats import hidden_stats, layer_stats
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
+from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes
+from dnnlab.doctor.diagnose import settle_layer as _settle
 from dnnlab.nn import build_mlp
 from dnnlab.studies.explain.base import Finding
 from dnnlab.train import fit
@@ -33,7 +38,7 @@ from dnnlab.train import fit
 TOPIC = "selu"
 QUESTION = "Name three advantages of the SELU activation function over ReLU."
 DEPTH = 30
-TOL = 0.15
+TOL = SELF_NORM_TOL     # the doctor's band, one judgement for both
 CONDITIONS = {
     "SELU, LeCun, standardized": ({}, True, False),
     "no standardization": ({}, False, False),
@@ -47,11 +52,7 @@ NETS = {"relu": "he_normal", "selu": "lecun_normal"}
 
 def settle_layer(stats: list[dict]) -> int | None:
     """First layer from which every later layer has |mean| <= TOL and |std - 1| <= TOL."""
-    ok = [abs(s["mean"]) <= TOL and abs(s["std"] - 1) <= TOL for s in stats]
-    for i in range(len(ok)):
-        if all(ok[i:]):
-            return i + 1
-    return None
+    return _settle([s["mean"] for s in stats], [s["std"] for s in stats])
 
 
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
@@ -73,6 +74,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         st = hidden_stats(layer_stats(model, x, train=active))
         depth[name] = {"mean": [s["mean"] for s in st], "std": [s["std"] for s in st],
                        "settles_at_layer": settle_layer(st),
+                       "self_normalizes": self_normalizes([s["mean"] for s in st],
+                                                          [s["std"] for s in st]),
                        "last_mean": st[-1]["mean"], "last_std": st[-1]["std"]}
 
     # 1. training at a normal and a large learning rate
@@ -107,7 +110,12 @@ def _avg(values) -> float:
     return sum(values) / len(values)
 
 
-def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: int) -> Finding:
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone: ``numbers["depth"]`` (per
+    condition: per-layer ``mean``/``std``, ``settles_at_layer``, ``self_normalizes``) and
+    ``numbers["trained"]`` (per net and rate: ``mean_abs_mean_at_init``, ``mean_abs_mean``,
+    ``dead_fraction``, ``constant_fraction``)."""
+    depth, trained = numbers["depth"], numbers["trained"]
     r1, s1 = trained["relu lr=0.001"], trained["selu lr=0.001"]
     r2, s2 = trained["relu lr=0.01"], trained["selu lr=0.01"]
     good = depth["SELU, LeCun, standardized"]
@@ -115,7 +123,7 @@ def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: in
     closer_trained = s1["mean_abs_mean"] < r1["mean_abs_mean"]
     closer_large = s2["mean_abs_mean"] < r2["mean_abs_mean"]
     no_dying = s2["constant_fraction"] < r2["dead_fraction"]
-    self_norm = good["settles_at_layer"] is not None and good["settles_at_layer"] <= DEPTH // 3
+    self_norm = good["self_normalizes"]
 
     def cond(name: str) -> str:
         d = depth[name]
@@ -134,15 +142,13 @@ def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: in
                   f"units stuck at a constant output")
     norm_part = f"(3) through {DEPTH} layers at init: " + "; ".join(cond(n) for n in CONDITIONS
                                                                     if not n.startswith("ReLU"))
-    verdict_head = "SELU's advantages hold" if (closer_at_init and closer_trained and no_dying
-                                                and self_norm) else "SELU's advantages hold only in part"
-    verdict = f"{verdict_head}: {mean_part}; {dying_part}; {norm_part}."
-
-    he, drop, alpha, raw = (depth["He init"], depth["plain dropout 0.2"],
-                            depth["alpha dropout 0.2"], depth["no standardization"])
-    conditions_matter = (he["settles_at_layer"] is None and drop["settles_at_layer"] is None
-                         and alpha["settles_at_layer"] is not None)
     holds = closer_at_init and closer_trained and no_dying and self_norm
+    verdict_head = "SELU's advantages hold" if holds else "SELU's advantages hold only in part"
+    text = f"{verdict_head}: {mean_part}; {dying_part}; {norm_part}."
+
+    he, drop, alpha = depth["He init"], depth["plain dropout 0.2"], depth["alpha dropout 0.2"]
+    conditions_matter = (not he["self_normalizes"] and not drop["self_normalizes"]
+                         and alpha["self_normalizes"])
     book = ["000 answer 3 (book)", "003 answer 3 (book)"]
     confirms, refutes = [], []
     (confirms if holds and conditions_matter else refutes).extend(book)
@@ -154,6 +160,15 @@ def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: in
     # 002 says SELU has a *non-zero* mean and that is what keeps units alive
     (refutes if closer_at_init else confirms).append(
         "002 answer 3 (SELU has a non-zero mean that keeps neurons active)")
+    return text, confirms, refutes
+
+
+def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: int) -> Finding:
+    r1, s1, r2, s2 = (trained[k] for k in ("relu lr=0.001", "selu lr=0.001", "relu lr=0.01",
+                                           "selu lr=0.01"))
+    good, he, drop, alpha, raw = (depth[k] for k in (
+        "SELU, LeCun, standardized", "He init", "plain dropout 0.2", "alpha dropout 0.2",
+        "no standardization"))
     numbers = {"train_images": n_train, "epochs": epochs,
                "selu_mean_abs_mean_init": s1["mean_abs_mean_at_init"],
                "relu_mean_abs_mean_init": r1["mean_abs_mean_at_init"],
@@ -164,7 +179,8 @@ def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: in
                "alpha_dropout_last_std": alpha["last_std"],
                "raw_inputs_settles_at_layer": raw["settles_at_layer"] or 0,
                "trained": trained, "depth": depth}
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
                       refutes=refutes, numbers=numbers)
     finding.figure = _plot(depth, trained, out_dir / "selu.png")
     return finding

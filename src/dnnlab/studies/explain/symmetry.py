@@ -73,6 +73,42 @@ def collapse(model, cfg: RunConfig):
     return one
 
 
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone (``numbers`` as ``run`` builds it)."""
+    runs, one_acc = numbers["runs"], numbers["one_neuron_per_layer_test_accuracy"]
+    max_diff = numbers["equal_max_neuron_diff_after"]
+    indep_diff = numbers["independent_min_neuron_diff_after"]
+    collapse_gap = numbers["collapsed_vs_wide_accuracy_gap"]
+    acc_indep = runs["independent He"]["test_accuracy"]
+    acc_equal = [runs["equal: constant 0.01"]["test_accuracy"],
+                 runs["equal: one He draw copied"]["test_accuracy"]]
+    identical = max_diff == 0.0
+    rounding = not identical and max_diff < 1e-5   # float32 noise; weights are O(0.01..1)
+    worse = max(acc_equal) < acc_indep - 0.1
+    if identical:
+        kept = "every hidden layer's 64 neurons were still exactly identical after training " \
+               "(max pairwise difference 0 for both)"
+    elif rounding:
+        kept = (f"every hidden layer's neurons stayed identical up to float rounding (max pairwise "
+                f"difference {max_diff:.1e} vs {indep_diff:.2f} with independent draws)")
+    else:
+        kept = (f"the neurons did drift apart (max pairwise difference {max_diff:.3g}, vs "
+                f"{indep_diff:.3g} with independent draws)")
+    like_one = (f"collapsed to one neuron per layer they score the same "
+                f"(largest gap {collapse_gap:.2%})") if collapse_gap <= 0.001 else \
+        f"collapsed to one neuron per layer they differ by up to {collapse_gap:.2%}"
+    accs = (f"test accuracy {acc_equal[0]:.1%} (constant) and {acc_equal[1]:.1%} (He draw copied) "
+            f"vs {one_acc:.1%} for a 1-neuron-per-layer net and {acc_indep:.1%} with independent "
+            "He draws")
+    holds = (identical or rounding) and worse
+    answer = "No" if holds else "Not settled here"
+    text = f"{answer}: with equal initial weights {kept}; {like_one}; {accs}."
+    book = ["000 answer 1 (book)", "001 answer 1 (book's answer)", "003 answer 1 (book)",
+            "004 answer 1 (first edition)"]
+    wrong = ["002 answer 1 (equal weights drawn with He init are fine)"]
+    return text, (book if holds else wrong), (wrong if holds else book)
+
+
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     n_train, epochs = (1024, 2) if quick else (9984, 5)
@@ -116,40 +152,14 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     max_diff = max(max(r["max_neuron_diff_after"]) for r in equal)
     indep_diff = min(runs["independent He"]["max_neuron_diff_after"])
     collapse_gap = max(abs(r["test_accuracy"] - r["collapsed_test_accuracy"]) for r in equal)
-    acc_indep = runs["independent He"]["test_accuracy"]
-    acc_equal = [r["test_accuracy"] for r in equal]
     numbers = {"runs": runs, "one_neuron_per_layer_test_accuracy": one_acc,
                "equal_max_neuron_diff_after": max_diff, "independent_min_neuron_diff_after": indep_diff,
                "collapsed_vs_wide_accuracy_gap": collapse_gap, "he_values_drawn": drawn,
                "train_images": len(data.train), "epochs": epochs, "width": WIDTH, "depth": DEPTH}
 
-    identical = max_diff == 0.0
-    rounding = not identical and max_diff < 1e-5   # float32 noise; weights are O(0.01..1)
-    worse = max(acc_equal) < acc_indep - 0.1
-    if identical:
-        kept = "every hidden layer's 64 neurons were still exactly identical after training " \
-               "(max pairwise difference 0 for both)"
-    elif rounding:
-        kept = (f"every hidden layer's neurons stayed identical up to float rounding (max pairwise "
-                f"difference {max_diff:.1e} vs {indep_diff:.2f} with independent draws)")
-    else:
-        kept = (f"the neurons did drift apart (max pairwise difference {max_diff:.3g}, vs "
-                f"{indep_diff:.3g} with independent draws)")
-    like_one = (f"collapsed to one neuron per layer they score the same "
-                f"(largest gap {collapse_gap:.2%})") if collapse_gap <= 0.001 else \
-        f"collapsed to one neuron per layer they differ by up to {collapse_gap:.2%}"
-    accs = (f"test accuracy {acc_equal[0]:.1%} (constant) and {acc_equal[1]:.1%} (He draw copied) "
-            f"vs {one_acc:.1%} for a 1-neuron-per-layer net and {acc_indep:.1%} with independent "
-            "He draws")
-    holds = (identical or rounding) and worse
-    answer = "No" if holds else "Not settled here"
-    verdict = f"{answer}: with equal initial weights {kept}; {like_one}; {accs}."
-    book = ["000 answer 1 (book)", "001 answer 1 (book's answer)", "003 answer 1 (book)",
-            "004 answer 1 (first edition)"]
-    wrong = ["002 answer 1 (equal weights drawn with He init are fine)"]
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict,
-                      confirms=book if holds else wrong, refutes=wrong if holds else book,
-                      numbers=numbers)
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
+                      refutes=refutes, numbers=numbers)
     finding.figure = _plot(runs, one_acc, out_dir / "symmetry.png")
     return finding
 

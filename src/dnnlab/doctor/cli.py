@@ -1,0 +1,59 @@
+"""``dnnlab doctor RUN_DIR | CONFIG.toml``: the findings, their evidence, the remedies to paste."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dnnlab.errors import DnnlabError
+
+# The probe of a CONFIG.toml trains at most this many epochs unless --epochs says otherwise:
+# enough for every check (overfitting needs 6 epochs to be seen), short enough to wait for.
+PROBE_EPOCHS = 10
+
+
+def cmd_doctor(args) -> int:
+    from dnnlab.config import load_config, replace
+    from dnnlab.doctor.probe import probe_run
+    from dnnlab.doctor.report import examine, format_findings
+    from dnnlab.train import default_run_dir
+
+    target = Path(args.target)
+    if target.is_dir():
+        if args.set:
+            raise DnnlabError("--set applies to a CONFIG.toml probe, not to a finished run "
+                              "directory; drop it, or pass the config instead")
+        run_dir = target
+    elif target.suffix == ".toml":
+        cfg = load_config(target, list(args.set or []))
+        flags = {"train.device": args.device, "data.data_dir": args.data_dir,
+                 "train.epochs": args.epochs if args.epochs is not None
+                 else min(cfg.train.epochs, PROBE_EPOCHS)}
+        cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+        run_dir = Path(args.out) if args.out else default_run_dir(cfg).with_name(
+            default_run_dir(cfg).name.replace(cfg.name, f"{cfg.name}-doctor", 1))
+        if (run_dir / "config.toml").exists():
+            raise DnnlabError(f"{run_dir} already holds a run; choose another --out")
+        print(f"probe: training {cfg.name} for {cfg.train.epochs} epochs with layer recording "
+              f"into {run_dir}")
+        probe_run(cfg, run_dir)
+    else:
+        raise DnnlabError(f"{target}: not a run directory nor a .toml config; pass the folder "
+                          "'dnnlab train' printed or a config such as examples/mnist_5x100.toml")
+    ex = examine(run_dir)
+    print(format_findings(ex.findings))
+    print(f"report: {ex.report}")
+    return 0
+
+
+def register(sub, with_config=None) -> None:
+    sp = sub.add_parser("doctor", help="what is wrong with a run, and the chapter's remedy")
+    sp.add_argument("target", metavar="RUN_DIR|CONFIG.toml",
+                    help="a run directory with layers.csv, or a config to probe-train")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value of the probe, e.g. --set model.init=he_normal")
+    sp.add_argument("--epochs", type=int,
+                    help=f"probe epochs (default: the config's, at most {PROBE_EPOCHS})")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the probe trains")
+    sp.add_argument("--data-dir", help="folder holding the dataset files")
+    sp.add_argument("--out", help="probe run directory (default runs/NAME-doctor-TIMESTAMP)")
+    sp.set_defaults(func=cmd_doctor)

@@ -1,0 +1,132 @@
+"""``dnnlab doctor``: read a run directory, diagnose it, print the findings, write doctor.html.
+
+The inputs are only files the run left behind (``layers.csv``, ``metrics.csv``, ``config.toml``,
+``summary.json``), so a run can be examined long after it trained. A run that diverged in its
+first epoch has no ``metrics.csv`` rows; its epoch-0 layer record and its summary still say why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from dnnlab.config import RunConfig, load_config
+from dnnlab.doctor.diagnose import Diagnosis, diagnose, epochs_recorded, hidden_at
+from dnnlab.doctor.record import LAYERS_CSV, read_layers
+from dnnlab.errors import DnnlabError
+from dnnlab.io import read_json, write_json
+from dnnlab.report.html import Page
+from dnnlab.report.plots import learning_curves
+from dnnlab.report.runs import read_metrics
+
+REPORT = "doctor.html"
+FINDINGS_JSON = "findings.json"
+PANELS = (("act_mean", "activation mean", False), ("act_std", "activation std", True),
+          ("dead_frac", "dead units (fraction)", False),
+          ("saturated_frac", "saturated outputs (fraction)", False),
+          ("out_grad_rms", "back-propagated gradient RMS", True),
+          ("update_ratio", "update / weight per step", True))
+
+
+@dataclass
+class Examination:
+    run_dir: Path
+    findings: list[Diagnosis]
+    records: list[dict]
+    history: dict
+    cfg: RunConfig
+    status: str
+    report: Path | None = None
+
+
+def load_run(run_dir: str | Path) -> tuple[list[dict], dict, RunConfig, str, str]:
+    """(records, history, config, status, message) of a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DnnlabError(f"{run_dir} is not a directory; pass a run directory (or a CONFIG.toml "
+                          "to run a short probe)")
+    if not (run_dir / "config.toml").is_file():
+        raise DnnlabError(f"{run_dir} is not a run directory (no config.toml); pass a folder "
+                          "written by 'dnnlab train'")
+    if not (run_dir / LAYERS_CSV).is_file():
+        raise DnnlabError(f"{run_dir} has no {LAYERS_CSV}: it was trained without layer "
+                          "recording; run 'dnnlab doctor CONFIG.toml' to probe its config")
+    cfg = load_config(run_dir / "config.toml")
+    records = read_layers(run_dir / LAYERS_CSV)
+    history = read_metrics(run_dir) if (run_dir / "metrics.csv").is_file() else {}
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    return records, history, cfg, str(summary.get("status", "unknown")), str(summary.get("message", ""))
+
+
+def examine(run_dir: str | Path, *, report: bool = True) -> Examination:
+    """Diagnose a run directory; write ``findings.json`` and (with ``report``) ``doctor.html``."""
+    run_dir = Path(run_dir)
+    records, history, cfg, status, message = load_run(run_dir)
+    findings = diagnose(records, history, cfg, status, message)
+    out = Examination(run_dir, findings, records, history, cfg, status)
+    write_json(run_dir / FINDINGS_JSON, {"status": status, "findings": [f.to_json() for f in findings]})
+    if report:
+        out.report = write_report(out)
+    return out
+
+
+def format_findings(findings: list[Diagnosis]) -> str:
+    """The findings as numbered text blocks, most important first; "no findings" when healthy."""
+    if not findings:
+        return "no findings: every check is within its threshold"
+    lines = []
+    for i, f in enumerate(findings, 1):
+        lines.append(f"{i}. {f.title}")
+        lines.append(f"   evidence: {f.evidence()}")
+        lines.append(f"   remedy:   {f.set_args()}  ({f.explanation})")
+        for alt in f.alternatives:
+            lines.append(f"   or:       {f.set_args(alt)}")
+    return "\n".join(lines)
+
+
+def layer_figure(records: list[dict]) -> Figure:
+    """Per-layer statistics across training: x = hidden layer, one line per record (colour = epoch)."""
+    from matplotlib import colormaps
+
+    epochs = epochs_recorded(records)
+    cmap = colormaps["viridis"]
+    fig = Figure(figsize=(13, 7.5), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    for ax, (key, title, log) in zip(axes, PANELS):
+        for i, e in enumerate(epochs):
+            hidden = hidden_at(records, e)
+            xs = [r["layer"] for r in hidden]
+            ys = [r[key] for r in hidden]
+            if log:
+                ys = [y if (y is not None and math.isfinite(y) and y > 0) else math.nan for y in ys]
+            ax.plot(xs, ys, color=cmap(i / max(1, len(epochs) - 1)), linewidth=1.4,
+                    marker="o" if len(xs) == 1 else None, label=f"epoch {e}")
+        ax.set(title=title, xlabel="hidden layer (1 = next to the input)", yscale="log" if log else "linear")
+        ax.grid(True, alpha=0.3)
+    if len(epochs) <= 12:
+        axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle("Per-layer statistics on the probe batch, one line per record (dark = early)")
+    return fig
+
+
+def write_report(ex: Examination) -> Path:
+    page = Page(f"dnnlab doctor: {ex.cfg.name}", f"{ex.run_dir} (status: {ex.status})")
+    page.heading("Findings")
+    if not ex.findings:
+        page.verdict("No findings: every check is within its threshold.", ok=True)
+    for i, f in enumerate(ex.findings, 1):
+        page.heading(f"{i}. {f.title}", 3)
+        page.bullets([f"Evidence: {f.evidence()}", f"Remedy: {f.set_args()} ({f.explanation})"]
+                     + [f"Or: {f.set_args(a)}" for a in f.alternatives])
+    if ex.findings:
+        page.verdict(f"{len(ex.findings)} finding(s); first: {ex.findings[0].title}", ok=False)
+    if ex.records:
+        page.heading("Layers across training")
+        page.figure(layer_figure(ex.records), "Per hidden layer, one line per record")
+    if ex.history.get("epoch"):
+        page.heading("Learning curves")
+        page.figure(learning_curves({ex.cfg.name: ex.history}), "dashed: training, solid: validation")
+    return page.save(ex.run_dir / REPORT)

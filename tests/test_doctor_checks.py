@@ -1,0 +1,121 @@
+"""The doctor's checks are pure functions of records and curves: each fires on numbers past its
+threshold and stays quiet on the same numbers moved back inside it (both branches reached)."""
+
+import math
+
+import pytest
+
+from dnnlab.config import RunConfig, replace
+from dnnlab.doctor import diagnose as dx
+
+
+def _rows(epoch=1, n=4, **cols):
+    """One record of ``n`` hidden layers plus the output layer; ``cols`` maps a column to a list
+    (one value per hidden layer) or a scalar."""
+    base = {"act_mean": 0.0, "act_std": 1.0, "dead_frac": 0.0, "saturated_frac": 0.0,
+            "grad_rms": 1e-3, "out_grad_rms": 1e-3, "update_ratio": 1e-3}
+    rows = []
+    for i in range(n + 1):
+        row = {"epoch": epoch, "step": epoch * 100, "layer": i + 1, "name": f"l{i}", "units": 10,
+               "output": i == n, **base}
+        for k, v in cols.items():
+            if i < n:
+                row[k] = v[i] if isinstance(v, list) else v
+        rows.append(row)
+    return rows
+
+
+CFG = RunConfig()
+
+
+def test_gradient_ratio_flips_both_ways():
+    assert dx.check_unstable_gradients(_rows(out_grad_rms=[1e-3, 1e-3, 1e-3, 1e-3]), CFG) is None
+    low = dx.check_unstable_gradients(_rows(out_grad_rms=[1e-6, 1e-5, 1e-4, 1e-3]), CFG)
+    assert low.kind == "vanishing_gradients" and low.value == pytest.approx(1e-3)
+    high = dx.check_unstable_gradients(_rows(out_grad_rms=[1.0, 1e-1, 1e-2, 1e-3]), CFG)
+    assert high.kind == "exploding_gradients" and high.value == pytest.approx(1e3)
+    # just inside the thresholds: quiet
+    assert dx.check_unstable_gradients(_rows(out_grad_rms=[1.01e-5, 1, 1, 1e-3]), CFG) is None
+    # no signal at all is dead/saturated units, not a ratio
+    assert dx.check_unstable_gradients(_rows(out_grad_rms=[0, 0, 0, 1e-3]), CFG) is None
+
+
+def test_remedy_follows_the_config():
+    sig = replace(CFG, **{"model.activation": "sigmoid", "model.init": "glorot_normal"})
+    f = dx.check_unstable_gradients(_rows(out_grad_rms=[1e-9, 1e-6, 1e-4, 1e-3]), sig)
+    assert f.remedy == ["model.activation=elu", "model.init=he_normal"]
+    assert ["model.init=glorot_normal"] not in f.alternatives   # already so: not suggested
+    relu = replace(CFG, **{"model.activation": "relu", "model.init": "normal"})
+    assert dx.check_unstable_gradients(_rows(out_grad_rms=[1, 1e-1, 1e-2, 1e-3]), relu).remedy == \
+        ["model.init=he_normal"]
+
+
+def test_dead_and_saturated_flip():
+    assert dx.check_dead_units(_rows(dead_frac=[0.1, 0.49, 0, 0]), CFG) is None
+    f = dx.check_dead_units(_rows(dead_frac=[0.1, 0.6, 0, 0]), CFG)
+    assert f.layer == 2 and f.remedy == ["model.activation=leaky_relu"]
+    neg = replace(CFG, **{"model.bias_init": "constant", "model.bias_value": -5.0})
+    assert dx.check_dead_units(_rows(dead_frac=1.0), neg).remedy == ["model.bias_init=zeros"]
+    assert dx.check_saturated_units(_rows(saturated_frac=0.29), CFG) is None
+    assert dx.check_saturated_units(_rows(saturated_frac=[0, 0, 0.5, 0]), CFG).layer == 3
+
+
+def test_self_normalization_judgement_and_causes():
+    selu = replace(CFG, **{"model.activation": "selu", "model.init": "lecun_normal",
+                           "data.standardize": True})
+    good = _rows(epoch=0, n=6, act_mean=0.05, act_std=[0.9, 0.95, 1, 1, 1.05, 1])
+    assert dx.check_self_normalization(good, selu) is None
+    bad = _rows(epoch=0, n=6, act_mean=0.05, act_std=[0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    assert dx.check_self_normalization(bad, selu).remedy == ["model.init=lecun_normal"]
+    raw = replace(selu, **{"data.standardize": False})
+    assert dx.check_self_normalization(bad, raw).remedy == ["data.standardize=true"]
+    # not a SELU net: the check does not apply
+    assert dx.check_self_normalization(bad, CFG) is None
+    assert dx.settle_layer([0, 0, 0], [0.5, 1, 1]) == 2
+    assert dx.self_normalizes([0] * 6, [0.5, 1, 1, 1, 1, 1])          # settles at 2 <= 6/3
+    assert not dx.self_normalizes([0] * 6, [0.5, 0.5, 0.5, 1, 1, 1])   # settles at 4 > 2
+
+
+def test_learning_rate_checks_flip():
+    hist = {"epoch": [1, 2, 3, 4], "loss": [2.0, 1.0, 0.5, 0.3]}
+    calm = _rows(0) + _rows(1, update_ratio=1e-3)
+    assert dx.check_learning_rate_too_high(calm, hist, CFG) is None
+    jump = _rows(0) + _rows(1, update_ratio=[0.5, 0.01, 0.01, 0.01])
+    f = dx.check_learning_rate_too_high(jump, hist, CFG)
+    assert f.tier == 0 and float(f.remedy[0].split("=")[1]) < CFG.optim.lr
+    osc = {"epoch": [1, 2, 3, 4, 5], "loss": [2.0, 2.5, 1.8, 2.4, 1.7]}
+    assert dx.check_learning_rate_too_high(calm, osc, CFG).measure.startswith("share")
+    flat = {"epoch": [1, 2, 3, 4, 5], "loss": [2.3, 2.301, 2.3, 2.302, 2.3]}
+    assert dx.check_learning_rate_too_high(calm, flat, CFG) is None
+    assert dx.check_learning_rate_too_high(calm, {}, CFG, "diverged", "nan").value == math.inf
+    slow = _rows(0) + _rows(1, update_ratio=5e-6)
+    still = {"epoch": [1, 2], "loss": [2.3, 2.2]}
+    low = dx.check_learning_rate_too_low(slow, still, CFG)
+    assert low is not None and float(low.remedy[0].split("=")[1]) > CFG.optim.lr
+    assert dx.check_learning_rate_too_low(calm, still, CFG) is None           # weights move
+    assert dx.check_learning_rate_too_low(slow, hist, CFG) is None            # loss fell 85%
+
+
+def test_overfitting_flips():
+    epochs = list(range(1, 11))
+    train = [1.0 / e for e in epochs]
+    rising = [1.0, 0.8, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05]
+    f = dx.check_overfitting({"epoch": epochs, "loss": train, "val_loss": rising}, CFG)
+    assert f.epoch == 10 and f.value == pytest.approx(0.5)
+    assert f.remedy == ["model.dropout=0.5"]          # early stopping on (patience 10): regularize
+    no_stop = replace(CFG, **{"train.patience": None})
+    assert dx.check_overfitting({"epoch": epochs, "loss": train, "val_loss": rising},
+                                no_stop).remedy == ["train.patience=3"]
+    flat = [1.0, 0.8, 0.7, 0.72, 0.71, 0.73, 0.72, 0.74, 0.73, 0.75]   # +7%: within noise
+    assert dx.check_overfitting({"epoch": epochs, "loss": train, "val_loss": flat}, CFG) is None
+    early = rising[:3] + [0.8, 0.9, 1.0]                                # 3 epochs past the best
+    assert dx.check_overfitting({"epoch": epochs[:6], "loss": train[:6], "val_loss": early},
+                                CFG) is None
+
+
+def test_diagnose_ranks_signal_before_curves_and_is_empty_when_healthy():
+    hist = {"epoch": [1, 2, 3], "loss": [1.0, 0.5, 0.3], "val_loss": [0.9, 0.6, 0.5]}
+    assert dx.diagnose(_rows(0) + _rows(1), hist, CFG) == []
+    sick = _rows(0) + _rows(1, out_grad_rms=[1e-7, 1e-5, 1e-4, 1e-3], dead_frac=0.7)
+    kinds = [f.kind for f in dx.diagnose(sick, hist, CFG, "diverged", "nan loss")]
+    assert kinds == ["vanishing_gradients", "dead_units", "learning_rate_too_high"]

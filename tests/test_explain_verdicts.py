@@ -1,0 +1,66 @@
+"""Explain topics' verdicts are pure functions of the measurements: fed numbers pointing one way,
+then the other, the verdict and its confirms/refutes lists flip (both branches reached)."""
+
+import copy
+
+from dnnlab.studies.explain import bias_init, selu, symmetry
+
+
+def _selu_numbers(normalizes: bool, selu_closer: bool):
+    ok = {"mean": [0.0] * 30, "std": [1.0] * 30, "settles_at_layer": 1, "self_normalizes": True,
+          "last_mean": 0.0, "last_std": 1.0}
+    off = {"mean": [0.5] * 30, "std": [2.0] * 30, "settles_at_layer": None,
+           "self_normalizes": False, "last_mean": 0.5, "last_std": 2.0}
+    depth = {name: copy.deepcopy(off) for name in selu.CONDITIONS}
+    depth["alpha dropout 0.2"] = copy.deepcopy(ok)
+    depth["SELU, LeCun, standardized"] = copy.deepcopy(ok if normalizes else off)
+    near, far = {"mean_abs_mean_at_init": 0.05, "mean_abs_mean": 0.1}, \
+        {"mean_abs_mean_at_init": 0.4, "mean_abs_mean": 0.6}
+    s, r = (near, far) if selu_closer else (far, near)
+    trained = {f"{a} lr={lr:g}": {**(s if a == "selu" else r), "dead_fraction": 0.3 if a == "relu" else 0.0,
+                                  "constant_fraction": 0.0}
+               for a in ("relu", "selu") for lr in (1e-3, 1e-2)}
+    return {"depth": depth, "trained": trained}
+
+
+def test_selu_verdict_flips_with_the_measurements():
+    text, confirms, refutes = selu.verdict(_selu_numbers(True, True))
+    assert text.startswith("SELU's advantages hold:")
+    assert "000 answer 3 (book)" in confirms and any(r.startswith("002") for r in refutes)
+    text, confirms, refutes = selu.verdict(_selu_numbers(False, False))
+    assert text.startswith("SELU's advantages hold only in part")
+    assert "000 answer 3 (book)" in refutes and any(c.startswith("002") for c in confirms)
+
+
+def _symmetry_numbers(max_diff: float, equal_acc: float):
+    runs = {"independent He": {"test_accuracy": 0.95},
+            "equal: constant 0.01": {"test_accuracy": equal_acc},
+            "equal: one He draw copied": {"test_accuracy": equal_acc}}
+    return {"runs": runs, "one_neuron_per_layer_test_accuracy": 0.3,
+            "equal_max_neuron_diff_after": max_diff, "independent_min_neuron_diff_after": 0.5,
+            "collapsed_vs_wide_accuracy_gap": 0.0}
+
+
+def test_symmetry_verdict_flips_with_the_measurements():
+    text, confirms, refutes = symmetry.verdict(_symmetry_numbers(0.0, 0.3))
+    assert text.startswith("No:") and "000 answer 1 (book)" in confirms
+    text, confirms, refutes = symmetry.verdict(_symmetry_numbers(0.4, 0.94))
+    assert text.startswith("Not settled here") and "000 answer 1 (book)" in refutes
+    assert confirms == ["002 answer 1 (equal weights drawn with He init are fine)"]
+
+
+def _bias_numbers(t_const: float, t_random: float):
+    acc = {v: {"mean": 0.95, "std": 0.002} for v in bias_init.VARIANTS}
+    return {"seeds": 5, "accuracy": acc,
+            "welch_t_vs_zeros": {"constant 1": t_const, "random (like weights)": t_random}}
+
+
+def test_bias_init_verdict_flips_with_the_measurements():
+    text, confirms, refutes = bias_init.verdict(_bias_numbers(0.5, -0.3))
+    assert text.startswith("Yes: the bias start makes no difference")
+    assert "000 answer 2 (book)" in confirms and not refutes
+    text, confirms, refutes = bias_init.verdict(_bias_numbers(3.0, 0.1))
+    assert text.startswith("Not quite: constant 1 biases beat zeros")
+    assert "000 answer 2 (book)" not in confirms and "002 answer 2 (zero biases are fine)" in refutes
+    text, _, refutes = bias_init.verdict(_bias_numbers(-4.0, 0.1))
+    assert "did worse than zeros" in text and any(r.startswith("004") for r in refutes)
