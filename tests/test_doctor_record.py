@@ -13,13 +13,12 @@ from dnnlab.train import fit
 
 
 def test_records_every_layer_every_epoch_with_the_update_ratio(tiny, tiny_cfg, tmp_path):
-    x, y = probe_batch(tiny)
+    x, y = probe_batch(tiny.train.tensors())
     assert len(y) == 256
     spe = steps_per_epoch(len(tiny.train), tiny_cfg.train.batch_size)
     rec = LayerRecorder(tmp_path, x, y, steps_per_epoch=spe)
     model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes, seed=tiny_cfg.train.seed)
-    rec.on_train_begin(model)
-    fit(tiny_cfg, tiny, model=model, callbacks=[rec])
+    fit(tiny_cfg, tiny, model=model, callbacks=[rec])        # fit calls rec.on_train_begin
     rows = read_layers(tmp_path / "layers.csv")
     assert list(rows[0]) == list(COLUMNS)
     assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3]
@@ -32,7 +31,7 @@ def test_records_every_layer_every_epoch_with_the_update_ratio(tiny, tiny_cfg, t
 
 
 def test_update_ratio_is_the_relative_change_per_step(tiny, tiny_cfg, tmp_path):
-    x, y = probe_batch(tiny)
+    x, y = probe_batch(tiny.train.tensors())
     rec = LayerRecorder(tmp_path, x, y, steps_per_epoch=10)
     model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes)
     rec.on_train_begin(model)
@@ -54,7 +53,7 @@ def test_recording_does_not_change_training(tiny, tiny_cfg, tmp_path):
 
 
 def test_a_resumed_recorder_keeps_earlier_epochs(tiny, tiny_cfg, tmp_path):
-    x, y = probe_batch(tiny)
+    x, y = probe_batch(tiny.train.tensors())
     model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes)
     first = LayerRecorder(tmp_path, x, y, steps_per_epoch=5)
     for e in (0, 1, 2):
@@ -64,11 +63,20 @@ def test_a_resumed_recorder_keeps_earlier_epochs(tiny, tiny_cfg, tmp_path):
     assert [r["epoch"] for r in read_layers(tmp_path / "layers.csv")][::3] == [0, 1, 2]
 
 
-def test_callbacks_for_follows_its_arguments(tiny, tiny_cfg, tmp_path):
-    assert callbacks_for(tiny_cfg, tiny, None) == []
-    assert callbacks_for(tiny_cfg, tiny, tmp_path, record_every=0) == []
-    (rec,) = callbacks_for(tiny_cfg, tiny, tmp_path, record_every=2)
+def test_callbacks_for_follows_the_config(tiny, tiny_cfg, tmp_path):
+    train = tiny.train.tensors()
+    assert callbacks_for(tiny_cfg, train, None) == []
+    assert callbacks_for(replace(tiny_cfg, **{"train.record_every": 0}), train, tmp_path) == []
+    (rec,) = callbacks_for(replace(tiny_cfg, **{"train.record_every": 2}), train, tmp_path)
     assert rec.every == 2 and rec.steps_per_epoch == 16
+
+
+def test_every_run_with_a_directory_records_by_default(tiny, tiny_cfg, tmp_path):
+    fit(tiny_cfg, tiny, tmp_path / "run")
+    rows = read_layers(tmp_path / "run" / "layers.csv")
+    assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3]      # init, then every epoch
+    fit(replace(tiny_cfg, **{"train.record_every": 0}), tiny, tmp_path / "off")
+    assert not (tmp_path / "off" / "layers.csv").exists()
 
 
 def test_doctor_cli_on_a_run_dir_and_on_bad_input(tiny, tiny_cfg, tmp_path, capsys):

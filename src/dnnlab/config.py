@@ -153,8 +153,11 @@ class TrainConfig:
     checkpoint_every: int = 5              # epochs; 0 = only best and final
     eval_batch_size: int = 4096
     deterministic: bool = False
-    fast: bool = True                      # CUDA graph / lean step when the model allows it
+    fast: bool = True                      # the stacked MLP's lean step when the model allows it
     progress: bool = True
+    record_every: int = 1                  # epochs between layer records for the doctor; 0 = off
+    tensorboard: bool = False              # also write TensorBoard event files (RUN_DIR/tensorboard)
+    histogram_every: int = 1               # epochs between TensorBoard's per-layer histograms
 
     def __post_init__(self):
         _validate(self, "train")
@@ -213,6 +216,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "optim.schedule.final_div_factor": (0, None),
     "train.epochs": (1, 10**6), "train.batch_size": (1, 10**8), "train.seed": (0, 2**32 - 1),
     "train.patience": (0, 10**6), "train.min_delta": (0, None), "train.checkpoint_every": (0, 10**6),
+    "train.record_every": (0, 10**6), "train.histogram_every": (1, 10**6),
     "train.eval_batch_size": (1, 10**8),
 }
 # Keys whose low bound is exclusive: the value must be > low (0 would break the run).
@@ -224,7 +228,8 @@ MAX_NESTING = 16             # TOML / --set values nest no deeper (deeper is an 
 # What a resume may change (applied and written to config.toml); every other key shapes the run
 # and is part of its fingerprint. ``name`` and ``tune`` do not shape a training run.
 RESUME_ALLOWED = ("train.epochs", "train.patience", "train.progress", "train.device",
-                  "train.checkpoint_every", "train.eval_batch_size", "data.data_dir", "name")
+                  "train.checkpoint_every", "train.eval_batch_size", "train.record_every",
+                  "train.tensorboard", "train.histogram_every", "data.data_dir", "name")
 NOT_SHAPING = RESUME_ALLOWED + ("tune",)
 
 # For the memory estimate: features and images of each dataset (synthetic: the generator's default).

@@ -36,7 +36,7 @@ def measure(n_train: int = 45000, repeats: int = 5, threads: int = 1, device: st
     t0 = time.perf_counter()
     result = fit(cfg, data, evaluate_test=False)
     epoch = time.perf_counter() - t0
-    x, y = probe_batch(data)
+    x, y = probe_batch(data.train.tensors())
     with tempfile.TemporaryDirectory() as d:
         rec = LayerRecorder(d, x, y, steps_per_epoch=steps_per_epoch(n_train, 32))
         rec.on_train_begin(result.model)

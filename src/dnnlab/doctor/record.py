@@ -48,9 +48,11 @@ PROBE_SIZE = 256
 PROBE_SEED = 0   # the same images for every run, so records of two runs compare
 
 
-def probe_batch(data, size: int = PROBE_SIZE, seed: int = PROBE_SEED) -> tuple[torch.Tensor, torch.Tensor]:
-    """``size`` training images and labels, drawn without replacement with a fixed ``seed``."""
-    x, y = data.train.tensors()
+def probe_batch(train: tuple[torch.Tensor, torch.Tensor], size: int = PROBE_SIZE,
+                seed: int = PROBE_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` of the training images and labels ``train``, drawn without replacement with a
+    fixed ``seed``."""
+    x, y = train
     if len(y) == 0:
         raise DnnlabError("the training split is empty; the doctor needs training images to probe "
                           "(check data.classes / data.per_class / data.limit)")
@@ -234,27 +236,23 @@ class TensorBoardLogger:
         self.writer.close()
 
 
-def callbacks_for(cfg, data, run_dir: str | Path | None, *, record_every: int = 1,
-                  tensorboard: bool = False, histogram_every: int = 1) -> list:
-    """The recording callbacks a run asks for (the driver passes them to ``fit``).
+def callbacks_for(cfg, train: tuple[torch.Tensor, torch.Tensor],
+                  run_dir: str | Path | None) -> list:
+    """The recording callbacks ``cfg.train`` asks for; the training driver adds them to every run
+    that has a run directory and calls their ``on_train_begin`` before the first step.
 
-    ``record_every`` epochs between layer records (0 = no layer records); ``tensorboard`` adds :class:`TensorBoardLogger` with histograms every
-    ``histogram_every`` epochs. Without a run directory there is nowhere to write: no callbacks.
-    The callbacks have ``on_train_begin(model)``, which the driver should call before the first
-    step so that the records include the net at initialization.
+    ``train.record_every`` epochs between layer records (0 = none); ``train.tensorboard`` adds
+    :class:`TensorBoardLogger` with histograms every ``train.histogram_every`` epochs. Without a
+    run directory there is nowhere to write: no callbacks.
     """
-    if run_dir is None:
+    t = cfg.train
+    if run_dir is None or not (t.record_every or t.tensorboard):
         return []
-    if record_every < 0:
-        raise DnnlabError(f"record_every = {record_every}: use 0 (off) or a number of epochs >= 1")
-    if not record_every and not tensorboard:
-        return []
-    x, y = probe_batch(data)
+    x, y = probe_batch(train)
     out: list = []
-    if record_every:
-        out.append(LayerRecorder(run_dir, x, y, every=record_every,
-                                 steps_per_epoch=steps_per_epoch(len(data.train),
-                                                                 cfg.train.batch_size)))
-    if tensorboard:
-        out.append(TensorBoardLogger(run_dir, x, y, histogram_every=histogram_every))
+    if t.record_every:
+        out.append(LayerRecorder(run_dir, x, y, every=t.record_every,
+                                 steps_per_epoch=steps_per_epoch(len(train[1]), t.batch_size)))
+    if t.tensorboard:
+        out.append(TensorBoardLogger(run_dir, x, y, histogram_every=t.histogram_every))
     return out

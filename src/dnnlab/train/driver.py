@@ -43,6 +43,7 @@ from dnnlab import config as config_mod
 from dnnlab.config import RunConfig
 from dnnlab.data import Dataset
 from dnnlab.data.batching import batch_slices, epoch_permutation
+from dnnlab.doctor.record import callbacks_for
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.nn.mlp import MLP, build_mlp
 from dnnlab.optim.flat import FlatOptimizer, clip_
@@ -554,7 +555,10 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
     A dnnlab MLP trains on the stacked backend (the fast step) when ``train.fast`` (the default);
     any other module, or an MLP with frozen layers or pruning hooks, on the module backend. The
     model passed in is trained in place and returned as ``result.model``. Callbacks are objects
-    with ``on_epoch_end(epoch, metrics, model) -> bool | None`` (True stops training).
+    with ``on_epoch_end(epoch, metrics, model) -> bool | None`` (True stops training), and
+    optionally ``on_train_begin(model)`` (before the first step) and ``close()`` (at the end).
+    A run with a directory also records what its layers do for ``dnnlab doctor``
+    (``train.record_every``, ``train.tensorboard``: :func:`dnnlab.doctor.record.callbacks_for`).
 
     With ``run_dir`` the run writes config, metrics.csv, checkpoints and the final model there,
     and ``resume=True`` continues from its last checkpoint. Only parameters with
@@ -601,13 +605,21 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
     writer = RunWriter(Path(run_dir), cfg) if run_dir is not None else None
     if resume and writer is None:
         raise DnnlabError("resume needs a run directory")
+    callbacks = [*callbacks, *callbacks_for(cfg, train, run_dir)]    # the doctor's records
     trainer = Trainer(backend, [cfg], train, valid,
                       callbacks=_epoch_callbacks(live_model, sync_back, callbacks), writer=writer)
     if writer is not None:
         writer.start(trainer, resume)
     try:
+        if trainer.start_epoch <= trainer.epochs:            # the net before its first step
+            for cb in callbacks:
+                if hasattr(cb, "on_train_begin"):
+                    cb.on_train_begin(live_model())
         result = trainer.run()[0]
     finally:
+        for cb in callbacks:
+            if hasattr(cb, "close"):
+                cb.close()
         if isinstance(backend, ModuleBackend):
             backend.release()
     if result.model is not model:                          # stacked: the caller's module

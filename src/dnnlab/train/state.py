@@ -23,24 +23,18 @@ LAST = Path("checkpoints") / "last.safetensors"
 
 
 def _snap_tensors(snap) -> dict[str, torch.Tensor]:
-    """A backend snapshot (stacked: (flat, buffers); module: a state_dict) as named tensors."""
-    if isinstance(snap, tuple):
-        flat, bufs = snap
-        return {"flat": flat, **{f"buffer.{k}": v for k, v in bufs.items()}}
-    return {k: v.clone() for k, v in snap.items()}
-
-
-@torch.no_grad()
-def _load_snap(snap, tensors: dict[str, torch.Tensor]) -> None:
-    for key, dst in _snap_tensors_views(snap).items():
-        dst.copy_(tensors[key])
-
-
-def _snap_tensors_views(snap) -> dict[str, torch.Tensor]:
+    """A backend snapshot (stacked: (flat, buffers); module: a state_dict of copies) as named
+    tensors: views of the snapshot itself, so that loading into them restores it."""
     if isinstance(snap, tuple):
         flat, bufs = snap
         return {"flat": flat, **{f"buffer.{k}": v for k, v in bufs.items()}}
     return dict(snap)
+
+
+@torch.no_grad()
+def _load_snap(snap, tensors: dict[str, torch.Tensor]) -> None:
+    for key, dst in _snap_tensors(snap).items():
+        dst.copy_(tensors[key])
 
 
 def save(run_dir: Path, epoch: int, trainer) -> Path:
