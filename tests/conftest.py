@@ -44,3 +44,13 @@ def tiny_cfg():
                                    "train.batch_size": 32, "train.progress": False,
                                    "train.patience": None, "train.device": "cpu",
                                    "data.name": "synthetic"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run wherever a GPU is visible and are skipped, saying so, elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device is visible (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

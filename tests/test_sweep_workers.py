@@ -156,6 +156,7 @@ def test_killed_tune_worker_trial_is_retried_and_not_counted(tmp_path):
         time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    time.sleep(4)              # past the grace of 3 missed heartbeats: the dead trial is stale
     survivor = start("b")
     text, _ = survivor.communicate(timeout=240)
     assert survivor.returncode == 0, text

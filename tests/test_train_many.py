@@ -187,3 +187,15 @@ def test_invalid_variant_fails_before_training(tiny, tiny_cfg):
     sgd = replace(tiny_cfg, **{"optim.name": "sgd", "optim.nesterov": True, "optim.momentum": 0.9})
     with pytest.raises(ConfigError, match="nesterov"):
         train_many(sgd, tiny, [Variant(0), Variant(1, {"optim.momentum": 0.0})], progress=False)
+
+
+def test_a_run_long_enough_to_fuse_the_update_trains_the_same_models(tiny, tiny_cfg, monkeypatch):
+    """The compiled (torch.compile) update against the eager one, through the whole driver."""
+    import dnnlab.train.driver as driver
+    variants = [Variant(0), Variant(1, {"optim.lr": 3e-3})]
+    eager = train_many(tiny_cfg, tiny, variants, progress=False)
+    monkeypatch.setattr(driver, "FUSE_MIN_WORK", 0)           # every run counts as long
+    fused = train_many(tiny_cfg, tiny, variants, progress=False)
+    for a, b in zip(eager, fused):
+        assert b.history["loss"] == pytest.approx(a.history["loss"], rel=1e-5)
+        _assert_same_weights(a.model, b.model, atol=1e-5)
