@@ -66,58 +66,69 @@ def _col(values: np.ndarray, like: Tensor) -> Tensor:
 
 
 def update(name: str, nesterov: bool, power: float, p: Tensor, g: Tensor, s: dict[str, Tensor],
-           k: dict[str, Tensor], c: Tensor) -> None:
+           k: dict[str, Tensor], c: Tensor, tmp: Tensor) -> None:
     """One step of optimizer ``name`` on every model: the only definition of each rule.
 
-    ``p``, ``g``: (K, N) parameters and gradients (``g`` is used as scratch); ``s``: the state
-    buffers; ``k``: constant (K, 1) columns; ``c``: this step's (C, K, 1) row of the table.
-    In-place ops keep the eager step free of (K, N) temporaries where it can; torch.compile
-    fuses the whole function into one pass over the buffers.
+    ``p``, ``g``: (K, N) parameters and gradients (``g`` is used as scratch, and so is ``tmp``,
+    a (K, N) buffer); ``s``: the state buffers; ``k``: constant (K, 1) columns; ``c``: this step's
+    (C, K, 1) row of the table. Every op writes in place or into ``tmp``: a fresh (K, N) tensor
+    per op would cost an allocation each (on a CPU, pages mapped and zeroed anew), more than the
+    arithmetic. torch.compile fuses the whole function into one pass over the buffers.
     """
     if "wd" in k and name not in ("adamw", "ftrl"):
-        g = g.addcmul_(p, k["wd"])
+        g.addcmul_(p, k["wd"])
     if name == "sgd":
         if "momentum_buffer" in s:
             buf = s["momentum_buffer"].mul_(c[1]).add_(g)
-            g = g.addcmul_(buf, c[1]) if nesterov else buf
+            if nesterov:
+                g.addcmul_(buf, c[1])
+            else:
+                g = buf
         p.addcmul_(g, c[0])
     elif name == "adagrad":
         total = s["sum"].addcmul_(g, g)
-        p.addcmul_(g.div_(total.sqrt().add_(k["eps"])), c[0])
+        torch.sqrt(total, out=tmp)
+        p.addcmul_(g.div_(tmp.add_(k["eps"])), c[0])
     elif name == "rmsprop":
-        sq = s["square_avg"].mul_(k["rho"]).addcmul_(g * g, k["one_minus_rho"])
-        step = g.div_((sq + k["eps"]).sqrt_()).mul_(c[0])            # lr * g / sqrt(v + eps)
+        torch.mul(g, g, out=tmp)
+        sq = s["square_avg"].lerp_(tmp, k["one_minus_rho"])          # rho * v + (1 - rho) g^2
+        torch.add(sq, k["eps"], out=tmp)
+        g.div_(tmp.sqrt_()).mul_(c[0])                               # lr * g / sqrt(v + eps)
         if "momentum_buffer" in s:
-            step = s["momentum_buffer"].mul_(k["momentum"]).add_(step)
-        p.sub_(step)
+            g = s["momentum_buffer"].mul_(k["momentum"]).add_(g)
+        p.sub_(g)
     elif name in ("adam", "adamw", "nadam"):
         if name == "adamw" and "wd" in k:
             p.mul_(c[2])
         m = s["exp_avg"].lerp_(g, k["one_minus_beta1"])
-        v = s["exp_avg_sq"].mul_(k["beta2"]).addcmul_(g * g, k["one_minus_beta2"])
+        torch.mul(g, g, out=tmp)
+        v = s["exp_avg_sq"].lerp_(tmp, k["one_minus_beta2"])        # beta2 v + (1 - beta2) g^2
+        torch.sqrt(v, out=tmp)
         if name == "nadam":                                          # sqrt(v) / sqrt(bc2) + eps
-            p.add_(g.mul_(c[1]).addcmul_(m, c[2]).div_(v.sqrt().mul_(c[0]).add_(k["eps"])))
+            tmp.mul_(c[0]).add_(k["eps"])
+            p.add_(g.mul_(c[1]).addcmul_(m, c[2]).div_(tmp))
         else:
-            p.addcmul_(m / v.sqrt().mul_(c[1]).add_(k["eps"]), c[0])
+            tmp.mul_(c[1]).add_(k["eps"])
+            p.addcmul_(torch.div(m, tmp, out=tmp), c[0])
     elif name == "adamax":
         m = s["exp_avg"].lerp_(g, k["one_minus_beta1"])
-        u = torch.maximum(s["exp_inf"].mul_(k["beta2"]), g.abs_().add_(k["eps"]))
-        s["exp_inf"].copy_(u)
-        p.addcmul_(m / u, c[0])
+        u = s["exp_inf"].mul_(k["beta2"])
+        torch.maximum(u, g.abs_().add_(k["eps"]), out=u)
+        p.addcmul_(torch.div(m, u, out=tmp), c[0])
     else:                                                            # ftrl
         n, z = s["accumulator"], s["linear"]
-        n_pow = _pow(n, power)
+        _pow(n, power, out=tmp)                                      # n^p
         n.addcmul_(g, g)
-        n_new_pow = _pow(n, power)
-        sigma = (n_new_pow - n_pow).mul_(c[0])                       # (n_new^p - n^p) / lr
-        z.add_(g).sub_(sigma.mul_(p))
-        quadratic = n_new_pow.mul_(c[0]).add_(k["l2"])
-        new = (torch.clamp(z, min=-k["l1"], max=k["l1"]) - z).div_(quadratic)
+        z.add_(g)
+        sigma = _pow(n, power, out=g).sub_(tmp).mul_(c[0])           # (n_new^p - n^p) / lr
+        z.sub_(sigma.mul_(p))
+        quadratic = _pow(n, power, out=tmp).mul_(c[0]).add_(k["l2"])
+        new = torch.clamp(z, min=-k["l1"], max=k["l1"], out=g).sub_(z).div_(quadratic)
         p.lerp_(new, c[1])                                           # frozen models keep theirs
 
 
-def _pow(x: Tensor, power: float) -> Tensor:
-    return x.sqrt() if power == 0.5 else x.pow(power)
+def _pow(x: Tensor, power: float, out: Tensor) -> Tensor:
+    return torch.sqrt(x, out=out) if power == 0.5 else torch.pow(x, power, out=out)
 
 
 class FlatOptimizer:
@@ -139,6 +150,7 @@ class FlatOptimizer:
         self.state: dict[str, Tensor] = {}
         self.power = -float(self.h["lr_power"][0])     # ftrl
         self.fused: Callable | None = None
+        self.tmp = torch.empty_like(p)                 # scratch of the update, never saved
         self._check()
         self._init_state()
 
@@ -241,13 +253,14 @@ class FlatOptimizer:
         """One update of every model, with ``c`` a (C, K, 1) row of :meth:`table`."""
         if self.fused is not None:
             try:
-                self.fused(self.p, self.g, self.state, self.k, c)
+                self.fused(self.p, self.g, self.state, self.k, c, self.tmp)
                 return
             except Exception as e:                  # no compiler, unsupported device: stay eager
                 warnings.warn(f"the fused optimizer step could not be compiled ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); using the eager one")
                 self.fused = None
-        update(self.name, self.nesterov, self.power, self.p, self.g, self.state, self.k, c)
+        update(self.name, self.nesterov, self.power, self.p, self.g, self.state, self.k, c,
+               self.tmp)
 
     def fuse(self) -> None:
         """Compile :func:`update` into one fused kernel (torch.compile): the eager update makes
@@ -263,7 +276,7 @@ class FlatOptimizer:
     def select_(self, keep: Tensor, p: Tensor, g: Tensor) -> None:
         """Keep only the models at positions ``keep`` (compaction); ``p``, ``g``: the new buffers."""
         idx = keep.cpu().numpy()
-        self.p, self.g = p, g
+        self.p, self.g, self.tmp = p, g, torch.empty_like(p)
         self.h = {k: v[idx] for k, v in self.h.items()}
         self.state = {k: v.index_select(0, keep) for k, v in self.state.items()}
         self.k = {k: v.index_select(0, keep) for k, v in self.k.items()}
