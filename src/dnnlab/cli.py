@@ -104,7 +104,7 @@ def cmd_lr_find(args) -> int:
     y = torch.as_tensor(data.train.y).to(device)
     with _threads(args):
         res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=args.steps,
-                      seed=cfg.train.seed)
+                      seed=cfg.train.seed, progress=cfg.train.progress)
     out = Path(args.out or "runs") / f"{cfg.name}-lr-find.png"
     res.plot(out)
     print(f"suggested learning rate: {res.suggestion:.3g} (minimum of the smoothed loss / 10)")

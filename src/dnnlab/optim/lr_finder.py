@@ -5,8 +5,9 @@ large, plot the loss against the rate (log scale), and take a rate about 10 time
 the loss is lowest. The loss is smoothed with a bias-corrected moving average (one noisy batch
 should not decide), the sweep stops once the smoothed loss exceeds ``diverge_factor`` times the
 best so far, NaNs are ignored when suggesting, and the model comes back exactly as it was: weights,
-buffers (BN statistics), each module's train/eval mode and torch's random state. The finder builds its own
-optimizer with ``make_optimizer``, so no optimizer of the caller is touched.
+buffers (BN statistics), each module's train/eval mode and torch's random state. The sweep is one
+run of the training driver (:class:`dnnlab.train.driver.Trainer`) with the exponential ramp as its
+rate: the step is the trainer's own, and no optimizer of the caller is touched.
 """
 
 from __future__ import annotations

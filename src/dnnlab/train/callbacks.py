@@ -44,14 +44,16 @@ class Progress:
     """One tqdm bar over all steps of the run: the epoch, and the last epoch's metrics (one
     model) or how many models still train and the best so far (K models)."""
 
-    def __init__(self, epochs: int, steps_per_epoch: int, enabled: bool = True, models: int = 1):
+    def __init__(self, epochs: int, steps_per_epoch: int, enabled: bool = True, models: int = 1,
+                 total: int | None = None):
         self.epochs, self.spe, self.enabled, self.models = epochs, steps_per_epoch, enabled, models
+        self.total = epochs * steps_per_epoch if total is None else total
         self.bar = None
 
     def open(self, start_epoch: int) -> None:
         if not self.enabled:
             return
-        self.bar = tqdm(total=self.epochs * self.spe, initial=(start_epoch - 1) * self.spe,
+        self.bar = tqdm(total=self.total, initial=(start_epoch - 1) * self.spe,
                         unit="step", dynamic_ncols=True, file=sys.stderr, leave=True,
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}"
                                    "{postfix}]")

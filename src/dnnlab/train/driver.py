@@ -259,7 +259,7 @@ class Trainer:
         self.start_epoch = 1
         self.steps_done = 0
         self.bar = Progress(self.epochs, len(self.slices), enabled=progress and t.progress,
-                            models=k)
+                            models=k, total=max_steps)
         self._columns()
 
     # ------------------------------------------------------------------ per-model columns

@@ -105,7 +105,7 @@ def _from_reading_state(e: BaseException) -> bool:
     """Whether ``e`` was raised while the trainer read its resume state (state.py/checkpoint.py)."""
     return any((f.f_code.co_filename.endswith("train/state.py") and f.f_code.co_name == "restore")
                or (f.f_code.co_filename.endswith("train/checkpoint.py")
-                   and f.f_code.co_name in ("load", "optimizer_from_flat"))
+                   and f.f_code.co_name == "load")
                for f, _ in traceback.walk_tb(e.__traceback__))
 
 

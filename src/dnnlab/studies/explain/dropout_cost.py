@@ -18,17 +18,18 @@ are measured for several N.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import statistics
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval, plain_predict
 from dnnlab.config import RunConfig, replace
-from dnnlab.nn import build_mlp
+from dnnlab.data import Split
 from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
 from dnnlab.train import fit, resolve_device
 
@@ -74,28 +75,27 @@ def interleaved_medians(fns: dict[str, callable], repeats: int, warmup: bool = T
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _train_step(model, opt, x, y):
-    def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
+STEP_BATCHES = 16     # batches per timed slice: one short epoch of dnnlab's own trainer
 
 
 def step_costs(cfg: RunConfig, data, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of one training step (batch of ``train.batch_size``) per dropout rate."""
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, len(data.train), (cfg.train.batch_size,), generator=g)
-    x = torch.as_tensor(data.train.x)[idx].to(device)
-    y = torch.as_tensor(data.train.y)[idx].to(device)
+    """Median seconds of one training step (batch of ``train.batch_size``) per dropout rate.
+
+    Each timing is a one-epoch :func:`dnnlab.train.fit` over ``STEP_BATCHES`` batches, so what
+    is timed is the trainer's own step (forward, backward, update), divided by the batches.
+    """
+    bs = cfg.train.batch_size
+    n = min(len(data.train), STEP_BATCHES * bs)
+    sub = dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]),
+                              valid=Split(data.valid.x[:0], data.valid.y[:0]),
+                              test=Split(data.test.x[:0], data.test.y[:0]))
     fns = {}
     for rate in (0.0, *RATES):
-        model = build_mlp(replace(cfg, **{"model.dropout": rate}).model, data.n_features,
-                          data.n_classes, seed=0).to(device).train()
-        opt = torch.optim.NAdam(model.parameters(), lr=1e-3)
-        fns[rate] = _train_step(model, opt, x, y)
-    return interleaved_medians(fns, repeats, device=device)
+        c = replace(cfg, **{"model.dropout": rate, "train.epochs": 1, "train.progress": False,
+                            "train.device": str(device)})
+        fns[rate] = lambda c=c: fit(c, sub, evaluate_test=False)
+    times = interleaved_medians(fns, repeats, device=device)
+    return {rate: t / math.ceil(n / bs) for rate, t in times.items()}
 
 
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
