@@ -51,14 +51,6 @@ def _absolute(module: str, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def _imported(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
-    """The dotted names an import statement brings (for ``from``: the module, and module.name)."""
-    if isinstance(node, ast.Import):
-        return [a.name for a in node.names]
-    base = _absolute(module, node)
-    return [base] + [f"{base}.{a.name}" for a in node.names if a.name != "*"]
-
-
 def _is_type_checking(node: ast.AST) -> bool:
     test = getattr(node, "test", None)
     return isinstance(node, ast.If) and (
@@ -101,8 +93,9 @@ def test_imports_stand_at_the_top():
             if not in_function:
                 continue
             where = f"{MODULES[name].relative_to(SRC.parent)}:{node.lineno}: {ast.unparse(node)}"
-            targets = _imported(name, node)
-            if not _optional(targets[0]):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [_absolute(name, node)])
+            if not all(_optional(m) for m in modules):
                 bad.append(where)
                 continue
             nearby = "\n".join(lines[max(0, node.lineno - 3):node.end_lineno])
