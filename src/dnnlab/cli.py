@@ -10,35 +10,29 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
+from dnnlab import data as datasets
+from dnnlab import train as training
+from dnnlab.analysis import prune_cli
+from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config
+from dnnlab.config import load_config, replace
+from dnnlab.doctor import cli as doctor_cli
 from dnnlab.errors import DnnlabError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line and exit code 2 (no usage dump)."""
-
-    def error(self, message: str):  # noqa: D401
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _flags(args) -> dict:
-    """The dedicated flags (--device, --data-dir, --epochs) as dotted config keys."""
-    flags = {"train.device": getattr(args, "device", None),
-             "data.data_dir": getattr(args, "data_dir", None),
-             "train.epochs": getattr(args, "epochs", None)}
-    return {k: v for k, v in flags.items() if v is not None}
-
-
-def config_from_args(args):
-    """The run config: the TOML file, then --set overrides, then the dedicated flags."""
-    from dnnlab.config import load_config, replace
-    cfg = load_config(args.config, list(args.set or []))
-    flags = _flags(args)
-    return replace(cfg, **flags) if flags else cfg
+from dnnlab.export import export_run
+from dnnlab.nn.mlp import build_mlp
+from dnnlab.optim.lr_finder import find_lr
+from dnnlab.report.runs import report_runs, select_run_dirs
+from dnnlab.studies import cli as study_cli
+from dnnlab.studies.common import torch_threads
+from dnnlab.studies.explain import cli as explain_cli
+from dnnlab.train.run import resume_config
+from dnnlab.train.sweep import format_table, sweep
+from dnnlab.tune import cli as tune_cli
 
 
 def _threads(args):
     """``--threads N``: torch's CPU threads for the command, the studies' mechanism (None: torch's)."""
-    from dnnlab.studies.common import torch_threads
     n = getattr(args, "threads", None)
     if n is not None and n < 1:
         raise DnnlabError(f"--threads {n}: give a number of threads >= 1 (or leave it out for "
@@ -47,19 +41,17 @@ def _threads(args):
 
 
 def cmd_train(args) -> int:
-    from dnnlab.train import train_run
-    from dnnlab.train.run import resume_config
     if args.resume:   # CONFIG, --set and flags may change only what a resume allows (checked)
-        cfg = resume_config(args.resume, args.config, list(args.set or []), _flags(args))
+        cfg = resume_config(args.resume, args.config, list(args.set or []), dedicated_flags(args))
         with _threads(args):
-            result = train_run(cfg, resume=args.resume)
+            result = training.train_run(cfg, resume=args.resume)   # via the package: patchable
     else:
         if args.config is None:
             raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
                               "or --resume RUN_DIR")
         cfg = config_from_args(args)
         with _threads(args):
-            result = train_run(cfg, args.out)
+            result = training.train_run(cfg, args.out)
     s = result.summary()
     line = (f"{result.status}: best {result.monitor} {result.best:.4f} at epoch {result.best_epoch}"
             f" ({result.epochs_run} epochs, {s['seconds_per_epoch']:.2f} s/epoch)")
@@ -74,7 +66,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from dnnlab.report.runs import report_runs, select_run_dirs
     dirs, skipped = select_run_dirs(args.run_dirs)
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
@@ -84,21 +75,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from dnnlab.data import dataset_status, format_status
-    print(format_status(dataset_status(args.data_dir)))
+    print(datasets.format_status(datasets.dataset_status(args.data_dir)))
     return 0
 
 
 def cmd_lr_find(args) -> int:
-    import torch
-
-    from dnnlab.data import load_from_config
-    from dnnlab.nn.mlp import build_mlp
-    from dnnlab.optim.lr_finder import find_lr
-    from dnnlab.train import resolve_device
     cfg = config_from_args(args)
-    data = load_from_config(cfg.data)
-    device = resolve_device(cfg.train.device)
+    data = datasets.load_from_config(cfg.data)
+    device = training.resolve_device(cfg.train.device)
     model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed).to(device)
     x = torch.as_tensor(data.train.x).to(device)
     y = torch.as_tensor(data.train.y).to(device)
@@ -113,8 +97,6 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from dnnlab.train.sweep import format_table, sweep
-    from dnnlab.config import load_config, replace
     cfg = load_config(args.config, list(args.fixed or []))
     flags = {"train.device": args.device, "data.data_dir": args.data_dir, "train.epochs": args.epochs}
     flags = {k: v for k, v in flags.items() if v is not None}
@@ -128,7 +110,6 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from dnnlab.export import export_run
     path, diff = export_run(args.run_dir, args.format, args.out, opset=args.opset)
     print(f"exported {args.run_dir} to {path} (ONNX opset {args.opset}; input: float32 rows "
           f"prepared as the run's data, output: logits; onnxruntime matches dnnlab within {diff:.1e})")
@@ -136,20 +117,9 @@ def cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dnnlab", description="Train deep MLPs and settle the questions of "
-                "'Training Deep Neural Networks' by measurement.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    def with_config(sp, required=True):
-        sp.add_argument("config", nargs=None if required else "?", help="a TOML config (see examples/)")
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
-        sp.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                        help="where to train (default: the config's train.device; auto = CUDA "
-                             "when present)")
-        sp.add_argument("--data-dir", help="folder holding the dataset files (default: the "
-                        "config's data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
-        sp.add_argument("--epochs", type=int, help="override train.epochs (default: the config's)")
+    p = Parser(prog="dnnlab", description="Train deep MLPs and settle the questions of "
+               "'Training Deep Neural Networks' by measurement.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def with_threads(sp):
         sp.add_argument("--threads", type=int, metavar="N",
@@ -227,12 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list:
     """Commands that live beside the code they drive (each module has a ``register``)."""
-    from dnnlab.analysis.prune_cli import register as prune
-    from dnnlab.doctor.cli import register as doctor
-    from dnnlab.studies.cli import register as study
-    from dnnlab.studies.explain.cli import register as explain
-    from dnnlab.tune.cli import register as tune
-    return [tune, study, explain, prune, doctor]
+    return [tune_cli.register, study_cli.register, explain_cli.register, prune_cli.register,
+            doctor_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

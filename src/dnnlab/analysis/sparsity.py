@@ -37,7 +37,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from dnnlab import data as datasets
+from dnnlab import io
+from dnnlab.config import load_config, replace
 from dnnlab.errors import DnnlabError
+from dnnlab.nn.mlp import build_mlp
+from dnnlab.train import evaluate, fit, resolve_device
+from dnnlab.train.checkpoint import load_model, save_model
+from dnnlab.train.driver import to_device
 
 
 def kernel_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -232,7 +239,6 @@ class PruningCallback:
 
 def _masked_cfg(cfg):
     """Early stopping or restoring an earlier epoch would hand back a model at another sparsity."""
-    from dnnlab.config import replace
     return replace(cfg, **{"train.patience": None, "train.restore_best": False, "train.fast": False})
 
 
@@ -247,9 +253,6 @@ def gradual_prune_fit(cfg, data, final_sparsity: float, *, model: nn.Module | No
     (default: 20 updates in all, the last at the end; TFMOT's default is every 100 steps). Early stopping and
     restore-best are turned off: the model returned is the last one, at the final sparsity.
     """
-    from dnnlab.nn.mlp import build_mlp
-    from dnnlab.train import fit
-
     if not 0.0 <= begin_fraction < end_fraction <= 1.0:
         raise DnnlabError(f"pruning runs from begin_fraction={begin_fraction} to end_fraction="
                           f"{end_fraction} of training; they need 0 <= begin < end <= 1")
@@ -273,9 +276,6 @@ def gradual_prune_fit(cfg, data, final_sparsity: float, *, model: nn.Module | No
 
 def finetune_masked(cfg, data, model: nn.Module, masks: list[Tensor], epochs: int, callbacks=()):
     """Train a pruned ``model`` for ``epochs`` with its zeros kept at zero; returns the FitResult."""
-    from dnnlab.config import replace
-    from dnnlab.train import fit
-
     cfg = replace(_masked_cfg(cfg), **{"train.epochs": epochs})
     cb = PruningCallback(model, masks=masks)
     try:
@@ -298,13 +298,6 @@ def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
     fine-tuning (the run's optimizer, at ``lr`` when given); writes ``model.safetensors`` and
     ``report.json`` into ``run_dir/pruned-<target>/`` and returns the report.
     """
-    from dnnlab import io
-    from dnnlab.config import load_config, replace
-    from dnnlab.data import load_from_config
-    from dnnlab.train import evaluate, resolve_device
-    from dnnlab.train.checkpoint import load_model, save_model
-    from dnnlab.train.driver import to_device
-
     _check_fraction(target, "--sparsity")
     if finetune_epochs < 0:
         raise DnnlabError(f"--epochs {finetune_epochs}: the number of fine-tuning epochs must be >= 0")
@@ -323,7 +316,7 @@ def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
     if lr is not None:
         changes["optim.lr"] = lr
     cfg = replace(cfg, **changes)
-    data = load_from_config(cfg.data, progress=progress)
+    data = datasets.load_from_config(cfg.data, progress=progress)   # via the package: patchable
     dev = resolve_device(cfg.train.device)
     model = load_model(run_dir / "model.safetensors", dev)
     tensors = to_device(data, dev)

@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dnnlab.errors import DataError
+
 DIGITS = [str(i) for i in range(10)]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot"]
@@ -131,7 +133,6 @@ def file_url(spec: Spec, file_name: str) -> str:
 
 
 def get_spec(name: str) -> Spec:
-    from dnnlab.errors import DataError
     if name not in SPECS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(NAMES)}")
     return SPECS[name]

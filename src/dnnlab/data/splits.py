@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 
 from dnnlab.errors import DataError
@@ -29,7 +30,6 @@ class Split:
 
     def tensors(self, device="cpu"):
         """``(x, y)`` as torch tensors on ``device`` (sharing memory with the arrays on the CPU)."""
-        import torch
         return torch.as_tensor(self.x).to(device), torch.as_tensor(self.y).to(device)
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dnnlab.config import load_config, replace
+from dnnlab.doctor.probe import probe_run
+from dnnlab.doctor.report import examine, format_findings
 from dnnlab.errors import DnnlabError
+from dnnlab.train import default_run_dir
 
 # The probe of a CONFIG.toml trains at most this many epochs unless --epochs says otherwise:
 # enough for every check (overfitting needs 6 epochs to be seen), short enough to wait for.
@@ -12,11 +16,6 @@ PROBE_EPOCHS = 10
 
 
 def cmd_doctor(args) -> int:
-    from dnnlab.config import load_config, replace
-    from dnnlab.doctor.probe import probe_run
-    from dnnlab.doctor.report import examine, format_findings
-    from dnnlab.train import default_run_dir
-
     target = Path(args.target)
     if target.is_dir():
         if args.set:

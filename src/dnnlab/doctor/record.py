@@ -193,7 +193,7 @@ class TensorBoardLogger:
 
     def __init__(self, run_dir: str | Path, x_probe: torch.Tensor, y_probe: torch.Tensor, *,
                  histogram_every: int = 1):
-        # tensorboard is an optional extra (pip install dnnlab[tensorboard]): imported only here
+        # optional dependency: tensorboard (pip install 'dnnlab[tensorboard]'), imported only here
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:

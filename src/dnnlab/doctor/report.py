@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from dnnlab.config import RunConfig, load_config
@@ -89,8 +90,6 @@ def format_findings(findings: list[Diagnosis]) -> str:
 
 def layer_figure(records: list[dict]) -> Figure:
     """Per-layer statistics across training: x = hidden layer, one line per record (colour = epoch)."""
-    from matplotlib import colormaps
-
     epochs = epochs_recorded(records)
     cmap = colormaps["viridis"]
     fig = Figure(figsize=(13, 7.5), layout="constrained")

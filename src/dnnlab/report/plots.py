@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib import colormaps
+from matplotlib._pylab_helpers import Gcf   # pyplot's figure registry (no pyplot import)
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -133,10 +134,8 @@ def figure_bytes(fig: Figure, fmt: str = "png") -> bytes:
     """Render ``fig`` to bytes (Agg for PNG) and release it, so long studies do not leak memory."""
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=DPI, facecolor="white")
-    if fig.canvas.manager is not None:  # made by pyplot: unregister it too
-        from matplotlib import pyplot as plt
-
-        plt.close(fig)
+    if fig.canvas.manager is not None:  # made by pyplot: unregister it too (what plt.close does)
+        Gcf.destroy_fig(fig)
     return buf.getvalue()
 
 

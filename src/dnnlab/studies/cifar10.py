@@ -28,11 +28,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dnnlab import io
+from dnnlab.data import Split, load_dataset, standardized
 from dnnlab.errors import DnnlabError
 from dnnlab.studies import common
-from dnnlab.studies.cifar10_plan import (STAGE_VERSIONS, TRAINED, Protocol, protocol,
-                                         stage_fingerprint, variant_config)
+from dnnlab.studies.cifar10_answers import batchnorm_answer, mc_dropout_answer, selu_answer
+from dnnlab.studies.cifar10_plan import (BOOK, STAGE_VERSIONS, TRAINED, VARIANTS, Protocol,
+                                         protocol, stage_fingerprint, variant_config)
+from dnnlab.studies.cifar10_report import build_results, write_report
+from dnnlab.studies.cifar10_stages import (load_models, lr_finder, mc_dropout, onecycle_candidates,
+                                           search, selu_statistics, time_epochs, train_seeds)
+from dnnlab.train import resolve_device
 
 HELP = "the CIFAR-10 exercise (a-e + 1cycle): searches, seeds, answers, report"
 DEFAULT_OUT = Path("runs/cifar10")
@@ -46,7 +54,6 @@ def _say(progress: bool, text: str) -> None:
 
 def _trim(ds, n: int | None):
     """``ds`` with its validation and test splits cut to their first ``n`` images (quick runs)."""
-    from dnnlab.data import Split
     if n is None:
         return ds
     cut = {k: Split(getattr(ds, k).x[:n], getattr(ds, k).y[:n]) for k in ("valid", "test")}
@@ -55,7 +62,6 @@ def _trim(ds, n: int | None):
 
 def load_data(data_dir: str | Path | None, proto: Protocol, progress: bool):
     """CIFAR-10 twice: pixels / 255 (a-c) and standardized with training-split statistics (d-e)."""
-    from dnnlab.data import load_dataset, standardized
     raw = load_dataset("cifar10", data_dir=data_dir, limit=proto.train_limit, progress=progress)
     raw = _trim(raw, proto.eval_limit)
     return raw, standardized(raw)
@@ -101,8 +107,6 @@ def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
                    progress: bool, models_dir: Path, selu_lr: float | None = None,
                    dropout: float = 0.1) -> dict[str, Any]:
     """Search (dropout rate, then) the learning rate of one variant, then train its seeds."""
-    from dnnlab.studies.cifar10_stages import (lr_finder, onecycle_candidates, search,
-                                               train_seeds)
     rec: dict[str, Any] = {"variant": name}
     kw = dict(device=device, progress=progress)
     if name == "alpha_dropout":
@@ -148,11 +152,6 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
     and results.json then say the run was shortened). ``threads`` sets torch's CPU threads
     (default: 1 on the CPU, untouched on CUDA).
     """
-    from dnnlab.studies.cifar10_answers import batchnorm_answer, mc_dropout_answer, selu_answer
-    from dnnlab.studies.cifar10_report import build_results, write_report
-    from dnnlab.studies.cifar10_stages import (load_models, mc_dropout, selu_statistics,
-                                               time_epochs)
-    from dnnlab.train import resolve_device
     out = Path(out)
     common.seed_list(seeds)
     for label, value in (("max_epochs", max_epochs), ("patience", patience),
@@ -228,13 +227,11 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
 
 
 def _gpu_name() -> str:
-    import torch
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "?"
 
 
 def summary_text(results: dict[str, Any]) -> str:
     """The results table and the answers as printed at the end of a run."""
-    from dnnlab.studies.cifar10_plan import BOOK, VARIANTS
     lines = [f"{'variant':<14} {'lr':>9} {'val acc':>15} {'test acc':>15} {'book':>11} "
              f"{'best ep':>7} {'s/epoch':>8}"]
     for name in VARIANTS:

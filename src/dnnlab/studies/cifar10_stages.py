@@ -17,9 +17,16 @@ from typing import Any
 
 import torch
 
+from dnnlab.analysis.mc_dropout import mc_dropout_eval, plain_eval
+from dnnlab.analysis.stats import hidden_stats, layer_stats
 from dnnlab.config import RunConfig, replace
-from dnnlab.data import Dataset
+from dnnlab.data import Dataset, Split
+from dnnlab.errors import TrainingDiverged
+from dnnlab.nn.mlp import build_mlp
+from dnnlab.optim.lr_finder import find_lr
 from dnnlab.studies.cifar10_plan import Protocol
+from dnnlab.train import Variant, evaluate, fit, resolve_device, train_many
+from dnnlab.train.checkpoint import load_model, save_model
 
 # The LR finder sweeps these rates: below 1e-6 no optimizer here learns anything in a few
 # hundred steps, so starting lower only spends the sweep on a flat line.
@@ -56,7 +63,6 @@ def search(cfg: RunConfig, data: Dataset, key: str, values: tuple, epochs: int, 
     All candidates share seed 0 (same initial weights, same batches), so the only difference
     between them is the value searched.
     """
-    from dnnlab.train import Variant, train_many
     t0 = time.perf_counter()
     results = train_many(_budget(cfg, epochs, progress), data,
                          [Variant(seed=0, overrides={key: v}) for v in values],
@@ -71,7 +77,6 @@ def search(cfg: RunConfig, data: Dataset, key: str, values: tuple, epochs: int, 
                      "best_epoch": r.best_epoch, "status": r.status})
     scored = [r for r in rows if r["val_loss"] is not None]
     if not scored:
-        from dnnlab.errors import TrainingDiverged
         raise TrainingDiverged(f"every candidate of the {key} search diverged within {epochs} "
                                "epochs; check the data (NaNs?) or widen the search")
     best = min(scored, key=lambda r: r["val_loss"])
@@ -81,9 +86,6 @@ def search(cfg: RunConfig, data: Dataset, key: str, values: tuple, epochs: int, 
 
 def lr_finder(cfg: RunConfig, data: Dataset, steps: int, *, device: str) -> dict[str, Any]:
     """The LR range test on a fresh model of ``cfg`` (seed 0): the curve and its suggestion."""
-    from dnnlab.nn.mlp import build_mlp
-    from dnnlab.optim.lr_finder import find_lr
-    from dnnlab.train import resolve_device
     dev = resolve_device(device)
     model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=0).to(dev)
     x, y = _tensors(data.train, dev)
@@ -132,9 +134,6 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
     Returns the record and the trained models (best weights restored); with ``models_dir`` each
     model is also saved there as ``<name>-seed<k>.safetensors``.
     """
-    from dnnlab.train import evaluate, resolve_device
-    from dnnlab.train.checkpoint import save_model
-    from dnnlab.train import Variant, train_many
     dev = resolve_device(device)
     t0 = time.perf_counter()
     cfg = replace(cfg, **{"train.progress": progress})
@@ -162,8 +161,6 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
 
 def load_models(cfg: RunConfig, seeds: int, models_dir: Path, device: str) -> list:
     """The models :func:`train_seeds` saved (for a resumed study)."""
-    from dnnlab.train import resolve_device
-    from dnnlab.train.checkpoint import load_model
     dev = resolve_device(device)
     return [load_model(models_dir / f"{cfg.name}-seed{s}.safetensors", dev) for s in range(seeds)]
 
@@ -174,8 +171,6 @@ def mc_dropout(models: list, data: Dataset, n_samples: int, *, device: str) -> d
     BatchNorm layers, if any, stay in inference mode (``enable_mc_dropout`` switches on only the
     dropout modules). Inference seconds are measured on the test set.
     """
-    from dnnlab.analysis.mc_dropout import mc_dropout_eval, plain_eval
-    from dnnlab.train import resolve_device
     dev = resolve_device(device)
     valid, test = _tensors(data.valid, dev), _tensors(data.test, dev)
     per_seed = []
@@ -190,7 +185,6 @@ def mc_dropout(models: list, data: Dataset, n_samples: int, *, device: str) -> d
 
 
 def _stats(model, x) -> list[dict[str, float]]:
-    from dnnlab.analysis.stats import hidden_stats, layer_stats
     return [{"layer": s["layer"], "mean": _finite(s["mean"]), "std": _finite(s["std"])}
             for s in hidden_stats(layer_stats(model, x))]
 
@@ -204,9 +198,6 @@ def selu_statistics(cfg: RunConfig, raw: Dataset, std: Dataset, proto: Protocol,
     statistics are taken on the first ``proto.stats_examples`` validation images, in inference
     mode. ``final_model`` (the SELU variant's seed-0 model after the full protocol) adds a row.
     """
-    from dnnlab.nn.mlp import build_mlp
-    from dnnlab.train import resolve_device
-    from dnnlab.train import Variant, train_many
     dev = resolve_device(device)
     inits = (("LeCun", "lecun_normal"), ("He", "he_normal"))
     epochs = proto.search_epochs
@@ -243,8 +234,6 @@ def time_epochs(configs: dict[str, RunConfig], datasets: dict[str, Dataset], ste
     ``timeit`` does: other processes only ever add time, so the least disturbed slice is the
     best estimate of the code's own cost. Validation is not included.
     """
-    from dnnlab.data import Split
-    from dnnlab.train import fit
     per_step: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(repeats):
         for name, cfg in configs.items():

@@ -2,8 +2,7 @@
 
 ``STUDIES`` maps a study's name to its module; a module provides ``HELP`` (one line),
 ``add_arguments(parser)`` for its own options and ``main(args) -> int``. Adding a study is one
-line here. Modules are imported when the parser is built, so they keep heavy imports (torch) inside
-their functions.
+line here. Modules are imported by name when the parser is built.
 """
 
 from __future__ import annotations

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dnnlab import io
+from dnnlab.errors import DataError, DnnlabError
 
 
 def seed_list(n: int, base: int = 0) -> list[int]:
     """``n`` seeds ``base, base+1, ...``: each one fixes a model's init, batches and data draw."""
     if n < 1:
-        from dnnlab.errors import DnnlabError
         raise DnnlabError(f"--seeds {n}: a study needs at least 1 seed (3 or more for a spread)")
     return [base + i for i in range(n)]
 
@@ -76,7 +77,6 @@ class Stopwatch:
 
     def _sync(self) -> None:
         if self.device is not None and str(self.device).startswith("cuda"):
-            import torch
             torch.cuda.synchronize(self.device)
 
     def __enter__(self) -> Stopwatch:
@@ -102,7 +102,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
     kernels, where a second thread costs more in synchronization than it saves, and on a machine
     whose cores are busy with other work it can cost a hundredfold. None leaves torch's setting.
     """
-    import torch
     before = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -153,7 +152,6 @@ def write_results(out_dir: str | Path, results: dict[str, Any]) -> Path:
 
 def draw_per_class(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     """``k`` indices per label of ``y`` drawn without replacement with ``seed``, in order."""
-    from dnnlab.errors import DataError
     rng = np.random.default_rng(seed)
     chosen = []
     for c in np.unique(y):

@@ -26,19 +26,33 @@ trials (delete that folder to search afresh).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from dnnlab import data as datasets
+from dnnlab.analysis.transfer import (cache_features, fit_head, head_model, reuse_layers,
+                                      trainable_parameters, unfreeze)
 from dnnlab.config import RunConfig, replace
+from dnnlab.data import from_arrays, load_dataset
+from dnnlab.errors import DnnlabError
+from dnnlab.nn.mlp import build_mlp
+from dnnlab.report import Page, learning_curves, line_plot
 from dnnlab.studies.common import (Stopwatch, book_rows, book_verdict, difference,
                                    draw_per_class, mean_std, pm, seed_list, summarize, torch_threads, train_seconds,
                                    write_results)
+from dnnlab.train import evaluate, fit, resolve_device
+from dnnlab.train.checkpoint import load_model
+from dnnlab.train.state import LAST
+from dnnlab.tune import tune
 
 HELP = "the MNIST transfer-learning exercise (digits 0-4 -> 5-9), against the book"
 DIGITS_04 = [0, 1, 2, 3, 4]
@@ -116,7 +130,6 @@ def default_config(plan: Plan, device: str = "auto", data_dir: str | None = None
 def _accuracies(model, data, device) -> dict[str, float]:
     """Train, validation and test accuracy in eval mode (dropout off) for a fair overfit check."""
 
-    from dnnlab.train import evaluate
     out = {}
     for name in ("train", "valid", "test"):
         x, y = getattr(data, name).tensors(device)
@@ -130,19 +143,15 @@ def train_seeds(cfg: RunConfig, data, seeds: list[int], root: Path, log,
 
     With ``resume`` a run that has a checkpoint continues from it (a finished one is reloaded).
     """
-    from dnnlab.train import fit, resolve_device
-    from dnnlab.train.state import LAST
     device = resolve_device(cfg.train.device)
     runs = []
     for s in seeds:
         run_dir = root / f"seed{s}"
         again = resume and (run_dir / LAST).exists()
         if not again and (run_dir / LAST).exists():
-            import shutil
             shutil.rmtree(run_dir)                  # a fresh study replaces an old run
         res = fit(replace(cfg, **{"train.seed": s}), data, run_dir, resume=again)
         if res.status == "diverged":
-            from dnnlab.errors import DnnlabError
             raise DnnlabError(f"{cfg.name}, seed {s}: {res.message}")
         acc = _accuracies(res.model, data, device)
         runs.append({"seed": s, **acc, "train_seconds": train_seconds(res.history),
@@ -166,11 +175,8 @@ def _entry(key: str, runs: list[dict[str, Any]], extra_keys=()) -> dict[str, Any
 def digits04(plan: Plan, seeds: list[int], out: Path, device: str, data_dir: str | None,
              log, resume: bool = False) -> dict[str, Any]:
     """Part 1: default, tuned, batch norm, dropout; every run saved under ``out``."""
-    from dnnlab.data import load_from_config
-    from dnnlab.tune import tune
-
     base = default_config(plan, device, data_dir)
-    data = load_from_config(base.data, progress=False)
+    data = datasets.load_from_config(base.data, progress=False)   # via the package: patchable
     log(f"digits 0-4: {data.summary()}")
     runs: dict[str, list[dict[str, Any]]] = {}
 
@@ -220,7 +226,6 @@ def _split_tensors(data, device):
 
 def draw_59(full, plan: Plan, seed: int):
     """100 training and 30 validation images per digit, drawn with ``seed``; the whole test set."""
-    from dnnlab.data import from_arrays
     tr = draw_per_class(full.train.y, plan.per_class, seed)
     va = draw_per_class(full.valid.y, plan.valid_per_class, seed + 10_000)
     return from_arrays(full.train.x[tr], full.train.y[tr], full.valid.x[va], full.valid.y[va],
@@ -230,7 +235,6 @@ def draw_59(full, plan: Plan, seed: int):
 
 def head_search(pretrained, n_layers: int, cfg: RunConfig, t: dict, log) -> dict[str, Any]:
     """Choose the head's optimizer and rate by best validation loss, on cached features."""
-    from dnnlab.analysis.transfer import cache_features, fit_head, head_model, reuse_layers
     model = reuse_layers(pretrained, n_layers, 5, seed=cfg.train.seed)
     feats = {k: (cache_features(model, n_layers, x), y) for k, (x, y) in t.items() if k != "test"}
     grid = []
@@ -250,10 +254,6 @@ def head_search(pretrained, n_layers: int, cfg: RunConfig, t: dict, log) -> dict
 def finetune_search(pretrained, head4: dict[str, Any], cfg: RunConfig, data, log) -> dict[str, Any]:
     """Choose the fine-tuning rate (a fraction of the head's): 4 frozen layers trained, then the
     top two and then all unfrozen at that rate; the last stage's validation loss decides."""
-    import copy
-
-    from dnnlab.analysis.transfer import reuse_layers, unfreeze
-    from dnnlab.train import fit
     opt, lr = head4["optimizer"], head4["lr"]
     frozen = reuse_layers(pretrained, 4, 5, seed=cfg.train.seed)
     fit(replace(cfg, **{"optim.name": opt, "optim.lr": lr}), data, model=frozen, evaluate_test=False)
@@ -274,8 +274,6 @@ def finetune_search(pretrained, head4: dict[str, Any], cfg: RunConfig, data, log
 
 def scratch_search(arch, cfg: RunConfig, data, log) -> dict[str, Any]:
     """Choose the from-scratch network's rate the same way, by full training runs."""
-    from dnnlab.nn.mlp import build_mlp
-    from dnnlab.train import fit
     grid = []
     for lr in SCRATCH_LRS:
         c = replace(cfg, **{"optim.lr": lr})
@@ -292,19 +290,12 @@ def _state_copy(model) -> dict:
 
 
 def _same_state(a: dict, b: dict) -> bool:
-    import torch
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def transfer_seed(pretrained_path: Path, data, cfg: RunConfig, lrs: dict[str, dict[str, Any]],
                   seed: int, log) -> dict[str, dict[str, Any]]:
     """The six 5-9 experiments for one seed; returns one record per experiment."""
-    from dnnlab.analysis.transfer import (cache_features, fit_head, head_model, reuse_layers,
-                                          trainable_parameters, unfreeze)
-    from dnnlab.nn.mlp import build_mlp
-    from dnnlab.train import fit, resolve_device
-    from dnnlab.train.checkpoint import load_model
-
     device = resolve_device(cfg.train.device)
     cfg = replace(cfg, **{"train.seed": seed})
     pretrained = load_model(pretrained_path, device)          # from disk, as the exercise asks
@@ -363,9 +354,6 @@ def transfer_seed(pretrained_path: Path, data, cfg: RunConfig, lrs: dict[str, di
 def digits59(plan: Plan, seeds: list[int], out: Path, pretrained: str, device: str,
              data_dir: str | None, log) -> dict[str, Any]:
     """Part 2: the six transfer experiments over ``seeds``."""
-    from dnnlab.data import load_dataset
-    from dnnlab.train.checkpoint import load_model
-
     full = load_dataset("mnist", classes=DIGITS_59, data_dir=data_dir, progress=False)
     cfg = replace(default_config(plan, device, data_dir), **{
         "name": "digits59", "train.epochs": plan.epochs59, "train.patience": plan.patience59,
@@ -373,7 +361,6 @@ def digits59(plan: Plan, seeds: list[int], out: Path, pretrained: str, device: s
     def path(variant: str, seed: int) -> Path:
         return out / f"digits04_{variant}" / f"seed{seed}" / "model.safetensors"
 
-    from dnnlab.train import resolve_device
     dev = resolve_device(device)
     first = draw_59(full, plan, seeds[0])
     t = _split_tensors(first, dev)
@@ -433,9 +420,7 @@ def run(out: str | Path = "runs/transfer", *, quick: bool = False, seeds: int = 
     loss of a trained head on the first seed's 5-9 images (validation data only). ``threads`` caps torch's CPU threads for the study (see
     :func:`~dnnlab.studies.common.torch_threads`); it is ignored on CUDA.
     """
-    from dnnlab.train import resolve_device
     if pretrained not in ("auto", *PRETRAINED):
-        from dnnlab.errors import DnnlabError
         raise DnnlabError(f"pretrained = {pretrained!r}; choose auto, {', '.join(PRETRAINED)}")
     t0 = time.perf_counter()
     out = Path(out)
@@ -534,7 +519,6 @@ def _transfer_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_report(out: Path, results: dict[str, Any], part1: dict, part2: dict) -> Path:
     """``out/report.html``: the book beside ours, then each question with its evidence."""
-    from dnnlab.report import Page, learning_curves, line_plot
     r, meta = results, results["meta"]
     page = Page("Transfer learning on MNIST: digits 0-4, then 5-9 from 100 images each",
                 f"Hands-On ML ch. 11, exercises 8-9, measured over {len(meta['seeds'])} seeds "

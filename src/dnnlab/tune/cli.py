@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dnnlab.cli_common import config_from_args
+from dnnlab.tune.search import tune
+
 
 def register(sub, with_config) -> None:
     """Add ``tune`` to the dnnlab sub-commands; ``with_config`` adds CONFIG, --set, --device..."""
@@ -32,11 +35,6 @@ def register(sub, with_config) -> None:
 
 
 def cmd_tune(args) -> int:
-    # dnnlab.cli imports this module (a top-level import would be a cycle); the search module
-    # brings optuna and torch, which only this command needs
-    from dnnlab.cli import config_from_args
-    from dnnlab.tune.search import tune
-
     result = tune(config_from_args(args), trials=args.trials, folds=args.folds, storage=args.storage,
                   out=args.out, study_name=args.study_name, seed=args.seed,
                   heartbeat=args.heartbeat)

@@ -20,8 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dnnlab import io
 from dnnlab.errors import DnnlabError
+from dnnlab.report import Page
 from dnnlab.studies.explain.base import Finding
 
 TOPICS: tuple[str, ...] = ("symmetry", "bias-init", "init-variance", "selu", "activations",
@@ -83,8 +86,6 @@ def single_threaded(threads: int = CPU_THREADS) -> Iterator[None]:
     the machine the threads spin-wait for each other. Measured on the 2-core machine with one
     other busy process: init-variance --quick took 50 s with 2 threads, 3.6 s with 1.
     """
-    import torch
-
     before = torch.get_num_threads()
     if before > threads:
         torch.set_num_threads(threads)
@@ -245,8 +246,6 @@ def build_report(results: dict[str, Any], out_dir: Path):
     Every "confirms"/"refutes" line names its source in words, and a table at the top says what
     each cited source is (see :data:`SOURCES`).
     """
-    from dnnlab.report import Page
-
     page = Page("The chapter's questions, settled by experiment",
                 "dnnlab explain: each verdict is computed from the numbers measured below.")
     cited = cited_sources(results)

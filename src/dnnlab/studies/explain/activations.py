@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding
 from dnnlab.train import fit
 
@@ -167,6 +168,4 @@ def figure(results: dict, logits: torch.Tensor, ranges: dict, best: str) -> Figu
 
 def _plot(results: dict, logits: torch.Tensor, ranges: dict, best: str, path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(results, logits, ranges, best), path)

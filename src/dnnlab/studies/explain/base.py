@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dnnlab.config import RunConfig, replace
+from dnnlab.data import load_dataset
+
 
 @dataclass
 class Finding:
@@ -31,7 +34,6 @@ class Finding:
 
 def small_mnist(n_train: int, valid: int, seed: int, **kw: Any):
     """The MNIST that ships with dnnlab, cut to a topic's budget (first ``n_train`` images)."""
-    from dnnlab.data import load_dataset
     return load_dataset("mnist", limit=n_train, valid_size=valid, seed=seed, progress=False, **kw)
 
 
@@ -40,7 +42,6 @@ def topic_config(name: str, seed: int, epochs: int, **settings: Any):
 
     ``settings`` are dotted keys, e.g. ``topic_config("x", 0, 5, **{"model.depth": 3})``.
     """
-    from dnnlab.config import RunConfig, replace
     return replace(RunConfig(), **{
         "name": name, "model.activation": "elu", "model.init": "he_normal", "model.width": 100,
         "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,

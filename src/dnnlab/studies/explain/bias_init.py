@@ -14,12 +14,15 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
 from dnnlab.nn import build_mlp, init_
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding
 from dnnlab.train import fit
 
@@ -132,9 +135,6 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
 
 def figure(acc: dict[str, list[float]], curves: dict[str, list[list[float]]]) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
-    import numpy as np
-    from matplotlib.ticker import MaxNLocator
-
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     colours = ["tab:blue", "tab:orange", "tab:green"]
@@ -164,6 +164,4 @@ def figure(acc: dict[str, list[float]], curves: dict[str, list[list[float]]]) ->
 
 def _plot(acc: dict[str, list[float]], curves: dict[str, list[list[float]]], path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(acc, curves), path)

@@ -24,12 +24,15 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval, plain_predict
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import Split
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
 from dnnlab.train import fit, resolve_device
 
@@ -206,9 +209,6 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
 
 def figure(n: dict, runs: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
-    import numpy as np
-    from matplotlib.ticker import MaxNLocator
-
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     ax_ep, ax_t, ax_inf = fig.subplots(1, 3)
     colours = {0.0: "tab:blue", RATES[0]: "tab:orange", RATES[1]: "tab:red"}
@@ -253,6 +253,4 @@ def figure(n: dict, runs: dict) -> Figure:
 
 def _plot(n: dict, runs: dict, path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(n, runs), path)

@@ -15,13 +15,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from dnnlab.analysis.stats import hidden_stats, layer_stats
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
 from dnnlab.nn import build_mlp
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding
 from dnnlab.train import fit
 
@@ -160,9 +163,6 @@ def mean_slope(model, x: torch.Tensor, act: str) -> float:
 
 def figure(results: dict[str, dict], steps: int) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
-    import numpy as np
-    from matplotlib.lines import Line2D
-
     fig = Figure(figsize=(14, 11), layout="constrained")
     axes = fig.subplots(len(ACTIVATIONS), 3)
     colours = dict(zip(INITS, ["tab:red", "tab:blue", "tab:green"]))
@@ -194,6 +194,4 @@ def figure(results: dict[str, dict], steps: int) -> Figure:
 
 def _plot(results: dict[str, dict], steps: int, path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(results, steps), path)

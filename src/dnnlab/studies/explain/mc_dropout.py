@@ -26,6 +26,7 @@ from dnnlab.analysis.mc_dropout import (expected_calibration_error, mc_predict, 
                                         plain_predict, predictive_entropy)
 from dnnlab.data import load_dataset
 from dnnlab.errors import DataError
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
 from dnnlab.train import fit, resolve_device
 
@@ -221,6 +222,4 @@ def figure(n: dict, h_in, h_ood, hp_in, hp_ood) -> Figure:
 
 def _plot(n: dict, h_in, h_ood, hp_in, hp_ood, path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(n, h_in, h_ood, hp_in, hp_ood), path)

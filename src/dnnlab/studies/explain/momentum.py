@@ -18,11 +18,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding
 from dnnlab.train import fit
 
@@ -143,9 +146,6 @@ def _or_minus_1(step: int | None) -> int:
 
 def figure(quad: dict, net: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
-    import numpy as np
-    from matplotlib.ticker import MaxNLocator
-
     fig = Figure(figsize=(15, 4.6), layout="constrained")
     ax_t, ax_f, ax_n = fig.subplots(1, 3)
     colours = dict(zip(MOMENTA, ["tab:blue", "tab:red"]))
@@ -187,6 +187,4 @@ def figure(quad: dict, net: dict) -> Figure:
 
 def _plot(quad: dict, net: dict, path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(quad, net), path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -32,6 +33,7 @@ from dnnlab.data import load_dataset
 from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes
 from dnnlab.doctor.diagnose import settle_layer as _settle
 from dnnlab.nn import build_mlp
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding
 from dnnlab.train import fit
 
@@ -188,8 +190,6 @@ def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: in
 
 def figure(depth: dict, trained: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
-    import numpy as np
-
     fig = Figure(figsize=(12, 8.5), layout="constrained")
     (ax_m, ax_s), (ax_dead, ax_mean) = fig.subplots(2, 2)
     layers = np.arange(1, DEPTH + 1)
@@ -229,6 +229,4 @@ def figure(depth: dict, trained: dict) -> Figure:
 
 def _plot(depth: dict, trained: dict, path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(depth, trained), path)

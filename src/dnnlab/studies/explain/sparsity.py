@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from dnnlab.analysis.sparsity import (finetune_masked, gradual_prune_fit, magnitude_prune_,
                                       near_zero_fraction, sparsity)
 from dnnlab.config import replace
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
 from dnnlab.train import evaluate, fit, resolve_device
 
@@ -220,6 +221,4 @@ def figure(n: dict) -> Figure:
 
 def _plot(n: dict, path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(n), path)

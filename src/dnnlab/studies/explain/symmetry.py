@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_dataset
 from dnnlab.nn import build_mlp
+from dnnlab.report import save_figure
 from dnnlab.studies.explain.base import Finding
 from dnnlab.train import evaluate, fit
 
@@ -191,6 +192,4 @@ def figure(runs: dict[str, dict], one_acc: float) -> Figure:
 
 def _plot(runs: dict[str, dict], one_acc: float, path: Path) -> Path:
     """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    from dnnlab.report import save_figure
-
     return save_figure(figure(runs, one_acc), path)
