@@ -199,3 +199,18 @@ def test_a_run_long_enough_to_fuse_the_update_trains_the_same_models(tiny, tiny_
     for a, b in zip(eager, fused):
         assert b.history["loss"] == pytest.approx(a.history["loss"], rel=1e-5)
         _assert_same_weights(a.model, b.model, atol=1e-5)
+
+
+def test_models_that_diverge_are_exported_before_the_stack_is_compacted(tiny, tiny_cfg):
+    """Three of four models diverge in epoch 1; the stack then shrinks to the one left. Each
+    diverged model still comes back with its last good weights (here: its initial ones)."""
+    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 0.05, "model.activation": "relu",
+                               "train.restore_best": False})
+    variants = [Variant(s, {"optim.lr": 1e6}) for s in (1, 2, 3)] + [Variant(4)]
+    *bad, ok = train_many(cfg, tiny, variants, progress=False)
+    assert ok.status == "completed" and ok.epochs_run == 3
+    for v, r in zip(variants, bad):
+        assert r.status == "diverged" and r.variant is v
+        init = build_mlp(cfg.model, tiny.n_features, tiny.n_classes, seed=v.seed).state_dict()
+        for k, t in r.model.state_dict().items():
+            assert torch.equal(t, init[k]), k

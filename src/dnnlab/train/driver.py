@@ -371,9 +371,6 @@ class Trainer:
             before = getattr(self, "stopped_before", "")      # resumed after an early stop
             for j in self.live():
                 self._finish(j, self.epochs, "stopped_early" if before else "completed", before)
-            for j in [j for j, i in enumerate(self.ids) if int(i) in self.diverged
-                      and self.results[i] is None]:
-                self._finish(j, self.epochs, "diverged", self.diverged[int(self.ids[j])])
         finally:
             self.bar.close()
         return list(self.results)
@@ -462,6 +459,9 @@ class Trainer:
                            self._best_text())
         for j, status, message in stops:
             self._finish(j, epoch, status, message)
+        for j, i in enumerate(self.ids):                # diverged this epoch: exported now,
+            if int(i) in self.diverged and self.results[i] is None:   # before any compaction
+                self._finish(j, epoch, "diverged", self.diverged[int(i)])
 
     def _finish(self, j: int, epoch: int, status: str, message: str) -> None:
         """Export the model in slot j (best, last good or live weights) and freeze it."""
