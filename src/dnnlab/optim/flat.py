@@ -66,15 +66,18 @@ def _col(values: np.ndarray, like: Tensor) -> Tensor:
 
 
 def update(name: str, nesterov: bool, power: float, p: Tensor, g: Tensor, s: dict[str, Tensor],
-           k: dict[str, Tensor], c: Tensor, tmp: Tensor) -> None:
+           k: dict[str, Tensor], c: Tensor, tmp: Tensor | None = None) -> None:
     """One step of optimizer ``name`` on every model: the only definition of each rule.
 
     ``p``, ``g``: (K, N) parameters and gradients (``g`` is used as scratch, and so is ``tmp``,
     a (K, N) buffer); ``s``: the state buffers; ``k``: constant (K, 1) columns; ``c``: this step's
     (C, K, 1) row of the table. Every op writes in place or into ``tmp``: a fresh (K, N) tensor
     per op would cost an allocation each (on a CPU, pages mapped and zeroed anew), more than the
-    arithmetic. torch.compile fuses the whole function into one pass over the buffers.
+    arithmetic. torch.compile fuses the whole function into one pass over the buffers; it gets no
+    ``tmp``, so the scratch is an intermediate it never writes to memory.
     """
+    if tmp is None:
+        tmp = torch.empty_like(p)
     if "wd" in k and name not in ("adamw", "ftrl"):
         g.addcmul_(p, k["wd"])
     if name == "sgd":
@@ -253,7 +256,7 @@ class FlatOptimizer:
         """One update of every model, with ``c`` a (C, K, 1) row of :meth:`table`."""
         if self.fused is not None:
             try:
-                self.fused(self.p, self.g, self.state, self.k, c, self.tmp)
+                self.fused(self.p, self.g, self.state, self.k, c)
                 return
             except Exception as e:                  # no compiler, unsupported device: stay eager
                 warnings.warn(f"the fused optimizer step could not be compiled ({type(e).__name__}: "

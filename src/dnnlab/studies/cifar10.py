@@ -108,10 +108,13 @@ class _Stages:
 
 def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
                    progress: bool, models_dir: Path, selu_lr: float | None = None,
-                   dropout: float = 0.1) -> dict[str, Any]:
-    """Search (dropout rate, then) the learning rate of one variant, then train its seeds."""
+                   dropout: float = 0.1, say: bool | None = None) -> dict[str, Any]:
+    """Search (dropout rate, then) the learning rate of one variant, then train its seeds.
+
+    ``progress`` shows the training bars, ``say`` (default: ``progress``) the stage's lines."""
     rec: dict[str, Any] = {"variant": name}
     kw = dict(device=device, progress=progress)
+    progress = progress if say is None else say
     if name == "alpha_dropout":
         _say(progress, f"{name}: dropout-rate search, {len(proto.dropout_rates)} rates x "
                        f"{proto.search_epochs} epoch(s) at lr {selu_lr:.3g}")
@@ -193,7 +196,8 @@ def run_stage(name: str, inputs: dict[str, Any] | None, ctx: dict[str, Any]) -> 
     with common.torch_threads(ctx["threads"]):
         raw, std = _data(ctx)
         data_of = {n: std if n in STANDARDIZED else raw for n in TRAINED}
-        kw = dict(device=dev, progress=ctx["bars"], models_dir=ctx["models_dir"])
+        kw = dict(device=dev, progress=ctx["bars"], models_dir=ctx["models_dir"],
+                  say=ctx["progress"])
         inputs = inputs or {}
         t0 = time.perf_counter()
         if name in ("baseline", "batchnorm", "selu"):
