@@ -151,9 +151,10 @@ def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
 # The stages and what each needs from earlier ones. Those without a path between them run at
 # once, one per worker process: on a CPU the steps are chains of small kernels, so two threads do
 # ~1.5x the work of one (measured, K = 3 stacked 20x100 nets) while two processes on two cores
-# do ~2x. ``timing`` needs everything else so that it runs alone (it measures). Ready stages start
-# in this order, longest first (BN trains the longest, SELU heads the longest chain), so that the
-# workers finish together.
+# do ~2x. A third process keeps both cores busy while a stage waits for the one it needs
+# (alpha dropout for SELU's rate, 1cycle for alpha dropout's). ``timing`` needs everything else
+# so that it runs alone (it measures). Ready stages start in this order, longest first (BN trains
+# the longest, SELU heads the longest chain), so that the workers finish together.
 NEEDS: dict[str, tuple[str, ...]] = {
     "batchnorm": (), "selu": (), "baseline": (), "alpha_dropout": ("selu",),
     "one_cycle": ("alpha_dropout",), "selu_stats": ("selu",), "mc_dropout": ("alpha_dropout",),
@@ -273,7 +274,7 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
     ``max_epochs``, ``patience`` and ``search_epochs`` change the protocol on purpose (the report
     and results.json then say the run was shortened). ``threads`` sets torch's CPU threads per
     process (default: 1 on the CPU, untouched on CUDA); ``workers`` is how many stages train at
-    once, in their own processes (default: the CPU's cores, at most 3; 1 on CUDA).
+    once, in their own processes (default: the CPU's cores + 1, at most 4; 1 on CUDA).
     """
     out = Path(out)
     common.seed_list(seeds)
@@ -285,8 +286,8 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
     dev = resolve_device(device)
     if threads is None and dev.type == "cpu":
         threads = 1
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 3) if dev.type == "cpu" else 1
+    if workers is None:   # one more than the cores: while one stage waits for another, the
+        workers = min((os.cpu_count() or 1) + 1, 4) if dev.type == "cpu" else 1   # cores stay busy
     if workers < 1:
         raise DnnlabError(f"--workers {workers}: must be at least 1")
     t_start = time.perf_counter()
@@ -370,7 +371,7 @@ def add_arguments(sp) -> None:
     sp.add_argument("--threads", type=int,
                     help="torch CPU threads per worker process (default 1 on the CPU)")
     sp.add_argument("--workers", type=int, help="stages trained at once, one process each "
-                    "(default: the CPU's cores, at most 3; 1 on CUDA)")
+                    "(default: the CPU's cores + 1, at most 4; 1 on CUDA)")
 
 
 def main(args) -> int:
