@@ -3,7 +3,7 @@ then the other, the verdict and its confirms/refutes lists flip (both branches r
 
 import copy
 
-from dnnlab.studies.explain import bias_init, selu, symmetry
+from dnnlab.studies.explain import activations, bias_init, selu, symmetry
 
 
 def _selu_numbers(normalizes: bool, selu_closer: bool):
@@ -64,3 +64,54 @@ def test_bias_init_verdict_flips_with_the_measurements():
     assert "000 answer 2 (book)" not in confirms and "002 answer 2 (zero biases are fine)" in refutes
     text, _, refutes = bias_init.verdict(_bias_numbers(-4.0, 0.1))
     assert "did worse than zeros" in text and any(r.startswith("004") for r in refutes)
+
+
+def _activations_numbers(book_way: bool):
+    acc = {"sigmoid": 0.931, "tanh": 0.962, "relu": 0.965, "leaky_relu": 0.966, "prelu": 0.964,
+           "elu": 0.968, "selu": 0.969, "gelu": 0.965, "swish": 0.963}
+    if not book_way:   # the logistic wins, SELU, ELU and tanh fall far behind
+        acc.update(sigmoid=0.985, selu=0.90, elu=0.91, tanh=0.89)
+    hidden = {a: {"test_accuracy": v, "seconds_per_epoch": 0.5 + 0.01 * i}
+              for i, (a, v) in enumerate(acc.items())}
+    ranges = {"tanh": {"min": -1.0, "max": 1.0, "in_range": True},
+              "sigmoid": {"min": 1.2e-9, "max": 0.9999999, "in_range": True,
+                          "exactly_0_or_1": 0.004},
+              "softmax": {"min": 0.0, "max": 1.0, "max_abs_row_sum_minus_1": 2.4e-7,
+                          "in_range": True},
+              "softplus": {"min": 3.1e-9, "max": 24.5, "in_range": True, "exactly_0": 0.0,
+                           "min_logit": -19.6}}
+    if not book_way:   # softplus underflows to 0, softmax rows do not sum to 1
+        ranges["softplus"].update(min=0.0, exactly_0=0.0123, min_logit=-112.0)
+        ranges["softmax"].update(max_abs_row_sum_minus_1=3.0e-3, max=1.002, in_range=False)
+    return {"hidden": hidden, "output_ranges": ranges}
+
+
+def test_activations_verdict_flips_with_the_measurements():
+    n = _activations_numbers(True)
+    text, confirms, refutes = activations.verdict(n)
+    assert "within 1% of the best: selu, elu, leaky_relu, relu, gelu, prelu, swish, tanh;" in text
+    assert f"sigmoid {n['hidden']['sigmoid']['test_accuracy']:.1%}" in text
+    assert "(all positive)" in text and "outside its range" not in text
+    assert {"000 answer 4 (book: SELU is a good default)",
+            "004 answer 4 (first edition: ELU is a good default)",
+            "000 answer 4 (book: logistic is rarely used in hidden layers)",
+            "002 answer 4 (tanh is suitable for hidden layers)",
+            "001 activations card (softplus for outputs that must be positive)"} <= set(confirms)
+    assert any(c.startswith("000 answer 4 (book: tanh for outputs") for c in confirms)
+    assert not refutes
+
+    n = _activations_numbers(False)
+    text, confirms, refutes = activations.verdict(n)
+    assert "within 1% of the best: sigmoid;" in text and "on the sigmoid net's" in text
+    assert f"selu {n['hidden']['selu']['test_accuracy']:.1%}" in text
+    assert "1.23% underflow to exactly 0 in float32: logits down to -112" in text
+    assert f"{n['output_ranges']['softmax']['max_abs_row_sum_minus_1']:.1e}" in text
+    assert "outside its range: softmax" in text
+    assert {"000 answer 4 (book: SELU is a good default)",
+            "004 answer 4 (first edition: ELU is a good default)",
+            "000 answer 4 (book: logistic is rarely used in hidden layers)",
+            "002 answer 4 (tanh is suitable for hidden layers)",
+            "001 activations card (softplus outputs are positive: 1.23% were exactly 0 in "
+            "float32)"} <= set(refutes)
+    assert any(r.startswith("000 answer 4 (book: tanh for outputs") for r in refutes)
+    assert not confirms
