@@ -3,7 +3,7 @@ then the other, the verdict and its confirms/refutes lists flip (both branches r
 
 import copy
 
-from dnnlab.studies.explain import activations, bias_init, selu, symmetry
+from dnnlab.studies.explain import activations, bias_init, dropout_cost, selu, symmetry
 
 
 def _selu_numbers(normalizes: bool, selu_closer: bool):
@@ -115,3 +115,47 @@ def test_activations_verdict_flips_with_the_measurements():
             "float32)"} <= set(refutes)
     assert any(r.startswith("000 answer 4 (book: tanh for outputs") for r in refutes)
     assert not confirms
+
+
+def _dropout_cost_numbers(book_way: bool):
+    def row(target, epochs, seconds, epoch, step, inference):
+        return {"target_val_loss": target, "epochs_ratio": epochs, "seconds_ratio": seconds,
+                "epoch_seconds_ratio": epoch, "step_seconds_ratio": step,
+                "inference_ratio": inference}
+    if book_way:   # slower to converge, same inference, MC ~N times slower
+        per_rate = {0.2: row(0.1234, 1.5, 1.62, 1.04, 1.07, 1.01),
+                    0.5: row(0.1567, 2.4, 2.51, 1.06, 1.09, 0.99)}
+        mc = {1: {"slowdown": 1.1, "per_pass": 1.1, "accuracy": 0.951},
+              10: {"slowdown": 11.3, "per_pass": 1.13, "accuracy": 0.9705}}
+    else:          # faster to converge, slower and random inference, MC barely costs more
+        per_rate = {0.2: row(0.1234, 0.8, 0.85, 1.72, 1.8, 1.61),
+                    0.5: row(0.1567, 0.9, 0.93, 1.9, 2.0, 1.7)}
+        mc = {1: {"slowdown": 1.0, "per_pass": 1.0, "accuracy": 0.951},
+              10: {"slowdown": 2.2, "per_pass": 0.22, "accuracy": 0.9605}}
+    return {"per_rate": per_rate, "mc": mc, "plain": {"accuracy": 0.9651},
+            "eval_deterministic": book_way}
+
+
+def test_dropout_cost_verdict_flips_with_the_measurements():
+    n = _dropout_cost_numbers(True)
+    text, confirms, refutes = dropout_cost.verdict(n)
+    assert text.startswith("Yes, through slower convergence: rate 0.2 needs 1.5x the epochs and "
+                           "1.6x the wall time of no dropout to reach validation loss 0.123")
+    assert "while an epoch costs only up to 1.06x (a training step 1.09x)" in text
+    assert "fits rate 0.2 and 0.5;" in text and "eval mode costs 0.99-1.01x" in text
+    assert ", deterministic)" in text and "N=10 costs 11.3x plain inference" in text
+    assert "+0.54 points of test accuracy (97.05% vs 96.51%)" in text
+    assert "000 answer 7 (book: slower training, no inference cost, MC Dropout ~N times slower)" \
+        in confirms and "003 answer 7 (book)" in confirms
+    assert refutes == ["001 answer 7 (learner: dropout speeds up training)"]
+
+    n = _dropout_cost_numbers(False)
+    text, confirms, refutes = dropout_cost.verdict(n)
+    assert text.startswith("Not here: rate 0.2 needs 0.8x the epochs and 0.8x the wall time")
+    assert "though an epoch itself costs up to 1.90x (a training step 2.00x)" in text
+    assert "fits neither rate" in text and "eval mode costs 1.61-1.70x" in text
+    assert "NOT deterministic" in text and "N=10 costs 2.2x plain inference" in text
+    assert f"{100 * (n['mc'][10]['accuracy'] - n['plain']['accuracy']):+.2f} points" in text
+    assert confirms == ["001 answer 7 (learner: dropout speeds up training)"]
+    assert "000 answer 7 (book: slower training, no inference cost, MC Dropout ~N times slower)" \
+        in refutes and "004 answer 7 (slower convergence, no impact on inference)" in refutes
