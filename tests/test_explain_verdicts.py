@@ -3,7 +3,8 @@ then the other, the verdict and its confirms/refutes lists flip (both branches r
 
 import copy
 
-from dnnlab.studies.explain import activations, bias_init, dropout_cost, selu, symmetry
+from dnnlab.studies.explain import (activations, bias_init, dropout_cost, init_variance, selu,
+                                    symmetry)
 
 
 def _selu_numbers(normalizes: bool, selu_closer: bool):
@@ -159,3 +160,47 @@ def test_dropout_cost_verdict_flips_with_the_measurements():
     assert confirms == ["001 answer 7 (learner: dropout speeds up training)"]
     assert "000 answer 7 (book: slower training, no inference cost, MC Dropout ~N times slower)" \
         in refutes and "004 answer 7 (slower convergence, no impact on inference)" in refutes
+
+
+def _init_variance_numbers(book_way: bool):
+    def at(fwd: float, back: float, slope: float = 0.5):
+        f, b = init_variance.classify(fwd), init_variance.classify(back)
+        return {"at_init": {"forward_ratio": fwd, "backward_ratio": back, "forward": f,
+                            "backward": b, "preserved": f == b == "preserved",
+                            "mean_slope": slope}, "train_status": "ok"}
+    results = {"sigmoid / N(0, 1)": at(0.9, 3.2e-9, 0.12), "sigmoid / Glorot": at(0.5, 2.1e-12),
+               "sigmoid / He": at(0.7, 4.4e-10),
+               "tanh / N(0, 1)": at(1.0, 5.6e4, 0.08), "tanh / Glorot": at(0.31, 2.3),
+               "tanh / He": at(1.1, 40.0),
+               "relu / N(0, 1)": at(3.4e19, 2.2e17), "relu / Glorot": at(2.9e-5, 1.5e-4),
+               "relu / He": at(0.87, 1.9)}
+    diverged = ["relu / N(0, 1)"]
+    if not book_way:   # He+ReLU loses the signal, N(0, 1)+tanh keeps it
+        results["relu / He"] = at(1.2e-6, 3.0e-7)
+        results["tanh / N(0, 1)"] = at(0.8, 1.7, 0.6)
+        diverged = []
+    return {"results": results, "sgd_steps": 20, "diverged_after_steps": diverged}
+
+
+def test_init_variance_verdict_flips_with_the_measurements():
+    cards = ["001 Glorot/He card (book's answer: keep the output std close to the input std)",
+             "001 Glorot/He card (learner: they fix unstable, vanishing or exploding gradients)"]
+    n = _init_variance_numbers(True)
+    text, confirms, refutes = init_variance.verdict(n)
+    assert text.startswith("Yes, they keep the signal's scale from layer to layer: over 30 layers")
+    assert "He+relu x8.7e-01 / x1.9e+00 (preserved)" in text
+    assert "relu x3.4e+19 / x2.2e+17 (forward exploding, backward exploding)" in text
+    assert "so ReLU needs He's factor 2" in text and "sigmoid's gradients vanish" in text
+    assert "tanh units are saturated (mean slope 8% of its maximum)" in text
+    assert "20 SGD steps diverged for: relu / N(0, 1)." in text
+    assert confirms == cards and not refutes
+
+    n = _init_variance_numbers(False)
+    text, confirms, refutes = init_variance.verdict(n)
+    assert text.startswith("Only partly, in this run (He+relu loses the signal's scale; N(0, 1) "
+                           "keeps it too with tanh): over 30 layers")
+    assert "He+relu x1.2e-06 / x3.0e-07 (forward vanishing, backward vanishing)" in text
+    assert "tanh x8.0e-01 / x1.7e+00 (preserved)" in text
+    assert "needs He's factor 2" not in text and "tanh units are saturated" not in text
+    assert "20 SGD steps diverged for: none." in text
+    assert refutes == cards and not confirms
