@@ -3,8 +3,8 @@ then the other, the verdict and its confirms/refutes lists flip (both branches r
 
 import copy
 
-from dnnlab.studies.explain import (activations, bias_init, dropout_cost, init_variance, selu,
-                                    symmetry)
+from dnnlab.studies.explain import (activations, bias_init, dropout_cost, init_variance,
+                                    mc_dropout, selu, symmetry)
 
 
 def _selu_numbers(normalizes: bool, selu_closer: bool):
@@ -204,3 +204,50 @@ def test_init_variance_verdict_flips_with_the_measurements():
     assert "needs He's factor 2" not in text and "tanh units are saturated" not in text
     assert "20 SGD steps diverged for: none." in text
     assert refutes == cards and not confirms
+
+
+def _mc_dropout_numbers(helps: bool):
+    def row(acc, ece, nll, h, h_ood):
+        return {"accuracy": acc, "ece": ece, "nll": nll, "entropy": h, "entropy_ood": h_ood}
+    plain = row(0.9612, 0.0211, 0.1402, 0.081, 0.412)
+    if helps:
+        mc = {1: row(0.9521, 0.0302, 0.1711, 0.09, 0.45), 10: row(0.9661, 0.0104, 0.1223, 0.14, 0.81),
+              100: row(0.9668, 0.0087, 0.1189, 0.15, 0.83)}
+        auc = {"plain_entropy": 0.801, "mc_entropy": 0.874, "mc_mutual_information": 0.902}
+        stages, better = {6: {}, 12: {}, 24: {}}, [12, 24]
+    else:
+        mc = {1: row(0.9403, 0.0402, 0.2111, 0.09, 0.10), 10: row(0.9551, 0.0333, 0.1622, 0.12, 0.13),
+              100: row(0.9587, 0.0312, 0.1598, 0.12, 0.13)}
+        auc = {"plain_entropy": 0.801, "mc_entropy": 0.523, "mc_mutual_information": 0.511}
+        stages, better = {6: {}, 12: {}, 24: {}}, []
+    return {"plain": plain, "mc": mc, "auroc": auc, "n_max": 100,
+            "n_to_level": mc_dropout.n_to_level(mc), "stages": stages,
+            "mc_better_calibrated_at_epochs": better, "ood_images": 5000,
+            "ood_source": mc_dropout.SHUFFLED}
+
+
+def test_mc_dropout_verdict_flips_with_the_measurements():
+    n = _mc_dropout_numbers(True)
+    text, confirms, refutes = mc_dropout.verdict(n)
+    assert text.startswith("Yes for accuracy, yes for calibration here: with N=100 passes MC "
+                           "Dropout scores 96.68% vs 96.12% plain (+0.56 points; one pass 95.21%, "
+                           "N=10 already within 0.1 point of N=100)")
+    assert "ECE 0.009 vs 0.021 (NLL 0.119 vs 0.140" in text
+    assert "lower ECE at epochs [12, 24] of [6, 12, 24]" in text
+    assert f"on 5000 {mc_dropout.SHUFFLED} its mean predictive entropy is 5.5x" in text
+    assert "AUROC 0.874 by entropy and 0.902 by mutual information vs 0.801" in text
+    assert len(confirms) == 4 and not refutes
+
+    n = _mc_dropout_numbers(False)
+    text, confirms, refutes = mc_dropout.verdict(n)
+    assert text.startswith("No for accuracy, no for calibration here: with N=100 passes MC "
+                           "Dropout scores 95.87% vs 96.12% plain (-0.25 points; one pass 94.03%, "
+                           "still moving at N=100)")
+    assert "lower ECE at epochs none of [6, 12, 24]" in text
+    assert f"{n['mc'][100]['ece']:.3f} vs {n['plain']['ece']:.3f}" in text
+    assert "entropy is 1.1x the in-distribution one (0.13 vs 0.12 nats; plain 5.1x)" in text
+    assert not confirms and refutes == [
+        "000 answer 7 (book: 10 or more MC passes give better predictions, judged by test NLL)",
+        "002 exercise 8e (better accuracy with MC Dropout, without retraining)",
+        "002 answer 7 (MC Dropout improves model calibration)",
+        "002 answer 7 (MC Dropout estimates uncertainty)"]
