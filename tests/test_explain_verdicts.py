@@ -4,7 +4,7 @@ then the other, the verdict and its confirms/refutes lists flip (both branches r
 import copy
 
 from dnnlab.studies.explain import (activations, bias_init, dropout_cost, init_variance,
-                                    mc_dropout, selu, symmetry)
+                                    mc_dropout, momentum, selu, symmetry)
 
 
 def _selu_numbers(normalizes: bool, selu_closer: bool):
@@ -251,3 +251,52 @@ def test_mc_dropout_verdict_flips_with_the_measurements():
         "002 exercise 8e (better accuracy with MC Dropout, without retraining)",
         "002 answer 7 (MC Dropout improves model calibration)",
         "002 answer 7 (MC Dropout estimates uncertainty)"]
+
+
+def _momentum_numbers(quad_worse: bool, net_worse: bool):
+    def q(overshoot, crossings, at, ratio, dist):
+        return {"overshoot": overshoot, "crossings": crossings, "converged_at_step": at,
+                "final_loss_ratio": ratio, "max_distance_ratio": dist}
+    def net(up, final, low, acc, status="ok"):
+        return {"status": status, "epochs_loss_went_up": up, "final_train_loss": final,
+                "min_train_loss": low, "test_accuracy": acc}
+    quad = {"0.9": q(0.53, 7, 247, 8.1e-9, 1.0), "0.99999": q(0.99, 95, None, 0.71, 1.0)}
+    if not quad_worse:
+        quad["0.99999"] = q(0.21, 3, 180, 3.0e-9, 1.0)
+    nets = {"0.9": net(0, 0.162, 0.162, 0.942), "0.99999": net(6, 2.304, 0.611, 0.113)}
+    if not net_worse:
+        nets["0.99999"] = net(1, 0.121, 0.118, 0.951)
+    return {"quadratic": quad, "net": nets, "quadratic_steps": 3000, "net_epochs": 12}
+
+
+def test_momentum_verdict_flips_with_the_measurements():
+    book = ["000 answer 5 (book)", "003 answer 5 (book)", "004 answer 5 (first edition)",
+            "002 answer 5 (oscillations, overshooting, slow convergence)"]
+    text, confirms, refutes = momentum.verdict(_momentum_numbers(True, True))
+    assert text.startswith("It overshoots and oscillates instead of converging: on f = ")
+    assert "0.9 overshoots the minimum by 53% of the start distance, crosses it 7 times and " \
+        "converges in 247 steps" in text
+    assert "0.99999 overshoots by 99%, crosses it 95 times and has not converged after 3000 " \
+        "steps (f still 7.1e-01 x start)" in text
+    assert "12 epochs) the training loss went up in 0 of 11 epochs with 0.9 (final 0.162, test " \
+        "accuracy 94.2%) and in 6 with 0.99999 (final 2.304, lowest 0.611, test accuracy 11.3%)" \
+        in text
+    assert confirms == book
+    assert refutes == ["001 answer 5 (learner: the sum of past gradients makes the rate of change "
+                       "explode)"]
+
+    text, confirms, refutes = momentum.verdict(_momentum_numbers(False, False))
+    assert text.startswith("Not here: 0.99999 is no worse than 0.9")
+    assert "0.99999 overshoots by 21%, crosses it 3 times and converges in 180 steps" in text
+    assert "in 1 with 0.99999 (final 0.121, lowest 0.118, test accuracy 95.1%)" in text
+    assert not confirms and refutes == book + [
+        "001 answer 5 (learner: the sum of past gradients makes the rate of change explode)"]
+    text, confirms, _ = momentum.verdict(_momentum_numbers(True, False))
+    assert text.startswith("Mixed result (0.99999 is worse than 0.9 on the quadratic, not on the net)")
+    assert not confirms
+    n = _momentum_numbers(False, True)
+    n["quadratic"]["0.99999"]["max_distance_ratio"] = 2.5   # it flew off: the learner's "explode"
+    text, confirms, _ = momentum.verdict(n)
+    assert text.startswith("Mixed result (0.99999 is worse than 0.9 on the net, not on the quadratic)")
+    assert confirms == ["001 answer 5 (learner: the sum of past gradients makes the rate of change "
+                        "explode)"]
