@@ -4,7 +4,7 @@ then the other, the verdict and its confirms/refutes lists flip (both branches r
 import copy
 
 from dnnlab.studies.explain import (activations, bias_init, dropout_cost, init_variance,
-                                    mc_dropout, momentum, selu, symmetry)
+                                    mc_dropout, momentum, selu, sparsity, symmetry)
 
 
 def _selu_numbers(normalizes: bool, selu_closer: bool):
@@ -300,3 +300,42 @@ def test_momentum_verdict_flips_with_the_measurements():
     assert text.startswith("Mixed result (0.99999 is worse than 0.9 on the net, not on the quadratic)")
     assert confirms == ["001 answer 5 (learner: the sum of past gradients makes the rate of change "
                         "explode)"]
+
+
+def _sparsity_numbers(book_way: bool):
+    def pt(s, acc=0.93):
+        return {"sparsity": s, "accuracy": acc}
+    sparsest = {"zeroing small weights": pt(0.9), "zeroing + 1 epoch fine-tuning": pt(0.95),
+                "L1 then zeroing": pt(0.62), "gradual pruning": pt(0.9), "FTRL with L1": pt(0.85)}
+    l1 = [{"l1": 1e-3, "exact_zeros": 0.0, "near_zero": 0.41},
+          {"l1": 3e-3, "exact_zeros": 0.0, "near_zero": 0.62}]
+    dropout = {"sparsity": 0.0, "dense_near_zero": 0.012}
+    if not book_way:   # pruning wrecks accuracy, L1 alone gives exact zeros, dropout sparsifies
+        sparsest.update({"zeroing small weights": pt(0.5), "zeroing + 1 epoch fine-tuning": None,
+                         "L1 then zeroing": pt(0.1), "gradual pruning": None,
+                         "FTRL with L1": pt(0.3)})
+        l1[1].update(exact_zeros=0.213)
+        dropout.update(sparsity=0.0456)
+    return {"dropout": dropout, "l1": l1, "dense_accuracy": 0.9456, "sparsest_points": sparsest}
+
+
+def test_sparsity_verdict_flips_with_the_measurements():
+    book = ["000 answer 6 (book)", "001 answer 6 (book's answer)", "003 answer 6 (book)"]
+    dropout_claims = ["002 answer 6 (dropout makes a model sparse)",
+                      "001 answer 6 (learner: ReLU, L1, dropout)"]
+    text, confirms, refutes = sparsity.verdict(_sparsity_numbers(True))
+    assert text.startswith("Dropout is not one of them: after dropout (rate 0.5) 0.00% of the "
+                           "weights are exactly zero, and after L1 alone with Adam (l1=0.003) "
+                           "0.00% are, though 62% lie within 0.001 of zero (without L1: 1.2%)")
+    assert "of the dense 94.6% test accuracy: zeroing small weights 90%, zeroing + 1 epoch " \
+        "fine-tuning 95%, L1 then zeroing 62%, gradual pruning 90%, FTRL with L1 85%." in text
+    assert confirms == book + ["004 answer 6 (zero tiny weights, L1, FTRL with L1)"]
+    assert refutes == dropout_claims
+
+    text, confirms, refutes = sparsity.verdict(_sparsity_numbers(False))
+    assert text.startswith("Dropout does sparsify here: after dropout (rate 0.5) 4.56% of the "
+                           "weights are exactly zero, and after L1 alone with Adam (l1=0.003) "
+                           "21.30% are")
+    assert "zeroing + 1 epoch fine-tuning: none" in text and "gradual pruning: none" in text
+    assert confirms == dropout_claims + ["002 answer 6 (L1 drives weights to exactly zero)"]
+    assert refutes == book + ["004 answer 6 (zero tiny weights, L1, FTRL with L1)"]
