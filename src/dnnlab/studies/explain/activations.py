@@ -10,6 +10,8 @@ device runs it). One seed, so accuracies within ``TOL`` of the best count as equ
 through tanh, sigmoid, softmax and softplus, and each range is measured in float32: minimum,
 maximum, how far softmax rows are from summing to 1, how many sigmoid outputs round to exactly
 0 or 1, whether every softplus output is positive.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations

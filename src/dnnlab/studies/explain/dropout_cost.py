@@ -14,6 +14,8 @@ test set (timed interleaved, median of repeats); the dropout net's eval outputs 
 deterministic. MC Dropout runs that forward pass N times with dropout on (drawing a mask per
 pass): its time against plain inference (medians of interleaved repeats) and its accuracy gain
 are measured for several N.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ gradient's scale is the step's scale, as in the chapter's discussion). A combina
 the signal when the first layer's gradient norm is within a factor 100 of the last hidden
 layer's; below that the gradients vanish, above it they explode. SGD on exploding gradients
 diverges; the trainer then keeps the last finite weights and the run is marked diverged.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ are not, MNIST test images with their pixels shuffled by one fixed permutation s
 intensities, no digit shape), and ``numbers["ood_source"]`` says which was used. The entropy of
 OOD vs in-distribution predictions is compared for plain and MC inference, with the AUROC of
 telling them apart by entropy (and, for MC, by the mutual information between the passes).
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations

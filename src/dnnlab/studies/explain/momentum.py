@@ -11,6 +11,8 @@ steps until f stays below 1e-6 f(start).
 :func:`dnnlab.train.fit` (restore-best off, so the curves and the final accuracy show where the
 momentum carried the weights): the loss curves, how many epochs the training loss went up, and
 the final test accuracy.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations

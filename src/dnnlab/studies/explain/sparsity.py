@@ -15,6 +15,8 @@ net:
 Beside them, a net trained with dropout (rate 0.5) is measured the same way: dropout zeroes
 random *activations* during training steps only, so no weight has a reason to be exactly 0.
 The exact zeros straight out of each training run, before any zeroing, are shown as bars.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations
