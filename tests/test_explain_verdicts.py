@@ -117,6 +117,12 @@ def test_activations_verdict_flips_with_the_measurements():
     assert any(r.startswith("000 answer 4 (book: tanh for outputs") for r in refutes)
     assert not confirms
 
+    n = _activations_numbers(True)   # quick mode trains four: no claim about the others
+    n["hidden"] = {a: n["hidden"][a] for a in ("sigmoid", "tanh", "relu", "leaky_relu")}
+    text, confirms, refutes = activations.verdict(n)
+    assert text.startswith("Hidden layers (4 activations,")
+    assert not any("SELU" in c or "ELU" in c for c in confirms + refutes)
+
 
 def _dropout_cost_numbers(book_way: bool):
     def row(target, epochs, seconds, epoch, step, inference):
