@@ -10,6 +10,8 @@ device runs it). One seed, so accuracies within ``TOL`` of the best count as equ
 through tanh, sigmoid, softmax and softplus, and each range is measured in float32: minimum,
 maximum, how far softmax rows are from summing to 1, how many sigmoid outputs round to exactly
 0 or 1, whether every softplus output is positive.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations
@@ -58,40 +60,26 @@ def output_ranges(logits: torch.Tensor) -> dict[str, dict]:
     }
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    n_train, epochs = (1024, 1) if quick else (10000, 3)
-    hidden = dict(list(HIDDEN.items())[:4]) if quick else HIDDEN
-    data = load_dataset("mnist", limit=n_train, valid_size=1000 if quick else 5000,
-                        standardize=True, seed=seed, progress=False)
-    base = {   # one replace() per config: replace() of a replace() loses None values
-        "name": "activations", "model.depth": 5, "model.width": 100, "optim.name": "nadam",
-        "optim.lr": 1e-3, "train.epochs": epochs, "train.batch_size": 64,
-        "train.patience": None, "train.progress": False, "train.seed": seed, "data.seed": seed}
-    results: dict[str, dict] = {}
-    models = {}
-    for act, init in hidden.items():
-        cfg = replace(RunConfig(), **base, **{"model.activation": act, "model.init": init})
-        res = fit(cfg, data)
-        results[act] = {"test_accuracy": res.test.get("test_accuracy", math.nan),
-                        "seconds_per_epoch": res.seconds_per_epoch, "init": init,
-                        "status": res.status}
-        models[act] = res.model
-    ranked = sorted(results, key=lambda a: -results[a]["test_accuracy"])
-    best = ranked[0]
+def ranked(results: dict[str, dict]) -> list[str]:
+    """Hidden activations, most accurate first."""
+    return sorted(results, key=lambda a: -results[a]["test_accuracy"])
+
+
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone: ``numbers["hidden"]`` (per
+    hidden activation: ``test_accuracy``, ``seconds_per_epoch``) and ``numbers["output_ranges"]``
+    (what :func:`output_ranges` measured on the best net's logits)."""
+    results, ranges = numbers["hidden"], numbers["output_ranges"]
+    order = ranked(results)
+    best = order[0]
     best_acc = results[best]["test_accuracy"]
     fastest = min(results, key=lambda a: results[a]["seconds_per_epoch"])
-    good = [a for a in ranked if results[a]["test_accuracy"] >= best_acc - TOL]
+    good = [a for a in order if results[a]["test_accuracy"] >= best_acc - TOL]
     times = [r["seconds_per_epoch"] for r in results.values()]
-
-    model = models[best].cpu().eval()
-    with torch.no_grad():
-        logits = model(torch.as_tensor(data.test.x))
-    ranges = output_ranges(logits)
-    all_ok = all(r["in_range"] for r in ranges.values())
+    violated = [name for name, r in ranges.items() if not r["in_range"]]
 
     table = ", ".join(f"{a} {results[a]['test_accuracy']:.1%} ({results[a]['seconds_per_epoch']:.2f} "
-                      f"s/epoch)" for a in ranked)
+                      f"s/epoch)" for a in order)
     t, s, m, p = ranges["tanh"], ranges["sigmoid"], ranges["softmax"], ranges["softplus"]
     outputs = (f"on the {best} net's real outputs tanh spans [{t['min']:.4f}, {t['max']:.4f}], "
                f"sigmoid [{s['min']:.3g}, {s['max']:.7f}] ({s['exactly_0_or_1']:.1%} round to "
@@ -99,11 +87,12 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                f"{m['max_abs_row_sum_minus_1']:.1e}, softplus spans [{p['min']:.3g}, {p['max']:.3g}]"
                + (f" ({p['exactly_0']:.2%} underflow to exactly 0 in float32: logits down to "
                   f"{p['min_logit']:.0f})" if p["exactly_0"] > 0 else " (all positive)"))
-    verdict = (f"Hidden layers ({len(results)} activations, same 5x100 net and budget): {table}; "
-               f"within {TOL:.0%} of the best: {', '.join(good)}; epoch times span "
-               f"{min(times):.2f}-{max(times):.2f} s (fastest: {fastest}). "
-               f"Output layers: {outputs}"
-               f"{'' if all_ok else ' (a range was violated, see the numbers)'}.")
+    text = (f"Hidden layers ({len(results)} activations, same 5x100 net and budget): {table}; "
+            f"within {TOL:.0%} of the best: {', '.join(good)}; epoch times span "
+            f"{min(times):.2f}-{max(times):.2f} s (fastest: {fastest}). "
+            f"Output layers: {outputs}"
+            + (f" (outside its range: {', '.join(violated)}; see the numbers)" if violated else "")
+            + ".")
 
     confirms, refutes = [], []
 
@@ -124,12 +113,43 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
           "001 activations card (softplus for outputs that must be positive)" if p["exactly_0"] == 0
           else f"001 activations card (softplus outputs are positive: {p['exactly_0']:.2%} were "
           "exactly 0 in float32)")
-    numbers = {"best_hidden": best, "best_test_accuracy": best_acc, "fastest_hidden": fastest,
-               "train_images": len(data.train), "epochs": epochs,
+    return text, confirms, refutes
+
+
+def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
+    out_dir = Path(out_dir)
+    n_train, epochs = (1024, 1) if quick else (10000, 3)
+    hidden = dict(list(HIDDEN.items())[:4]) if quick else HIDDEN
+    data = load_dataset("mnist", limit=n_train, valid_size=1000 if quick else 5000,
+                        standardize=True, seed=seed, progress=False)
+    base = {   # one replace() per config: replace() of a replace() loses None values
+        "name": "activations", "model.depth": 5, "model.width": 100, "optim.name": "nadam",
+        "optim.lr": 1e-3, "train.epochs": epochs, "train.batch_size": 64,
+        "train.patience": None, "train.progress": False, "train.seed": seed, "data.seed": seed}
+    results: dict[str, dict] = {}
+    models = {}
+    for act, init in hidden.items():
+        cfg = replace(RunConfig(), **base, **{"model.activation": act, "model.init": init})
+        res = fit(cfg, data)
+        results[act] = {"test_accuracy": res.test.get("test_accuracy", math.nan),
+                        "seconds_per_epoch": res.seconds_per_epoch, "init": init,
+                        "status": res.status}
+        models[act] = res.model
+    best = ranked(results)[0]
+    fastest = min(results, key=lambda a: results[a]["seconds_per_epoch"])
+
+    model = models[best].cpu().eval()
+    with torch.no_grad():
+        logits = model(torch.as_tensor(data.test.x))
+    ranges = output_ranges(logits)
+    s, m, p = ranges["sigmoid"], ranges["softmax"], ranges["softplus"]
+    numbers = {"best_hidden": best, "best_test_accuracy": results[best]["test_accuracy"],
+               "fastest_hidden": fastest, "train_images": len(data.train), "epochs": epochs,
                "sigmoid_exactly_0_or_1": s["exactly_0_or_1"],
                "softmax_max_abs_row_sum_minus_1": m["max_abs_row_sum_minus_1"],
                "softplus_min": p["min"], "hidden": results, "output_ranges": ranges}
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
                       refutes=refutes, numbers=numbers)
     finding.figure = _plot(results, logits, ranges, best, out_dir / "activations.png")
     return finding

@@ -14,6 +14,8 @@ test set (timed interleaved, median of repeats); the dropout net's eval outputs 
 deterministic. MC Dropout runs that forward pass N times with dropout on (drawing a mask per
 pass): its time against plain inference (medians of interleaved repeats) and its accuracy gain
 are measured for several N.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations
@@ -101,6 +103,63 @@ def step_costs(cfg: RunConfig, data, repeats: int, device: torch.device) -> dict
     return {rate: t / math.ceil(n / bs) for rate, t in times.items()}
 
 
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone: ``numbers["per_rate"]`` (per
+    dropout rate: ``target_val_loss``, ``epochs_ratio``, ``seconds_ratio``,
+    ``epoch_seconds_ratio``, ``step_seconds_ratio``, ``inference_ratio``),
+    ``eval_deterministic``, ``plain`` (``accuracy``) and ``mc`` (per N: ``slowdown``,
+    ``per_pass``, ``accuracy``)."""
+    rows, mc, plain = numbers["per_rate"], numbers["mc"], numbers["plain"]
+    deterministic = numbers["eval_deterministic"]
+    n10 = 10 if 10 in mc else max(mc)
+    slower = {r: rows[r]["seconds_ratio"] > 1.1 for r in RATES}
+    epoch_cost = max(rows[r]["epoch_seconds_ratio"] for r in RATES)
+    step_cost = max(rows[r]["step_seconds_ratio"] for r in RATES)
+    inf_same = all(0.8 <= rows[r]["inference_ratio"] <= 1.25 for r in RATES) and deterministic
+    mc_scales = mc[n10]["slowdown"] >= 0.5 * n10
+    factor_two = {r: BOOK_FACTOR / 1.5 <= rows[r]["seconds_ratio"] <= BOOK_FACTOR * 1.5 for r in RATES}
+    conv = "; ".join(
+        f"rate {r:g} needs {rows[r]['epochs_ratio']:.1f}x the epochs and "
+        f"{rows[r]['seconds_ratio']:.1f}x the wall time of no dropout to reach validation loss "
+        f"{rows[r]['target_val_loss']:.3f}"
+        for r in RATES)
+    if any(factor_two.values()):
+        book = ("the book's factor of two fits rate " +
+                " and ".join(f"{r:g}" for r in RATES if factor_two[r]))
+    else:
+        book = "the book's factor of two fits neither rate"
+    lo, hi = (f(rows[r]["inference_ratio"] for r in RATES) for f in (min, max))
+    inf_range = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
+    joint = {(True, True): "while an epoch costs only", (True, False): "and an epoch itself costs",
+             (False, True): "and an epoch costs only", (False, False): "though an epoch itself costs"}
+    text = (
+        f"{'Yes, through slower convergence' if any(slower.values()) else 'Not here'}: {conv}, "
+        f"{joint[any(slower.values()), epoch_cost < 1.5]} up to "
+        f"{epoch_cost:.2f}x (a training step {step_cost:.2f}x), so {book}; "
+        f"inference in eval mode costs {inf_range}x (the same forward pass"
+        f"{', deterministic' if deterministic else ', NOT deterministic'}); MC Dropout with "
+        f"N={n10} costs {mc[n10]['slowdown']:.1f}x plain inference (each pass "
+        f"{mc[n10]['per_pass']:.2f}x a plain one, dropout masks being drawn) for "
+        f"{100 * (mc[n10]['accuracy'] - plain['accuracy']):+.2f} points of test accuracy "
+        f"({mc[n10]['accuracy']:.2%} vs {plain['accuracy']:.2%}).")
+
+    confirms, refutes = [], []
+    book_ok = any(slower.values()) and inf_same and mc_scales
+    (confirms if book_ok else refutes).extend(
+        ["000 answer 7 (book: slower training, no inference cost, MC Dropout ~N times slower)",
+         "003 answer 7 (book)"])
+    (confirms if any(factor_two.values()) else refutes).append(
+        "000 answer 7 (book: training slowed roughly by a factor of two)")
+    (refutes if any(slower.values()) else confirms).append(
+        "001 answer 7 (learner: dropout speeds up training)")
+    (confirms if inf_same and mc_scales else refutes).append(
+        "001 answer 7 (learner: no inference cost; MC Dropout pays for its K samples)")
+    (confirms if any(slower.values()) and inf_same else refutes).extend(
+        ["002 answer 7 (slower training, no effect on prediction speed)",
+         "004 answer 7 (slower convergence, no impact on inference)"])
+    return text, confirms, refutes
+
+
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     st = _settings(quick)
@@ -158,50 +217,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                       for r, res in runs.items()},
     }
 
-    slower = {r: rows[r]["seconds_ratio"] > 1.1 for r in RATES}
-    epoch_cost = max(rows[r]["epoch_seconds_ratio"] for r in RATES)
-    step_cost = max(rows[r]["step_seconds_ratio"] for r in RATES)
-    inf_same = all(0.8 <= rows[r]["inference_ratio"] <= 1.25 for r in RATES) and deterministic
-    mc_scales = mc[n10]["slowdown"] >= 0.5 * n10
-    factor_two = {r: BOOK_FACTOR / 1.5 <= rows[r]["seconds_ratio"] <= BOOK_FACTOR * 1.5 for r in RATES}
-    conv = "; ".join(
-        f"rate {r:g} needs {rows[r]['epochs_ratio']:.1f}x the epochs and "
-        f"{rows[r]['seconds_ratio']:.1f}x the wall time of no dropout to reach validation loss "
-        f"{targets[r]:.3f}"
-        for r in RATES)
-    if any(factor_two.values()):
-        book = ("the book's factor of two fits rate " +
-                " and ".join(f"{r:g}" for r in RATES if factor_two[r]))
-    else:
-        book = "the book's factor of two fits neither rate"
-    lo, hi = (f(rows[r]["inference_ratio"] for r in RATES) for f in (min, max))
-    inf_range = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
-    verdict = (
-        f"{'Yes, through slower convergence' if any(slower.values()) else 'Not here'}: {conv}, "
-        f"{'while an epoch costs only' if epoch_cost < 1.5 else 'and an epoch itself costs'} up to "
-        f"{epoch_cost:.2f}x (a training step {step_cost:.2f}x), so {book}; "
-        f"inference in eval mode costs {inf_range}x (the same forward pass"
-        f"{', deterministic' if deterministic else ', NOT deterministic'}); MC Dropout with "
-        f"N={n10} costs {mc[n10]['slowdown']:.1f}x plain inference (each pass "
-        f"{mc[n10]['per_pass']:.2f}x a plain one, dropout masks being drawn) for "
-        f"{100 * (mc[n10]['accuracy'] - plain['accuracy']):+.2f} points of test accuracy "
-        f"({mc[n10]['accuracy']:.2%} vs {plain['accuracy']:.2%}).")
-
-    confirms, refutes = [], []
-    book_ok = any(slower.values()) and inf_same and mc_scales
-    (confirms if book_ok else refutes).extend(
-        ["000 answer 7 (book: slower training, no inference cost, MC Dropout ~N times slower)",
-         "003 answer 7 (book)"])
-    (confirms if any(factor_two.values()) else refutes).append(
-        "000 answer 7 (book: training slowed roughly by a factor of two)")
-    (refutes if any(slower.values()) else confirms).append(
-        "001 answer 7 (learner: dropout speeds up training)")
-    (confirms if inf_same and mc_scales else refutes).append(
-        "001 answer 7 (learner: no inference cost; MC Dropout pays for its K samples)")
-    (confirms if any(slower.values()) and inf_same else refutes).extend(
-        ["002 answer 7 (slower training, no effect on prediction speed)",
-         "004 answer 7 (slower convergence, no impact on inference)"])
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
                       refutes=refutes, numbers=numbers)
     finding.figure = _plot(numbers, runs, out_dir / "dropout_cost.png")
     return finding

@@ -8,6 +8,8 @@ gradient's scale is the step's scale, as in the chapter's discussion). A combina
 the signal when the first layer's gradient norm is within a factor 100 of the last hidden
 layer's; below that the gradients vanish, above it they explode. SGD on exploding gradients
 diverges; the trainer then keeps the last finite weights and the run is marked diverged.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations
@@ -65,6 +67,54 @@ def _summary(stats: list[dict]) -> dict:
             "preserved": classify(fwd_ratio) == classify(back_ratio) == "preserved"}
 
 
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone: ``numbers["results"]`` (per
+    "activation / init": ``at_init`` with ``forward_ratio``, ``backward_ratio``, ``forward``,
+    ``backward``, ``preserved`` and ``mean_slope``), ``sgd_steps`` and ``diverged_after_steps``."""
+    results, steps, diverged = numbers["results"], numbers["sgd_steps"], numbers["diverged_after_steps"]
+
+    def r(act: str, init_name: str) -> dict:
+        return results[f"{act} / {init_name}"]["at_init"]
+
+    def text(act: str, init_name: str) -> str:
+        s = r(act, init_name)
+        status = "preserved" if s["preserved"] else ", ".join(
+            f"{d} {s[d]}" for d in ("forward", "backward") if s[d] != "preserved")
+        return (f"{init_name}+{act} x{s['forward_ratio']:.1e} / x{s['backward_ratio']:.1e} "
+                f"({status})")
+
+    matched = {"tanh": "Glorot", "relu": "He"}
+    matched_lost = [f"{i}+{a}" for a, i in matched.items() if not r(a, i)["preserved"]]
+    normal_kept = [a for a in ("tanh", "relu") if r(a, "N(0, 1)")["preserved"]]
+    holds = not matched_lost and not normal_kept
+    if holds:
+        head = "Yes, they keep the signal's scale from layer to layer"
+    else:
+        loses = "loses" if len(matched_lost) == 1 else "lose"
+        why = ([f"{' and '.join(matched_lost)} {loses} the signal's scale"] if matched_lost else []) \
+            + ([f"N(0, 1) keeps it too with {' and '.join(normal_kept)}"] if normal_kept else [])
+        head = f"Only partly, in this run ({'; '.join(why)})"
+    clauses = [f"N(0, 1): {', '.join(text(a, 'N(0, 1)').split('+', 1)[1] for a in ACTIVATIONS)}",
+               f"matched: {', '.join(text(a, i) for a, i in matched.items())}"]
+    if not r("relu", "Glorot")["preserved"] and r("relu", "He")["preserved"]:
+        clauses.append(f"{text('relu', 'Glorot')}, so ReLU needs He's factor 2")
+    if all(r("sigmoid", i)["backward"] == "vanishing" for i in ("Glorot", "He")):
+        clauses.append(f"sigmoid's gradients vanish with Glorot and He alike "
+                       f"({text('sigmoid', 'Glorot')}): its slope is at most 1/4")
+    sat = [a for a in ("sigmoid", "tanh") if r(a, "N(0, 1)")["mean_slope"] < 0.25]
+    if sat:
+        clauses.append("with N(0, 1) the " + " and ".join(
+            f"{a} units are saturated (mean slope {r(a, 'N(0, 1)')['mean_slope']:.0%} of its maximum)"
+            for a in sat))
+    clauses.append(f"{steps} SGD steps diverged for: {', '.join(diverged) or 'none'}")
+    verdict_text = (f"{head}: over {DEPTH} layers at initialization (x forward = last/first layer "
+                    f"activation std, x backward = first/last layer gradient RMS; beyond "
+                    f"{FACTOR:g}x = unstable) " + "; ".join(clauses) + ".")
+    cards = ["001 Glorot/He card (book's answer: keep the output std close to the input std)",
+             "001 Glorot/He card (learner: they fix unstable, vanishing or exploding gradients)"]
+    return verdict_text, (cards if holds else []), ([] if holds else cards)
+
+
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     steps, batch = (5, 64) if quick else (20, 64)
@@ -89,47 +139,13 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
             results[f"{act} / {init_name}"] = {"at_init": at_init, "after_steps": after,
                                                "train_status": fitted.status}
 
-    def r(act: str, init_name: str) -> dict:
-        return results[f"{act} / {init_name}"]["at_init"]
-
-    def text(act: str, init_name: str) -> str:
-        s = r(act, init_name)
-        status = "preserved" if s["preserved"] else ", ".join(
-            f"{d} {s[d]}" for d in ("forward", "backward") if s[d] != "preserved")
-        return (f"{init_name}+{act} x{s['forward_ratio']:.1e} / x{s['backward_ratio']:.1e} "
-                f"({status})")
-
-    matched = {"tanh": "Glorot", "relu": "He"}
-    matched_ok = all(r(a, i)["preserved"] for a, i in matched.items())
-    normal_bad = [a for a in ("tanh", "relu") if not r(a, "N(0, 1)")["preserved"]]
-    holds = matched_ok and len(normal_bad) == 2
-    head = ("Yes, they keep the signal's scale from layer to layer" if holds else
-            "Only partly, in this run")
-    clauses = [f"N(0, 1): {', '.join(text(a, 'N(0, 1)').split('+', 1)[1] for a in ACTIVATIONS)}",
-               f"matched: {', '.join(text(a, i) for a, i in matched.items())}"]
-    if not r("relu", "Glorot")["preserved"] and r("relu", "He")["preserved"]:
-        clauses.append(f"{text('relu', 'Glorot')}, so ReLU needs He's factor 2")
-    if all(r("sigmoid", i)["backward"] == "vanishing" for i in ("Glorot", "He")):
-        clauses.append(f"sigmoid's gradients vanish with Glorot and He alike "
-                       f"({text('sigmoid', 'Glorot')}): its slope is at most 1/4")
-    sat = [a for a in ("sigmoid", "tanh") if r(a, "N(0, 1)")["mean_slope"] < 0.25]
-    if sat:
-        clauses.append("with N(0, 1) the " + " and ".join(
-            f"{a} units are saturated (mean slope {r(a, 'N(0, 1)')['mean_slope']:.0%} of its maximum)"
-            for a in sat))
     diverged = [k for k, v in results.items() if v["train_status"] == "diverged"]
-    clauses.append(f"{steps} SGD steps diverged for: {', '.join(diverged) or 'none'}")
-    verdict = (f"{head}: over {DEPTH} layers at initialization (x forward = last/first layer "
-               f"activation std, x backward = first/last layer gradient RMS; beyond {FACTOR:g}x "
-               f"= unstable) " + "; ".join(clauses) + ".")
     numbers = {"depth": DEPTH, "width": WIDTH, "sgd_steps": steps,
                **{f"backward_ratio {k}": v["at_init"]["backward_ratio"] for k, v in results.items()},
                "diverged_after_steps": diverged, "results": results}
-    cards = ["001 Glorot/He card (book's answer: keep the output std close to the input std)",
-             "001 Glorot/He card (learner: they fix unstable, vanishing or exploding gradients)"]
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict,
-                      confirms=cards if holds else [], refutes=[] if holds else cards,
-                      numbers=numbers)
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
+                      refutes=refutes, numbers=numbers)
     finding.figure = _plot(results, steps, out_dir / "init_variance.png")
     return finding
 

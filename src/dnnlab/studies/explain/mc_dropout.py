@@ -12,6 +12,8 @@ are not, MNIST test images with their pixels shuffled by one fixed permutation s
 intensities, no digit shape), and ``numbers["ood_source"]`` says which was used. The entropy of
 OOD vs in-distribution predictions is compared for plain and MC inference, with the AUROC of
 telling them apart by entropy (and, for MC, by the mutual information between the passes).
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations
@@ -94,6 +96,57 @@ class StageProbe:
                 "mc": _scores(mc_predict(model, self.x, self.n, seed=self.seed).mean(0), self.y)}
 
 
+def n_to_level(curve: dict[int, dict]) -> int:
+    """The smallest N whose MC accuracy is within 0.1 point of the largest N's."""
+    top = curve[max(curve)]
+    return min(n for n in curve if curve[n]["accuracy"] >= top["accuracy"] - 0.001)
+
+
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone: ``numbers["plain"]`` and
+    ``numbers["mc"]`` (per N) with ``accuracy``, ``ece``, ``nll``, ``entropy``, ``entropy_ood``;
+    ``auroc``; ``n_max``, ``n_to_level``; ``stages`` (epochs probed) and
+    ``mc_better_calibrated_at_epochs``; ``ood_images`` and ``ood_source``."""
+    base, curve, auc = numbers["plain"], numbers["mc"], numbers["auroc"]
+    n_max, level = numbers["n_max"], numbers["n_to_level"]
+    stage_better, stages = numbers["mc_better_calibrated_at_epochs"], sorted(numbers["stages"])
+    top = curve[n_max]
+    n10 = 10 if 10 in curve else n_max
+    gain = top["accuracy"] - base["accuracy"]
+    ratio_mc = top["entropy_ood"] / max(top["entropy"], 1e-12)
+    ratio_plain = base["entropy_ood"] / max(base["entropy"], 1e-12)
+    better_acc = curve[n10]["accuracy"] > base["accuracy"]
+    better_cal = top["ece"] < base["ece"]
+    flags_ood = ratio_mc > 1.5 and auc["mc_entropy"] > 0.75
+    mc_helps_ood = auc["mc_entropy"] > auc["plain_entropy"] or auc["mc_mutual_information"] > auc["plain_entropy"]
+    text = (
+        f"{'Yes' if better_acc else 'No'} for accuracy, {'yes' if better_cal else 'no'} for "
+        f"calibration here: with N={n_max} passes MC Dropout scores {top['accuracy']:.2%} vs "
+        f"{base['accuracy']:.2%} plain ({100 * gain:+.2f} points; one pass {curve[1]['accuracy']:.2%}"
+        + (f", N={level} already within 0.1 point of N={n_max}" if level < n_max else
+           f", still moving at N={n_max}")
+        + f") with ECE {top['ece']:.3f} vs "
+        f"{base['ece']:.3f} (NLL {top['nll']:.3f} vs {base['nll']:.3f}; along training, with N="
+        f"{STAGE_N}, MC has the lower ECE at epochs {stage_better or 'none'} of "
+        f"{stages}); on {numbers['ood_images']} "
+        f"{numbers['ood_source']} its mean predictive entropy is {ratio_mc:.1f}x the in-distribution one "
+        f"({top['entropy_ood']:.2f} vs {top['entropy']:.2f} nats; plain {ratio_plain:.1f}x), telling "
+        f"them apart with AUROC {auc['mc_entropy']:.3f} by entropy and "
+        f"{auc['mc_mutual_information']:.3f} by mutual information vs {auc['plain_entropy']:.3f} for "
+        f"plain entropy.")
+
+    confirms, refutes = [], []
+    (confirms if top["nll"] < base["nll"] else refutes).append(
+        "000 answer 7 (book: 10 or more MC passes give better predictions, judged by test NLL)")
+    (confirms if better_acc else refutes).append(
+        "002 exercise 8e (better accuracy with MC Dropout, without retraining)")
+    (confirms if better_cal else refutes).append(
+        "002 answer 7 (MC Dropout improves model calibration)")
+    (confirms if flags_ood and mc_helps_ood else refutes).append(
+        "002 answer 7 (MC Dropout estimates uncertainty)")
+    return text, confirms, refutes
+
+
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     st = _settings(quick)
@@ -126,55 +179,21 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
            "mc_mutual_information": auroc(_np(mutual_information(samples)),
                                           _np(mutual_information(samples_ood)))}
     top = curve[n_max]
-    n10 = 10 if 10 in curve else n_max
-    gain = top["accuracy"] - base["accuracy"]
-    level = min(n for n in curve if curve[n]["accuracy"] >= top["accuracy"] - 0.001)
-    ratio_mc = top["entropy_ood"] / max(top["entropy"], 1e-12)
-    ratio_plain = base["entropy_ood"] / max(base["entropy"], 1e-12)
-
     numbers = {
         "train_images": len(data.train), "test_images": len(y), "ood_images": len(x_ood),
         "ood_source": ood_source, "dropout": RATE, "n_max": n_max,
-        "plain_accuracy": base["accuracy"], "mc_accuracy": top["accuracy"], "accuracy_gain": gain,
-        "mc_1_accuracy": curve[1]["accuracy"], "n_to_level": level,
+        "plain_accuracy": base["accuracy"], "mc_accuracy": top["accuracy"],
+        "accuracy_gain": top["accuracy"] - base["accuracy"],
+        "mc_1_accuracy": curve[1]["accuracy"], "n_to_level": n_to_level(curve),
         "plain_ece": base["ece"], "mc_ece": top["ece"], "plain_nll": base["nll"], "mc_nll": top["nll"],
         "entropy_in": top["entropy"], "entropy_ood": top["entropy_ood"],
         "plain_entropy_in": base["entropy"], "plain_entropy_ood": base["entropy_ood"],
         "auroc": auc, "plain": base, "mc": curve, "stages": probe.rows,
+        "mc_better_calibrated_at_epochs": [e for e, r in sorted(probe.rows.items())
+                                           if r["mc"]["ece"] < r["plain"]["ece"]],
     }
-
-    better_acc = curve[n10]["accuracy"] > base["accuracy"]
-    better_cal = top["ece"] < base["ece"]
-    flags_ood = ratio_mc > 1.5 and auc["mc_entropy"] > 0.75
-    mc_helps_ood = auc["mc_entropy"] > auc["plain_entropy"] or auc["mc_mutual_information"] > auc["plain_entropy"]
-    stage_better = [e for e, r in sorted(probe.rows.items()) if r["mc"]["ece"] < r["plain"]["ece"]]
-    numbers["mc_better_calibrated_at_epochs"] = stage_better
-    verdict = (
-        f"{'Yes' if better_acc else 'No'} for accuracy, {'yes' if better_cal else 'no'} for "
-        f"calibration here: with N={n_max} passes MC Dropout scores {top['accuracy']:.2%} vs "
-        f"{base['accuracy']:.2%} plain ({100 * gain:+.2f} points; one pass {curve[1]['accuracy']:.2%}"
-        + (f", N={level} already within 0.1 point of N={n_max}" if level < n_max else
-           f", still moving at N={n_max}")
-        + f") with ECE {top['ece']:.3f} vs "
-        f"{base['ece']:.3f} (NLL {top['nll']:.3f} vs {base['nll']:.3f}; along training, with N="
-        f"{STAGE_N}, MC has the lower ECE at epochs {stage_better or 'none'} of "
-        f"{sorted(probe.rows)}); on {len(x_ood)} "
-        f"{ood_source} its mean predictive entropy is {ratio_mc:.1f}x the in-distribution one "
-        f"({top['entropy_ood']:.2f} vs {top['entropy']:.2f} nats; plain {ratio_plain:.1f}x), telling "
-        f"them apart with AUROC {auc['mc_entropy']:.3f} by entropy and "
-        f"{auc['mc_mutual_information']:.3f} by mutual information vs {auc['plain_entropy']:.3f} for "
-        f"plain entropy.")
-
-    confirms, refutes = [], []
-    (confirms if top["nll"] < base["nll"] else refutes).append(
-        "000 answer 7 (book: 10 or more MC passes give better predictions, judged by test NLL)")
-    (confirms if better_acc else refutes).append(
-        "002 exercise 8e (better accuracy with MC Dropout, without retraining)")
-    (confirms if better_cal else refutes).append(
-        "002 answer 7 (MC Dropout improves model calibration)")
-    (confirms if flags_ood and mc_helps_ood else refutes).append(
-        "002 answer 7 (MC Dropout estimates uncertainty)")
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
                       refutes=refutes, numbers=numbers)
     finding.figure = _plot(numbers, _np(h_in), _np(h_ood), hp_in, hp_ood, out_dir / "mc_dropout.png")
     return finding

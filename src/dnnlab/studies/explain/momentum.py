@@ -11,6 +11,8 @@ steps until f stays below 1e-6 f(start).
 :func:`dnnlab.train.fit` (restore-best off, so the curves and the final accuracy show where the
 momentum carried the weights): the loss curves, how many epochs the training loss went up, and
 the final test accuracy.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations
@@ -68,6 +70,56 @@ def quadratic_run(momentum: float, steps: int, lr: float = LR) -> dict:
             "max_distance_ratio": float(traj.norm(dim=1).max() / traj[0].norm())}
 
 
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone: ``numbers["quadratic"]`` (per
+    momentum, as a string: ``overshoot``, ``crossings``, ``converged_at_step`` (None: not
+    converged), ``final_loss_ratio``, ``max_distance_ratio``), ``quadratic_steps``,
+    ``numbers["net"]`` (per momentum: ``status``, ``epochs_loss_went_up``, ``final_train_loss``,
+    ``min_train_loss``, ``test_accuracy``) and ``net_epochs``."""
+    lo, hi = (numbers["quadratic"][str(m)] for m in MOMENTA)
+    nlo, nhi = (numbers["net"][str(m)] for m in MOMENTA)
+    steps, epochs = numbers["quadratic_steps"], numbers["net_epochs"]
+
+    def conv(q: dict) -> str:
+        if q["converged_at_step"] is None:
+            return (f"has not converged after {steps} steps "
+                    f"(f still {q['final_loss_ratio']:.1e} x start)")
+        return f"converges in {q['converged_at_step']} steps"
+
+    slower = hi["converged_at_step"] is None or (
+        lo["converged_at_step"] is not None and hi["converged_at_step"] > lo["converged_at_step"])
+    worse = hi["overshoot"] > lo["overshoot"] and hi["crossings"] > lo["crossings"] and slower
+    net_worse = nhi["final_train_loss"] > nlo["final_train_loss"]
+    if worse and net_worse:
+        head = "It overshoots and oscillates instead of converging"
+    elif worse:
+        head = "Mixed result (0.99999 is worse than 0.9 on the quadratic, not on the net)"
+    elif net_worse:
+        head = "Mixed result (0.99999 is worse than 0.9 on the net, not on the quadratic)"
+    else:
+        head = ("Not here: 0.99999 is no worse than 0.9, neither on the quadratic (more overshoot, "
+                "more crossings and slower convergence together) nor on the net (final training "
+                "loss)")
+    text = (
+        f"{head}: on f = (x^2 + 100 y^2)/2 from {START} with lr {LR:g}, momentum 0.9 overshoots the "
+        f"minimum by {lo['overshoot']:.0%} of the start distance, crosses it {lo['crossings']} times "
+        f"and {conv(lo)}, while 0.99999 overshoots by {hi['overshoot']:.0%}, crosses it "
+        f"{hi['crossings']} times and {conv(hi)}; on a 3x100 MNIST net (SGD lr {LR:g}, {epochs} "
+        f"epochs) the training loss went up in {nlo['epochs_loss_went_up']} of {epochs - 1} epochs "
+        f"with 0.9 (final {nlo['final_train_loss']:.3f}, test accuracy {nlo['test_accuracy']:.1%}) "
+        f"and in {nhi['epochs_loss_went_up']} with 0.99999 (final {nhi['final_train_loss']:.3f}, "
+        f"lowest {nhi['min_train_loss']:.3f}, test accuracy {nhi['test_accuracy']:.1%}).")
+    exploded = (hi["max_distance_ratio"] > 1.5 or nhi["status"] == "diverged"
+                or not math.isfinite(nhi["final_train_loss"]))
+    confirms, refutes = [], []
+    book = ["000 answer 5 (book)", "003 answer 5 (book)", "004 answer 5 (first edition)",
+            "002 answer 5 (oscillations, overshooting, slow convergence)"]
+    (confirms if worse and net_worse else refutes).extend(book)
+    (confirms if exploded else refutes).append(
+        "001 answer 5 (learner: the sum of past gradients makes the rate of change explode)")
+    return text, confirms, refutes
+
+
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
     out_dir = Path(out_dir)
     steps = 1000 if quick else 3000
@@ -93,36 +145,6 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
 
     lo, hi = quad[MOMENTA[0]], quad[MOMENTA[1]]
     nlo, nhi = net[MOMENTA[0]], net[MOMENTA[1]]
-
-    def conv(q: dict) -> str:
-        if q["converged_at_step"] is None:
-            return (f"has not converged after {steps} steps "
-                    f"(f still {q['final_loss_ratio']:.1e} x start)")
-        return f"converges in {q['converged_at_step']} steps"
-
-    slower = hi["converged_at_step"] is None or (
-        lo["converged_at_step"] is not None and hi["converged_at_step"] > lo["converged_at_step"])
-    worse = hi["overshoot"] > lo["overshoot"] and hi["crossings"] > lo["crossings"] and slower
-    net_worse = nhi["final_train_loss"] > nlo["final_train_loss"]
-    head = ("It overshoots and oscillates instead of converging" if worse and net_worse else
-            "Mixed result")
-    verdict = (
-        f"{head}: on f = (x^2 + 100 y^2)/2 from {START} with lr {LR:g}, momentum 0.9 overshoots the "
-        f"minimum by {lo['overshoot']:.0%} of the start distance, crosses it {lo['crossings']} times "
-        f"and {conv(lo)}, while 0.99999 overshoots by {hi['overshoot']:.0%}, crosses it "
-        f"{hi['crossings']} times and {conv(hi)}; on a 3x100 MNIST net (SGD lr {LR:g}, {epochs} "
-        f"epochs) the training loss went up in {nlo['epochs_loss_went_up']} of {epochs - 1} epochs "
-        f"with 0.9 (final {nlo['final_train_loss']:.3f}, test accuracy {nlo['test_accuracy']:.1%}) "
-        f"and in {nhi['epochs_loss_went_up']} with 0.99999 (final {nhi['final_train_loss']:.3f}, "
-        f"lowest {nhi['min_train_loss']:.3f}, test accuracy {nhi['test_accuracy']:.1%}).")
-    exploded = (hi["max_distance_ratio"] > 1.5 or nhi["status"] == "diverged"
-                or not math.isfinite(nhi["final_train_loss"]))
-    confirms, refutes = [], []
-    book = ["000 answer 5 (book)", "003 answer 5 (book)", "004 answer 5 (first edition)",
-            "002 answer 5 (oscillations, overshooting, slow convergence)"]
-    (confirms if worse and net_worse else refutes).extend(book)
-    (confirms if exploded else refutes).append(
-        "001 answer 5 (learner: the sum of past gradients makes the rate of change explode)")
     numbers = {"quadratic_steps": steps, "overshoot_0.9": lo["overshoot"],
                "overshoot_0.99999": hi["overshoot"], "crossings_0.9": lo["crossings"],
                "crossings_0.99999": hi["crossings"],
@@ -133,8 +155,9 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                "net_final_train_loss_0.99999": nhi["final_train_loss"],
                "quadratic": {str(m): {k: v for k, v in q.items() if k not in ("trajectory", "loss")}
                              for m, q in quad.items()},
-               "net": {str(m): v for m, v in net.items()}}
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
+               "net": {str(m): v for m, v in net.items()}, "net_epochs": epochs}
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
                       refutes=refutes, numbers=numbers)
     finding.figure = _plot(quad, net, out_dir / "momentum.png")
     return finding

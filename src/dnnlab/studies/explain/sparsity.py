@@ -15,6 +15,8 @@ net:
 Beside them, a net trained with dropout (rate 0.5) is measured the same way: dropout zeroes
 random *activations* during training steps only, so no weight has a reason to be exactly 0.
 The exact zeros straight out of each training run, before any zeroing, are shown as bars.
+
+The verdict is :func:`verdict`, a pure function of the measurements.
 """
 
 from __future__ import annotations
@@ -58,6 +60,55 @@ def _sparsest_within(points: list[dict], floor: float) -> dict | None:
     """The sparsest point whose test accuracy is at least ``floor`` (None if there is none)."""
     ok = [p for p in points if p["accuracy"] >= floor]
     return max(ok, key=lambda p: p["sparsity"]) if ok else None
+
+
+def judge(sparsest: dict[str, dict | None], dense_near_zero: float) -> dict[str, bool]:
+    """Which ways to a sparse model work, from the sparsest point each reached within
+    ``WORKS_DROP`` of the dense net (None: none did) and the dense net's share of tiny weights."""
+    reached = {k: (p["sparsity"] if p else 0.0) for k, p in sparsest.items()}
+    # the book: "for more sparsity, apply L1": more weights end up tiny (and can be zeroed) than
+    # without it, at an accuracy within WORKS_DROP of the dense net
+    l1_gain = reached["L1 then zeroing"] - dense_near_zero
+    return {"zeroing": max(reached["zeroing small weights"],
+                           reached["zeroing + 1 epoch fine-tuning"]) >= WORKS_SPARSITY,
+            "L1 gives more zeros": l1_gain >= L1_GAIN,
+            "gradual pruning": reached["gradual pruning"] >= WORKS_SPARSITY,
+            "FTRL with L1": reached["FTRL with L1"] >= WORKS_SPARSITY}
+
+
+def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
+    """(verdict, confirms, refutes) from the measurements alone: ``numbers["dropout"]``
+    (``sparsity``, ``dense_near_zero``), ``numbers["l1"]`` (per strength: ``l1``,
+    ``exact_zeros``, ``near_zero``), ``dense_accuracy`` and ``sparsest_points`` (per way: the
+    sparsest point within ``WORKS_DROP`` of the dense net, or None)."""
+    dropout, sparsest = numbers["dropout"], numbers["sparsest_points"]
+    strongest_l1 = max(numbers["l1"], key=lambda r: r["l1"])
+    works = judge(sparsest, dropout["dense_near_zero"])
+    dropout_sparse = dropout["sparsity"] > 0.01
+    l1_alone_exact = strongest_l1["exact_zeros"] > 0.01
+    head = "Dropout is not one of them" if not dropout_sparse else "Dropout does sparsify here"
+    text = (
+        f"{head}: after dropout (rate {DROPOUT_RATE:g}) {dropout['sparsity']:.2%} of the weights are "
+        f"exactly zero, and after L1 alone with Adam (l1={strongest_l1['l1']:g}) "
+        f"{strongest_l1['exact_zeros']:.2%} are, though {strongest_l1['near_zero']:.0%} lie within "
+        f"{TINY:g} of zero (without L1: {dropout['dense_near_zero']:.1%}); the sparsest model each "
+        f"way within {WORKS_DROP * 100:g} points of the dense {numbers['dense_accuracy']:.1%} "
+        f"test accuracy: "
+        + ", ".join(f"{k} {v['sparsity']:.0%}" if v else f"{k}: none"
+                    for k, v in sparsest.items()) + ".")
+
+    book_holds = works["zeroing"] and works["L1 gives more zeros"] and works["gradual pruning"]
+    confirms, refutes = [], []
+    book = ["000 answer 6 (book)", "001 answer 6 (book's answer)", "003 answer 6 (book)"]
+    (confirms if book_holds else refutes).extend(book)
+    (confirms if works["zeroing"] and works["L1 gives more zeros"] and works["FTRL with L1"]
+     else refutes).append("004 answer 6 (zero tiny weights, L1, FTRL with L1)")
+    (confirms if dropout_sparse else refutes).extend(
+        ["002 answer 6 (dropout makes a model sparse)",
+         "001 answer 6 (learner: ReLU, L1, dropout)"])
+    if l1_alone_exact:
+        confirms.append("002 answer 6 (L1 drives weights to exactly zero)")
+    return text, confirms, refutes
 
 
 def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
@@ -119,16 +170,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     sparsest = {k: _sparsest_within(pts, floor) for k, pts in curves.items()}
     reached = {k: (p["sparsity"] if p else 0.0) for k, p in sparsest.items()}
     strongest_l1 = max(l1_rows, key=lambda r: r["l1"])
-    # the book: "for more sparsity, apply L1": more weights end up tiny (and can be zeroed) than
-    # without it, at an accuracy within WORKS_DROP of the dense net
-    l1_gain = reached["L1 then zeroing"] - dropout["dense_near_zero"]
-    works = {"zeroing": max(reached["zeroing small weights"],
-                            reached["zeroing + 1 epoch fine-tuning"]) >= WORKS_SPARSITY,
-             "L1 gives more zeros": l1_gain >= L1_GAIN,
-             "gradual pruning": reached["gradual pruning"] >= WORKS_SPARSITY,
-             "FTRL with L1": reached["FTRL with L1"] >= WORKS_SPARSITY}
-    dropout_sparse = dropout["sparsity"] > 0.01
-    l1_alone_exact = strongest_l1["exact_zeros"] > 0.01
+    works = judge(sparsest, dropout["dense_near_zero"])
 
     numbers = {
         "train_images": len(data.train), "epochs": st["epochs"],
@@ -147,28 +189,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         # border pixels) keep w = 0 even without L1
         numbers["ftrl_zeros_without_l1"] = next(r["sparsity"] for r in ftrl if r["l1"] == 0.0)
 
-    head = "Dropout is not one of them" if not dropout_sparse else "Dropout does sparsify here"
-    verdict = (
-        f"{head}: after dropout (rate {DROPOUT_RATE:g}) {dropout['sparsity']:.2%} of the weights are "
-        f"exactly zero, and after L1 alone with Adam (l1={strongest_l1['l1']:g}) "
-        f"{strongest_l1['exact_zeros']:.2%} are, though {strongest_l1['near_zero']:.0%} lie within "
-        f"{TINY:g} of zero (without L1: {dropout['dense_near_zero']:.1%}); the sparsest model each "
-        f"way within {WORKS_DROP * 100:g} points of the dense {dense['accuracy']:.1%} test accuracy: "
-        + ", ".join(f"{k} {v['sparsity']:.0%}" if v else f"{k}: none"
-                    for k, v in sparsest.items()) + ".")
-
-    book_holds = works["zeroing"] and works["L1 gives more zeros"] and works["gradual pruning"]
-    confirms, refutes = [], []
-    book = ["000 answer 6 (book)", "001 answer 6 (book's answer)", "003 answer 6 (book)"]
-    (confirms if book_holds else refutes).extend(book)
-    (confirms if works["zeroing"] and works["L1 gives more zeros"] and works["FTRL with L1"]
-     else refutes).append("004 answer 6 (zero tiny weights, L1, FTRL with L1)")
-    (confirms if dropout_sparse else refutes).extend(
-        ["002 answer 6 (dropout makes a model sparse)",
-         "001 answer 6 (learner: ReLU, L1, dropout)"])
-    if l1_alone_exact:
-        confirms.append("002 answer 6 (L1 drives weights to exactly zero)")
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=verdict, confirms=confirms,
+    text, confirms, refutes = verdict(numbers)
+    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
                       refutes=refutes, numbers=numbers)
     finding.figure = _plot(numbers, out_dir / "sparsity.png")
     return finding
