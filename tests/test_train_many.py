@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from dnnlab.config import replace
 from dnnlab.data.batching import batch_slices, epoch_permutation
-from dnnlab.errors import ConfigError
+from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train import Variant, fit, train_many
 from dnnlab.train.driver import PER_MODEL_KEYS
@@ -214,3 +214,18 @@ def test_models_that_diverge_are_exported_before_the_stack_is_compacted(tiny, ti
         init = build_mlp(cfg.model, tiny.n_features, tiny.n_classes, seed=v.seed).state_dict()
         for k, t in r.model.state_dict().items():
             assert torch.equal(t, init[k]), k
+
+
+def test_each_model_of_a_k_model_run_records_into_its_own_directory(tiny, tiny_cfg, tmp_path):
+    """What the doctor and TensorBoard read, for sweep and study variants too."""
+    from dnnlab.doctor.record import read_layers
+    cfg = replace(tiny_cfg, **{"train.tensorboard": True})
+    dirs = [tmp_path / "a", None, tmp_path / "c"]
+    train_many(cfg, tiny, [Variant(0), Variant(1), Variant(2, {"optim.lr": 3e-3})],
+               progress=False, run_dirs=dirs)
+    for d in (dirs[0], dirs[2]):
+        rows = read_layers(d / "layers.csv")
+        assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3]       # init, then each epoch
+        assert any((d / "tensorboard").iterdir())
+    with pytest.raises(DnnlabError, match="one per variant"):
+        train_many(cfg, tiny, [Variant(0)], progress=False, run_dirs=dirs)

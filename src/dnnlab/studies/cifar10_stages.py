@@ -132,13 +132,17 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
     """The final runs of one variant: ``seeds`` models at once, each evaluated on valid and test.
 
     Returns the record and the trained models (best weights restored); with ``models_dir`` each
-    model is also saved there as ``<name>-seed<k>.safetensors``.
+    model is also saved there as ``<name>-seed<k>.safetensors``, and records what its layers do
+    while it trains (``dnnlab doctor``, TensorBoard with ``train.tensorboard``) in
+    ``<models_dir>/../runs/<name>-seed<k>/``.
     """
     dev = resolve_device(device)
     t0 = time.perf_counter()
     cfg = replace(cfg, **{"train.progress": progress})
+    run_dirs = None if models_dir is None else [
+        models_dir.parent / "runs" / f"{cfg.name}-seed{s}" for s in range(seeds)]
     results = train_many(cfg, data, [Variant(seed=s) for s in range(seeds)], device=device,
-                         progress=progress)
+                         progress=progress, run_dirs=run_dirs)
     wall = time.perf_counter() - t0
     valid, test = _tensors(data.valid, dev), _tensors(data.test, dev)
     runs, models = [], []

@@ -640,7 +640,7 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
 def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device: str = "auto",
                progress: bool = True,
                callback: Callable[[int, dict[int, dict[str, float]]], Any] | None = None,
-               ) -> list[FitResult]:
+               run_dirs: list[str | Path | None] | None = None) -> list[FitResult]:
     """Train one model per variant of ``cfg`` at once; return their results in variant order.
 
     ``variants`` differ only in their seed and in the keys of :data:`PER_MODEL_KEYS` (anything
@@ -648,6 +648,8 @@ def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device
     "auto" means ``cfg.train.device``. ``callback(epoch, metrics)`` runs after every epoch with the
     metrics of each model still training (by variant index); it may return True to stop them all,
     or variant indices to stop (e.g. pruned trials). Each result's ``model`` is on the CPU.
+    With ``run_dirs`` (one per variant, None for none) each model records what its layers do
+    into its directory as ``fit`` does (``train.record_every``, ``train.tensorboard``).
     """
     configs = variant_configs(cfg, variants)
     dev = resolve_device(cfg.train.device if device == "auto" else device)
@@ -658,7 +660,39 @@ def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device
     models = [build_mlp(c.model, data.n_features, data.n_classes, seed=c.train.seed)
               for c in configs]
     stack = StackedMLP.from_models(models, dev, seed=configs[0].train.seed)
+    if run_dirs is not None and len(run_dirs) != len(variants):
+        raise DnnlabError(f"train_many: {len(run_dirs)} run_dirs for {len(variants)} variants; "
+                          "give one per variant (None where a variant records nothing)")
+    recorders = {i: callbacks_for(c, tensors["train"], d) for i, (c, d) in
+                 enumerate(zip(configs, run_dirs or [None] * len(configs)))}
+    recorders = {i: cbs for i, cbs in recorders.items() if cbs}
     cbs = [] if callback is None else [lambda trainer, epoch, m: callback(epoch, m)]
+    if recorders:
+        cbs.insert(0, _record_each_model(recorders))
     trainer = Trainer(stack, configs, tensors["train"], tensors.get("valid"), progress=progress,
                       callbacks=cbs, variants=variants)
-    return trainer.run()
+    try:
+        for i, rec in recorders.items():                  # each net before its first step
+            for cb in rec:
+                if hasattr(cb, "on_train_begin"):
+                    cb.on_train_begin(stack.model_at(i))
+        return trainer.run()
+    finally:
+        for rec in recorders.values():
+            for cb in rec:
+                if hasattr(cb, "close"):
+                    cb.close()
+
+
+def _record_each_model(recorders: dict[int, list]) -> Callable:
+    """A driver callback that hands each recording model of a K-model run, as a stand-alone
+    copy, to its own recording callbacks (the doctor's layer records, TensorBoard)."""
+    def call(trainer, epoch, metrics_by_model):
+        for j, i in enumerate(trainer.ids):
+            i = int(i)
+            if i in recorders and i in metrics_by_model:
+                model = trainer.backend.model_at(j)
+                for cb in recorders[i]:
+                    cb.on_epoch_end(epoch, metrics_by_model[i], model)
+        return None
+    return call

@@ -327,7 +327,8 @@ def _train_group(cfg: RunConfig, members: list[tuple[dict[str, Any], int]], data
     group_cfg = config_mod.replace(cfg, **shape) if shape else cfg
     variants = [Variant(seed=seed, overrides={k: v for k, v in combo.items() if k in PER_MODEL_KEYS})
                 for combo, seed in members]
-    results = train_many(group_cfg, data, variants, device=cfg.train.device, progress=progress)
+    results = train_many(group_cfg, data, variants, device=cfg.train.device, progress=progress,
+                         run_dirs=[out / variant_name(combo, seed) for combo, seed in members])
     rows = []
     for (combo, seed), res in zip(members, results):
         name = variant_name(combo, seed)
