@@ -154,6 +154,8 @@ def test_killed_tune_worker_trial_is_retried_and_not_counted(tmp_path):
             pass
         assert time.time() < deadline and victim.poll() is None
         time.sleep(0.2)
+    time.sleep(2)              # past its first heartbeat: a trial without one is never stale
+    assert victim.poll() is None
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     time.sleep(4)              # past the grace of 3 missed heartbeats: the dead trial is stale
