@@ -56,8 +56,11 @@ def test_dead_and_saturated_flip():
     assert f.layer == 2 and f.remedy == ["model.activation=leaky_relu"]
     neg = replace(CFG, **{"model.bias_init": "constant", "model.bias_value": -5.0})
     assert dx.check_dead_units(_rows(dead_frac=1.0), neg).remedy == ["model.bias_init=zeros"]
-    assert dx.check_saturated_units(_rows(saturated_frac=0.29), CFG) is None
-    assert dx.check_saturated_units(_rows(saturated_frac=[0, 0, 0.5, 0]), CFG).layer == 3
+    sig = replace(CFG, **{"model.activation": "sigmoid", "model.init": "glorot_normal"})
+    assert dx.check_saturated_units(_rows(saturated_frac=0.29), sig) is None
+    assert dx.check_saturated_units(_rows(saturated_frac=[0, 0, 0.5, 0]), sig).layer == 3
+    # ELU's negative tail is its off state, not saturation (the default config is He/ELU)
+    assert dx.check_saturated_units(_rows(saturated_frac=[0, 0, 0.5, 0]), CFG) is None
 
 
 def test_self_normalization_judgement_and_causes():

@@ -249,27 +249,25 @@ def check_saturated_units(records: list[dict], cfg: RunConfig) -> Diagnosis | No
     if not hidden:
         return None
     worst = max(hidden, key=lambda r: r["saturated_frac"])
-    if worst["saturated_frac"] < SATURATED_FRACTION:
-        return None
     m = cfg.model
-    if m.activation in SATURATING:
-        remedy = ["model.activation=elu", "model.init=he_normal"]
-        alts = [["model.batch_norm=before"]]
-        if not _init_matches(cfg):
-            alts.insert(0, [f"model.init={matching_init(m.activation)}"])
-        explanation = ("the chapter's answer to saturation: a nonsaturating activation (ELU, "
-                       "leaky ReLU) with He init, or Glorot init and batch normalization")
-    else:   # ELU/SELU pushed far into their negative tails: inputs too large, or steps too big
-        remedy = ["model.batch_norm=before"]
-        alts = [[f"optim.lr={cfg.optim.lr / 10:.1g}"]]
-        explanation = ("batch normalization keeps each layer's pre-activations near 0, out of "
-                       "the flat negative tail")
+    # Only sigmoid and tanh saturate on both sides, where the gradient vanishes whichever way a
+    # unit is pushed: the chapter's saturation. ELU's and SELU's negative tail is their "off"
+    # state, as ReLU's zero is: a trained 5x100 ELU net on MNIST (98.9% test accuracy) had half
+    # its layer-5 outputs there. A unit that is off for every input is judged dead instead.
+    if m.activation not in SATURATING or worst["saturated_frac"] < SATURATED_FRACTION:
+        return None
+    remedy = ["model.activation=elu", "model.init=he_normal"]
+    alts = [["model.batch_norm=before"]]
+    if not _init_matches(cfg):
+        alts.insert(0, [f"model.init={matching_init(m.activation)}"])
+    explanation = ("the chapter's answer to saturation: a nonsaturating activation (ELU, "
+                   "leaky ReLU) with He init, or Glorot init and batch normalization")
     return Diagnosis(
         kind="saturated_units", title=f"Saturated units: {m.activation} outputs stuck in a flat tail",
         measure="share of outputs in the flat tails (derivative < 4% of its peak)",
         value=worst["saturated_frac"], threshold=SATURATED_FRACTION,
-        why="Glorot-initialized sigmoid/tanh nets and healthy ELU nets stay under 15%; saturated "
-        "outputs pass almost no gradient", remedy=remedy, alternatives=_useful(alts, cfg),
+        why="Glorot-initialized sigmoid/tanh nets stay under 15%; saturated outputs pass almost "
+        "no gradient", remedy=remedy, alternatives=_useful(alts, cfg),
         explanation=explanation, layer=worst["layer"], epoch=epoch, step=worst["step"])
 
 
