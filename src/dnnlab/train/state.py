@@ -37,13 +37,19 @@ def _load_snap(snap, tensors: dict[str, torch.Tensor]) -> None:
         dst.copy_(tensors[key])
 
 
-def save(run_dir: Path, epoch: int, trainer) -> Path:
+def _state_tensors(trainer) -> dict[str, torch.Tensor]:
+    """The resume state's tensors, by name: what is saved, and what a restore expects."""
     tensors = ckpt.prefixed("backend", trainer.backend.state_tensors())
     tensors.update(ckpt.prefixed("optim", trainer.opt.state_tensors()))
     tensors.update(ckpt.prefixed("best", _snap_tensors(trainer.best_snap)))
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    return tensors
+
+
+def save(run_dir: Path, epoch: int, trainer) -> Path:
+    tensors = _state_tensors(trainer)
     meta: dict[str, Any] = {
         "epoch": epoch, "history": trainer.history[0], "steps_done": trainer.steps_done,
         "best": trainer.best.tolist(), "best_epoch": trainer.best_epoch.tolist(),
@@ -60,12 +66,7 @@ def restore(run_dir: Path, trainer) -> bool:
     path = run_dir / LAST
     if not path.exists():
         return False
-    expected = ckpt.prefixed("backend", trainer.backend.state_tensors())
-    expected.update(ckpt.prefixed("optim", trainer.opt.state_tensors()))
-    expected.update(ckpt.prefixed("best", _snap_tensors(trainer.best_snap)))
-    expected["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        expected["rng.cuda"] = torch.cuda.get_rng_state()
+    expected = _state_tensors(trainer)
     # every name, shape and dtype of this run's state, all finite: a damaged or foreign
     # checkpoint is one error naming the file, never a failure deep inside a copy
     tensors, meta = ckpt.load(path, trainer.device, expect=expected)
