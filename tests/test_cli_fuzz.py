@@ -1,9 +1,7 @@
 """Property-based fuzzing of the command line: random and malformed configs and argument lists
 must end in a clean one-line error with exit code 2, or in a valid run (exit 0)."""
 
-import contextlib
 import dataclasses
-import io
 import string
 import typing
 
@@ -11,8 +9,8 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnnlab import cli
 from dnnlab.config import RunConfig
+from cli_helpers import run_cli
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))
@@ -41,16 +39,6 @@ def configs(draw):
     if draw(st.integers(0, 9)) == 0:
         raw[draw(st.text("abcz", min_size=1, max_size=4))] = draw(values)
     return raw
-
-
-def run_cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(argv)
-        except SystemExit as e:
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def check_clean(code, err):

@@ -3,8 +3,6 @@ bytes flipped or is edited (checkpoints also with a valid checksum, as a careful
 would), then `dnnlab report`, `dnnlab prune` and `dnnlab train --resume` must each end in exit 0
 or in one line and exit 2, never a traceback."""
 
-import contextlib
-import io
 import json
 import shutil
 import tempfile
@@ -14,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnnlab import cli
 from dnnlab.train import checkpoint as ckpt
+from cli_helpers import run_cli
 
 SETTINGS = settings(max_examples=45, deadline=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))
@@ -40,16 +38,6 @@ FILES = ["config.toml", "metrics.csv", "summary.json", "model.safetensors",
          "checkpoints/epoch_0001.safetensors", "checkpoints/start.json"]
 
 
-def run_cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(argv)
-        except SystemExit as e:
-            code = e.code
-    return code, err.getvalue()
-
-
 def check_clean(code, err, argv):
     assert code in (0, 2), (argv, err)
     assert "Traceback" not in err, (argv, err)
@@ -62,7 +50,7 @@ def check_clean(code, err, argv):
 def base_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("base")
     (root / "c.toml").write_text(CONFIG)
-    code, err = run_cli(["train", str(root / "c.toml"), "--out", str(root / "run")])
+    code, _, err = run_cli(["train", str(root / "c.toml"), "--out", str(root / "run")])
     assert code == 0, err
     for f in FILES:
         assert (root / "run" / f).is_file(), f
@@ -124,7 +112,7 @@ def test_damaged_run_dirs_fail_cleanly(base_run, d):
         for argv in (["report", str(run)],
                      ["prune", str(run), "--sparsity", "0.5", "--epochs", "0", "--quiet"],
                      ["train", "--resume", str(run), "--epochs", "3"]):
-            code, err = run_cli(argv)
+            code, _, err = run_cli(argv)
             check_clean(code, err, argv)
 
 
@@ -136,7 +124,7 @@ def test_checksum_catches_a_flipped_weight(base_run, tmp_path):
     data[-3] ^= 0x10                                  # inside the last tensor's bytes
     path.write_bytes(bytes(data))
     for argv in (["prune", str(run), "--sparsity", "0.5", "--epochs", "0", "--quiet"],):
-        code, err = run_cli(argv)
+        code, _, err = run_cli(argv)
         assert code == 2 and "checksum" in err and str(path) in err
 
 
@@ -148,12 +136,12 @@ def test_resume_from_a_checkpoint_with_wrong_shapes_names_the_file(base_run, tmp
     key = next(k for k in tensors if k.startswith("backend."))
     tensors[key] = tensors[key][..., :-1].clone()
     ckpt.save(path, tensors, meta)
-    code, err = run_cli(["train", "--resume", str(run), "--epochs", "3"])
+    code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "3"])
     assert code == 2 and str(path) in err and "shape" in err
     meta["history"] = {"epoch": [1, 2], "loss": [0.1]}
     tensors, _ = ckpt.load(base_run / "checkpoints" / "last.safetensors")
     ckpt.save(path, tensors, meta)
-    code, err = run_cli(["train", "--resume", str(run), "--epochs", "3"])
+    code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "3"])
     assert code == 2 and str(path) in err and "history" in err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"           # a refused resume changes nothing
