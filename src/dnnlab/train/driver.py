@@ -276,6 +276,8 @@ class Trainer:
         if self.max_norm is not None and self.backend.k == 1:
             self.max_norm = self.max_norm.view(1, 1)
         self.seeds = [c.train.seed for c in cs]
+        b = self.backend                            # each parameter tensor's columns (clipping)
+        self.segments = b.segments if isinstance(b, ModuleBackend) else b.tensor_segments()
         self.shared_batches = len(set(self.seeds)) == 1 or isinstance(self.backend, ModuleBackend)
 
     def live(self) -> list[int]:
@@ -345,7 +347,7 @@ class Trainer:
                     if self.clip_value is not None or self.clip_norm is not None or \
                             self.global_clip_norm is not None:
                         clip_(b.grad, self.clip_value, self.clip_norm, self.global_clip_norm,
-                              b.segments if isinstance(b, ModuleBackend) else b.tensor_segments())
+                              self.segments)
                     opt.step(table[i])                            # every model's update at once
                     if self.max_norm is not None:
                         apply_max_norm_(b, self.max_norm)
