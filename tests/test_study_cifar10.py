@@ -176,7 +176,9 @@ def tiny_cifar(monkeypatch):
 
 def test_pipeline_writes_results_and_report_and_resumes(tiny_cifar, tmp_path, capsys, monkeypatch):
     out = tmp_path / "c10"
-    res = study.run(out, quick=True, seeds=2, device="cpu", progress=False)
+    # workers=1: the stand-in data exists in this process only (worker processes would load the
+    # real CIFAR-10); the parallel stages run in test_quick_study_on_real_cifar10
+    res = study.run(out, quick=True, seeds=2, device="cpu", progress=False, workers=1)
     saved = json.loads((out / "results.json").read_text())
     for key in VARIANTS:
         for field in RESULT_KEYS:
@@ -201,13 +203,15 @@ def test_pipeline_writes_results_and_report_and_resumes(tiny_cifar, tmp_path, ca
     stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
     assert stages == sorted([*TRAINED, "mc_dropout", "selu_stats", "timing"])
     # a resumed run reuses every finished stage and reports the same numbers
-    again = study.run(out, quick=True, seeds=2, device="cpu", progress=False, resume=True)
+    again = study.run(out, quick=True, seeds=2, device="cpu", progress=False, resume=True,
+                      workers=1)
     for key in VARIANTS:
         assert again[key]["val_accuracy_mean"] == res[key]["val_accuracy_mean"]
     assert again["stage_seconds"] == res["stage_seconds"]
     # more MC samples redo the MC Dropout stage alone
     monkeypatch.setattr(plan, "QUICK", dataclasses.replace(plan.QUICK, mc_samples=12))
-    third = study.run(out, quick=True, seeds=2, device="cpu", progress=False, resume=True)
+    third = study.run(out, quick=True, seeds=2, device="cpu", progress=False, resume=True,
+                      workers=1)
     assert third["mc_dropout"]["n_samples"] == 12
     changed = {k for k in res["stage_seconds"] if third["stage_seconds"][k] != res["stage_seconds"][k]}
     assert changed == {"mc_dropout"}
