@@ -18,6 +18,7 @@ CONFIGS = {
                                    activation_param=0.25),
     "bn-after-input-bn": ModelConfig(depth=2, width=8, batch_norm="after", input_batch_norm=True,
                                      activation="selu", init="lecun_normal"),
+    "bn-before-input-bn": ModelConfig(depth=2, width=8, batch_norm="before", input_batch_norm=True),
     "hidden-sizes-tanh": ModelConfig(hidden=[9, 6, 4], activation="tanh", bias_init="constant",
                                      bias_value=0.1),
     **{a: ModelConfig(depth=2, width=6, activation=a) for a in ACTIVATIONS if a != "rrelu"},
@@ -80,6 +81,36 @@ def test_shared_batch_gives_each_model_the_same_gradients_as_its_own_copy():
     own = StackedMLP.from_models(models)
     own.train_step(x.expand(3, -1, -1).clone(), y.expand(3, -1).clone())
     torch.testing.assert_close(shared.grad, own.grad)
+
+
+@pytest.mark.parametrize("kind", ["dropout", "alpha"])
+def test_input_bn_gradients_through_input_dropout_equal_autograd(kind, monkeypatch):
+    """With dropout between the input BN and the first layer, gamma's and beta's gradients go
+    through the mask (the backward's second branch); the masks are fixed so autograd can follow."""
+    cfg = ModelConfig(depth=2, width=8, input_batch_norm=True, input_dropout=0.3,
+                      dropout_kind=kind, activation="selu")
+    models = _models(cfg, k=2)
+    stack = StackedMLP.from_models(models)
+    x, y = torch.randn(2, 16, 5), torch.randint(0, 3, (2, 16))
+    mult = torch.rand(2, 16, 5) * 2                         # stands for the drawn masks
+    shift = torch.randn(2, 16, 5) if kind == "alpha" else torch.zeros(2, 16, 5)
+
+    def fixed_drop(h, rates, tape=None):
+        if tape is not None:
+            tape.append(mult)
+        return h * mult + shift
+    monkeypatch.setattr(stack, "_drop", fixed_drop)
+    stack.train_step(x, y)
+    for i, m in enumerate(models):
+        h = m.input_bn(x[i]) * mult[i] + shift[i]
+        for block in m.hidden:
+            h = block(h)
+        F.cross_entropy(m.head(h), y[i]).backward()
+        for s in stack.slots:
+            g = stack.grad[i, s.offset:s.offset + s.numel].view(s.shape)
+            ref = dict(m.named_parameters())[s.key].grad
+            torch.testing.assert_close(g.t() if s.transposed else g, ref, rtol=1e-4, atol=1e-5,
+                                       msg=s.key)
 
 
 def test_rrelu_draws_slopes_in_training_and_uses_their_mean_at_inference():
