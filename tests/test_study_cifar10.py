@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dnnlab import cli
 from dnnlab.studies import cifar10 as study
@@ -266,6 +268,11 @@ def test_quick_study_on_real_cifar10(monkeypatch, tmp_path):
                                                                "alpha_dropout")
     assert math.isfinite(saved["wall_seconds"]) and saved["wall_seconds"] < 180
     assert (out / "report.html").stat().st_size > 50_000
+    windows = {p.stem: json.loads(p.read_text())["record"]["stage_window"]
+               for p in (out / "stages").glob("*.json")}
+    assert set(windows) == set(study.NEEDS)
+    for name, needs in study.NEEDS.items():          # the worker processes kept the graph's order
+        assert all(windows[n][1] <= windows[name][0] for n in needs), name
 
 
 @pytest.mark.parametrize("variant, example", [
@@ -282,3 +289,19 @@ def test_example_configs_are_the_studys_variants(variant, example):
     assert (cfg.optim.name, cfg.optim.schedule.name) == (ours.optim.name, ours.optim.schedule.name)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience) == (
         ours.train.epochs, ours.train.batch_size, ours.train.patience)
+
+
+def test_core_share_gives_the_idle_cores_to_the_stages_left():
+    running = mp.get_context("spawn").Value("i", 0)
+    before = torch.get_num_threads()
+    try:
+        stages = [study.CoreShare(running, cores=2) for _ in range(3)]
+        with stages[0], stages[1], stages[2]:
+            stages[0](1, {})
+            assert torch.get_num_threads() == 1             # 3 stages on 2 cores: one thread
+        with stages[0]:
+            stages[0](2, {})
+            assert torch.get_num_threads() == 2             # alone: both cores
+        assert running.value == 0
+    finally:
+        torch.set_num_threads(before)

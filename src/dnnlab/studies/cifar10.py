@@ -14,12 +14,13 @@ measures the SELU net's layer statistics, answers the exercise's questions from 
 
 Each finished stage is saved in ``out/stages/<stage>.json``; ``resume=True`` reuses the stages a
 killed run had finished (with the same protocol and seeds) and recomputes the rest. On the CPU the
-study runs torch with one thread: the steps are chains of tiny kernels, and on a machine whose
-cores are shared a second thread made an epoch ~30x slower when measured.
+stages run in worker processes with one torch thread each while they outnumber the cores, and take
+the idle cores as threads when fewer are left (:class:`CoreShare`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing as mp
@@ -27,6 +28,7 @@ import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +110,14 @@ class _Stages:
 
 def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
                    progress: bool, models_dir: Path, selu_lr: float | None = None,
-                   dropout: float = 0.1, say: bool | None = None) -> dict[str, Any]:
+                   dropout: float = 0.1, say: bool | None = None,
+                   callback: Callable | None = None) -> dict[str, Any]:
     """Search (dropout rate, then) the learning rate of one variant, then train its seeds.
 
-    ``progress`` shows the training bars, ``say`` (default: ``progress``) the stage's lines."""
+    ``progress`` shows the training bars, ``say`` (default: ``progress``) the stage's lines,
+    ``callback`` runs after every training epoch (:class:`CoreShare`)."""
     rec: dict[str, Any] = {"variant": name}
-    kw = dict(device=device, progress=progress)
+    kw = dict(device=device, progress=progress, callback=callback)
     progress = progress if say is None else say
     if name == "alpha_dropout":
         _say(progress, f"{name}: dropout-rate search, {len(proto.dropout_rates)} rates x "
@@ -182,6 +186,40 @@ def stage_inputs(name: str, done: dict[str, Any]) -> dict[str, Any] | None:
 _DATA: dict[str, tuple] = {}     # per process: the loaded datasets, reused by its next stages
 
 
+class CoreShare:
+    """The cores shared out among the stages running at once, re-decided after every epoch.
+
+    Each stage trains with one torch thread while at least as many stages run as there are
+    cores (a process per core does ~2x the work of two threads in one); when fewer run, as at
+    the end of the study when only the longest stage is left, each takes ``cores // running``
+    threads, so no core idles. ``running`` is a counter shared by the worker processes. A
+    stage starts with one thread and takes its share from the end of its first epoch on.
+    """
+
+    def __init__(self, running, cores: int | None = None):
+        self.running, self.cores = running, cores or os.cpu_count() or 1
+
+    def __enter__(self) -> CoreShare:
+        with self.running.get_lock():
+            self.running.value += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self.running.get_lock():
+            self.running.value -= 1
+
+    def __call__(self, epoch: int, metrics: dict) -> None:     # train_many's callback
+        torch.set_num_threads(max(1, self.cores // max(1, self.running.value)))
+
+
+_RUNNING = None                  # per worker process: the shared count of running stages
+
+
+def _init_worker(running) -> None:
+    global _RUNNING
+    _RUNNING = running
+
+
 def _data(ctx: dict[str, Any]) -> tuple:
     """(raw, standardized) CIFAR-10 for ``ctx``, loaded once per process."""
     key = repr((ctx["data_dir"], ctx["proto"]))
@@ -194,12 +232,15 @@ def run_stage(name: str, inputs: dict[str, Any] | None, ctx: dict[str, Any]) -> 
     """Compute stage ``name`` (in this process or a worker's): load the data once per process,
     train or measure, return the stage's JSON-able record with its ``stage_seconds``."""
     proto, seeds, dev = ctx["proto"], ctx["seeds"], ctx["device"]
-    with common.torch_threads(ctx["threads"]):
+    share = (CoreShare(_RUNNING) if ctx["share_cores"] and _RUNNING is not None
+             and name != "timing" else None)            # timing measures with one thread
+    with common.torch_threads(ctx["threads"]), share or contextlib.nullcontext():
         raw, std = _data(ctx)
         data_of = {n: std if n in STANDARDIZED else raw for n in TRAINED}
         kw = dict(device=dev, progress=ctx["bars"], models_dir=ctx["models_dir"],
-                  say=ctx["progress"])
+                  say=ctx["progress"], callback=share)
         inputs = inputs or {}
+        started = time.time()
         t0 = time.perf_counter()
         if name in ("baseline", "batchnorm", "selu"):
             record = _train_variant(name, data_of[name], proto, seeds, **kw)
@@ -218,7 +259,7 @@ def run_stage(name: str, inputs: dict[str, Any] | None, ctx: dict[str, Any]) -> 
             cfg = variant_config("selu", proto, lr=inputs["selu_lr"], device=dev)
             record = selu_statistics(cfg, raw, std, proto, device=dev, progress=ctx["bars"],
                                      final_model=load_models(cfg, seeds, ctx["models_dir"],
-                                                             dev)[0])
+                                                             dev)[0], callback=share)
         else:
             _say(ctx["progress"], f"timing: one model of each variant, {proto.timing_steps} steps "
                                   f"x {proto.timing_repeats}, in alternation")
@@ -227,6 +268,7 @@ def run_stage(name: str, inputs: dict[str, Any] | None, ctx: dict[str, Any]) -> 
                                    device=dev) for n, c in inputs.items()},
                 data_of, proto.timing_steps, proto.timing_repeats, device=dev)
         record["stage_seconds"] = time.perf_counter() - t0
+        record["stage_window"] = [started, time.time()]     # wall clock: the study's timeline
         return record
 
 
@@ -235,7 +277,11 @@ def run_stages(store: _Stages, ctx: dict[str, Any], workers: int) -> dict[str, A
     processes (in this one when 1); finished stages of a resumed run are reused."""
     done: dict[str, Any] = {}
     running: dict[Future, str] = {}
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
+    pool = None
+    if workers > 1:
+        spawn = mp.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker,
+                                   initargs=(spawn.Value("i", 0),))
     try:
         while len(done) < len(NEEDS):
             for name in NEEDS:                          # start every stage that is ready
@@ -272,9 +318,10 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
     """Run the whole study; write ``out/results.json`` and ``out/report.html``; return the results.
 
     ``max_epochs``, ``patience`` and ``search_epochs`` change the protocol on purpose (the report
-    and results.json then say the run was shortened). ``threads`` sets torch's CPU threads per
-    process (default: 1 on the CPU, untouched on CUDA); ``workers`` is how many stages train at
-    once, in their own processes (default: the CPU's cores + 1, at most 4; 1 on CUDA).
+    and results.json then say the run was shortened). ``threads`` fixes torch's CPU threads per
+    process (default on the CPU: the cores shared out among the running stages, see
+    :class:`CoreShare`; untouched on CUDA); ``workers`` is how many stages train at once, in
+    their own processes (default: the CPU's cores + 1, at most 4; 1 on CUDA).
     """
     out = Path(out)
     common.seed_list(seeds)
@@ -284,21 +331,25 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
             raise DnnlabError(f"--{label.replace('_', '-')} {value}: must be at least 1")
     proto = protocol(quick, max_epochs=max_epochs, patience=patience, search_epochs=search_epochs)
     dev = resolve_device(device)
-    if threads is None and dev.type == "cpu":
-        threads = 1
     if workers is None:   # one more than the cores: while one stage waits for another, the
         workers = min((os.cpu_count() or 1) + 1, 4) if dev.type == "cpu" else 1   # cores stay busy
     if workers < 1:
         raise DnnlabError(f"--workers {workers}: must be at least 1")
     t_start = time.perf_counter()
+    share_cores = threads is None and dev.type == "cpu"      # --threads N: exactly N, always
+    if threads is None and dev.type == "cpu":
+        threads = 1
     ctx = {"proto": proto, "seeds": seeds, "device": str(dev), "threads": threads,
+           "share_cores": share_cores,
            "data_dir": data_dir, "models_dir": out / "models", "progress": progress,
            "bars": progress and workers == 1}       # bars of parallel workers would interleave
     raw, _ = _data(ctx)
     _say(progress, raw.summary())
     if workers > 1:
-        _say(progress, f"{workers} worker processes, {threads or 'default'} torch thread(s) "
-                       "each; stages start as soon as what they need is done")
+        each = "the cores shared out among them" if share_cores else \
+            f"{threads or 'default'} torch thread(s) each"
+        _say(progress, f"{workers} worker processes, {each}; stages start as soon as what they "
+                       "need is done")
     store = _Stages(out, proto, {"seeds": seeds, "train_images": len(raw.train)}, resume,
                     progress)
     stages = run_stages(store, ctx, workers)
@@ -369,7 +420,9 @@ def add_arguments(sp) -> None:
     sp.add_argument("--search-epochs", type=int,
                     help="epochs of each learning-rate / dropout-rate search (default 3)")
     sp.add_argument("--threads", type=int,
-                    help="torch CPU threads per worker process (default 1 on the CPU)")
+                    help="torch CPU threads per worker process (default on the CPU: one each "
+                         "while the stages outnumber the cores, the idle cores shared out when "
+                         "fewer run)")
     sp.add_argument("--workers", type=int, help="stages trained at once, one process each "
                     "(default: the CPU's cores + 1, at most 4; 1 on CUDA)")
 
