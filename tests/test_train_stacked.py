@@ -188,3 +188,24 @@ def test_models_of_another_shape_are_refused():
     with pytest.raises(ConfigError, match="activation"):
         StackedMLP.from_models([build_mlp(ModelConfig(depth=2), 5, 3),
                                 build_mlp(ModelConfig(depth=2, activation="relu"), 5, 3)])
+
+
+def test_a_training_step_gives_the_same_bits_on_one_thread_or_two():
+    """Batch norm runs on one thread inside a step (torch's BN sums in a thread-dependent
+    order), so the CIFAR-10 study, which changes a stage's threads between epochs, stays
+    reproducible."""
+    cfg = ModelConfig(depth=3, width=100, batch_norm="before", input_batch_norm=True)
+    x, y = torch.randn(3, 32, 3072), torch.randint(0, 10, (3, 32))
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            stack = StackedMLP.from_models([build_mlp(cfg, 3072, 10, seed=s) for s in range(3)])
+            stack.train_step(x, y)
+            runs.append((stack.grad.clone(), {k: v.clone() for k, v in stack.buffers_.items()}))
+        assert torch.get_num_threads() == 2                 # the caller's threads came back
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])

@@ -19,6 +19,13 @@ its backward over the K models' channels side by side (a (B, K * C) view), so ru
 and gradients are exactly nn.BatchNorm1d's. The gradients equal autograd's on K separate
 :class:`~dnnlab.nn.mlp.MLP` modules (``tests/test_train_stacked.py``).
 
+Input BatchNorm needs no backward pass of its own: the data needs no gradient, and gamma's and
+beta's gradients follow from the first kernel's gradient product (:meth:`StackedMLP._input_grads`).
+
+On a CPU, batch norm runs on one thread within a training step, so that the step's result does not
+depend on the thread count (:meth:`StackedMLP._one_thread`), and the input-sized tensors of a step
+live in buffers kept between steps (:meth:`StackedMLP._scratch`).
+
 Dropout and alpha dropout take a per-model rate; the masks of all K models are drawn at once from
 the backend's own generator, so they differ from the masks a single nn.Module run draws.
 """
@@ -122,6 +129,7 @@ class StackedMLP:
         self.dropout_all = cfg.dropout_layers == "all"           # else after the last layer only
         self.bn_steps = 0                                       # BN's num_batches_tracked
         self._bufs: dict[str, Tensor] = {}                      # see _scratch
+        self._threads: int | None = None                        # see _one_thread
         self.slots, self.n_kernel = self._plan()
         k, n = len(configs), sum(s.numel for s in self.slots)
         self.flat = torch.zeros(k, n, device=self.device)
@@ -236,6 +244,7 @@ class StackedMLP:
             x = self._drop(x, self.input_dropout, tape)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
+            self._one_thread(False)
             if tape is not None:
                 tape.append(x)                                   # the layer's input
             x = torch.bmm(x, layer.w) if layer.b is None else torch.baddbmm(
@@ -247,6 +256,7 @@ class StackedMLP:
                 x = self._batch_norm(x, layer.bn, tape)
             if self.dropout is not None and training and (self.dropout_all or i == last):
                 x = self._drop(x, self.dropout, tape)
+        self._one_thread(False)
         if tape is not None:
             tape.append(x)
         return torch.baddbmm(self.head.b.unsqueeze(1), x, self.head.w)
@@ -254,6 +264,7 @@ class StackedMLP:
     __call__ = forward
 
     def _batch_norm(self, x: Tensor, bn: tuple, tape: list | None) -> Tensor:
+        self._one_thread(True)
         mean, var, gamma, beta = bn[:4]
         k, b, c = x.shape
         x2 = x.transpose(0, 1).reshape(b, k * c)
@@ -268,6 +279,7 @@ class StackedMLP:
         """Input BatchNorm: each model's (B, D) slice normalized on its own (contiguous, so no
         transposed copy of the widest activation, and a slice stays in cache), then scaled and
         shifted for all models at once. The tape keeps the normalized input x_hat."""
+        self._one_thread(True)
         mean, var, gamma, beta = self.input_bn[:4]
         train = tape is not None
         xhat = self._scratch("xhat", x.shape, x) if train else torch.empty_like(x)
@@ -323,16 +335,35 @@ class StackedMLP:
         ``x`` is (B, D) shared by all models or (K, B, D); ``y`` is (B,) or (K, B).
         """
         tape: list = []
-        logits = self.forward(x, tape)
-        k, b, _ = logits.shape
-        y = y.expand(k, b) if y.dim() == 1 else y
-        logp = torch.log_softmax(logits, -1)
-        target = y.unsqueeze(-1)
-        loss = logp.gather(-1, target).squeeze(-1).mean(1).neg_()
-        correct = (logits.argmax(-1) == y).sum(1)
-        g = logp.exp_().scatter_add_(-1, target, _minus_ones(k, b, logp)).div_(b)  # d mean CE
-        self._backward(g, tape)
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu" and threads > 1:
+            self._threads = threads                         # see _one_thread
+        try:
+            logits = self.forward(x, tape)
+            k, b, _ = logits.shape
+            y = y.expand(k, b) if y.dim() == 1 else y
+            logp = torch.log_softmax(logits, -1)
+            target = y.unsqueeze(-1)
+            loss = logp.gather(-1, target).squeeze(-1).mean(1).neg_()
+            correct = (logits.argmax(-1) == y).sum(1)
+            g = logp.exp_().scatter_add_(-1, target, _minus_ones(k, b, logp)).div_(b)  # d mean CE
+            self._backward(g, tape)
+        finally:
+            if self._threads is not None:
+                self._threads = None
+                torch.set_num_threads(threads)
         return loss, correct
+
+    def _one_thread(self, one: bool) -> None:
+        """In a training step on a CPU with several threads: batch norm (``one``) runs on one
+        thread, everything else on all of them. torch's batch norm sums in an order that depends
+        on the thread count (its products do not: checked for these shapes), so a step's result
+        stays the same whatever threads it is given (the CIFAR-10 study changes them between
+        epochs, :class:`~dnnlab.studies.cifar10.CoreShare`)."""
+        if self._threads is not None:
+            want = 1 if one else self._threads
+            if torch.get_num_threads() != want:
+                torch.set_num_threads(want)
 
     def _backward(self, g: Tensor, tape: list) -> None:
         h = tape.pop()
@@ -348,6 +379,7 @@ class StackedMLP:
             g = self._activate_grad(g, layer, tape.pop())
             if layer.bn is not None and self.bn_position == "before":
                 g = self._batch_norm_grad(g, layer.bn, tape.pop())
+            self._one_thread(False)
             h = tape.pop()
             if i == 0 and self.input_bn is not None:
                 self._input_grads(h, g, tape)
@@ -394,6 +426,7 @@ class StackedMLP:
             torch.sum(g, 1, out=layer.gb)
 
     def _batch_norm_grad(self, g: Tensor, bn: tuple, saved: tuple) -> Tensor:
+        self._one_thread(True)
         mean, var, gamma, _, g_gamma, g_beta = bn
         x2, save_mean, save_invstd = saved
         k, b, c = g.shape
