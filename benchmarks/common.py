@@ -138,6 +138,62 @@ def summarize(seconds: list[float]) -> dict:
     return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds)}
 
 
+def pct(share: float | None) -> str:
+    """A share of the CPU as a percentage ("?" when it could not be read)."""
+    return "?" if share is None else f"{100 * share:.0f}%"
+
+
+def measure(script: Path, name: str, args, env: dict) -> dict:
+    """One fresh worker process of ``script`` for ``name`` (the options both benchmarks share
+    passed on); its measured epochs with the warm-up dropped, summarized and printed."""
+    wargs = ["--worker", name, "--device", args.device, "--threads", str(args.threads),
+             "--epochs", str(args.epochs), "--warmup", str(args.warmup),
+             "--n-train", str(args.n_train), "--n-valid", str(args.n_valid)]
+    r = run_worker(script, wargs, env, args.verbose)
+    if "seconds" in r:
+        r["warmup_seconds"] = r["seconds"][:args.warmup]
+        r["seconds"] = r["seconds"][args.warmup:]
+        r["cpu_seconds"] = r["cpu_seconds"][args.warmup:]
+        r.update(summarize(r["seconds"]))
+        r["cpu_median"] = statistics.median(r["cpu_seconds"])
+        print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), CPU "
+              f"{r['cpu_median']:.2f} s/epoch, warm-up "
+              f"{', '.join(f'{s:.2f}' for s in r['warmup_seconds'])} s, other processes used "
+              f"{pct(r.get('others_cpu_share'))} of the CPU")
+    elif "skipped" in r:
+        print(f"  skipped: {r['skipped']}")
+    else:
+        print(f"  failed: {r['error']}\n{r['log_tail']}")
+    return r
+
+
+def best_round(tries: list[dict]) -> dict:
+    """The round with the lowest median: interference from other work only ever adds time, so
+    on a shared machine the fastest round is the closest to the contender's own speed."""
+    timed = [r for r in tries if "median" in r]
+    if not timed:
+        return tries[-1]
+    best = dict(min(timed, key=lambda r: r["median"]))
+    best["rounds"] = [{k: r[k] for k in ("seconds", "cpu_seconds", "warmup_seconds", "median",
+                                         "cpu_median", "others_cpu_share")}
+                      for r in timed]
+    return best
+
+
+def in_rounds(names: list[str], rounds: int, measure, label=str) -> dict[str, dict]:
+    """``measure(name)`` for every name, ``rounds`` times interleaved (a contender that was
+    skipped or failed is not run again); each name's fastest round (:func:`best_round`)."""
+    tries: dict[str, list[dict]] = {n: [] for n in names}
+    for rnd in range(1, rounds + 1):
+        for name in names:
+            if tries[name] and "seconds" not in tries[name][-1]:
+                continue
+            print(f"running {label(name)}" + (f" (round {rnd}/{rounds})" if rounds > 1 else "")
+                  + " ...", flush=True)
+            tries[name].append(measure(name))
+    return {n: best_round(tries[n]) for n in names}
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
@@ -158,6 +214,9 @@ def parser(doc: str, script: str, extra) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     extra(p)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every contender this many times, interleaved, and keep each one's "
+                        "fastest round (use 2-3 on a machine shared with other work)")
     p.add_argument("--epochs", type=int, default=3, help="measured epochs (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="epochs run first and dropped (default 1)")
     p.add_argument("--n-train", type=int, default=45_000)

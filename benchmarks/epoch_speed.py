@@ -16,7 +16,6 @@ share of CPU that other processes took during each run is reported beside it.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -93,47 +92,14 @@ def worker(args) -> None:
 
 def measure(name: str, args, env: dict) -> dict:
     """One fresh worker process for ``name``; its measured epochs, warm-up dropped."""
-    wargs = ["--worker", name, "--device", args.device, "--threads", str(args.threads),
-             "--epochs", str(args.epochs), "--warmup", str(args.warmup),
-             "--n-train", str(args.n_train), "--n-valid", str(args.n_valid)]
-    r = common.run_worker(Path(__file__), wargs, env, args.verbose)
+    r = common.measure(Path(__file__), name, args, env)
     r["name"], r["label"] = name, label(name)
-    if "seconds" in r:
-        r["warmup_seconds"] = r["seconds"][:args.warmup]
-        r["seconds"] = r["seconds"][args.warmup:]
-        r["cpu_seconds"] = r["cpu_seconds"][args.warmup:]
-        r.update(common.summarize(r["seconds"]))
-        r["cpu_median"] = statistics.median(r["cpu_seconds"])
-        print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), "
-              f"warm-up {', '.join(f'{s:.2f}' for s in r['warmup_seconds'])} s, "
-              f"other processes used {_pct(r['others_cpu_share'])} of the CPU")
-    elif "skipped" in r:
-        print(f"  skipped: {r['skipped']}")
-    else:
-        print(f"  failed: {r['error']}\n{r['log_tail']}")
     return r
-
-
-def best_round(name: str, tries: list[dict]) -> dict:
-    """The round with the lowest median: interference from other work only ever adds time, so
-    on a shared machine the fastest round is the closest to the contender's own speed."""
-    timed = [r for r in tries if "median" in r]
-    if not timed:
-        return tries[-1]
-    best = dict(min(timed, key=lambda r: r["median"]))
-    best["rounds"] = [{k: r[k] for k in ("seconds", "cpu_seconds", "warmup_seconds", "median",
-                                         "cpu_median", "others_cpu_share")}
-                      for r in timed]
-    return best
 
 
 def _faster(ratio: float) -> str:
     """How dnnlab compares, given peer time / dnnlab time."""
     return f"dnnlab is {ratio:.2f}x faster" if ratio >= 1 else f"dnnlab is {1 / ratio:.2f}x slower"
-
-
-def _pct(share: float | None) -> str:
-    return "?" if share is None else f"{100 * share:.0f}%"
 
 
 def label(name: str) -> str:
@@ -142,9 +108,6 @@ def label(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     def own(p):
-        p.add_argument("--rounds", type=int, default=1,
-                       help="run every contender this many times, interleaved, and keep each "
-                            "one's fastest round (use 2-3 on a machine shared with other work)")
         p.add_argument("--peers", default=",".join(CONTENDERS),
                        help=f"comma-separated subset of: {', '.join(CONTENDERS)}")
     p = common.parser(__doc__, "epoch_speed", own)
@@ -166,15 +129,8 @@ def main(argv: list[str] | None = None) -> int:
               "machine will slow every contender and blur the comparison\n")
 
     env = common.child_env(args.device, args.threads)
-    rounds: dict[str, list[dict]] = {n: [] for n in names}
-    for rnd in range(1, args.rounds + 1):
-        for name in names:
-            if rounds[name] and "seconds" not in rounds[name][-1]:
-                continue                          # skipped or failed once: not again
-            print(f"running {label(name)}" + (f" (round {rnd}/{args.rounds})" if args.rounds > 1
-                                              else "") + " ...", flush=True)
-            rounds[name].append(measure(name, args, env))
-    runs = [best_round(name, rounds[name]) for name in names]
+    best = common.in_rounds(names, args.rounds, lambda name: measure(name, args, env), label)
+    runs = [best[name] for name in names]
 
     dn = next((r for r in runs if r["name"] == "dnnlab" and "median" in r), None)
     rows = []
@@ -190,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             r["dnnlab_cpu_speedup"] = r["cpu_median"] / dn["cpu_median"]
             vs, cpu_vs = _faster(r["dnnlab_speedup"]), _faster(r["dnnlab_cpu_speedup"])
         rows.append([r["label"], f"{r['median']:.2f}", f"{r['min']:.2f}", vs,
-                     f"{r['cpu_median']:.2f}", cpu_vs, _pct(r["others_cpu_share"])])
+                     f"{r['cpu_median']:.2f}", cpu_vs, common.pct(r["others_cpu_share"])])
     print()
     print(common.table(rows, ["peer", "median s/epoch", "min s/epoch", "vs dnnlab (wall)",
                               "CPU s/epoch", "vs dnnlab (CPU)", "others' CPU"]))

@@ -12,12 +12,12 @@ log-uniformly over [1e-4, 1e-3], a range where none diverges, so all K train eve
 The sequential figure is measured once, for one ``fit`` (K=1), and extrapolated: K sequential
 fits take K times as long, so their throughput is 1 / (seconds per epoch of one fit) whatever K is.
 Each measurement runs in a fresh subprocess with the same thread count; ``--warmup`` epochs are
-dropped and the median of the rest is used.
+dropped and the median of the rest is used. With ``--rounds R`` the fit and each K run R times,
+interleaved, and each keeps its fastest round (the machine's speed drifts over minutes).
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -107,29 +107,15 @@ def main(argv: list[str] | None = None) -> int:
           f"device {args.device}\n")
 
     env = common.child_env(args.device, args.threads)
-    common_args = ["--device", args.device, "--threads", str(args.threads), "--epochs",
-                   str(args.epochs), "--warmup", str(args.warmup), "--n-train", str(args.n_train),
-                   "--n-valid", str(args.n_valid)]
-    runs = {}
-    for name in ["fit", *(f"engine:{k}" for k in ks)]:
-        print(f"running {name} ...", flush=True)
-        r = common.run_worker(Path(__file__), ["--worker", name, *common_args], env, args.verbose)
-        if "seconds" not in r:
-            print(f"  failed: {r['error']}\n{r['log_tail']}")
-            runs[name] = r
-            continue
-        r["warmup_seconds"] = r["seconds"][:args.warmup]
-        r["seconds"] = r["seconds"][args.warmup:]
-        r["cpu_seconds"] = r["cpu_seconds"][args.warmup:]
-        r.update(common.summarize(r["seconds"]))
-        r["cpu_median"] = statistics.median(r["cpu_seconds"])
-        short = [n for n in r["epochs_run"] if n < args.warmup + args.epochs]
+
+    def measure(name: str) -> dict:
+        r = common.measure(Path(__file__), name, args, env)
+        short = [n for n in r.get("epochs_run", []) if n < args.warmup + args.epochs]
         if short:
             print(f"  note: {len(short)} model(s) stopped before the last epoch; the stack shrank")
-        print(f"  {r['median']:.2f} s/epoch (median of {len(r['seconds'])}), CPU "
-              f"{r['cpu_median']:.2f} s/epoch, other processes "
-              f"used {100 * (r['others_cpu_share'] or 0):.0f}% of the CPU")
-        runs[name] = r
+        return r
+
+    runs = common.in_rounds(["fit", *(f"engine:{k}" for k in ks)], args.rounds, measure)
 
     single = runs["fit"].get("median")
     rows = []
@@ -160,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "workload": {"model": "MLP 20x100 ELU, he_normal, softmax 10", "optimizer": "nadam",
                      "lr": "K values log-spaced in [1e-4, 1e-3]", "batch_size": 32,
                      "n_train": args.n_train, "n_valid": args.n_valid, "features": 3072,
-                     "warmup": args.warmup, "epochs": args.epochs},
+                     "warmup": args.warmup, "epochs": args.epochs, "rounds": args.rounds},
         "sequential": "extrapolated: K x the measured seconds per epoch of one fit",
         "single_fit": runs["fit"],
         "engine": [runs[f"engine:{k}"] for k in ks]})
