@@ -90,6 +90,10 @@ class _Layer:
     slope: Tensor | None      # PReLU (K, C)
     gslope: Tensor | None
 
+    def __post_init__(self):  # the views a step uses, made once (each costs a dispatch per step)
+        self.w_t = self.w.transpose(1, 2)                       # (K, out, in): signal going down
+        self.b_row = None if self.b is None else self.b.unsqueeze(1)   # (K, 1, out): broadcast
+
 
 class StackedMLP:
     """K MLPs with the same shape (see :func:`shape_of`), trained as one.
@@ -248,7 +252,7 @@ class StackedMLP:
             if tape is not None:
                 tape.append(x)                                   # the layer's input
             x = torch.bmm(x, layer.w) if layer.b is None else torch.baddbmm(
-                layer.b.unsqueeze(1), x, layer.w)
+                layer.b_row, x, layer.w)
             if layer.bn is not None and self.bn_position == "before":
                 x = self._batch_norm(x, layer.bn, tape)
             x = self._activate(x, layer, tape)
@@ -259,7 +263,7 @@ class StackedMLP:
         self._one_thread(False)
         if tape is not None:
             tape.append(x)
-        return torch.baddbmm(self.head.b.unsqueeze(1), x, self.head.w)
+        return torch.baddbmm(self.head.b_row, x, self.head.w)
 
     __call__ = forward
 
@@ -368,7 +372,7 @@ class StackedMLP:
     def _backward(self, g: Tensor, tape: list) -> None:
         h = tape.pop()
         self._dense_grads(h, g, self.head)
-        g = torch.bmm(g, self.head.w.transpose(1, 2))
+        g = torch.bmm(g, self.head.w_t)
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
             layer = self.layers[i]
@@ -386,7 +390,7 @@ class StackedMLP:
                 break
             self._dense_grads(h, g, layer)
             if i > 0:                                           # the input itself needs none
-                g = torch.bmm(g, layer.w.transpose(1, 2))
+                g = torch.bmm(g, layer.w_t)
 
     def _input_grads(self, h: Tensor, g: Tensor, tape: list) -> None:
         """The first layer's and the input BatchNorm's gradients, from the first layer's input
@@ -407,7 +411,7 @@ class StackedMLP:
             layer.gb.copy_(s)
         if self.input_dropout is not None:
             self._dense_grads(h, g, layer)
-            g_y = torch.bmm(g, layer.w.transpose(1, 2)).mul_(tape.pop())
+            g_y = torch.bmm(g, layer.w_t).mul_(tape.pop())
             torch.sum(g_y * tape.pop(), 1, out=g_gamma)
             torch.sum(g_y, 1, out=g_beta)
             return
