@@ -277,8 +277,7 @@ class Trainer:
         if self.max_norm is not None and self.backend.k == 1:
             self.max_norm = self.max_norm.view(1, 1)
         self.seeds = [c.train.seed for c in cs]
-        b = self.backend                            # each parameter tensor's columns (clipping)
-        self.segments = b.segments if isinstance(b, ModuleBackend) else b.tensor_segments()
+        self.segments = self.backend.segments       # each parameter tensor's columns (clipping)
         self.shared_batches = len(set(self.seeds)) == 1 or isinstance(self.backend, ModuleBackend)
 
     def live(self) -> list[int]:
@@ -626,14 +625,10 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
         writer.start(trainer, resume)
     try:
         if trainer.start_epoch <= trainer.epochs:            # the net before its first step
-            for cb in callbacks:
-                if hasattr(cb, "on_train_begin"):
-                    cb.on_train_begin(live_model())
+            _train_begin(callbacks, live_model())
         result = trainer.run()[0]
     finally:
-        for cb in callbacks:
-            if hasattr(cb, "close"):
-                cb.close()
+        _close(callbacks)
         if isinstance(backend, ModuleBackend):
             backend.release()
     if result.model is not model:                          # stacked: the caller's module
@@ -684,15 +679,25 @@ def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device
                       callbacks=cbs, variants=variants)
     try:
         for i, rec in recorders.items():                  # each net before its first step
-            for cb in rec:
-                if hasattr(cb, "on_train_begin"):
-                    cb.on_train_begin(stack.model_at(i))
+            _train_begin(rec, stack.model_at(i))
         return trainer.run()
     finally:
         for rec in recorders.values():
-            for cb in rec:
-                if hasattr(cb, "close"):
-                    cb.close()
+            _close(rec)
+
+
+def _train_begin(callbacks: Iterable, model: nn.Module) -> None:
+    """Each callback's optional ``on_train_begin(model)``, with the net before its first step."""
+    for cb in callbacks:
+        if hasattr(cb, "on_train_begin"):
+            cb.on_train_begin(model)
+
+
+def _close(callbacks: Iterable) -> None:
+    """Each callback's optional ``close()`` (files, event writers), also after an error."""
+    for cb in callbacks:
+        if hasattr(cb, "close"):
+            cb.close()
 
 
 def _record_each_model(recorders: dict[int, list]) -> Callable:

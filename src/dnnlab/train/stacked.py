@@ -484,7 +484,8 @@ class StackedMLP:
         """The hidden kernels (K, in, out) and the dim of each unit's incoming weights."""
         return [(layer.w, 1) for layer in self.layers]
 
-    def tensor_segments(self) -> list[tuple[int, int]]:
+    @property
+    def segments(self) -> list[tuple[int, int]]:
         """[start, stop) columns of each parameter tensor in ``flat`` (per-tensor clipping)."""
         return [(s.offset, s.offset + s.numel) for s in self.slots]
 
