@@ -3,7 +3,9 @@ chapter's remedy.
 
 * :mod:`dnnlab.doctor.record`: the ``LayerRecorder`` and ``TensorBoardLogger`` callbacks and
   ``callbacks_for(cfg, data, run_dir, record_every=1, tensorboard=False, histogram_every=1)``.
-* :mod:`dnnlab.doctor.diagnose`: the findings, pure functions of the records and curves.
+* :mod:`dnnlab.doctor.diagnose`: the findings, pure functions of the records and curves, and
+  ``EXPLAINS``, the declared relation that ranks a cause (a bad init, a learning rate that jumps
+  the weights) above the symptoms it explains (dead units, vanishing gradients).
 * :mod:`dnnlab.doctor.report`: ``examine(run_dir)``, the printed findings and ``doctor.html``.
 * :mod:`dnnlab.doctor.probe`: ``probe_run(cfg, run_dir)``, a training run recorded from init.
 * ``python -m dnnlab.doctor.cost``: what recording costs per epoch (0.38% measured on the 2-core

@@ -7,9 +7,12 @@ health (``dnnlab explain selu``, the CIFAR-10 study's SELU answer). Each thresho
 constant with the reason for its value; the calibration behind them (MNIST, 5x100 and 20x100
 nets, Nadam) is in the docs of :mod:`dnnlab.doctor`.
 
-Findings are ranked by *tier* first (the signal's path through the layers, then the learning
-rate, then generalization: a broken forward or backward signal explains the loss-curve symptoms,
-not the other way round), then by how far past its threshold the measured value lies.
+Findings are ranked by *tier* first (the set-up, then the signal's path through the layers,
+then the learning rate, then generalization), then by how far past its threshold the measured
+value lies. Over that order, causes stand above their symptoms: :data:`EXPLAINS` declares which
+finding explains which and under which condition (a learning rate that jumps the weights explains
+units that died *during training*; a bad init explains units dead *at initialization*), and each
+symptom names the finding it follows from and how.
 """
 
 from __future__ import annotations
@@ -60,9 +63,9 @@ OSCILLATION_MIN_EPOCHS = 4
 OVERFIT_RISE = 0.10
 OVERFIT_EPOCHS_PAST = 5
 
-TIERS = {"exploding_gradients": 0, "vanishing_gradients": 0, "saturated_units": 1,
-         "dead_units": 1, "broken_self_normalization": 1, "learning_rate_too_high": 2,
-         "learning_rate_too_low": 2, "overfitting": 3}
+TIERS = {"bad_initialization": 0, "exploding_gradients": 1, "vanishing_gradients": 1,
+         "saturated_units": 2, "dead_units": 2, "broken_self_normalization": 2,
+         "learning_rate_too_high": 3, "learning_rate_too_low": 3, "overfitting": 4}
 SATURATING = ("sigmoid", "tanh")
 INIT_FOR = {"sigmoid": "glorot_normal", "tanh": "glorot_normal", "selu": "lecun_normal",
             "softplus": "glorot_normal", "linear": "glorot_normal"}   # else he_normal
@@ -83,11 +86,11 @@ class Diagnosis:
     epoch: int | None = None
     step: int | None = None
     alternatives: list[list[str]] = field(default_factory=list)
-    first: bool = False       # ranks in the first tier whatever its kind (see the checks)
+    follows_from: list[tuple[str, str]] = field(default_factory=list)   # (cause kind, how)
 
     @property
     def tier(self) -> int:
-        return 0 if self.first else TIERS[self.kind]
+        return TIERS[self.kind]
 
     @property
     def severity(self) -> float:
@@ -114,7 +117,8 @@ class Diagnosis:
                 "layer": self.layer, "epoch": self.epoch, "step": self.step,
                 "value": self.value, "threshold": self.threshold, "remedy": self.remedy,
                 "set": self.set_args(), "alternatives": [self.set_args(a) for a in self.alternatives],
-                "explanation": self.explanation}
+                "explanation": self.explanation,
+                "follows_from": [{"kind": k, "how": how} for k, how in self.follows_from]}
 
 
 def _num(v: float) -> str:
@@ -150,6 +154,32 @@ def _init_matches(cfg: RunConfig) -> bool:
     return cfg.model.init.split("_")[0] == want
 
 
+def _bias_fix(cfg: RunConfig) -> tuple[list[str], str] | None:
+    m = cfg.model
+    if m.bias_init == "constant" and m.bias_value < 0:
+        return (["model.bias_init=zeros"],
+                f"the biases start at {m.bias_value:g}, which puts every pre-activation below 0 "
+                "where ReLU outputs 0 and passes no gradient; zero biases are the safe default")
+    return None
+
+
+def _kernel_fix(cfg: RunConfig) -> tuple[list[str], str] | None:
+    if _init_matches(cfg):
+        return None
+    want, act = matching_init(cfg.model.activation), cfg.model.activation
+    return ([f"model.init={want}"], f"{want} is the init that keeps the variance of the signal "
+            f"equal across layers for {act} (Glorot/He/LeCun)")
+
+
+def init_fix(cfg: RunConfig) -> tuple[list[str], str] | None:
+    """The set-up change that restores a healthy start (biases that start negative, a kernel
+    init that does not keep the signal's variance for the activation), or None when it is sound."""
+    fixes = [f for f in (_bias_fix(cfg), _kernel_fix(cfg)) if f is not None]
+    if not fixes:
+        return None
+    return [s for items, _ in fixes for s in items], "; ".join(why for _, why in fixes)
+
+
 def _signal_remedy(cfg: RunConfig) -> tuple[list[str], list[list[str]], str]:
     """The chapter's fixes for unstable gradients, most specific first."""
     m = cfg.model
@@ -159,10 +189,9 @@ def _signal_remedy(cfg: RunConfig) -> tuple[list[str], list[list[str]], str]:
                 [[f"model.init={matching_init(m.activation)}"]] + alternatives,
                 "a nonsaturating activation with He init keeps the gradient's scale through depth "
                 "(sigmoid's derivative is at most 0.25, so each layer shrinks it)")
-    if not _init_matches(cfg):
-        return ([f"model.init={matching_init(m.activation)}"], alternatives,
-                f"{matching_init(m.activation)} is the init that keeps the variance of the signal "
-                f"equal across layers for {m.activation} (Glorot/He/LeCun)")
+    fix = _kernel_fix(cfg)
+    if fix is not None:
+        return fix[0], alternatives, fix[1]
     if m.batch_norm == "none":
         return (["model.batch_norm=before"], [["optim.clip_norm=1.0"]],
                 "batch normalization re-centres and re-scales every layer's inputs")
@@ -225,11 +254,9 @@ def check_dead_units(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
     worst = max(hidden, key=lambda r: r["dead_frac"])
     if worst["dead_frac"] < DEAD_FRACTION:
         return None
-    m = cfg.model
-    if m.bias_init == "constant" and m.bias_value < 0:
-        remedy = ["model.bias_init=zeros"]
-        why = (f"the biases start at {m.bias_value:g}, which puts every pre-activation below 0 "
-               "where ReLU outputs 0 and passes no gradient; zero biases are the safe default")
+    fix = _bias_fix(cfg)
+    if fix is not None:
+        remedy, why = fix
         alts = [["model.activation=leaky_relu"]]
     else:
         remedy = ["model.activation=leaky_relu"]
@@ -365,7 +392,7 @@ def check_learning_rate_too_high(records: list[dict], history: dict, cfg: RunCon
                 "3e-4 to 3e-3", remedy=_lr_remedy(cfg, factor), alternatives=alts,
                 explanation=f"lr {lr:g} x {factor:.2g} aims the fastest layer at "
                 f"{UPDATE_TARGET:g} per step; " + why, layer=layer["layer"], epoch=epoch,
-                step=layer["step"], first=True)   # jumping weights wreck every other statistic
+                step=layer["step"])
     losses = [v for v in history.get("loss", []) if not math.isnan(v)]
     if len(losses) >= OSCILLATION_MIN_EPOCHS:
         rises = sum(b > a * (1 + OSCILLATION_RISE) for a, b in zip(losses, losses[1:]))
@@ -441,12 +468,121 @@ def check_overfitting(history: dict, cfg: RunConfig) -> Diagnosis | None:
         remedy=remedy, alternatives=alts, explanation=explanation, epoch=e_last)
 
 
+# --- causes and symptoms -------------------------------------------------------------------------
+SIGNAL_CHECKS = (check_unstable_gradients, check_dead_units, check_saturated_units)
+
+
+def at_initialization(records: list[dict]) -> list[dict]:
+    """The epoch-0 record (the net before its first step); empty when recording began later."""
+    epochs = epochs_recorded(records)
+    return [r for r in records if r["epoch"] == 0] if epochs and epochs[0] == 0 else []
+
+
+def present_at_init(kind: str, records: list[dict], cfg: RunConfig) -> bool | None:
+    """Whether the finding ``kind`` already shows in the epoch-0 record (None: no such record)."""
+    first = at_initialization(records)
+    if not first:
+        return None
+    return any(f is not None and f.kind == kind for f in (c(first, cfg) for c in SIGNAL_CHECKS))
+
+
+def check_initialization(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
+    """The set-up itself: the net is broken before its first step (a signal finding in the
+    epoch-0 record) and its init does not suit its activation (or its biases start negative).
+
+    Judged at initialization because no learning rate acts there: what the epoch-0 record shows
+    is the init's doing, and every later symptom it started follows from it (see EXPLAINS).
+    """
+    fix = init_fix(cfg)
+    first = at_initialization(records)
+    if fix is None or not first:
+        return None
+    found = [f for f in (c(first, cfg) for c in SIGNAL_CHECKS) if f is not None]
+    if not found:
+        return None
+    worst = max(found, key=lambda f: f.severity)
+    return Diagnosis(
+        kind="bad_initialization", title="Bad initialization: the net is broken before its first step",
+        measure=f"at initialization, {worst.measure}", value=worst.value, threshold=worst.threshold,
+        why=worst.why, remedy=fix[0], explanation=fix[1], layer=worst.layer, epoch=0,
+        step=worst.step)
+
+
+@dataclass(frozen=True)
+class Explains:
+    """``cause`` explains ``symptom`` when both are found and ``when`` holds (see CONDITIONS);
+    ``how`` completes the sentence "follows from <cause>: ..."."""
+    cause: str
+    symptom: str
+    when: str
+    how: str
+
+
+# Conditions on the symptom, pure functions of (symptom kind, records, config). "since_init": it
+# was in the epoch-0 record, before any step (the set-up's doing); "during_training": the epoch-0
+# record exists and did not have it (it developed as the weights moved).
+CONDITIONS = {
+    "always": lambda kind, records, cfg: True,
+    "since_init": lambda kind, records, cfg: present_at_init(kind, records, cfg) is True,
+    "during_training": lambda kind, records, cfg: present_at_init(kind, records, cfg) is False,
+}
+
+_LR_GREW = "oversized steps moved the weights there during training (the epoch-0 record was healthy)"
+EXPLAINS: tuple[Explains, ...] = (
+    Explains("bad_initialization", "vanishing_gradients", "since_init",
+             "an init whose variance does not suit the activation scales the signal by the same "
+             "factor at every layer, so the gradient shrinks geometrically with depth"),
+    Explains("bad_initialization", "exploding_gradients", "since_init",
+             "an init whose variance does not suit the activation scales the signal by the same "
+             "factor at every layer, so the gradient grows geometrically with depth"),
+    Explains("bad_initialization", "dead_units", "since_init",
+             "units whose every pre-activation starts below 0 output 0 and get no gradient to recover"),
+    Explains("bad_initialization", "saturated_units", "since_init",
+             "weights too large put the units' inputs in the flat tails before the first step"),
+    Explains("learning_rate_too_high", "saturated_units", "during_training",
+             "overshooting steps pushed the units' inputs into the flat tails; " + _LR_GREW),
+    Explains("learning_rate_too_high", "dead_units", "during_training",
+             "an overshooting step can push a ReLU's inputs below 0 for every example, where no "
+             "gradient brings it back; " + _LR_GREW),
+    Explains("learning_rate_too_high", "vanishing_gradients", "during_training",
+             "the gradient shrank as " + _LR_GREW),
+    Explains("learning_rate_too_high", "exploding_gradients", "during_training",
+             "the gradient grew as " + _LR_GREW),
+    Explains("saturated_units", "vanishing_gradients", "always",
+             "a saturated sigmoid/tanh unit passes under 4% of its peak derivative, so every "
+             "saturated layer shrinks the gradient on its way down"),
+    Explains("dead_units", "vanishing_gradients", "always",
+             "a dead unit passes no gradient down, so the layers below it receive less"),
+)
+
+
+def link_causes(found: list[Diagnosis], records: list[dict], cfg: RunConfig) -> list[Diagnosis]:
+    """Set each finding's ``follows_from`` from EXPLAINS, then order causes before their
+    symptoms, keeping ``found``'s order (tier, then severity) wherever the relation is silent."""
+    by_kind = {f.kind: f for f in found}
+    for rule in EXPLAINS:
+        cause, symptom = by_kind.get(rule.cause), by_kind.get(rule.symptom)
+        if cause is not None and symptom is not None and CONDITIONS[rule.when](rule.symptom, records, cfg):
+            symptom.follows_from.append((rule.cause, rule.how))
+    ordered: list[Diagnosis] = []
+    waiting = list(found)
+    while waiting:     # the relation is acyclic (a test checks it): each pass places one finding
+        ready = next(f for f in waiting
+                     if all(by_kind[c] in ordered for c, _ in f.follows_from))
+        ordered.append(ready)
+        waiting.remove(ready)
+    return ordered
+
+
 def diagnose(records: list[dict], history: dict, cfg: RunConfig, status: str = "completed",
              message: str = "") -> list[Diagnosis]:
-    """Every finding, ranked: tier (signal, then learning rate, then generalization), then
-    severity. An empty list means no finding."""
-    found = [check_unstable_gradients(records, cfg), check_dead_units(records, cfg),
-             check_saturated_units(records, cfg), check_self_normalization(records, cfg),
+    """Every finding, ranked: tier (set-up, signal, units, learning rate, generalization), then
+    severity, with every cause moved above the symptoms it explains (EXPLAINS). An empty list
+    means no finding."""
+    found = [check_initialization(records, cfg), check_unstable_gradients(records, cfg),
+             check_dead_units(records, cfg), check_saturated_units(records, cfg),
+             check_self_normalization(records, cfg),
              check_learning_rate_too_high(records, history, cfg, status, message),
              check_learning_rate_too_low(records, history, cfg), check_overfitting(history, cfg)]
-    return sorted((f for f in found if f is not None), key=lambda f: (f.tier, -f.severity))
+    ranked = sorted((f for f in found if f is not None), key=lambda f: (f.tier, -f.severity))
+    return link_causes(ranked, records, cfg)

@@ -62,27 +62,41 @@ def load_run(run_dir: str | Path) -> tuple[list[dict], dict, RunConfig, str, str
     return records, history, cfg, str(summary.get("status", "unknown")), str(summary.get("message", ""))
 
 
-def examine(run_dir: str | Path, *, report: bool = True) -> Examination:
-    """Diagnose a run directory; write ``findings.json`` and (with ``report``) ``doctor.html``."""
+def examine(run_dir: str | Path, *, report: bool = True, folder: str | Path | None = None) -> Examination:
+    """Diagnose a run directory; write ``findings.json`` and (with ``report``) ``doctor.html``
+    into ``folder`` (default the run directory; ``dnnlab doctor`` passes another one while the run
+    is still training in another process, see :func:`dnnlab.rundir.output_folder`)."""
     run_dir = Path(run_dir)
     records, history, cfg, status, message = load_run(run_dir)
     findings = diagnose(records, history, cfg, status, message)
     out = Examination(run_dir, findings, records, history, cfg, status)
-    write_json(run_dir / FINDINGS_JSON, {"status": status, "findings": [f.to_json() for f in findings]})
+    folder = Path(folder) if folder is not None else run_dir
+    write_json(folder / FINDINGS_JSON, {"status": status, "findings": [f.to_json() for f in findings]})
     if report:
-        out.report = write_report(out)
+        out.report = write_report(out, folder)
     return out
 
 
+def follows(f: Diagnosis, findings: list[Diagnosis]) -> list[str]:
+    """What ``f`` follows from, as "finding N (title): how" (N numbers ``findings`` from 1)."""
+    number = {g.kind: (i, g.title) for i, g in enumerate(findings, 1)}
+    return [f"finding {number[kind][0]} ({number[kind][1]}): {how}" for kind, how in f.follows_from]
+
+
 def format_findings(findings: list[Diagnosis]) -> str:
-    """The findings as numbered text blocks, most important first; "no findings" when healthy."""
+    """The findings as numbered text blocks, causes before the symptoms they explain; "no
+    findings" when healthy. A symptom says what it follows from, and that fixing the cause comes
+    first (its own remedy is for what remains)."""
     if not findings:
         return "no findings: every check is within its threshold"
     lines = []
     for i, f in enumerate(findings, 1):
         lines.append(f"{i}. {f.title}")
+        for cause in follows(f, findings):
+            lines.append(f"   follows from {cause}")
         lines.append(f"   evidence: {f.evidence()}")
-        lines.append(f"   remedy:   {f.set_args()}  ({f.explanation})")
+        label = "remedy if it stays once that is fixed:" if f.follows_from else "remedy:  "
+        lines.append(f"   {label} {f.set_args()}  ({f.explanation})")
         for alt in f.alternatives:
             lines.append(f"   or:       {f.set_args(alt)}")
     return "\n".join(lines)
@@ -111,14 +125,16 @@ def layer_figure(records: list[dict]) -> Figure:
     return fig
 
 
-def write_report(ex: Examination) -> Path:
+def write_report(ex: Examination, folder: Path | None = None) -> Path:
     page = Page(f"dnnlab doctor: {ex.cfg.name}", f"{ex.run_dir} (status: {ex.status})")
     page.heading("Findings")
     if not ex.findings:
         page.verdict("No findings: every check is within its threshold.", ok=True)
     for i, f in enumerate(ex.findings, 1):
         page.heading(f"{i}. {f.title}", 3)
-        page.bullets([f"Evidence: {f.evidence()}", f"Remedy: {f.set_args()} ({f.explanation})"]
+        remedy = "If it stays once that is fixed" if f.follows_from else "Remedy"
+        page.bullets([f"Follows from {c}" for c in follows(f, ex.findings)]
+                     + [f"Evidence: {f.evidence()}", f"{remedy}: {f.set_args()} ({f.explanation})"]
                      + [f"Or: {f.set_args(a)}" for a in f.alternatives])
     if ex.findings:
         page.verdict(f"{len(ex.findings)} finding(s); first: {ex.findings[0].title}", ok=False)
@@ -128,4 +144,4 @@ def write_report(ex: Examination) -> Path:
     if ex.history.get("epoch"):
         page.heading("Learning curves")
         page.figure(learning_curves({ex.cfg.name: ex.history}), "dashed: training, solid: validation")
-    return page.save(ex.run_dir / REPORT)
+    return page.save((folder if folder is not None else ex.run_dir) / REPORT)
