@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from dnnlab.config import load_config, replace
+from dnnlab.config import KEYS, describe_keys, load_config, replace
+
+KEYS_DOC = "docs/config_keys.md"   # describe_keys(detail=True), kept equal by tests/test_config_keys.py
 
 
 class Parser(argparse.ArgumentParser):
@@ -19,17 +21,32 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def keys_epilog() -> str:
+    """The ``--help`` epilog of a command that reads a config: the keys, from the config's table."""
+    return ("config keys (--set KEY=VALUE; each with its default, bounds and meaning: "
+            f"{KEYS_DOC}):\n" + describe_keys()
+            + "\n\nmay differ between the models of one stack (a sweep over them trains in one "
+              "run):\n" + describe_keys(lambda k: k.per_model)
+            + "\n\nmay change on train --resume (the others are fingerprinted):\n"
+            + describe_keys(lambda k: k.resume))
+
+
 def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
-    """Add CONFIG, ``--set``, ``--device``, ``--data-dir`` and ``--epochs`` to a subcommand."""
+    """Add CONFIG, ``--set``, ``--device``, ``--data-dir`` and ``--epochs`` to a subcommand, and
+    the config keys as its ``--help`` epilog."""
+    sp.formatter_class = argparse.RawDescriptionHelpFormatter
+    sp.epilog = keys_epilog()
     sp.add_argument("config", nargs=None if required else "?", help="a TOML config (see examples/)")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set optim.lr=3e-4 (repeatable)")
-    sp.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                    help="where to train (default: the config's train.device; auto = CUDA "
-                         "when present)")
-    sp.add_argument("--data-dir", help="folder holding the dataset files (default: the "
-                    "config's data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
-    sp.add_argument("--epochs", type=int, help="override train.epochs (default: the config's)")
+                    help="override a config key, e.g. --set optim.lr=3e-4 (repeatable; the keys "
+                         "are listed below)")
+    device = KEYS["train.device"]
+    sp.add_argument("--device", choices=device.choices,
+                    help=f"{device.help} (default: the config's {device.name})")
+    data_dir = KEYS["data.data_dir"]
+    sp.add_argument("--data-dir", help=f"{data_dir.help}; overrides {data_dir.name}")
+    epochs = KEYS["train.epochs"]
+    sp.add_argument("--epochs", type=int, help=f"{epochs.help} (default: the config's {epochs.name})")
 
 
 def dedicated_flags(args) -> dict:

@@ -11,14 +11,20 @@ A run is described by one ``RunConfig`` with five sections, mirrored in the TOML
 Unknown keys and values outside the allowed set fail with one line naming the key and the
 allowed values. ``--set section.key=value`` overrides use TOML literal syntax for the value.
 
+Every key is declared once, next to its dataclass field (:func:`key`): its type, default, bounds
+or choices, help text, and whether it may differ between the K models of one stack, may change
+on resume, or describes the data. :data:`KEYS` collects them; everything that names keys derives
+from it: :data:`PER_MODEL_KEYS`, :data:`RESUME_KEYS`, :data:`DATA_KEYS`, :data:`OPTIM_HYPERS`,
+:func:`shape_of`, :func:`stack_signature`/:func:`group_key`, the fingerprint, the range errors
+and :func:`describe_keys` for the ``--help`` texts.
+
 Validation happens when a config object is *built* (``__post_init__`` of every section), so a
 config made in Python (``RunConfig(model=ModelConfig(depth=-3))``) is checked by the same rules
-(the ``CHOICES`` and ``RANGES`` tables) as one read from TOML: every float finite, every size
-positive and bounded, every choice allowed, and the model plus its data small enough for the
-machine's memory (:func:`check_memory`).
+as one read from TOML: every float finite, every value within its key's bounds, every choice
+allowed, the settings that break a run together refused (:func:`_check_consistency`), and the
+model plus its data small enough for the machine's memory (:func:`check_memory`).
 
-A run's *fingerprint* (:func:`fingerprint`) hashes every key that shapes the run (data, model,
-optimizer, schedule, seed); ``RESUME_ALLOWED`` lists the keys a resume may change.
+A run's *fingerprint* (:func:`fingerprint`) hashes every key a resume may not change.
 """
 
 from __future__ import annotations
@@ -49,20 +55,121 @@ INITIALIZERS = ("glorot_normal", "glorot_uniform", "glorot_truncated_normal",
                 "normal", "constant", "torch_default")
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw", "ftrl")
 SCHEDULES = ("none", "power", "exponential", "piecewise", "performance", "1cycle")
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic", "file")
+MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+
+INT_LIMIT = 2**53            # no integer setting needs more; huge ones fail here, not deep in torch
+MAX_NESTING = 16             # TOML / --set values nest no deeper (deeper is an attack or a typo)
+# The highest learning rate (optim.lr, schedule values, 1cycle's max_lr): the lr-finder's own
+# sweep ends at 10, and past it every rule here diverges on standardized inputs in a step or two.
+MAX_LR = 10.0
+# The heaviest penalty weight (model.l1/l2, optim.weight_decay): at 1 a penalty already outweighs
+# the cross-entropy (about 2.3 at the start) for weights of unit size, and with a rate r an L2
+# step scales a weight by (1 - 2 * r * l2), which flips its sign once r * l2 > 1: more never
+# regularizes, it only zeroes or blows up the weights.
+MAX_PENALTY = 1.0
+# The largest initial weight std / constant / bias and activation slope: float32 overflows at
+# 3.4e38, and a layer of width 100 multiplies a signal by about value * 10 (the chapter's own
+# saturation demo uses std 1 and bias -5), so 100 overflows within ~20 layers already.
+MAX_INIT = 100.0
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key, as declared next to its dataclass field with :func:`key`.
+
+    ``lo``/``hi`` bound a number (every item of a list), open or closed on each side; ``choices``
+    lists the allowed strings. Flags: ``per_model`` (may differ between the K models of one
+    stack; every other key shapes the stack), ``resume`` (a resume may change it), ``data``
+    (describes the data: every ``data.*`` key), ``trains`` (False for ``name`` and ``tune``, which
+    do not change what a run computes).
+    """
+    name: str = ""
+    type: Any = None
+    default: Any = None
+    help: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] | None = None
+    per_model: bool = False
+    resume: bool = False
+    data: bool = False
+    trains: bool = True
+
+    def span(self) -> str:
+        """The allowed values in words, e.g. ``> 0``, ``in [0, 1)``, ``one of: a, b``."""
+        if self.choices is not None:
+            return f"one of: {', '.join(self.choices)}"
+        lo, hi = _number(self.lo), _number(self.hi)
+        if self.lo is None and self.hi is None:
+            return ""
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {lo}"
+        if self.lo is None:
+            return f"{'<' if self.hi_open else '<='} {hi}"
+        return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+    def check(self, value: Any) -> None:
+        """Refuse a (coerced) value outside the choices or bounds, naming the key and the bound."""
+        if value is None:
+            return
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{self.name} = {value!r} is not allowed; choose {self.span()}")
+        if self.lo is None and self.hi is None:
+            return
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            low = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+            high = self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)
+            if low or high:
+                name = f"{self.name}[{i}]" if isinstance(value, list) else self.name
+                raise ConfigError(f"{name} = {v!r} is out of range; it must be {self.span()}")
+
+
+def _number(x: float | None) -> str:
+    """A bound as a user would write it: 1000000, 0.999, 1e-07."""
+    if x is not None and float(x).is_integer() and abs(x) < 1e16:
+        return str(int(x))
+    return f"{x:g}" if x is not None else ""
+
+
+def key(default: Any, *, help: str, lo: float | None = None, hi: float | None = None,
+        lo_open: bool = False, hi_open: bool = False, choices: tuple[str, ...] | None = None,
+        per_model: bool = False, resume: bool = False, trains: bool = True) -> Any:
+    """A dataclass field declaring one config key (see :class:`Key`); name, type and the data
+    flag are filled in when :data:`KEYS` is built from the dataclasses."""
+    spec = Key(default=default, help=help, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open,
+               choices=choices, per_model=per_model, resume=resume, trains=trains)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=functools.partial(copy.deepcopy, default),
+                     metadata={"key": spec})
+    return field(default=default, metadata={"key": spec})
 
 
 @dataclass
 class DataConfig:
     """Which images, and how they are prepared (the data layer does the work)."""
-    name: str = "mnist"
-    classes: list[int] | None = None       # keep only these labels, relabelled 0..n-1 in order
-    per_class: int | None = None           # k training images per class, drawn with ``seed``
-    valid_size: int = 5000                 # the book: validation = first 5,000 training images
-    standardize: bool = False              # statistics from the training split only
-    limit: int | None = None               # cap on training images (quick runs)
-    data_dir: str | None = None            # else $DNNLAB_DATA_DIR, the cache, the package, download
-    seed: int = 0
+    name: str = key("mnist", choices=DATASETS,
+                    help="the dataset; 'file' reads data.path, 'synthetic' is generated")
+    path: str | None = key(None, help="the data file for name = 'file' (.npz with x and y, "
+                           ".csv or .parquet with a label column)")
+    label: str | None = key(None, help="the label column of a .csv or .parquet data.path "
+                            "(default: the last column)")
+    classes: list[int] | None = key(None, lo=0, hi=10**6, help="keep only these labels, "
+                                    "relabelled 0..n-1 in order (default: all)")
+    per_class: int | None = key(None, lo=1, hi=10**8, help="k training images per class, drawn "
+                                "with data.seed (default: all)")
+    valid_size: int = key(5000, lo=0, hi=10**8, help="images held out for validation, the first "
+                          "of the training split (the book's 5,000)")
+    standardize: bool = key(False, help="standardize features with the training split's statistics")
+    limit: int | None = key(None, lo=1, hi=10**9, help="cap on training images, for quick runs "
+                            "(default: no cap)")
+    data_dir: str | None = key(None, resume=True, help="folder of the dataset files (default: "
+                               "$DNNLAB_DATA_DIR, the cache, the package, a download)")
+    seed: int = key(0, lo=0, hi=2**32 - 1, help="seed of data.per_class's draw")
 
     def __post_init__(self):
         _validate(self, "data")
@@ -71,27 +178,43 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """A deep MLP. ``hidden`` overrides ``depth`` x ``width`` when given."""
-    depth: int = 5
-    width: int = 100
-    hidden: list[int] | None = None
-    activation: str = "elu"
-    activation_param: float | None = None  # leaky_relu slope, elu alpha, prelu initial slope
-    init: str = "he_normal"
-    init_value: float = 0.0                # for init = "constant"; "normal" uses it as the std
-    bias_init: str = "zeros"               # zeros | constant
-    bias_value: float = 0.0
-    batch_norm: str = "none"               # none | before | after (the activation)
-    input_batch_norm: bool = False
-    bn_momentum: float = 0.99              # Keras meaning: running = m*running + (1-m)*batch
-    bn_epsilon: float = 1e-3               # Keras default
-    dropout: float = 0.0
-    dropout_kind: str = "dropout"          # dropout | alpha
-    dropout_layers: str = "all"            # all: after every hidden layer | last: before the output
-    input_dropout: float = 0.0
-    max_norm: float | None = None
-    l1: float = 0.0
-    l2: float = 0.0                        # Keras L2: adds l2 * sum(w**2) to the loss
-    output_activation: str = "softmax"     # softmax (logits + cross-entropy) is the classifier
+    depth: int = key(5, lo=0, hi=1000, help="hidden layers (unless model.hidden is given)")
+    width: int = key(100, lo=1, hi=2**20, help="units of each hidden layer (unless model.hidden)")
+    hidden: list[int] | None = key(None, lo=1, hi=2**20, help="the hidden layers' widths, "
+                                   "overriding depth x width")
+    activation: str = key("elu", choices=ACTIVATIONS, help="the hidden layers' activation")
+    activation_param: float | None = key(None, lo=-MAX_INIT, hi=MAX_INIT, help="leaky_relu "
+                                         "slope, elu alpha (both >= 0), prelu initial slope "
+                                         "(default: Keras')")
+    init: str = key("he_normal", choices=INITIALIZERS, per_model=True,
+                    help="the kernels' initializer")
+    init_value: float = key(0.0, lo=-MAX_INIT, hi=MAX_INIT, per_model=True, help="the constant "
+                            "of init = 'constant'; the std of init = 'normal' (then > 0)")
+    bias_init: str = key("zeros", choices=("zeros", "constant"), per_model=True,
+                         help="the biases' initializer")
+    bias_value: float = key(0.0, lo=-MAX_INIT, hi=MAX_INIT, per_model=True,
+                            help="the biases' value for bias_init = 'constant'")
+    batch_norm: str = key("none", choices=("none", "before", "after"),
+                          help="batch norm on hidden layers, before or after the activation")
+    input_batch_norm: bool = key(False, help="batch norm on the inputs")
+    bn_momentum: float = key(0.99, lo=0, hi=1, hi_open=True, help="Keras meaning: running = "
+                             "m * running + (1 - m) * batch (at 1 the statistics never move)")
+    bn_epsilon: float = key(1e-3, lo=0, hi=1, help="added to the batch variance (Keras' 1e-3; "
+                            "> 0 when batch norm is used)")
+    dropout: float = key(0.0, lo=0, hi=0.999, per_model=True, help="dropout rate of hidden layers")
+    dropout_kind: str = key("dropout", choices=("dropout", "alpha"),
+                            help="plain or alpha dropout (for selu)")
+    dropout_layers: str = key("all", choices=("all", "last"), help="dropout after every hidden "
+                              "layer, or only before the output")
+    input_dropout: float = key(0.0, lo=0, hi=0.999, per_model=True, help="dropout rate of the inputs")
+    max_norm: float | None = key(None, lo=0, lo_open=True, per_model=True, help="max-norm "
+                                 "constraint on each unit's incoming weights (default: off)")
+    l1: float = key(0.0, lo=0, hi=MAX_PENALTY, per_model=True,
+                    help="Keras L1: adds l1 * sum(|w|) to the loss")
+    l2: float = key(0.0, lo=0, hi=MAX_PENALTY, per_model=True,
+                    help="Keras L2: adds l2 * sum(w**2) to the loss")
+    output_activation: str = key("softmax", choices=("softmax",),
+                                 help="softmax (logits + cross-entropy): the classifier")
 
     def __post_init__(self):
         _validate(self, "model")
@@ -99,18 +222,29 @@ class ModelConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = "none"
-    decay_steps: int = 10                  # power: lr0 / (1 + step/s)**c ; exponential: lr0 * 0.1**(epoch/s)
-    power: float = 1.0
-    boundaries: list[int] = field(default_factory=list)   # piecewise: epochs where the lr changes
-    values: list[float] = field(default_factory=list)     # piecewise: len(boundaries) + 1 rates
-    factor: float = 0.5                    # performance: multiply by this on a plateau
-    patience: int = 5
-    max_lr: float | None = None            # 1cycle peak; defaults to optim.lr
-    pct_start: float = 0.45                # 1cycle: fraction of steps going up (the book's 1cycle)
-    div_factor: float = 10.0
-    final_div_factor: float = 1000.0
-    unit: str = "epoch"                    # epoch | step: when power/exponential advance
+    name: str = key("none", choices=SCHEDULES, per_model=True, help="the learning-rate schedule")
+    decay_steps: int = key(10, lo=1, hi=10**9, per_model=True, help="power: lr0 / (1 + t/s)**c; "
+                           "exponential: lr0 * 0.1**(t/s), t in epochs or steps (schedule.unit)")
+    power: float = key(1.0, lo=0, hi=10, per_model=True, help="c of the power schedule "
+                       "(past 10 the rate is gone within a few decay_steps)")
+    boundaries: list[int] = key([], lo=0, hi=10**7, per_model=True,
+                                help="piecewise: epochs where the rate changes")
+    values: list[float] = key([], lo=0, lo_open=True, hi=MAX_LR, per_model=True,
+                              help="piecewise: len(boundaries) + 1 rates")
+    factor: float = key(0.5, lo=0, lo_open=True, hi=1, per_model=True,
+                        help="performance: multiply the rate by this on a plateau")
+    patience: int = key(5, lo=0, hi=10**7, per_model=True,
+                        help="performance: epochs without improvement before a cut")
+    max_lr: float | None = key(None, lo=0, lo_open=True, hi=MAX_LR, per_model=True,
+                               help="1cycle peak rate (default: optim.lr)")
+    pct_start: float = key(0.45, lo=0.01, hi=0.99, per_model=True,
+                           help="1cycle: fraction of steps going up (the book's 0.45)")
+    div_factor: float = key(10.0, lo=1, hi=1e6, per_model=True, help="1cycle: starts at "
+                            "max_lr / div_factor (below 1 it would start above its peak)")
+    final_div_factor: float = key(1000.0, lo=1, hi=1e9, per_model=True,
+                                  help="1cycle: ends at start / final_div_factor")
+    unit: str = key("epoch", choices=("epoch", "step"), per_model=True,
+                    help="when power and exponential advance")
 
     def __post_init__(self):
         _validate(self, "optim.schedule")
@@ -118,22 +252,38 @@ class ScheduleConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "nadam"
-    lr: float = 1e-3
-    momentum: float = 0.0                  # sgd
-    nesterov: bool = False
-    beta1: float = 0.9
-    beta2: float = 0.999
-    rho: float = 0.9                       # rmsprop
-    eps: float = 1e-7                      # Keras default
-    weight_decay: float = 0.0              # adamw
-    l1: float = 0.0                        # ftrl
-    l2: float = 0.0                        # ftrl
-    lr_power: float = -0.5                 # ftrl
-    initial_accumulator: float = 0.1       # ftrl, adagrad
-    clip_value: float | None = None        # Keras clipvalue: each gradient component
-    clip_norm: float | None = None         # Keras clipnorm: each parameter tensor's norm
-    global_clip_norm: float | None = None  # Keras global_clipnorm: all gradients' norm together
+    name: str = key("nadam", choices=OPTIMIZERS, help="the optimizer")
+    lr: float = key(1e-3, lo=0, lo_open=True, hi=MAX_LR, per_model=True,
+                    help="the learning rate (the schedule's start)")
+    momentum: float = key(0.0, lo=0, hi=1, hi_open=True, per_model=True,
+                          help="sgd and rmsprop momentum")
+    nesterov: bool = key(False, help="sgd: Nesterov momentum (needs momentum > 0)")
+    beta1: float = key(0.9, lo=0, hi=1, hi_open=True, per_model=True,
+                       help="adam family: decay of the first moment")
+    beta2: float = key(0.999, lo=0, hi=1, hi_open=True, per_model=True,
+                       help="adam family: decay of the second moment")
+    rho: float = key(0.9, lo=0, hi=1, hi_open=True, per_model=True,
+                     help="rmsprop: decay of the squared-gradient average")
+    eps: float = key(1e-7, lo=0, lo_open=True, per_model=True, help="added to the divisor of "
+                     "adagrad, rmsprop and the adam family (Keras' 1e-7)")
+    weight_decay: float = key(0.0, lo=0, hi=MAX_PENALTY, per_model=True, help="adamw: decoupled "
+                              "decay; other rules: added to the gradient as torch does")
+    # ftrl's shrinkage is a threshold on the accumulated gradients and a term of the divisor: a
+    # large one zeroes weights (the point of L1) but never divides by 0 or overflows
+    l1: float = key(0.0, lo=0, per_model=True, help="ftrl: L1 shrinkage")
+    l2: float = key(0.0, lo=0, per_model=True, help="ftrl: L2 shrinkage")
+    # The ftrl update is specialized on one power for the whole stack (flat.FlatOptimizer), so
+    # lr_power shapes a stack; -1 is already a 1/n decay of the per-coordinate rate.
+    lr_power: float = key(-0.5, lo=-1, hi=0, help="ftrl: the accumulator's power (Keras' -0.5)")
+    initial_accumulator: float = key(0.1, lo=0, hi=1e6, per_model=True,
+                                     help="ftrl and adagrad: the accumulator's start (ftrl: > 0)")
+    clip_value: float | None = key(None, lo=0, lo_open=True, per_model=True,
+                                   help="Keras clipvalue: clip each gradient component (default: off)")
+    clip_norm: float | None = key(None, lo=0, lo_open=True, per_model=True,
+                                  help="Keras clipnorm: clip each parameter tensor's norm (default: off)")
+    global_clip_norm: float | None = key(None, lo=0, lo_open=True, per_model=True,
+                                         help="Keras global_clipnorm: clip all gradients' norm "
+                                         "together (default: off)")
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self):
@@ -142,22 +292,31 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 32
-    seed: int = 42
-    device: str = "auto"                   # auto | cpu | cuda
-    monitor: str = "val_loss"              # any logged metric
-    patience: int | None = 10              # early stopping; "none" in TOML (None in Python) = off
-    min_delta: float = 0.0
-    restore_best: bool = True
-    checkpoint_every: int = 5              # epochs; 0 = only best and final
-    eval_batch_size: int = 4096
-    deterministic: bool = False
-    fast: bool = True                      # the stacked MLP's lean step when the model allows it
-    progress: bool = True
-    record_every: int = 1                  # epochs between layer records for the doctor; 0 = off
-    tensorboard: bool = False              # also write TensorBoard event files (RUN_DIR/tensorboard)
-    histogram_every: int = 1               # epochs between TensorBoard's per-layer histograms
+    epochs: int = key(20, lo=1, hi=10**6, resume=True, help="epochs to train")
+    batch_size: int = key(32, lo=1, hi=10**8, help="training batch size (images)")
+    seed: int = key(42, lo=0, hi=2**32 - 1, help="seed of the initial weights and batch order")
+    device: str = key("auto", choices=("auto", "cpu", "cuda"), resume=True,
+                      help="where to train; auto = CUDA when present")
+    monitor: str = key("val_loss", choices=MONITORS, help="the metric early stopping and the "
+                       "best checkpoint follow (val_* need data.valid_size > 0)")
+    patience: int | None = key(10, lo=0, hi=10**6, per_model=True, resume=True,
+                               help="early stopping after this many epochs without improvement; "
+                               "'none' = off")
+    min_delta: float = key(0.0, lo=0, per_model=True,
+                           help="the least change of the monitor counted as an improvement")
+    restore_best: bool = key(True, help="end with the best epoch's weights")
+    checkpoint_every: int = key(5, lo=0, hi=10**6, resume=True,
+                                help="epochs between checkpoints; 0 = only best and final")
+    eval_batch_size: int = key(4096, lo=1, hi=10**8, resume=True, help="evaluation batch size")
+    deterministic: bool = key(False, help="torch's deterministic algorithms")
+    fast: bool = key(True, help="the stacked MLP's lean step when the model allows it")
+    progress: bool = key(True, resume=True, help="print a progress line per epoch")
+    record_every: int = key(1, lo=0, hi=10**6, resume=True,
+                            help="epochs between layer records for the doctor; 0 = off")
+    tensorboard: bool = key(False, resume=True, help="also write TensorBoard event files "
+                            "(RUN_DIR/tensorboard)")
+    histogram_every: int = key(1, lo=1, hi=10**6, resume=True,
+                               help="epochs between TensorBoard's per-layer histograms")
 
     def __post_init__(self):
         _validate(self, "train")
@@ -165,12 +324,13 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "run"
+    name: str = key("run", resume=True, trains=False, help="the run's name (its folder's prefix)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    tune: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = key({}, resume=True, trains=False,
+                               help="the Optuna search space (only dnnlab tune reads it)")
 
     def __post_init__(self):
         _validate(self, "")
@@ -181,60 +341,99 @@ class RunConfig:
         return _to_raw(self)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.name": DATASETS,
-    "model.activation": ACTIVATIONS,
-    "model.init": INITIALIZERS,
-    "model.bias_init": ("zeros", "constant"),
-    "model.batch_norm": ("none", "before", "after"),
-    "model.dropout_kind": ("dropout", "alpha"),
-    "model.dropout_layers": ("all", "last"),
-    "model.output_activation": ("softmax",),
-    "optim.name": OPTIMIZERS,
-    "optim.schedule.name": SCHEDULES,
-    "optim.schedule.unit": ("epoch", "step"),
-    "train.device": ("auto", "cpu", "cuda"),
-}
-# Inclusive [low, high] bounds (None: unbounded on that side); for a list, every item. Every float
-# must also be finite, and every integer lies within INT_LIMIT, so no value is left unchecked.
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    "data.valid_size": (0, 10**8), "data.per_class": (1, 10**8), "data.limit": (1, 10**9),
-    "data.seed": (0, 2**32 - 1), "data.classes": (0, 10**6),
-    "model.depth": (0, 1000), "model.width": (1, 2**20), "model.hidden": (1, 2**20),
-    "model.dropout": (0, 0.999), "model.input_dropout": (0, 0.999), "model.l1": (0, None),
-    "model.l2": (0, None), "model.bn_momentum": (0, 1), "model.bn_epsilon": (0, None),
-    "model.max_norm": (0, None),
-    "optim.lr": (0, None), "optim.momentum": (0, 1), "optim.beta1": (0, 1), "optim.beta2": (0, 1),
-    "optim.rho": (0, 1), "optim.eps": (0, None), "optim.weight_decay": (0, None),
-    "optim.l1": (0, None), "optim.l2": (0, None), "optim.lr_power": (None, 0),
-    "optim.initial_accumulator": (0, None), "optim.clip_value": (0, None),
-    "optim.clip_norm": (0, None), "optim.global_clip_norm": (0, None),
-    "optim.schedule.decay_steps": (1, 10**9), "optim.schedule.boundaries": (0, 10**7),
-    "optim.schedule.values": (0, None), "optim.schedule.factor": (0, 1),
-    "optim.schedule.patience": (0, 10**7), "optim.schedule.max_lr": (0, None),
-    "optim.schedule.pct_start": (0.01, 0.99), "optim.schedule.div_factor": (0, None),
-    "optim.schedule.final_div_factor": (0, None),
-    "train.epochs": (1, 10**6), "train.batch_size": (1, 10**8), "train.seed": (0, 2**32 - 1),
-    "train.patience": (0, 10**6), "train.min_delta": (0, None), "train.checkpoint_every": (0, 10**6),
-    "train.record_every": (0, 10**6), "train.histogram_every": (1, 10**6),
-    "train.eval_batch_size": (1, 10**8),
-}
-# Keys whose low bound is exclusive: the value must be > low (0 would break the run).
-EXCLUSIVE_LOW = {"model.max_norm", "optim.clip_value", "optim.clip_norm", "optim.global_clip_norm", "optim.schedule.factor",
-                 "optim.schedule.div_factor", "optim.schedule.final_div_factor"}
-INT_LIMIT = 2**53            # no integer setting needs more; huge ones fail here, not deep in torch
-MAX_NESTING = 16             # TOML / --set values nest no deeper (deeper is an attack or a typo)
+def _walk(cls: type, prefix: str) -> dict[str, Key]:
+    """The keys of section ``cls`` and its subsections, dotted name -> :class:`Key`."""
+    out: dict[str, Key] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name, tp = f"{prefix}.{f.name}" if prefix else f.name, hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(_walk(tp, name))
+            continue
+        if "key" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with config.key()")
+        out[name] = dataclasses.replace(f.metadata["key"], name=name, type=tp,
+                                        data=name.startswith("data."))
+    return out
 
-# What a resume may change (applied and written to config.toml); every other key shapes the run
-# and is part of its fingerprint. ``name`` and ``tune`` do not shape a training run.
-RESUME_ALLOWED = ("train.epochs", "train.patience", "train.progress", "train.device",
-                  "train.checkpoint_every", "train.eval_batch_size", "train.record_every",
-                  "train.tensorboard", "train.histogram_every", "data.data_dir", "name")
-NOT_SHAPING = RESUME_ALLOWED + ("tune",)
 
-# For the memory estimate: features and images of each dataset (synthetic: the generator's default).
+KEYS: dict[str, Key] = _walk(RunConfig, "")
+"""Every config key, dotted name -> :class:`Key`: the one table the rest is derived from."""
+PER_MODEL_KEYS: frozenset[str] = frozenset(k for k, s in KEYS.items() if s.per_model)
+"""Keys that may differ between the K models of one stack (plus each model's seed)."""
+RESUME_KEYS: tuple[str, ...] = tuple(k for k, s in KEYS.items() if s.resume)
+"""Keys a resume may change (applied and written to config.toml); the others are fingerprinted."""
+DATA_KEYS: tuple[str, ...] = tuple(k for k, s in KEYS.items() if s.data)
+# The flat optimizer's (K, 1) columns: OptimConfig's plain numbers. The clipping thresholds (optional)
+# are applied by flat.clip_, not by the update rule.
+OPTIM_HYPERS: tuple[str, ...] = tuple(k.split(".", 1)[1] for k, s in KEYS.items()
+                                      if k.count(".") == 1 and k.startswith("optim.")
+                                      and s.type is float)
+# hidden_sizes folds model.depth, model.width and model.hidden into one list of widths
+_FOLDED = ("model.depth", "model.width", "model.hidden")
+# The model keys that shape a stacked model (see shape_of), "model." left off
+SHAPE_KEYS: tuple[str, ...] = tuple(k.split(".", 1)[1] for k, s in KEYS.items()
+                                    if k.startswith("model.") and not s.per_model
+                                    and k not in _FOLDED)
+
+
+def hidden_sizes(cfg: ModelConfig) -> list[int]:
+    """The widths of the hidden layers: ``cfg.hidden`` if given, else ``depth`` x ``width``."""
+    return list(cfg.hidden) if cfg.hidden is not None else [cfg.width] * cfg.depth
+
+
+def shape_of(cfg: ModelConfig) -> dict[str, Any]:
+    """What must be equal for two model configs to be stacked (the model keys that are not
+    per-model; depth x width and an equal ``hidden`` list are one shape)."""
+    return {"hidden": hidden_sizes(cfg), **{k: getattr(cfg, k) for k in SHAPE_KEYS}}
+
+
+def get(cfg: RunConfig, dotted: str) -> Any:
+    """The value of a dotted key, e.g. ``get(cfg, "optim.schedule.name")``."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def stack_signature(cfg: RunConfig) -> dict[str, Any]:
+    """Every key that is not per-model (data keys included), as dotted key -> value: what two
+    configs must share to train in one stack. depth x width and ``hidden`` count as one shape."""
+    out = {k: get(cfg, k) for k, s in KEYS.items()
+           if s.trains and not s.per_model and k not in _FOLDED}
+    out["model.hidden"] = hidden_sizes(cfg.model)
+    return out
+
+
+def group_key(cfg: RunConfig) -> str:
+    """A short hash of :func:`stack_signature`: configs with one group key train in one stack."""
+    text = json.dumps(stack_signature(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def describe_keys(keep: typing.Callable[[Key], bool] = lambda k: True, detail: bool = False) -> str:
+    """The keys ``keep`` selects, for help texts: their names grouped by section (one line each),
+    or with ``detail`` one line per key: name, type, default, allowed values, what it does."""
+    keys = [s for s in KEYS.values() if keep(s)]
+    if detail:
+        lines = []
+        for s in keys:
+            default = NONE if s.default is None else json.dumps(s.default)
+            span = f"; {s.span()}" if s.span() else ""
+            lines.append(f"  {s.name} = {default}{span}: {s.help}")
+        return "\n".join(lines)
+    sections: dict[str, list[str]] = {}
+    for s in keys:
+        head, _, tail = s.name.rpartition(".")
+        sections.setdefault(head, []).append(tail)
+    return "\n".join(f"  {head or '(top)'}: {', '.join(names)}" for head, names in sections.items())
+
+
+# For the memory estimate: features and images of each dataset (synthetic: the generator's
+# default; a file is unknown until read: counted as nothing, so only what is known is refused).
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (784, 70000), "fashion-mnist": (784, 70000),
-                                              "cifar10": (3072, 60000), "synthetic": (20, 1400)}
+                                              "cifar10": (3072, 60000), "synthetic": (20, 1400),
+                                              "file": (1, 0)}
 
 
 NONE = "none"   # how an optional value that is switched off is written in TOML (which has no null)
@@ -339,7 +538,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 def _validate(obj: Any, prefix: str) -> None:
     """Check (and coerce in place: ints where floats are expected) every field of a section.
 
-    The one place the rules of ``CHOICES`` and ``RANGES`` are applied, whether the section came
+    The one place the rules of :data:`KEYS` are applied, whether the section came
     from TOML, ``--set`` or Python code. A nested section given as a dict is built from it.
     """
     for f in dataclasses.fields(obj):
@@ -353,44 +552,73 @@ def _validate(obj: Any, prefix: str) -> None:
                 raise ConfigError(f"{key}: expected a [{key}] table, got {value!r}")
         else:
             value = _coerce(value, tp, key)
-            _check_value(key, value)
+            KEYS[key].check(value)
         object.__setattr__(obj, f.name, value)
-
-
-def _check_value(key: str, value: Any) -> None:
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"{key} = {value!r} is not allowed; choose one of: "
-                          f"{', '.join(CHOICES[key])}")
-    if key not in RANGES or value is None:
-        return
-    lo, hi = RANGES[key]
-    for i, v in enumerate(value if isinstance(value, list) else [value]):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            continue
-        name = f"{key}[{i}]" if isinstance(value, list) else key
-        if key in EXCLUSIVE_LOW and lo is not None and v <= lo:
-            raise ConfigError(f"{name} = {v!r} is out of range; it must be > {lo} (or left out)")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            span = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            raise ConfigError(f"{name} = {v!r} is out of range; it must lie in {span}")
 
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
+DATA_SUFFIXES = (".npz", ".csv", ".parquet")   # what data.name = "file" reads
+
+
 def _check_consistency(cfg: RunConfig) -> None:
-    m, s = cfg.model, cfg.optim.schedule
+    """The rules that tie keys together (each key's own bounds are :meth:`Key.check`'s): settings
+    that are each in range but together break a run, refused before any work starts."""
+    d, m, o, s, t = cfg.data, cfg.model, cfg.optim, cfg.optim.schedule, cfg.train
     if s.name == "piecewise" and len(s.values) != len(s.boundaries) + 1:
         raise ConfigError("optim.schedule: piecewise needs len(values) == len(boundaries) + 1, got "
                           f"{len(s.values)} values and {len(s.boundaries)} boundaries")
-    if m.hidden is not None and len(m.hidden) > RANGES["model.depth"][1]:
-        raise ConfigError(f"model.hidden has {len(m.hidden)} layers; at most "
-                          f"{RANGES['model.depth'][1]}")
-    if m.activation == "leaky_relu" and m.activation_param is not None and m.activation_param < 0:
-        raise ConfigError("model.activation_param: the leaky_relu slope must be >= 0")
-    if cfg.data.classes is not None and len(set(cfg.data.classes)) < 2:
-        raise ConfigError(f"data.classes = {cfg.data.classes}: a classifier needs 2 or more classes")
+    depth = KEYS["model.depth"]
+    if m.hidden is not None and len(m.hidden) > typing.cast(float, depth.hi):
+        raise ConfigError(f"model.hidden has {len(m.hidden)} layers; at most {_number(depth.hi)} "
+                          "(model.depth's bound)")
+    if m.activation in ("leaky_relu", "elu") and m.activation_param is not None \
+            and m.activation_param < 0:
+        raise ConfigError(f"model.activation_param = {m.activation_param}: the {m.activation} "
+                          f"{'slope' if m.activation == 'leaky_relu' else 'alpha'} must be >= 0")
+    if m.init == "normal" and m.init_value <= 0:
+        raise ConfigError(f"model.init_value = {m.init_value}: init = 'normal' takes it as the "
+                          "std, which must be > 0 (e.g. 0.05)")
+    if (m.batch_norm != "none" or m.input_batch_norm) and m.bn_epsilon <= 0:
+        raise ConfigError(f"model.bn_epsilon = {m.bn_epsilon}: batch norm divides by "
+                          "sqrt(var + bn_epsilon); it must be > 0 (Keras' 1e-3)")
+    if o.name == "ftrl" and o.initial_accumulator <= 0:
+        raise ConfigError(f"optim.initial_accumulator = {o.initial_accumulator}: ftrl divides by "
+                          "its power (a weight whose gradient is 0 becomes 0/0); it must be > 0 "
+                          "(Keras' 0.1)")
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise ConfigError("optim.nesterov = true needs optim.momentum > 0 (the book uses 0.9)")
+    peak = max([o.lr, s.max_lr or 0.0, *s.values]) if s.name != "none" else o.lr
+    if o.name == "adamw" and peak * o.weight_decay >= 1:
+        raise ConfigError(f"optim.weight_decay = {o.weight_decay} with a rate of {peak}: adamw "
+                          "scales each weight by (1 - lr * weight_decay) every step, which must "
+                          "stay > 0: lower one of them")
+    if d.valid_size == 0 and t.monitor.startswith("val_"):
+        raise ConfigError(f"train.monitor = {t.monitor!r} needs a validation split but "
+                          "data.valid_size = 0: set data.valid_size > 0 or train.monitor = "
+                          f"{t.monitor[4:]!r}")
+    if d.valid_size == 0 and s.name == "performance":
+        raise ConfigError("optim.schedule.name = 'performance' watches val_loss but "
+                          "data.valid_size = 0: set data.valid_size > 0 or another schedule")
+    if d.limit is not None and t.batch_size > d.limit:
+        raise ConfigError(f"train.batch_size = {t.batch_size} is larger than the whole training "
+                          f"set (data.limit = {d.limit}); use a batch of at most {d.limit}")
+    if d.name == "file" and d.path is None:
+        raise ConfigError("data.name = 'file' needs data.path, a .npz, .csv or .parquet file")
+    if d.path is not None:
+        if d.name != "file":
+            raise ConfigError(f"data.path is read only when data.name = 'file' (it is "
+                              f"{d.name!r}); set data.name = 'file' or leave data.path out")
+        if not d.path.lower().endswith(DATA_SUFFIXES):
+            raise ConfigError(f"data.path = {d.path!r}: expected a file ending in "
+                              f"{', '.join(DATA_SUFFIXES)}")
+    if d.label is not None and (d.path is None or d.path.lower().endswith(".npz")):
+        raise ConfigError("data.label names the label column of a .csv or .parquet data.path; "
+                          "a .npz file holds its labels in y")
+    if d.classes is not None and len(set(d.classes)) < 2:
+        raise ConfigError(f"data.classes = {d.classes}: a classifier needs 2 or more classes")
     if not cfg.name or any(ord(c) < 32 for c in cfg.name) or len(cfg.name) > 200:
         raise ConfigError(f"name = {cfg.name[:40]!r}: give a name of 1 to 200 printable "
                           "characters")
@@ -398,10 +626,9 @@ def _check_consistency(cfg: RunConfig) -> None:
 
 
 def _layer_sizes(cfg: RunConfig) -> list[int]:
-    m = cfg.model
     features, _ = DATASET_SHAPES.get(cfg.data.name, (784, 70000))
     classes = len(cfg.data.classes) if cfg.data.classes else 10
-    return [features, *(m.hidden if m.hidden is not None else [m.width] * m.depth), classes]
+    return [features, *hidden_sizes(cfg.model), classes]
 
 
 def estimate_bytes(cfg: RunConfig) -> int:
@@ -560,9 +787,9 @@ def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def shaping(cfg: RunConfig) -> dict[str, Any]:
-    """Every setting that shapes a run (all but ``NOT_SHAPING``), as dotted key -> value."""
-    return {k: v for k, v in flatten(cfg.to_dict()).items()
-            if not any(k == n or k.startswith(n + ".") for n in NOT_SHAPING)}
+    """Every setting a resume may not change (all keys but :data:`RESUME_KEYS`), as dotted
+    key -> value, in :meth:`RunConfig.to_dict`'s form (a None left at its default is absent)."""
+    return {k: v for k, v in flatten(cfg.to_dict()).items() if not KEYS[k].resume}
 
 
 def fingerprint(cfg: RunConfig) -> str:

@@ -24,15 +24,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dnnlab.config import ModelConfig
+from dnnlab.config import ModelConfig, hidden_sizes
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.nn.activations import make_activation
 from dnnlab.nn.init import init_
-
-
-def hidden_sizes(cfg: ModelConfig) -> list[int]:
-    """The widths of the hidden layers: ``cfg.hidden`` if given, else ``depth`` x ``width``."""
-    return list(cfg.hidden) if cfg.hidden is not None else [cfg.width] * cfg.depth
 
 
 def _batch_norm(n: int, cfg: ModelConfig) -> nn.BatchNorm1d:

@@ -44,19 +44,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dnnlab.config import OPTIMIZERS, OptimConfig
+from dnnlab.config import OPTIM_HYPERS, OPTIMIZERS, OptimConfig
 from dnnlab.errors import ConfigError
 
 KERAS_NADAM_MOMENTUM_DECAY = 1.0     # torch's name for the exponent scale of Nadam's mu schedule
 
-# the OptimConfig fields that may differ between the K models (each becomes a (K, 1) column)
-PER_MODEL = ("lr", "momentum", "beta1", "beta2", "rho", "eps", "weight_decay",
-             "initial_accumulator", "l1", "l2", "lr_power")
-
 
 def hypers_of(configs: list[OptimConfig]) -> dict[str, np.ndarray]:
-    """The per-model hyperparameters of K optimizer configs, as K-vectors."""
-    return {k: np.array([getattr(c, k) for c in configs], dtype=np.float64) for k in PER_MODEL}
+    """The hyperparameters of K optimizer configs (:data:`~dnnlab.config.OPTIM_HYPERS`), as
+    K-vectors: each becomes a (K, 1) column of the update."""
+    return {k: np.array([getattr(c, k) for c in configs], dtype=np.float64) for k in OPTIM_HYPERS}
 
 
 def _col(values: np.ndarray, like: Tensor) -> Tensor:
@@ -137,7 +134,7 @@ def _pow(x: Tensor, power: float, out: Tensor) -> Tensor:
 class FlatOptimizer:
     """One optimizer over the (K, N) parameter buffer ``p`` with gradient buffer ``g``.
 
-    ``hypers`` maps each name in ``PER_MODEL`` to K host values (see :func:`hypers_of`);
+    ``hypers`` maps each name in ``OPTIM_HYPERS`` to K host values (see :func:`hypers_of`);
     ``nesterov`` is shared. The gradient buffer is used as scratch: it is garbage after
     :meth:`step`.
     """

@@ -6,7 +6,7 @@ What this adds around :func:`dnnlab.train.fit`, so a run directory can be truste
 - **Checked resume**: a new run records the config it started with in ``checkpoints/start.json``
   (with its :func:`~dnnlab.config.fingerprint`). ``--resume`` compares the run's ``config.toml``
   and any config file or ``--set`` given with it against that record, and refuses any change
-  except those of :data:`~dnnlab.config.RESUME_ALLOWED` (more epochs, another patience, device,
+  except those of :data:`~dnnlab.config.RESUME_KEYS` (more epochs, another patience, device,
   progress, checkpoint interval ...), which are applied and written to ``config.toml``.
 - **A damaged checkpoint** is refused with one line naming the file (the resume state is
   checked name by name and shape by shape in :func:`dnnlab.train.state.restore`).
@@ -24,8 +24,8 @@ from typing import Any
 
 from dnnlab import data as datasets   # called through the module, so tests can stand in data
 from dnnlab import io, rundir
-from dnnlab.config import (NOT_SHAPING, RESUME_ALLOWED, RunConfig, changed_keys, fingerprint,
-                           flatten, from_dict, load_config, replace)
+from dnnlab.config import (KEYS, RESUME_KEYS, RunConfig, changed_keys, fingerprint, flatten,
+                           from_dict, load_config, replace)
 from dnnlab.errors import DnnlabError
 from dnnlab.train.driver import fit
 
@@ -39,7 +39,7 @@ def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
 
 
 def _allowed(key: str) -> bool:
-    return any(key == n or key.startswith(n + ".") for n in NOT_SHAPING)
+    return KEYS[key].resume
 
 
 def write_start(run_dir: Path, cfg: RunConfig) -> Path:
@@ -74,7 +74,7 @@ def _refuse(run_dir: Path, reference: RunConfig, other: RunConfig, where: str) -
     first = f"{bad[0]}: {was.get(bad[0], '(default)')!r} -> {now.get(bad[0], '(default)')!r}"
     raise DnnlabError(f"--resume {run_dir}: {where} changes what shapes the run "
                       f"({', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}; {first}); a resume "
-                      f"may change only {', '.join(RESUME_ALLOWED)}: start a new run instead")
+                      f"may change only {', '.join(RESUME_KEYS)}: start a new run instead")
 
 
 def resume_config(run_dir: str | Path, config: str | Path | None = None,
@@ -82,7 +82,7 @@ def resume_config(run_dir: str | Path, config: str | Path | None = None,
     """The config to continue ``run_dir`` with, checked against the one it started with.
 
     ``config`` (a TOML file, default the run's own ``config.toml``), ``overrides`` (``--set``)
-    and ``changes`` (dotted key -> value, from flags) may change only ``RESUME_ALLOWED`` keys;
+    and ``changes`` (dotted key -> value, from flags) may change only ``RESUME_KEYS``;
     any other difference raises :class:`DnnlabError` naming the changed keys.
     """
     run_dir = Path(run_dir)

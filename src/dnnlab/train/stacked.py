@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dnnlab.config import ModelConfig
+from dnnlab.config import ModelConfig, shape_of
 from dnnlab.data.batching import batch_slices
 from dnnlab.errors import ConfigError
 from dnnlab.nn.activations import RRELU_LOWER, RRELU_UPPER, activation_fn, activation_grad
@@ -48,16 +48,6 @@ from dnnlab.nn.mlp import MLP, hidden_sizes
 
 ALPHA_DROPOUT = 1.7580993408473766          # -selu_scale * selu_alpha, torch's and Keras' constant
 _aten = torch.ops.aten
-
-
-def shape_of(cfg: ModelConfig) -> dict:
-    """What must be equal for two model configs to be stacked (everything else can differ)."""
-    return {"hidden": hidden_sizes(cfg), "activation": cfg.activation,
-            "activation_param": cfg.activation_param, "batch_norm": cfg.batch_norm,
-            "input_batch_norm": cfg.input_batch_norm, "bn_momentum": cfg.bn_momentum,
-            "bn_epsilon": cfg.bn_epsilon, "dropout_kind": cfg.dropout_kind,
-            "dropout_layers": cfg.dropout_layers,
-            "output_activation": cfg.output_activation}
 
 
 def dropout_seed(seed: int) -> int:
