@@ -1,4 +1,5 @@
-"""ONNX export: onnxruntime gives dnnlab's logits (1e-5) for every activation, BN and dropout variant."""
+"""ONNX export: onnxruntime gives dnnlab's logits for every activation, BN and dropout variant,
+within float32 rounding of the logits' magnitude (1e-5 at these tests' small logits)."""
 
 import sys
 
@@ -6,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from dnnlab import export
 from dnnlab.cli import main
-from dnnlab.config import ACTIVATIONS, ModelConfig, load_config
+from dnnlab.config import ACTIVATIONS, ModelConfig, RunConfig, load_config, replace, to_toml
 from dnnlab.data import load_from_config, synthetic
 from dnnlab.errors import DnnlabError
-from dnnlab.export import export_model, export_run, onnx_logits
+from dnnlab.export import CHECK_ROWS, EPS32, OPSETS, TOLERANCE_EPS, export_model, export_run, onnx_logits
+from dnnlab.io import write_text
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train.checkpoint import load_model, save_model
 
@@ -41,13 +44,15 @@ def _trained_looking(cfg: ModelConfig, seed: int = 0):
 
 
 def _check(model, tmp_path):
-    path, diff = export_model(model, tmp_path / "m.onnx", DATA.n_features)
+    """Export verified on the validation rows; the graph must then give dnnlab's logits on the
+    test rows, which the export never saw, and with any batch size."""
+    path, diff, tol, rows = export_model(model, tmp_path / "m.onnx", DATA.valid.x)
+    assert rows == len(DATA.valid.x) and diff <= tol
     x = DATA.test.x
     ours = model.eval()(torch.as_tensor(x)).detach().numpy()
     theirs = onnx_logits(path, x)
     assert theirs.shape == (len(x), DATA.n_classes)
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=ATOL)
-    assert diff <= ATOL
     # a free batch size: one row, and an odd number of rows
     np.testing.assert_allclose(onnx_logits(path, x[:1]), ours[:1], rtol=0, atol=ATOL)
     np.testing.assert_allclose(onnx_logits(path, x[:37]), ours[:37], rtol=0, atol=ATOL)
@@ -81,20 +86,88 @@ def test_dropout_on_the_last_layer_only_and_max_norm(tmp_path):
 
 def test_export_keeps_the_model_mode(tmp_path):
     model = _trained_looking(ModelConfig(depth=1, width=8, dropout=0.2), seed=4).train()
-    export_model(model, tmp_path / "m.onnx", DATA.n_features)
+    export_model(model, tmp_path / "m.onnx", DATA.valid.x)
     assert model.training and all(m.training for m in model.modules())
 
 
-def test_saved_model_round_trip_through_export_run(tmp_path):
-    model = _trained_looking(ModelConfig(depth=2, width=16, activation="rrelu", batch_norm="before",
-                                         dropout=0.2, dropout_kind="alpha"), seed=5)
+def _run_dir(tmp_path, model_cfg: ModelConfig, seed: int = 0):
+    """A run directory as `dnnlab train` leaves it for export: config.toml naming the data (the
+    built-in synthetic set) and model.safetensors; returns it with that data."""
+    cfg = replace(RunConfig(), **{"data.name": "synthetic", "data.valid_size": 200})
+    data = load_from_config(cfg.data, progress=False)
     run = tmp_path / "run"
+    write_text(run / "config.toml", to_toml(cfg))
+    model = build_mlp(model_cfg, data.n_features, data.n_classes, seed=seed)
     save_model(model, run / "model.safetensors")
-    path, _ = export_run(run)
-    assert path == run / "model.onnx"
+    return run, data
+
+
+def test_saved_model_round_trip_through_export_run(tmp_path):
+    run, data = _run_dir(tmp_path, ModelConfig(depth=2, width=16, activation="rrelu",
+                                               batch_norm="before", dropout=0.2, dropout_kind="alpha"))
+    done = export_run(run)
+    assert done.path == run / "model.onnx"
+    assert done.rows == min(CHECK_ROWS, len(data.test))       # checked on the run's own test rows
     again = load_model(run / "model.safetensors").eval()
+    x = data.test.x
+    np.testing.assert_allclose(onnx_logits(done.path, x),
+                               again(torch.as_tensor(x)).detach().numpy(), rtol=0, atol=ATOL)
+
+
+def test_the_tolerance_is_float32_rounding_of_the_logits_magnitude():
+    assert export.tolerance(np.array([[32.0, -3.0], [1.0, 0.5]])) == pytest.approx(TOLERANCE_EPS * EPS32 * 32)
+    assert export.tolerance(np.array([[-40.0, 2.0]])) == pytest.approx(TOLERANCE_EPS * EPS32 * 40)
+    # small logits: activations are still of order 1, so the floor is one logit unit
+    assert export.tolerance(np.array([[0.01, -0.02]])) == pytest.approx(TOLERANCE_EPS * EPS32)
+
+
+def test_large_logits_export_and_a_real_mismatch_is_refused(tmp_path, monkeypatch):
+    """The README's model reaches logits near 30, where float32 rounding alone is ~1e-5 (the old
+    absolute 1e-5 refused it); a mismatch far above rounding is still refused, nothing written."""
+    model = _trained_looking(ModelConfig(depth=5, width=100, activation="elu"), seed=6)
+    x = DATA.valid.x
+    with torch.no_grad():                            # the largest |logit| becomes 30
+        scale = 30.0 / float(model(torch.as_tensor(x)).abs().max())
+        model.head.weight.mul_(scale)
+        model.head.bias.mul_(scale)
+    big = float(np.abs(model(torch.as_tensor(x)).detach().numpy()).max())
+    assert big == pytest.approx(30.0, rel=1e-3)
+    rounding = 4 * EPS32 * big                       # a few epsilons of the logits: accepted
+    real = onnx_logits
+    monkeypatch.setattr(export, "onnx_logits", lambda m, rows: real(m, rows) + rounding)
+    done = export_model(model, tmp_path / "ok.onnx", x)
+    assert done.path.is_file() and 1e-5 < done.diff <= done.tolerance
+    mismatch = 1e-3 * big                            # a 0.1 % error of the logits: refused
+    monkeypatch.setattr(export, "onnx_logits", lambda m, rows: real(m, rows) + mismatch)
+    with pytest.raises(DnnlabError, match=r"differ from dnnlab's by up to .* on 64 rows \(tolerance"):
+        export_model(model, tmp_path / "bad.onnx", x)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", [OPSETS.start, OPSETS.stop - 1])
+def test_the_first_and_last_opsets_export(opset, tmp_path):
+    model = _trained_looking(ModelConfig(depth=2, width=16, batch_norm="after"), seed=7)
+    path = export_model(model, tmp_path / "m.onnx", DATA.valid.x, opset=opset).path
     np.testing.assert_allclose(onnx_logits(path, DATA.test.x),
-                               again(torch.as_tensor(DATA.test.x)).detach().numpy(), rtol=0, atol=ATOL)
+                               model(torch.as_tensor(DATA.test.x)).detach().numpy(), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("opset", [OPSETS.start - 1, OPSETS.stop, 99])
+def test_an_unsupported_opset_is_one_line(opset, tmp_path, capsys):
+    run, _ = _run_dir(tmp_path, ModelConfig(depth=1, width=8))
+    assert main(["export", str(run), "--opset", str(opset)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"dnnlab: error: --opset {opset} is not supported; choose an ONNX opset from "
+                   f"{OPSETS.start} to {OPSETS.stop - 1} (default 17)\n")
+    assert not (run / "model.onnx").exists()
+
+
+def test_a_run_without_config_is_one_line(tmp_path, capsys):
+    save_model(build_mlp(ModelConfig(depth=1, width=4), 3, 2), tmp_path / "model.safetensors")
+    assert main(["export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no config.toml, which names the data the export is checked on" in err
+    assert err.count("\n") == 1
 
 
 def test_cli_exports_a_real_training_run(tmp_path, capsys):
@@ -106,7 +179,9 @@ def test_cli_exports_a_real_training_run(tmp_path, capsys):
     assert main(["train", str(cfg_path), "--out", str(run), "--threads", "1"]) == 0
     out = tmp_path / "exported" / "syn.onnx"
     assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
-    assert f"to {out}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"to {out}" in printed
+    assert f"on {CHECK_ROWS} test rows onnxruntime matches dnnlab within" in printed
     cfg = load_config(run / "config.toml")
     x = load_from_config(cfg.data, progress=False).test.x
     model = load_model(run / "model.safetensors").eval()
@@ -126,8 +201,9 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
 
 
 def test_missing_optional_dependency_says_how_to_install(tmp_path, monkeypatch):
-    save_model(build_mlp(ModelConfig(depth=1, width=4), 3, 2), tmp_path / "model.safetensors")
+    run, _ = _run_dir(tmp_path, ModelConfig(depth=1, width=4))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)   # makes `import onnxruntime` fail
-    with pytest.raises(DnnlabError, match=r"needs the 'onnxruntime' package.*pip install 'dnnlab\[export\]'"):
-        export_run(tmp_path)
-    assert not (tmp_path / "model.onnx").exists()
+    with pytest.raises(DnnlabError, match=r"needs the 'onnxruntime' package.*"
+                                          r"pip install -e '\.\[export\]' in the dnnlab checkout"):
+        export_run(run)
+    assert not (run / "model.onnx").exists()

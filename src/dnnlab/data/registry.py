@@ -90,8 +90,7 @@ SPECS: dict[str, Spec] = {
 }
 
 GENERATED = "synthetic"
-FILE = "file"     # the user's own .npz, .csv or .parquet (dnnlab.data.files)
-NAMES = (*SPECS, GENERATED, FILE)
+NAMES = (*SPECS, GENERATED)
 
 
 def cache_root() -> Path:

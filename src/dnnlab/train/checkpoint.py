@@ -32,6 +32,7 @@ from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
 
 META_KEY = "dnnlab"
+MODEL_FILE = "model.safetensors"   # a run directory's final model (see load_model)
 SUM_KEY = META_KEY + ".sha256"
 
 
@@ -171,13 +172,32 @@ def save_model(model: torch.nn.Module, path: str | Path, meta: dict[str, Any] | 
     return save(path, model.state_dict(), info)
 
 
+def model_file(path: str | Path) -> Path:
+    """The model file ``path`` names: the file itself, or a run directory's ``model.safetensors``.
+
+    Users hold run directories (``dnnlab train`` prints one), so every reader of a model takes
+    either; a directory without the file is one error saying which file was looked for.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if not (path / MODEL_FILE).is_file():
+        raise DnnlabError(f"{path} holds no {MODEL_FILE}; pass the directory of a finished "
+                          "`dnnlab train` run (or a sweep's variant directory), or a model file")
+    return path / MODEL_FILE
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild an MLP saved with :func:`save_model` and load its weights.
+
+    Args:
+        path: a model file, or a run directory (its ``model.safetensors``, the final model).
+        device: where the model goes (default the CPU).
 
     The description (config, sizes) and every tensor's name and shape are checked before any
     weight is loaded; a damaged or hand-edited file is one error naming it.
     """
-    path = Path(path)
+    path = model_file(path)
     tensors, meta = load(path)
     if meta.get("kind") != "mlp":
         raise DnnlabError(f"{path} holds weights without an MLP description; load it with "
