@@ -78,7 +78,8 @@ def serve_fashion(server, monkeypatch):
 def cifar_archive(bins, extra=None):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in {**{f"cifar-10-batches-bin/{k}": v for k, v in bins.items()}, **(extra or {})}.items():
+        members = {**{f"cifar-10-batches-bin/{k}": v for k, v in bins.items()}, **(extra or {})}
+        for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -128,7 +129,8 @@ def test_a_damaged_download_raises_and_caches_nothing(mirror, monkeypatch, tmp_p
     target = mirror.root / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
     if damage == "tampered":
         target.write_bytes(gzip.compress(encode_idx(np.full(10, 3, np.uint8))))
-        expected = r"t10k-labels-idx1-ubyte.gz from http://127.0.0.1:\d+/fashion-mnist/.* failed its sha256 check"
+        expected = (r"t10k-labels-idx1-ubyte.gz from http://127.0.0.1:\d+/fashion-mnist/.* failed its "
+                    "sha256 check")
     elif damage == "truncated-file":
         target.write_bytes(target.read_bytes()[:-8])
         expected = "not a complete gzip file"
@@ -186,7 +188,8 @@ def test_offline_error_names_every_place_and_the_fix(monkeypatch, tmp_path):
     msg = str(err.value)
     for part in ("dataset 'cifar10' not found", f"{tmp_path / 'mine'} (data_dir)",
                  f"{tmp_path / 'env'} ($DNNLAB_DATA_DIR)", f"{tmp_path / 'cache'} (cache)",
-                 "the download failed: http://127.0.0.1:1/cifar10/cifar-10-binary.tar.gz could not be reached",
+                 "the download failed: http://127.0.0.1:1/cifar10/cifar-10-binary.tar.gz could not be "
+                 "reached",
                  "pass --data-dir DIR or set DNNLAB_DATA_DIR", "cifar10.npz or cifar-10-binary.tar.gz"):
         assert part in msg
     with pytest.raises(DataError, match=r"\$DNNLAB_DATA_DIR \(not set\).*downloading is turned off"):
@@ -206,7 +209,8 @@ def test_lookup_order_prefers_data_dir_then_env_then_cache_then_package(monkeypa
         (tmp_path / where).mkdir()
         np.savez(tmp_path / where / "mnist.npz", x_train=x, y_train=y, x_test=x, y_test=y)
     monkeypatch.setenv("DNNLAB_DATA_DIR", str(tmp_path / "env"))
-    assert load_dataset("mnist", data_dir=tmp_path / "mine", valid_size=5).source == str(tmp_path / "mine" / "mnist.npz")
+    mine = load_dataset("mnist", data_dir=tmp_path / "mine", valid_size=5)
+    assert mine.source == str(tmp_path / "mine" / "mnist.npz")
     assert load_dataset("mnist", valid_size=5).source == str(tmp_path / "env" / "mnist.npz")
     monkeypatch.delenv("DNNLAB_DATA_DIR")
     with pytest.raises(DataError, match="mnist.npz does not match its known sha256"):

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from dnnlab.data import dataset_status, load_dataset
-from dnnlab.data.formats import (check_tar_members, encode_cifar, encode_idx, parse_cifar,
-                                 parse_idx, read_cifar_tar)
+from dnnlab.data.formats import (
+    check_tar_members,
+    encode_cifar,
+    encode_idx,
+    parse_cifar,
+    parse_idx,
+    read_cifar_tar,
+)
 from dnnlab.errors import DataError
 
 RNG = np.random.default_rng(7)
@@ -42,8 +48,8 @@ def write_idx(folder, arrays, gz=True):
 def cifar_bins(n_per_batch=3):
     x = RNG.integers(0, 256, (6 * n_per_batch, 32, 32, 3), dtype=np.uint8)
     y = np.arange(6 * n_per_batch, dtype=np.uint8) % 10
-    bins = {name: encode_cifar(x[i * n_per_batch:(i + 1) * n_per_batch], y[i * n_per_batch:(i + 1) * n_per_batch])
-            for i, name in enumerate(BINS)}
+    part = [slice(i * n_per_batch, (i + 1) * n_per_batch) for i in range(len(BINS))]
+    bins = {name: encode_cifar(x[part[i]], y[part[i]]) for i, name in enumerate(BINS)}
     return x, y, bins
 
 

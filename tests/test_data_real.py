@@ -98,7 +98,8 @@ def test_fashion_mnist_idx_files_load_like_the_npz(tmp_path):
 @pytest.mark.slow
 def test_cifar10_from_the_shared_folder():
     ds = load_dataset("cifar10", data_dir=SHARED, download=False)
-    assert (ds.train.x.shape, ds.valid.x.shape, ds.test.x.shape) == ((45000, 3072), (5000, 3072), (10000, 3072))
+    shapes = (ds.train.x.shape, ds.valid.x.shape, ds.test.x.shape)
+    assert shapes == ((45000, 3072), (5000, 3072), (10000, 3072))
     assert ds.image_shape == (32, 32, 3)
     mean, std = channel_stats(ds.valid.x, ds.train.x, channels=3)
     np.testing.assert_allclose(mean, [0.4914, 0.4822, 0.4465], atol=1e-3)
@@ -120,6 +121,7 @@ def test_cifar10_rebuilds_the_official_binary_batches_and_status_is_ok():
         part = slice(10000 * i, 10000 * (i + 1))
         data = encode_cifar(arrays["x_train"][part], arrays["y_train"][part])
         assert hashlib.md5(data).hexdigest() == spec.checksums[f"data_batch_{i + 1}.bin"]
-    assert hashlib.md5(encode_cifar(arrays["x_test"], arrays["y_test"])).hexdigest() == spec.checksums["test_batch.bin"]
+    test_bytes = encode_cifar(arrays["x_test"], arrays["y_test"])
+    assert hashlib.md5(test_bytes).hexdigest() == spec.checksums["test_batch.bin"]
     rows = {r["name"]: r for r in dataset_status(SHARED)}
     assert [rows[n]["checksum"] for n in ("mnist", "fashion-mnist", "cifar10")] == ["ok"] * 3

@@ -32,7 +32,8 @@ def test_valid_is_the_first_images_and_test_the_official_test_set(tiny):
     assert ds.train.x.flags.c_contiguous and ds.mean is None and ds.std is None
     assert ds.image_shape == (6, 6) and ds.n_features == 36 and ds.n_classes == 10
     ds.train.x[0, 0] = -1.0          # the in-process cache hands out fresh float arrays
-    assert load_dataset("mnist", data_dir=folder, valid_size=50).train.x[0, 0] == x[50, 0, 0] / np.float32(255)
+    again = load_dataset("mnist", data_dir=folder, valid_size=50)
+    assert again.train.x[0, 0] == x[50, 0, 0] / np.float32(255)
 
 
 def test_class_subset_is_kept_in_every_split_and_relabelled_in_order(tiny):
@@ -162,19 +163,29 @@ def test_from_arrays_builds_a_dataset_and_flattens_images():
     ((np.zeros(3), [0, 1, 1], np.zeros((2, 1)), [0, 1]),
      r"x_train has shape \(3,\); expected \(N, features\)"),
     ((np.zeros((3, 4)), [0, 0, 0], np.zeros((2, 4)), [0, 0]),
-     "the labels hold 1 class; a classifier needs 2 or more"),
+     "from_arrays: the training split holds class '0' only; a classifier needs examples of 2 or "
+     "more classes"),
+    ((np.zeros((3, 4)), [1, 1, 1], np.zeros((2, 4)), [0, 1]),
+     "from_arrays: the training split holds class '1' only"),
 ])
 def test_from_arrays_errors_name_the_problem(args, message):
     with pytest.raises(DataError, match=message):
         from_arrays(*args)
 
 
-def test_from_arrays_reports_non_finite_values_with_count_and_position():
+def test_from_arrays_reports_non_finite_values_per_split_with_the_first_position():
     x = np.zeros((5, 3), np.float32)
     x[2, 1], x[4, 0] = np.nan, np.inf
-    with pytest.raises(DataError, match=r"x_valid has 2 non-finite values \(NaN or inf\), the first "
-                                        r"at row 2, column 1"):
-        from_arrays(np.zeros((4, 3)), [0, 1, 0, 1], x, [0, 1, 0, 1, 0])
+    test = np.zeros((2, 3))
+    test[1, 2] = -np.inf
+    with pytest.raises(DataError, match=r"^from_arrays: 3 non-finite values \(NaN or inf\): 0 in "
+                                        r"train, 2 in valid, 1 in test \(the first at valid row 2, "
+                                        r"column 1\); clean or impute them first$"):
+        from_arrays(np.zeros((4, 3)), [0, 1, 0, 1], x, [0, 1, 0, 1, 0], test, [0, 1])
+    big = np.zeros((4, 3))
+    big[3, 0] = 1e39                  # finite in float64, inf once float32
+    with pytest.raises(DataError, match="1 non-finite values .*: 1 in train, 0 in valid, 0 in test"):
+        from_arrays(big, [0, 1, 0, 1], np.zeros((2, 3)), [0, 1])
     with pytest.raises(DataError, match="y_test holds label 2 but class_names lists 2 classes"):
         from_arrays(np.zeros((2, 3)), [0, 1], np.zeros((2, 3)), [0, 1], np.zeros((1, 3)), [2],
                     class_names=["no", "yes"])
@@ -182,6 +193,7 @@ def test_from_arrays_reports_non_finite_values_with_count_and_position():
 
 def test_split_tensors_share_the_arrays_on_the_cpu():
     import torch
+
     from dnnlab.data import Split
     split = Split(np.arange(6, dtype=np.float32).reshape(3, 2), np.array([0, 2, 1], dtype=np.int64))
     x, y = split.tensors("cpu")
@@ -189,3 +201,59 @@ def test_split_tensors_share_the_arrays_on_the_cpu():
     assert y.tolist() == [0, 2, 1]
     split.x[0, 0] = 7.0                       # one copy of the data, not two
     assert float(x[0, 0]) == 7.0
+
+
+def test_non_finite_values_in_a_file_are_counted_per_split_naming_the_file(tmp_path):
+    x = np.ones((10, 3))
+    x[1, 2] = np.nan          # valid (the first 3 rows)
+    x[5, 0] = x[6, 1] = np.inf
+    xt = np.ones((4, 3))
+    xt[3, 0] = -np.inf
+    np.savez(tmp_path / "n.npz", x_train=x, y_train=np.arange(10) % 2, x_test=xt, y_test=[0, 1, 0, 1])
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'n.npz'}: 4 non-finite values \(NaN or inf\): "
+                                        r"2 in train, 1 in valid, 1 in test \(the first at train row 2, "
+                                        r"column 0\); clean or impute them first$"):
+        load_dataset("file", path=tmp_path / "n.npz", valid_size=3)
+
+
+def test_a_training_split_of_one_class_is_refused_at_load(tmp_path, tiny):
+    (tmp_path / "one.csv").write_text("a,kind\n" + "".join(f"{i},cat\n" for i in range(10)))
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'one.csv'}: the training split holds class "
+                                        "'cat' only; a classifier needs examples of 2 or more classes"):
+        load_dataset("file", path=tmp_path / "one.csv", valid_size=2)
+    folder, x, y = tiny          # a limit that leaves one image leaves one class
+    with pytest.raises(DataError, match=rf"the training split holds class '{y[50]}' only"):
+        load_dataset("mnist", data_dir=folder, valid_size=50, limit=1)
+
+
+def test_fingerprint_is_per_split_equal_for_equal_arrays_and_changes_with_one_pixel(tiny):
+    folder, x, y = tiny
+    a = load_dataset("mnist", data_dir=folder, valid_size=50)
+    b = load_dataset("mnist", data_dir=folder, valid_size=50)
+    fa = a.fingerprint()
+    assert set(fa) == {"train", "valid", "test"} and fa == b.fingerprint()
+    assert all(len(h) == 16 and int(h, 16) >= 0 for h in fa.values())
+    assert len(set(fa.values())) == 3
+    xs = x.copy()
+    xs[120, 3, 4] ^= 1                                   # one pixel of one training image
+    np.savez(folder / "mnist.npz", x_train=xs[:200], y_train=y[:200], x_test=xs[200:], y_test=y[200:])
+    c = load_dataset("mnist", data_dir=folder, valid_size=50)
+    fc = c.fingerprint()
+    assert fc["train"] != fa["train"] and (fc["valid"], fc["test"]) == (fa["valid"], fa["test"])
+    # the labels count too, and so do dtype and shape
+    assert from_arrays(np.zeros((4, 2)), [0, 1, 0, 1], np.zeros((2, 2)), [0, 1]).fingerprint() != \
+        from_arrays(np.zeros((4, 2)), [1, 0, 0, 1], np.zeros((2, 2)), [0, 1]).fingerprint()
+    assert from_arrays(np.zeros((4, 2)), [0, 1, 0, 1], np.zeros((2, 2)), [0, 1]).fingerprint() != \
+        from_arrays(np.zeros((2, 4)), [0, 1], np.zeros((1, 4)), [0]).fingerprint()
+
+
+def test_fingerprint_is_cached_and_follows_standardization(tiny):
+    folder, _, _ = tiny
+    ds = load_dataset("mnist", data_dir=folder, valid_size=50)
+    first = ds.fingerprint()
+    ds.train.x[0, 1] = 5.0                 # the cache: the splits are final once fingerprinted
+    assert ds.fingerprint() == first
+    std = standardized(ds)                  # a new Dataset: its own fingerprint
+    assert std.fingerprint()["train"] != first["train"]
+    standardized(ds, inplace=True)          # the arrays rewritten in place: computed again
+    assert ds.fingerprint() == std.fingerprint()

@@ -23,7 +23,7 @@ PACKAGE = SRC / "dnnlab"
 # Heavy optional dependencies (pyproject's optional-dependencies) that may be imported inside the
 # function that needs them, so that dnnlab works without them. Matched by dotted prefix.
 OPTIONAL = ("onnx", "onnxruntime", "tensorboard", "torch.utils.tensorboard", "nbclient",
-            "nbformat")
+            "nbformat", "pyarrow")
 OPTIONAL_COMMENT = "optional dependency"
 
 

@@ -7,9 +7,12 @@
 >>> b = load_dataset("mnist", classes=[5, 6, 7, 8, 9], per_class=100, seed=1)   # 100 per digit
 >>> c = load_dataset("cifar10", standardize=True)   # needs the files or a network  # doctest: +SKIP
 
-Datasets: ``mnist``, ``fashion-mnist``, ``cifar10`` and ``synthetic`` (generated, no files).
-Where files are looked for and how they are verified: :mod:`dnnlab.data.locate`. Formats:
-:mod:`dnnlab.data.formats`. Downloads: :mod:`dnnlab.data.download`. Splits and options:
+>>> own = load_dataset("file", path="iris.csv", label="species", valid_size=20)  # doctest: +SKIP
+
+Datasets: ``mnist``, ``fashion-mnist``, ``cifar10``, ``synthetic`` (generated, no files) and
+``file`` (your own .npz, .csv or .parquet: :mod:`dnnlab.data.files`). Where files are looked for
+and how they are verified: :mod:`dnnlab.data.locate`. Formats: :mod:`dnnlab.data.formats`.
+Downloads: :mod:`dnnlab.data.download`. Splits, options and the fingerprint:
 :mod:`dnnlab.data.splits`.
 """
 
@@ -17,11 +20,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dnnlab.data.files import load_file
 from dnnlab.data.locate import decode, obtain
-from dnnlab.data.registry import GENERATED, NAMES, get_spec
+from dnnlab.data.registry import FILE, GENERATED, NAMES, get_spec
 from dnnlab.data.splits import Dataset, Split, build, from_arrays, standardized
 from dnnlab.data.status import dataset_status, format_status
 from dnnlab.data.synthetic import load_synthetic, synthetic
+from dnnlab.errors import DataError
 
 __all__ = ["Dataset", "Split", "NAMES", "load_dataset", "load_from_config", "from_arrays",
            "synthetic", "standardized", "dataset_status", "format_status"]
@@ -30,16 +35,26 @@ __all__ = ["Dataset", "Split", "NAMES", "load_dataset", "load_from_config", "fro
 def load_dataset(name: str, *, data_dir: str | Path | None = None, classes: list[int] | None = None,
                  per_class: int | None = None, valid_size: int = 5000, standardize: bool = False,
                  limit: int | None = None, seed: int = 0, download: bool = True,
-                 progress: bool = True) -> Dataset:
+                 progress: bool = True, path: str | Path | None = None,
+                 label: str | None = None) -> Dataset:
     """Load ``name`` split as the book does: valid = first ``valid_size`` training images.
 
     ``classes`` keeps those labels in every split, relabelled 0..n-1 in the order given;
     ``per_class`` draws that many training images per class with ``seed``; ``limit`` keeps the
     first ``limit`` training images; ``standardize`` scales every split by the training split's
     per-feature mean and std (kept as ``ds.mean`` / ``ds.std``). Pixels are scaled to [0, 1].
+    ``name = "file"`` reads ``path`` (relative to the current directory) with ``label`` naming
+    the label column of a table: :mod:`dnnlab.data.files`.
     """
     options = dict(classes=classes, per_class=per_class, valid_size=valid_size, limit=limit,
                    standardize=standardize, seed=seed)
+    if (name == FILE) != (path is not None):
+        raise DataError(f"path = {path!r} with dataset {name!r}: a path is read exactly when the "
+                        f"dataset is {FILE!r}")
+    if label is not None and name != FILE:
+        raise DataError(f"label = {label!r} names a column of a data file; dataset {name!r} has none")
+    if name == FILE:
+        return load_file(path, label=label, **options)
     if name == GENERATED:
         return load_synthetic(**options)
     spec = get_spec(name)
@@ -54,4 +69,4 @@ def load_from_config(cfg, *, download: bool = True, progress: bool = True) -> Da
     return load_dataset(cfg.name, data_dir=cfg.data_dir, classes=cfg.classes,
                         per_class=cfg.per_class, valid_size=cfg.valid_size,
                         standardize=cfg.standardize, limit=cfg.limit, seed=cfg.seed,
-                        download=download, progress=progress)
+                        download=download, progress=progress, path=cfg.path, label=cfg.label)

@@ -82,7 +82,7 @@ def parse_idx(data: bytes, what: str) -> np.ndarray:
 
 def encode_idx(arr: np.ndarray) -> bytes:
     """The IDX bytes of ``arr`` (inverse of :func:`parse_idx`)."""
-    for code, dtype in IDX_DTYPES.items():
+    for code, dtype in IDX_DTYPES.items():  # noqa: B007 (the code found is used after the loop)
         if (arr.dtype.kind, arr.dtype.itemsize) == (dtype.kind, dtype.itemsize):
             break
     else:
@@ -132,7 +132,7 @@ def read_npz(path: Path | io.BytesIO, what: str) -> dict[str, np.ndarray]:
     for k, v in arrays.items():
         if v.dtype != np.uint8:
             raise DataError(f"{what}: {k} has dtype {v.dtype}, expected uint8 (the Keras layout); "
-                            "for other data build a Dataset with dnnlab.data.from_arrays")
+                            "for other data use [data] name = \"file\" with path = this file")
     return arrays
 
 

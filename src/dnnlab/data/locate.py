@@ -23,11 +23,28 @@ from typing import NamedTuple
 import numpy as np
 
 from dnnlab.data.download import Unreachable, download_dataset
-from dnnlab.data.formats import (digest, file_digest, join_cifar, parse_idx, read_cifar_tar,
-                                 read_file, read_npz)
-from dnnlab.data.registry import (CIFAR_ARCHIVE, CIFAR_FILES, CIFAR_FOLDER, IDX_FILES, SPECS,
-                                  Spec, cache_root, download_files, embedded_path, file_url,
-                                  search_dirs)
+from dnnlab.data.formats import (
+    digest,
+    file_digest,
+    join_cifar,
+    parse_idx,
+    read_cifar_tar,
+    read_file,
+    read_npz,
+)
+from dnnlab.data.registry import (
+    CIFAR_ARCHIVE,
+    CIFAR_FILES,
+    CIFAR_FOLDER,
+    IDX_FILES,
+    SPECS,
+    Spec,
+    cache_root,
+    download_files,
+    embedded_path,
+    file_url,
+    search_dirs,
+)
 from dnnlab.errors import DataError
 
 

@@ -90,7 +90,8 @@ SPECS: dict[str, Spec] = {
 }
 
 GENERATED = "synthetic"
-NAMES = (*SPECS, GENERATED)
+FILE = "file"     # the user's own .npz, .csv or .parquet (dnnlab.data.files)
+NAMES = (*SPECS, GENERATED, FILE)
 
 
 def cache_root() -> Path:

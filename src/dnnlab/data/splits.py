@@ -5,11 +5,16 @@ training images, test = the official test set), then keeps a class subset (relab
 order given), draws ``per_class`` training images per class, caps the training set at ``limit``
 and standardizes with training-split statistics. Rows are chosen on the uint8 images first and
 converted to float once, so a full CIFAR-10 load allocates each float split exactly once.
+
+Every way in (``build`` for the built-in datasets and your files, ``from_arrays``) ends in the
+same two checks before anything trains: no NaN or infinity in any split (counted per split, so
+the message says where to look), and a training split holding at least two classes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import hashlib
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -18,6 +23,8 @@ from numpy.typing import ArrayLike
 from dnnlab.errors import DataError
 
 STD_FLOOR = 1e-8
+SPLITS = ("train", "valid", "test")
+FINGERPRINT_HEX = 16   # 64 bits of sha256: no accidental collision between two datasets
 
 
 @dataclass
@@ -44,6 +51,8 @@ class Dataset:
     source: str                      # the file or folder it came from, or "generated"
     mean: np.ndarray | None = None   # per-feature statistics of the training split, when standardized
     std: np.ndarray | None = None
+    # fingerprint() once computed; init=False so dataclasses.replace (new arrays) starts afresh
+    _fingerprint: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_features(self) -> int:
@@ -59,6 +68,51 @@ class Dataset:
         return (f"{self.name}: {len(self.train)} train / {len(self.valid)} valid / "
                 f"{len(self.test)} test, {self.n_features} features, {self.n_classes} classes"
                 f"{std} (from {self.source})")
+
+    def fingerprint(self) -> dict[str, str]:
+        """Split name -> 16 hex digits of sha256 over the prepared x and y (dtype, shape, bytes).
+
+        It identifies the arrays a run trained on whatever their path, options or origin: a run
+        records it and a resume on other data is refused. Computed once and cached on this
+        object, so the splits are treated as final once it is asked for (``standardized``
+        in place clears it). sha256 rather than blake2b by measurement: CIFAR-10's 45,000 x
+        3,072 float32 training split (553 MB) hashes in 0.38 s with sha256 and 0.57 s with
+        blake2b on the lab's CPU (SHA-NI instructions), about 0.5 s for all three splits.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = {name: split_fingerprint(getattr(self, name)) for name in SPLITS}
+        return dict(self._fingerprint)
+
+
+def split_fingerprint(split: Split) -> str:
+    """16 hex digits of sha256 over one split's x and y (dtype, shape, bytes)."""
+    h = hashlib.sha256()
+    for a in (split.x, split.y):
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))   # no copy
+    return h.hexdigest()[:FINGERPRINT_HEX]
+
+
+def check_finite(splits: dict[str, Split], what: str) -> None:
+    """Refuse NaN and infinities, with their count in each split and the place of the first."""
+    sums = {name: s.x.sum(dtype=np.float64) for name, s in splits.items()}
+    if all(np.isfinite(v) for v in sums.values()):   # exact: float32 cannot overflow a float64 sum
+        return
+    counts = {name: int(np.count_nonzero(~np.isfinite(s.x))) for name, s in splits.items()}
+    first = next(name for name, c in counts.items() if c)
+    row, col = np.argwhere(~np.isfinite(splits[first].x))[0]
+    per_split = ", ".join(f"{c} in {name}" for name, c in counts.items())
+    raise DataError(f"{what}: {sum(counts.values())} non-finite values (NaN or inf): {per_split} "
+                    f"(the first at {first} row {row}, column {col}); clean or impute them first")
+
+
+def check_classes(train: Split, class_names: list[str], what: str) -> None:
+    """Refuse a training split with fewer than two classes: there would be nothing to learn."""
+    present = np.unique(train.y)
+    if len(present) < 2:
+        only = f"class {class_names[int(present[0])]!r}" if len(present) else "no class"
+        raise DataError(f"{what}: the training split holds {only} only; a classifier needs examples "
+                        "of 2 or more classes (check the labels, classes, limit and per_class)")
 
 
 def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
@@ -76,7 +130,8 @@ def _take(x: np.ndarray, y: np.ndarray, idx: np.ndarray, lut: np.ndarray | None)
     if rows.dtype == np.uint8:
         xf = np.divide(rows, np.float32(255), dtype=np.float32)
     else:
-        xf = np.array(rows, dtype=np.float32, order="C")
+        with np.errstate(over="ignore"):   # beyond float32's range becomes inf: check_finite counts it
+            xf = np.array(rows, dtype=np.float32, order="C")
     labels = y[idx].astype(np.int64)
     return Split(xf, lut[labels] if lut is not None else labels)
 
@@ -128,6 +183,8 @@ def build(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarra
                         "check valid_size and classes")
     ds = Dataset(name, _take(x_train, y_train, train_idx, lut), _take(x_train, y_train, valid_idx, lut),
                  _take(x_test, y_test, test_idx, lut), names, tuple(x_train.shape[1:]), source)
+    check_finite({k: getattr(ds, k) for k in SPLITS}, source)
+    check_classes(ds.train, names, source)
     return standardized(ds, inplace=True) if standardize else ds
 
 
@@ -176,26 +233,21 @@ def standardized(ds: Dataset, *, inplace: bool = False) -> Dataset:
         for split in (ds.train, ds.valid, ds.test):
             split.x -= mean32
             split.x /= std32
-        ds.mean, ds.std = mean32, std32
+        ds.mean, ds.std, ds._fingerprint = mean32, std32, None
         return ds
     scale = [Split((s.x - mean32) / std32, s.y) for s in (ds.train, ds.valid, ds.test)]
     return replace(ds, train=scale[0], valid=scale[1], test=scale[2], mean=mean32, std=std32)
 
 
 def check_features(x: np.ndarray, what: str) -> np.ndarray:
-    """``x`` as a float32 matrix (N, D), refusing NaN and infinities."""
+    """``x`` as a float32 matrix (N, D) (non-finite values are counted by ``check_finite``)."""
     x = np.asarray(x)
-    if x.dtype.kind not in "fiu":
+    if x.dtype.kind not in "fiub":
         raise DataError(f"{what} has dtype {x.dtype}; features must be numbers")
     if x.ndim < 2:
         raise DataError(f"{what} has shape {x.shape}; expected (N, features) or (N, H, W[, C])")
-    x = np.ascontiguousarray(x.reshape(len(x), int(np.prod(x.shape[1:]))), dtype=np.float32)
-    if not np.isfinite(x.sum(dtype=np.float64)):   # exact: float32 values cannot overflow a float64 sum
-        bad = ~np.isfinite(x)
-        row, col = np.argwhere(bad)[0]
-        raise DataError(f"{what} has {int(bad.sum())} non-finite values (NaN or inf), the first at "
-                        f"row {row}, column {col}; clean or impute them first")
-    return x
+    with np.errstate(over="ignore"):   # beyond float32's range becomes inf: check_finite counts it
+        return np.ascontiguousarray(x.reshape(len(x), int(np.prod(x.shape[1:]))), dtype=np.float32)
 
 
 def check_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
@@ -221,7 +273,7 @@ def from_arrays(x_train: ArrayLike, y_train: ArrayLike, x_valid: ArrayLike, y_va
     """A Dataset from your own arrays, validated (images are flattened, values kept as given).
 
     Labels must be integers 0..n_classes-1 where n_classes is ``len(class_names)`` or else the
-    largest label + 1. Without a test set the test split is empty.
+    largest label + 1. Without a test set the test split is empty. Errors name ``from_arrays``.
     """
     if (x_test is None) != (y_test is None):
         raise DataError("give both x_test and y_test, or neither")
@@ -248,10 +300,10 @@ def from_arrays(x_train: ArrayLike, y_train: ArrayLike, x_valid: ArrayLike, y_va
         if len(s) and int(s.y.max()) >= len(class_names):
             raise DataError(f"y_{key} holds label {int(s.y.max())} but class_names lists "
                             f"{len(class_names)} classes (labels 0..{len(class_names) - 1})")
-    if len(class_names) < 2:
-        raise DataError(f"the labels hold {len(class_names)} class; a classifier needs 2 or more")
     if "test" not in splits:
         splits["test"] = Split(np.zeros((0, splits["train"].x.shape[1]), np.float32),
                                np.zeros(0, np.int64))
+    check_finite(splits, "from_arrays")
+    check_classes(splits["train"], class_names, "from_arrays")
     return Dataset(name, splits["train"], splits["valid"], splits["test"], class_names, shape,
                    source="arrays")

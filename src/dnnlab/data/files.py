@@ -1,0 +1,308 @@
+"""Your own data from one file: ``[data] name = "file"`` with ``path = "..."``.
+
+Three formats, each read into the arrays the built-in datasets have, then split, selected and
+standardized by the same :func:`dnnlab.data.splits.build`, so ``valid_size``, ``classes``,
+``per_class``, ``limit``, ``standardize`` and the data checks mean exactly what they mean for MNIST:
+
+- ``.npz`` in the Keras layout: ``x_train``, ``y_train`` and, for a test split of your own,
+  ``x_test`` and ``y_test``. ``x`` is (N, features) or images (N, H, W[, C]) of any numeric
+  dtype; uint8 is scaled to [0, 1] like the built-in images, other dtypes are kept as given.
+  Read with ``allow_pickle=False``: a file holding Python objects is refused, never unpickled.
+- ``.csv``: a header row naming the columns, then one row per example; ``label`` names the label
+  column (default: the last one), every other column is a feature and must hold numbers. Read by
+  numpy (no extra package); a malformed file is re-read line by line to name the first bad line.
+- ``.parquet``: the same table layout; needs pyarrow (``pip install 'dnnlab[files]'``).
+
+Splits. A ``.npz`` with a test split keeps its order: validation is the first ``valid_size``
+rows of ``x_train``, as the book splits MNIST. A table (csv, parquet) or a ``.npz`` without
+``x_test`` has no test split: its rows are shuffled once with a fixed seed (:data:`SPLIT_SEED`,
+the same for every run and every ``data.seed``, so runs and resumes see the same split), the
+first ``len // 5`` shuffled rows (20%, rounded down) become the test split and the rest the
+training split, whose first ``valid_size`` rows are the validation split. The shuffle matters:
+tables are often sorted by class, and the first rows would then hold a single class. A file
+whose order matters (time series) should bring its own split as a ``.npz``.
+
+Labels are integers 0..n-1 (every class present somewhere in the file; integral floats such as
+``1.0`` count as integers) or strings. Strings are mapped to 0..n-1 in sorted order, and the
+strings become the class names: ``classes = [0, 2]`` keeps the first and the third name in
+sorted order. A label column mixing numbers and words is read as strings; fractional numbers
+(a measurement, not a class) are refused. Labels of shape (N, 1), as Keras saves CIFAR-10's,
+are taken as (N,).
+
+Paths are relative to the current directory, not to the config file, like ``--out`` and
+``data.data_dir``: a run directory's copy of the config, a ``--set data.path=...`` and a sweep
+variant then all mean the same file. (The data fingerprint recorded with each run catches a
+resume that finds other data under the same name.)
+
+Every problem raises :class:`DataError` in one line naming the file and what is wrong with it.
+Decoded files are cached per (path, label, mtime, size), so a sweep reads each file once.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from dnnlab.data.splits import Dataset, build
+from dnnlab.errors import DataError
+
+SUFFIXES = (".npz", ".csv", ".parquet")
+SPLIT_SEED = 0          # the fixed shuffle of a file without a test split
+TEST_DIVISOR = 5        # ... whose first len // 5 rows become the test split
+TRAIN_KEYS, TEST_KEYS = ("x_train", "y_train"), ("x_test", "y_test")
+_SHOWN_COLUMNS = 8      # columns listed in a "no such column" message
+
+
+def load_file(path: str | Path, *, label: str | None = None, **options) -> Dataset:
+    """The Dataset in ``path`` (.npz, .csv or .parquet) with the data-layer ``options`` applied."""
+    p = Path(path).expanduser().absolute()
+    suffix = p.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{p}: cannot read {suffix or 'a file without a suffix'}; data.path must "
+                        f"end in {', '.join(SUFFIXES)}")
+    if label is not None and suffix == ".npz":
+        raise DataError(f"{p}: data.label names a column of a .csv or .parquet file; a .npz "
+                        "holds its labels in y_train and y_test")
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise DataError(f"{p}: cannot read it ({e.strerror or e}); a relative data.path is taken "
+                        "from the current directory") from None
+    if not p.is_file():
+        raise DataError(f"{p} is not a file; data.path must name a .npz, .csv or .parquet file")
+    if st.st_size == 0:
+        raise DataError(f"{p} is empty (0 bytes)")
+    arrays, names = _read(str(p), label, st.st_mtime_ns, st.st_size)
+    return build(p.name, *arrays, class_names=list(names), source=str(p), **options)
+
+
+@functools.lru_cache(maxsize=2)
+def _read(path: str, label: str | None, mtime_ns: int, size: int
+          ) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
+    """(x_train, y_train, x_test, y_test) read-only, and the class names; cached per file stamp."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        x_train, y_train, test = _read_npz(p)
+    else:
+        x_train, y_train = _read_csv(p, label) if suffix == ".csv" else _read_parquet(p, label)
+        test = None
+    y_train = _check_shapes(p, "train", x_train, y_train)
+    if test is not None:
+        x_test, y_test = test
+        y_test = _check_shapes(p, "test", x_test, y_test)
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise DataError(f"{p}: x_train rows have shape {x_train.shape[1:]} but x_test rows "
+                            f"{x_test.shape[1:]}; both splits need the same features")
+    else:
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(x_train))
+        cut = len(order) // TEST_DIVISOR
+        x_test, y_test = x_train[order[:cut]], y_train[order[:cut]]
+        x_train, y_train = x_train[order[cut:]], y_train[order[cut:]]
+    y_train, y_test, names = encode_labels(y_train, y_test, str(p))
+    arrays = (x_train, y_train, x_test, y_test)
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays, tuple(names)
+
+
+def _check_shapes(p: Path, split: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Refuse what cannot be a split; return the labels as a 1-D array."""
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{p}: x_{split} has dtype {x.dtype}; features must be numbers")
+    if x.ndim < 2:
+        raise DataError(f"{p}: x_{split} has shape {x.shape}; expected (N, features) or images "
+                        "(N, H, W[, C])")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{p}: y_{split} has shape {y.shape}; labels must be one per row (N,)")
+    if len(x) != len(y):
+        raise DataError(f"{p}: x_{split} has {len(x)} rows but y_{split} has {len(y)} labels")
+    if len(x) == 0:
+        raise DataError(f"{p}: x_{split} has no rows" if p.suffix.lower() == ".npz"
+                        else f"{p} has a header but no rows")
+    if x[0].size == 0:
+        raise DataError(f"{p}: x_{split} has no features (shape {x.shape})")
+    return y
+
+
+def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            present = set(z.files)
+            missing = [k for k in TRAIN_KEYS if k not in present]
+            half = [k for k in TEST_KEYS if k not in present]
+            if missing or len(half) == 1:
+                raise DataError(f"{p} lacks {', '.join(missing or half)}; a data .npz holds x_train, "
+                                "y_train and, for a test split of its own, x_test and y_test (the "
+                                "Keras layout)")
+            arrays = {k: z[k] for k in (*TRAIN_KEYS, *TEST_KEYS) if k in present}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{p} is not a readable .npz file ({e}); it is truncated, damaged or holds "
+                        "pickled objects (never loaded)") from None
+    test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays else None
+    return arrays["x_train"], arrays["y_train"], test
+
+
+def _label_index(p: Path, columns: list[str], label: str | None) -> int:
+    """The label column's position: ``label``, or the last column when it is not given."""
+    if len(columns) < 2:
+        raise DataError(f"{p} has {len(columns)} column; it needs a label column and at least one "
+                        "feature column")
+    if label is None:
+        return len(columns) - 1
+    hits = [i for i, c in enumerate(columns) if c == label]
+    if not hits:
+        shown = ", ".join(repr(c) for c in columns[:_SHOWN_COLUMNS])
+        more = f" and {len(columns) - _SHOWN_COLUMNS} more" if len(columns) > _SHOWN_COLUMNS else ""
+        raise DataError(f"{p} has no column {label!r} (data.label); its columns are {shown}{more}")
+    if len(hits) > 1:
+        raise DataError(f"{p} has {len(hits)} columns named {label!r}; rename all but one")
+    return hits[0]
+
+
+def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features (float32) and raw label strings of a CSV with a header row."""
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{p} is not a readable UTF-8 CSV file ({e})") from None
+    if not header:
+        raise DataError(f"{p} has no header row; the first line must name the columns")
+    columns = [c.strip() for c in header]
+    li = _label_index(p, columns, label)
+    codes: dict[str, int] = {}
+
+    def code(cell: str) -> int:     # label strings -> their order of first appearance
+        cell = cell.strip()
+        if not cell:
+            raise ValueError("empty label")
+        return codes.setdefault(cell, len(codes))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)   # "input contained no data": checked below
+            table = np.loadtxt(p, delimiter=",", skiprows=1, quotechar='"', comments=None,
+                               dtype=np.float32, converters={li: code}, ndmin=2, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{p}: {_csv_problem(p, columns, li) or e}") from None
+    if len(table) == 0:
+        return np.zeros((0, len(columns) - 1), np.float32), np.zeros(0, str)
+    if table.shape[1] != len(columns):   # loadtxt reads the first data row's width as the table's
+        raise DataError(f"{p}: {_csv_problem(p, columns, li) or 'rows and header differ in width'}")
+    names = np.array(list(codes), dtype=str)
+    y = names[table[:, li].astype(np.int64)]
+    return np.ascontiguousarray(np.delete(table, li, axis=1)), y
+
+
+def _csv_problem(p: Path, columns: list[str], li: int) -> str | None:
+    """The first line ``np.loadtxt`` refused, in words (read again with the csv module)."""
+    with open(p, newline="", encoding="utf-8-sig", errors="replace") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if lineno == 1 or not row:
+                continue
+            if len(row) != len(columns):
+                return (f"line {lineno} has {len(row)} fields but the header names {len(columns)} "
+                        "columns (ragged rows)")
+            for j, cell in enumerate(row):
+                if not cell.strip():
+                    what = "the label" if j == li else "a missing value"
+                    return f"line {lineno}, column {columns[j]!r} is empty ({what}); fill or drop it"
+                if j != li:
+                    try:
+                        float(cell)
+                    except ValueError:
+                        return (f"line {lineno}, column {columns[j]!r}: {cell.strip()[:40]!r} is "
+                                "not a number (every column but the label is a feature)")
+    return None
+
+
+def _read_parquet(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Features (float32) and raw labels of a parquet table."""
+    try:
+        import pyarrow as pa  # optional dependency
+        import pyarrow.parquet as pq  # optional dependency
+    except ImportError:
+        raise DataError(f"{p}: reading .parquet needs pyarrow: pip install 'dnnlab[files]' "
+                        "(or save the table as .csv)") from None
+    try:
+        table = pq.read_table(p)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise DataError(f"{p} is not a readable parquet file ({e})") from None
+    columns = list(table.column_names)
+    li = _label_index(p, columns, label)
+    features = []
+    for j, name in enumerate(columns):
+        col = table.column(j)
+        if col.null_count:
+            what = "labels" if j == li else "values"
+            raise DataError(f"{p}: column {name!r} has {col.null_count} missing {what} (null); "
+                            "fill or drop them")
+        if j == li:
+            continue
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                or pa.types.is_boolean(col.type)):
+            raise DataError(f"{p}: column {name!r} has type {col.type}; every column but the label "
+                            "is a feature and must hold numbers")
+        features.append(col.to_numpy().astype(np.float32))
+    y = table.column(li)
+    if pa.types.is_dictionary(y.type):
+        y = y.cast(y.type.value_type)
+    return np.stack(features, axis=1), np.asarray(y.to_numpy(zero_copy_only=False))
+
+
+def encode_labels(y_train: np.ndarray, y_test: np.ndarray, what: str
+                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labels as int64 0..n-1 and the class names: integers as they are, strings in sorted order."""
+    both = np.concatenate([y_train, y_test])
+    kind = both.dtype.kind
+    if kind in "OUS":
+        text = both.astype(str)
+        values = np.unique(text)
+        if np.any(np.char.str_len(np.char.strip(values)) == 0):
+            raise DataError(f"{what}: a label is empty; every row needs a label")
+        numbers = _as_integers(values, what)
+        if numbers is None:                         # words: sorted, and they name the classes
+            codes = np.searchsorted(values, text)
+            return codes[:len(y_train)], codes[len(y_train):], [str(v) for v in values]
+        both = numbers[np.searchsorted(values, text)]
+    elif kind == "f":
+        _check_integral(both, what)
+    elif kind not in "iub":
+        raise DataError(f"{what}: the labels have dtype {both.dtype}; labels must be integers "
+                        "0..n-1 or strings")
+    both = both.astype(np.int64)
+    lo, hi = int(both.min()), int(both.max())
+    if lo < 0:
+        raise DataError(f"{what}: the labels hold {lo}; integer labels run 0..n-1")
+    counts = np.bincount(both)
+    if np.any(counts == 0):
+        raise DataError(f"{what}: the labels run {lo}..{hi} but class {int(np.argmin(counts))} has "
+                        "no example; integer labels must run 0..n-1 with every class present "
+                        "(renumber them, or use strings: they are mapped in sorted order)")
+    return both[:len(y_train)], both[len(y_train):], [str(i) for i in range(hi + 1)]
+
+
+def _as_integers(values: np.ndarray, what: str) -> np.ndarray | None:
+    """``values`` (strings) as int64 when every one is a number, None when some are words."""
+    try:
+        numbers = np.array([float(v) for v in values])
+    except ValueError:
+        return None
+    _check_integral(numbers, what)
+    return numbers.astype(np.int64)
+
+
+def _check_integral(numbers: np.ndarray, what: str) -> None:
+    """Refuse fractional labels: a column of measurements is a regression target, not classes."""
+    bad = numbers[~np.isfinite(numbers) | (numbers != np.round(numbers))]
+    if len(bad):
+        raise DataError(f"{what}: the labels hold {float(bad[0])!r}; labels must be integers 0..n-1 "
+                        "or strings (is data.label a measurement rather than a class?)")
