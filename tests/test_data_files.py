@@ -1,8 +1,11 @@
 """Your own data from a file (issue 20 point 1): .npz, .csv and .parquet read into the book's
 splits, with the same options as the built-in datasets and one-line errors for malformed files."""
 
+import json
+
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from dnnlab.data import load_dataset
 from dnnlab.data.files import SPLIT_SEED, TEST_DIVISOR
@@ -264,3 +267,26 @@ def test_malformed_parquet_is_one_line(tmp_path):
     for name, message in cases.items():
         with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load(tmp_path / name, valid_size=0)
+
+
+# -- from the command line --------------------------------------------------------------------------
+
+def test_dnnlab_train_on_an_npz_named_by_the_config(tmp_path, monkeypatch):
+    x, y = table(n=120, n_features=6, n_classes=3)
+    order = RNG.permutation(120)                      # a .npz keeps its order: mix the classes
+    x, y = x[order], y[order]
+    np.savez(tmp_path / "mine.npz", x_train=x[:100], y_train=y[:100], x_test=x[100:], y_test=y[100:])
+    (tmp_path / "c.toml").write_text(
+        '[data]\nname = "file"\npath = "mine.npz"\nvalid_size = 20\nstandardize = true\n'
+        '[model]\ndepth = 1\nwidth = 8\n[train]\nepochs = 2\nbatch_size = 16\nprogress = false\n')
+    monkeypatch.chdir(tmp_path)                       # data.path is relative to the current folder
+    code, out, err = run_cli(["train", "c.toml", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    # a malformed file is one line and exit code 2, never a traceback
+    np.savez(tmp_path / "mine.npz", x_train=x[:100], y_train=y[:90])
+    code, out, err = run_cli(["train", "c.toml", "--out", str(tmp_path / "run2"), "--device", "cpu"])
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == f"dnnlab: error: {tmp_path / 'mine.npz'}: x_train has 100 rows but " \
+                          "y_train has 90 labels"
