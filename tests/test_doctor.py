@@ -1,21 +1,21 @@
 """dnnlab doctor on planted pathologies, on real MNIST: each finding is named in a net that has the
 pathology, not in its healthy twin, and goes away once the doctor's own remedy is applied."""
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
 from dnnlab.config import RunConfig, apply_overrides, from_dict, replace
 from dnnlab.data import load_dataset
 from dnnlab.doctor.probe import probe_run
-from dnnlab.doctor.report import examine
+from dnnlab.doctor.report import examine, format_findings
 
 BASE = {"model.depth": 5, "model.width": 100, "train.epochs": 3, "train.batch_size": 32,
         "train.patience": None, "train.progress": False, "train.device": "cpu",
         "data.limit": 2000, "data.valid_size": 1000}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mnist(limit: int, standardize: bool):
     return load_dataset("mnist", limit=limit, valid_size=1000, standardize=standardize,
                         progress=False)
@@ -126,3 +126,15 @@ def test_overfitting_alternative_remedy_dropout_also_cures(tmp_path):
     assert f.remedy == ["model.dropout=0.5"]     # early stopping already on: regularize
     cured = from_dict(apply_overrides(_cfg(**long).to_dict(), f.remedy))
     assert "overfitting" not in _kinds(_diagnose(cured, tmp_path, "cured"))
+
+
+def test_a_bad_init_ranks_above_the_exploding_gradients_it_causes(tmp_path):
+    """Two findings at once on a real net: N(0, 1) weights under ReLU explode the gradient from
+    the first record on; the init is named first, and the explosion says it follows from it."""
+    found = _diagnose(_cfg(**{"model.depth": 10, "model.activation": "relu", "model.init": "normal",
+                              "model.init_value": 1.0}), tmp_path, "sick")
+    assert found[0].kind == "bad_initialization" and found[0].remedy == ["model.init=he_normal"]
+    exploding = next(f for f in found if f.kind == "exploding_gradients")
+    assert [c for c, _ in exploding.follows_from] == ["bad_initialization"]
+    assert "   follows from finding 1 (Bad initialization: the net is broken before its first step): " \
+           "an init whose variance" in format_findings(found)

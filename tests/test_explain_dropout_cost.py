@@ -1,6 +1,7 @@
 import pytest
 
 from dnnlab.studies.explain import dropout_cost as topic
+from dnnlab.studies.explain import run_topic
 
 
 def test_epochs_to_target():
@@ -11,7 +12,7 @@ def test_epochs_to_target():
 
 
 def test_dropout_cost_quick(tmp_path):
-    f = topic.run(tmp_path, quick=True, seed=0, progress=False)
+    f = run_topic("dropout-cost", tmp_path, quick=True, seed=0)
     n = f.numbers
     assert f.topic == "dropout-cost" and f.question == topic.QUESTION
     assert f.figure == tmp_path / "dropout_cost.png" and f.figure.stat().st_size > 10_000

@@ -3,6 +3,7 @@ import torch
 
 from dnnlab.errors import DataError
 from dnnlab.studies.explain import mc_dropout as topic
+from dnnlab.studies.explain import run_topic
 
 
 def test_auroc_values():
@@ -24,7 +25,7 @@ def test_ood_fallback_is_pixel_shuffled_mnist(monkeypatch):
 
 
 def test_mc_dropout_quick(tmp_path):
-    f = topic.run(tmp_path, quick=True, seed=0, progress=False)
+    f = run_topic("mc-dropout", tmp_path, quick=True, seed=0)
     n = f.numbers
     assert f.topic == "mc-dropout" and f.question == topic.QUESTION
     assert f.figure == tmp_path / "mc_dropout.png" and f.figure.stat().st_size > 10_000

@@ -5,36 +5,44 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
+from matplotlib.figure import Figure
 
 from dnnlab import cli
+from dnnlab.config import DataConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.io import read_json
 from dnnlab.studies import explain
 from dnnlab.studies.explain import TOPICS, resolve, run_topics
-from dnnlab.studies.explain.base import Finding
-from dnnlab.studies.explain.cli import register
+from dnnlab.studies.explain.base import Measurement, Topic
+from dnnlab.studies.explain.cli import data_from_args, register
 
 FAKE = "fake-topic"
 
 
-def _fake_module(verdict="Stand-in verdict: 3 of 4 measured.", fail=False):
+def _fake_module(verdict="Stand-in verdict: 3 of 4 measured.", fail=False, seen=None):
+    """A topic module declaring a stand-in Topic: measure records its arguments in ``seen``."""
     mod = types.ModuleType("dnnlab.studies.explain.fake_topic")
-    mod.QUESTION = "Is the stand-in question answered?"
 
-    def run(out_dir, *, quick=False, seed=0, progress=True):
+    def measure(source, sizes, seed):
+        if seen is not None:
+            seen.append({"source": source, "sizes": sizes, "seed": seed,
+                         "threads": torch.get_num_threads()})
         if fail:
             raise DnnlabError("the stand-in topic failed on purpose")
-        from matplotlib.figure import Figure
+        return Measurement({"measured": 0.75, "nested": {"a": [1, 2, 3]}, "seed": seed},
+                           {"line": [0, sizes["n"]]})
 
-        from dnnlab.report import save_figure
+    def figure(n, drawing):
         fig = Figure()
-        fig.subplots().plot([0, 1], [seed, quick])
-        png = save_figure(fig, Path(out_dir) / "fake_topic.png")
-        return Finding(topic=FAKE, question=mod.QUESTION, verdict=verdict,
-                       confirms=["000 answer 9 (book)"], refutes=["002 answer 9 (wrong)"],
-                       numbers={"measured": 0.75, "nested": {"a": [1, 2, 3]}}, figure=png)
+        fig.subplots().plot(drawing["line"], [n["seed"], n["measured"]])
+        fig.suptitle(n["data"])
+        return fig
 
-    mod.run = run
+    mod.TOPIC = Topic(name=FAKE, question="Is the stand-in question answered?", quick={"n": 1},
+                      full={"n": 100}, measure=measure,
+                      verdict=lambda n: (verdict, ["000 answer 9 (book)"], ["002 answer 9 (wrong)"]),
+                      figure=figure)
     return mod
 
 
@@ -70,15 +78,20 @@ def test_run_topics_writes_results_and_report(fake, tmp_path, capsys):
     assert findings[fake].seconds >= 0
     out = capsys.readouterr().out
     assert "Stand-in verdict: 3 of 4 measured." in out and "measured=0.75" in out
+    # each seed answer is decoded in the terminal too, not only in report.html
+    assert "  confirms 000 answer 9 (book) — source 000: the book\n" in out
+    assert "  refutes 002 answer 9 (wrong) — source 002: an unattributed notebook\n" in out
     results = read_json(tmp_path / "results.json")
     r = results[fake]
     assert r["verdict"] == "Stand-in verdict: 3 of 4 measured."
     assert r["confirms"] == ["000 answer 9 (book)"] and r["refutes"] == ["002 answer 9 (wrong)"]
     assert r["numbers"]["measured"] == 0.75 and r["quick"] is True and r["seed"] == 3
+    assert r["data"] == "MNIST" and r["numbers"]["data"] == "MNIST"
     assert Path(r["figure"]).name == "fake_topic.png"
     html = (tmp_path / "report.html").read_text()
     for text in ("Is the stand-in question answered?", "Stand-in verdict", "confirms 000 answer 9",
-                 "refutes 002 answer 9", "nested.a", "data:image/png;base64,"):
+                 "refutes 002 answer 9", "nested.a", "data:image/png;base64,",
+                 "quick run on MNIST, seed 3"):
         assert text in html
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -124,15 +137,63 @@ def test_cli_runs_a_topic(fake, monkeypatch, capsys, tmp_path):
     assert read_json(tmp_path / "results.json")[fake]["seed"] == 2
 
 
-def test_topics_run_single_threaded_and_threads_are_restored(monkeypatch, tmp_path):
-    import torch
+def test_the_runner_gives_measure_the_sizes_the_seed_and_one_thread(monkeypatch, tmp_path):
     seen = []
-    mod = _fake_module()
-    inner = mod.run
-    mod.run = lambda out_dir, **kw: (seen.append(torch.get_num_threads()), inner(out_dir, **kw))[1]
     monkeypatch.setattr(explain, "TOPICS", (*TOPICS, FAKE))
-    monkeypatch.setitem(sys.modules, "dnnlab.studies.explain.fake_topic", mod)
+    monkeypatch.setitem(sys.modules, "dnnlab.studies.explain.fake_topic", _fake_module(seen=seen))
     before = torch.get_num_threads()
-    explain.run_topic(FAKE, tmp_path)
-    assert seen == [1]
+    explain.run_topic(FAKE, tmp_path, seed=4)
+    explain.run_topic(FAKE, tmp_path, quick=True)
+    assert [(s["sizes"], s["seed"], s["threads"]) for s in seen] == [({"n": 100}, 4, 1), ({"n": 1}, 0, 1)]
+    assert seen[0]["source"].data is None
     assert torch.get_num_threads() == before
+
+
+def test_a_module_without_a_declared_topic_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(explain, "TOPICS", (*TOPICS, FAKE))
+    monkeypatch.setitem(sys.modules, "dnnlab.studies.explain.fake_topic",
+                        types.ModuleType("dnnlab.studies.explain.fake_topic"))
+    with pytest.raises(DnnlabError, match="declares no TOPIC = Topic"):
+        explain.load_topic(FAKE)
+
+
+def test_every_topic_declares_the_contract():
+    for name in TOPICS:
+        t = explain.load_topic(name)
+        assert t.name == name and len(t.question) > 20
+        assert set(t.quick) == set(t.full) and t.quick != t.full, name   # the same sizes, smaller
+        assert t.png == name.replace("-", "_") + ".png"
+
+
+def test_explain_runs_on_the_data_a_config_names(fake, tmp_path, monkeypatch, capsys):
+    """--config / --set data.* reach measure as the config's [data] table; the label follows."""
+    seen = []
+    monkeypatch.setitem(sys.modules, "dnnlab.studies.explain.fake_topic", _fake_module(seen=seen))
+    cfg = tmp_path / "own.toml"
+    cfg.write_text('[data]\nname = "synthetic"\nlimit = 300\nvalid_size = 50\n[model]\ndepth = 2\n')
+    assert cli.main(["explain", fake, "--quick", "--config", str(cfg), "--set", "data.seed=5",
+                     "--out", str(tmp_path / "out")]) == 0
+    source = seen[0]["source"]
+    assert source.data == DataConfig(name="synthetic", limit=300, valid_size=50, seed=5)
+    assert "its other tables are not used" in capsys.readouterr().err
+    assert read_json(tmp_path / "out" / "results.json")[fake]["data"] == "synthetic"
+    # the topic's budget caps the user's data, standardization is the topic's call
+    ds = source.load(200, 50, seed=1, standardize=True)
+    assert len(ds.train) == 200 and abs(float(ds.train.x.mean())) < 1e-3
+    assert data_from_args(None, ["data.name=synthetic"]).name == "synthetic"
+    assert data_from_args(None, []) is None
+
+
+def test_explain_refuses_set_keys_outside_data(tmp_path, capsys):
+    assert cli.main(["explain", "symmetry", "--set", "model.depth=3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data.* keys only" in err and "--set model.depth=3" in err
+
+
+def test_explain_help_says_what_stays_fixed_on_own_data(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["explain", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--config" in out and "every topic runs on that data" in out
+    for topic in explain.FIXED_PART:
+        assert f"{topic}: " in out

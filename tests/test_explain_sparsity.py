@@ -1,10 +1,11 @@
 import pytest
 
+from dnnlab.studies.explain import run_topic
 from dnnlab.studies.explain import sparsity as topic
 
 
 def test_sparsity_quick(tmp_path):
-    f = topic.run(tmp_path, quick=True, seed=0, progress=False)
+    f = run_topic("sparsity", tmp_path, quick=True, seed=0)
     n = f.numbers
     assert f.topic == "sparsity" and f.question == topic.QUESTION
     assert f.figure == tmp_path / "sparsity.png" and f.figure.stat().st_size > 10_000

@@ -3,8 +3,17 @@ then the other, the verdict and its confirms/refutes lists flip (both branches r
 
 import copy
 
-from dnnlab.studies.explain import (activations, bias_init, dropout_cost, init_variance,
-                                    mc_dropout, momentum, selu, sparsity, symmetry)
+from dnnlab.studies.explain import (
+    activations,
+    bias_init,
+    dropout_cost,
+    init_variance,
+    mc_dropout,
+    momentum,
+    selu,
+    sparsity,
+    symmetry,
+)
 
 
 def _selu_numbers(normalizes: bool, selu_closer: bool):

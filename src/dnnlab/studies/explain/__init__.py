@@ -1,9 +1,11 @@
-"""The chapter's questions, settled by experiment: the topic registry and the runner.
+"""The chapter's questions, settled by experiment: the topic registry and the one runner.
 
-Each topic is a module of this package (``bias-init`` -> ``bias_init.py``) exposing ``QUESTION``
-and ``run(out_dir, *, quick, seed, progress) -> Finding``. Modules are imported only when their
-topic runs, so one topic's heavy imports or a missing module never slow down or break another.
+Each topic is a module of this package (``bias-init`` -> ``bias_init.py``) declaring a
+:class:`~dnnlab.studies.explain.base.Topic` named ``TOPIC`` (the contract is in
+:mod:`dnnlab.studies.explain.base`). Modules are imported only when their topic runs, so one
+topic's heavy imports or a missing module never slow down or break another.
 
+:func:`run_topic` is the common part of every topic: measure (single-threaded), judge, draw.
 :func:`run_topics` runs topics in the issue's order, prints each verdict as it lands, and writes
 ``results.json`` and ``report.html`` into the output folder. Running a few topics into a folder
 that already holds results adds to them: the report always shows every topic answered there.
@@ -20,15 +22,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dnnlab import io
+from dnnlab.config import DataConfig
 from dnnlab.errors import DnnlabError
-from dnnlab.report import Page
-from dnnlab.studies.explain.base import Finding
+from dnnlab.report import Page, save_figure
+from dnnlab.studies.explain.base import DataSource, Finding, Topic
+from dnnlab.train import threads as thread_policy
 
 TOPICS: tuple[str, ...] = ("symmetry", "bias-init", "init-variance", "selu", "activations",
                            "momentum", "sparsity", "dropout-cost", "mc-dropout")
+# What stays fixed when a topic runs on a user's data (--config / --set data.*): every topic
+# trains and measures on that data, but these parts are the experiment itself.
+FIXED_PART: dict[str, str] = {
+    "momentum": "its quadratic half is always f = (x^2 + 100 y^2) / 2, whose trajectory is the "
+                "experiment; only its net half trains on your data",
+    "mc-dropout": "its out-of-distribution inputs are your test rows with their features shuffled "
+                  "(Fashion-MNIST is the out-of-distribution set for MNIST only)",
+    "symmetry": "its training set is cut to a multiple of 64 rows, so that float rounding cannot "
+                "tell identical neurons apart",
+}
 DEFAULT_OUT = Path("runs/explain")
 CPU_THREADS = 1   # see single_threaded()
 RESULTS = "results.json"
@@ -58,8 +70,8 @@ def resolve(names: list[str] | tuple[str, ...] | str) -> list[str]:
     return [t for t in TOPICS if t in wanted]
 
 
-def load_topic(topic: str):
-    """Import the topic's module; a missing module is a one-line error, not a traceback."""
+def load_topic(topic: str) -> Topic:
+    """The topic's declared :class:`Topic`; a missing module is a one-line error, not a traceback."""
     mod = f"{__name__}.{module_name(topic)}"
     try:
         module = importlib.import_module(mod)
@@ -68,50 +80,53 @@ def load_topic(topic: str):
             raise DnnlabError(f"topic {topic!r} is not available: its module {mod} is missing from "
                               "this installation; reinstall dnnlab or pick another topic") from None
         raise
-    if not callable(getattr(module, "run", None)):
-        raise DnnlabError(f"topic {topic!r}: module {mod} has no run() function")
-    return module
+    declared = getattr(module, "TOPIC", None)
+    if not isinstance(declared, Topic):
+        raise DnnlabError(f"topic {topic!r}: module {mod} declares no TOPIC = Topic(...)")
+    return declared
 
 
 def question(topic: str) -> str:
-    return getattr(load_topic(topic), "QUESTION", topic)
+    return load_topic(topic).question
 
 
 @contextmanager
 def single_threaded(threads: int = CPU_THREADS) -> Iterator[None]:
-    """Limit torch's CPU intra-op threads while a topic runs, then restore them.
+    """At most ``threads`` torch CPU threads while a topic runs (the thread policy's cap; a fixed
+    ``--threads N`` wins), then the policy as before.
 
     The topics' nets are at most a few hundred units wide: splitting such small matrix products
     across threads costs more in synchronization than it gains, and when anything else runs on
     the machine the threads spin-wait for each other. Measured on the 2-core machine with one
     other busy process: init-variance --quick took 50 s with 2 threads, 3.6 s with 1.
     """
-    before = torch.get_num_threads()
-    if before > threads:
-        torch.set_num_threads(threads)
-    try:
+    with thread_policy.cap(threads):
         yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def run_topic(topic: str, out_dir: Path, *, quick: bool = False, seed: int = 0,
-              progress: bool = True) -> Finding:
-    """Run one topic (single-threaded on the CPU) and time it: the runner's unit of work."""
-    module = load_topic(topic)
+              data: DataConfig | None = None) -> Finding:
+    """One topic, start to end: measure (single-threaded on the CPU, timed) on MNIST or on
+    ``data`` (a config's ``[data]`` table), judge the numbers, save the figure as
+    ``out_dir/<topic>.png``. The runner's unit of work, the same for every topic."""
+    declared = load_topic(topic)
+    source = DataSource(data)
     t0 = time.perf_counter()
     with single_threaded():
-        finding = module.run(Path(out_dir), quick=quick, seed=seed, progress=progress)
-    finding.seconds = round(time.perf_counter() - t0, 2)
-    if not finding.topic:
-        finding.topic = topic
-    return finding
+        measured = declared.measure(source, declared.quick if quick else declared.full, seed)
+    seconds = round(time.perf_counter() - t0, 2)
+    numbers = {**measured.numbers, "data": source.label}
+    text, confirms, refutes = declared.verdict(numbers)
+    png = save_figure(declared.figure(numbers, measured.drawing), Path(out_dir) / declared.png)
+    return Finding(topic=topic, question=declared.question, verdict=text, confirms=confirms,
+                   refutes=refutes, numbers=numbers, figure=png, seconds=seconds, data=source.label)
 
 
 def run_topics(names, out_dir: str | Path = DEFAULT_OUT, quick: bool = False, seed: int = 0,
-               progress: bool = True) -> dict[str, Finding]:
+               progress: bool = True, data: DataConfig | None = None) -> dict[str, Finding]:
     """Run ``names`` (topic names or ``"all"``), print each verdict, write results and report.
+
+    ``data`` (a config's ``[data]`` table) runs the topics on that data instead of MNIST.
 
     A topic that fails does not stop the others: its error is recorded in ``results.json`` and
     the report, and once every topic has run a ``DnnlabError`` names the ones that failed.
@@ -127,10 +142,11 @@ def run_topics(names, out_dir: str | Path = DEFAULT_OUT, quick: bool = False, se
             print(f"[{i}/{len(topics)}] {topic}: running{' (quick)' if quick else ''} ...",
                   file=sys.stderr, flush=True)
         try:
-            finding = run_topic(topic, out_dir, quick=quick, seed=seed, progress=progress)
+            finding = run_topic(topic, out_dir, quick=quick, seed=seed, data=data)
         except Exception as e:  # noqa: BLE001 - one topic must not sink the rest
             failed[topic] = str(e) if isinstance(e, DnnlabError) else f"{type(e).__name__}: {e}"
-            results[topic] = {"error": failed[topic], "quick": quick, "seed": seed}
+            results[topic] = {"error": failed[topic], "quick": quick, "seed": seed,
+                              "data": DataSource(data).label}
             print(f"{topic}: FAILED: {failed[topic]}", flush=True)
             _save(out_dir, results)
             if len(topics) == 1 and not isinstance(e, DnnlabError):
@@ -151,10 +167,9 @@ def run_topics(names, out_dir: str | Path = DEFAULT_OUT, quick: bool = False, se
 def format_finding(topic: str, finding: Finding) -> str:
     """The lines printed when a topic lands: verdict, seed answers, headline numbers."""
     lines = [f"{topic}: {finding.verdict}"]
-    if finding.confirms:
-        lines.append(f"  confirms: {'; '.join(finding.confirms)}")
-    if finding.refutes:
-        lines.append(f"  refutes:  {'; '.join(finding.refutes)}")
+    lines += [f"  {_citation(verb, c)}" for verb, cited in (("confirms", finding.confirms),
+                                                              ("refutes", finding.refutes))
+              for c in cited]
     headline = [(k, v) for k, v in finding.numbers.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if headline:
@@ -234,7 +249,8 @@ def cited_sources(results: dict[str, Any]) -> list[str]:
 
 
 def _citation(verb: str, citation: str) -> str:
-    """One bullet: the verb, the citation, and in words which source it is."""
+    """One line (printed, and a bullet of the report): the verb, the citation, and in words
+    which source it is, so "000 answer 2" needs no legend."""
     src = source_of(citation)
     where = f" — source {citation.strip()[:3]}: {src[0]}" if src else " — source not described"
     return f"{verb} {citation}{where}"
@@ -283,7 +299,8 @@ def build_report(results: dict[str, Any], out_dir: Path):
         if rows:
             page.table(rows, ["quantity", "value"])
         run = "quick run" if r.get("quick") else "full run"
-        page.paragraph(f"{run}, seed {r.get('seed')}, {r.get('seconds', 0):.1f} s")
+        page.paragraph(f"{run} on {r.get('data', 'MNIST')}, seed {r.get('seed')}, "
+                       f"{r.get('seconds', 0):.1f} s")
     return page
 
 
@@ -294,5 +311,5 @@ def _question_or_topic(topic: str) -> str:
         return topic
 
 
-__all__ = ["TOPICS", "SOURCES", "Finding", "build_report", "source_of", "load_topic",
+__all__ = ["TOPICS", "SOURCES", "Finding", "Topic", "build_report", "source_of", "load_topic",
            "module_name", "resolve", "run_topic", "run_topics"]

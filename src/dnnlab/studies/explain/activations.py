@@ -17,19 +17,14 @@ The verdict is :func:`verdict`, a pure function of the measurements.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_dataset
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
-TOPIC = "activations"
 QUESTION = ("In which cases would you want to use each of the following activation functions: "
             "SELU, leaky ReLU (and its variants), ReLU, tanh, logistic, and softmax?")
 HIDDEN = {"sigmoid": "glorot_normal", "tanh": "glorot_normal", "relu": "he_normal",
@@ -101,7 +96,8 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
             (confirms if ok else refutes).append(text)
 
     claim(("selu" in good) if "selu" in results else None, "000 answer 4 (book: SELU is a good default)")
-    claim(("elu" in good) if "elu" in results else None, "004 answer 4 (first edition: ELU is a good default)")
+    claim(("elu" in good) if "elu" in results else None,
+          "004 answer 4 (first edition: ELU is a good default)")
     claim(("sigmoid" not in good) if "sigmoid" in results else None,
           "000 answer 4 (book: logistic is rarely used in hidden layers)")
     claim(("tanh" in good) if "tanh" in results else None,
@@ -116,20 +112,15 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return text, confirms, refutes
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    n_train, epochs = (1024, 1) if quick else (10000, 3)
-    hidden = dict(list(HIDDEN.items())[:4]) if quick else HIDDEN
-    data = load_dataset("mnist", limit=n_train, valid_size=1000 if quick else 5000,
-                        standardize=True, seed=seed, progress=False)
-    base = {   # one replace() per config: replace() of a replace() loses None values
-        "name": "activations", "model.depth": 5, "model.width": 100, "optim.name": "nadam",
-        "optim.lr": 1e-3, "train.epochs": epochs, "train.batch_size": 64,
-        "train.patience": None, "train.progress": False, "train.seed": seed, "data.seed": seed}
+def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
+    epochs = sizes["epochs"]
+    hidden = dict(list(HIDDEN.items())[:sizes["activations"]])
+    data = source.load(sizes["n_train"], sizes["valid"], seed, standardize=True)
     results: dict[str, dict] = {}
     models = {}
     for act, init in hidden.items():
-        cfg = replace(RunConfig(), **base, **{"model.activation": act, "model.init": init})
+        cfg = topic_config("activations", seed, epochs,
+                           **{"model.depth": 5, "model.activation": act, "model.init": init})
         res = fit(cfg, data)
         results[act] = {"test_accuracy": res.test.get("test_accuracy", math.nan),
                         "seconds_per_epoch": res.seconds_per_epoch, "init": init,
@@ -148,15 +139,14 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                "sigmoid_exactly_0_or_1": s["exactly_0_or_1"],
                "softmax_max_abs_row_sum_minus_1": m["max_abs_row_sum_minus_1"],
                "softplus_min": p["min"], "hidden": results, "output_ranges": ranges}
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(results, logits, ranges, best, out_dir / "activations.png")
-    return finding
+    return Measurement(numbers, {"logits": logits})
 
 
-def figure(results: dict, logits: torch.Tensor, ranges: dict, best: str) -> Figure:
-    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
+def figure(n: dict, drawing: dict) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show.
+    ``drawing["logits"]``: the best net's test-set logits, which the output panels transform."""
+    results, ranges, best = n["hidden"], n["output_ranges"], n["best_hidden"]
+    logits: torch.Tensor = drawing["logits"]
     fig = Figure(figsize=(13, 6), layout="constrained")
     axd = fig.subplot_mosaic([["hidden", "hidden", "tanh", "sigmoid"],
                               ["hidden", "hidden", "softmax", "softplus"]])
@@ -181,11 +171,11 @@ def figure(results: dict, logits: torch.Tensor, ranges: dict, best: str) -> Figu
         r = ranges[name]
         a.set(title=f"{name} output: [{r['min']:.3g}, {r['max']:.3g}]", xlabel="output value",
               ylabel="count (log)")
-    fig.suptitle(f"Which activation where (MNIST); outputs: the {best} net's test-set logits "
+    fig.suptitle(f"Which activation where ({n['data']}); outputs: the {best} net's test-set logits "
                  "through each output activation (red: the range's bounds)")
     return fig
 
 
-def _plot(results: dict, logits: torch.Tensor, ranges: dict, best: str, path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(results, logits, ranges, best), path)
+TOPIC = Topic(name="activations", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
+              quick=dict(n_train=1024, valid=1000, epochs=1, activations=4),
+              full=dict(n_train=10000, valid=5000, epochs=3, activations=len(HIDDEN)))

@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import math
 import statistics
-from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_dataset
 from dnnlab.nn import build_mlp, init_
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
-TOPIC = "bias-init"
 QUESTION = "Is it OK to initialize the bias terms to 0?"
 VARIANTS = ("zeros", "constant 1", "random (like weights)")
 NOISE_T = 2.0   # |t| below this: the gap is under two standard errors, i.e. within seed noise
@@ -92,21 +87,14 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return text, confirms, refutes
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    seeds = [seed + i for i in range(3 if quick else 5)]
-    n_train, epochs = (1024, 2) if quick else (10000, 5)
-    data = load_dataset("mnist", limit=n_train, valid_size=1000 if quick else 5000, seed=seed,
-                        progress=False)
-    base = {   # one replace() per config: replace() of a replace() loses None values
-        "name": "bias-init", "model.depth": 3, "model.width": 100, "model.activation": "elu",
-        "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
-        "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
-        "train.progress": False, "data.seed": seed}
+def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
+    seeds = [seed + i for i in range(sizes["seeds"])]
+    epochs = sizes["epochs"]
+    data = source.load(sizes["n_train"], sizes["valid"], seed)
     acc: dict[str, list[float]] = {v: [] for v in VARIANTS}
     curves: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
     for s in seeds:
-        c = replace(RunConfig(), **base, **{"train.seed": s})
+        c = topic_config("bias-init", s, epochs, **{"model.depth": 3, "data.seed": seed})
         for variant in VARIANTS:
             model = build_mlp(c.model, data.n_features, data.n_classes, seed=s)
             set_biases(model, variant, s)
@@ -125,20 +113,17 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                "t_constant_vs_zeros": t_stats["constant 1"],
                "t_random_vs_zeros": t_stats["random (like weights)"],
                "accuracy": summary, "welch_t_vs_zeros": t_stats, "seed_ranges_overlap": overlap}
-
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(acc, curves, out_dir / "bias_init.png")
-    return finding
+    return Measurement(numbers, {"curves": curves})
 
 
-def figure(acc: dict[str, list[float]], curves: dict[str, list[list[float]]]) -> Figure:
+def figure(n: dict, drawing: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
+    acc = {v: s["per_seed"] for v, s in n["accuracy"].items()}
+    curves: dict[str, list[list[float]]] = drawing["curves"]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     colours = ["tab:blue", "tab:orange", "tab:green"]
-    for i, (v, a) in enumerate(acc.items()):
+    for i, a in enumerate(acc.values()):
         xs = np.full(len(a), i) + np.linspace(-0.12, 0.12, len(a))
         ax_acc.scatter(xs, a, color=colours[i], alpha=0.7, label="one seed" if i == 0 else None)
         ax_acc.errorbar(i + 0.3, np.mean(a), yerr=np.std(a, ddof=1), fmt="s", color="k",
@@ -158,10 +143,10 @@ def figure(acc: dict[str, list[float]], curves: dict[str, list[list[float]]]) ->
                 title="Validation loss: mean, band = min..max over seeds")
     ax_loss.legend(frameon=False, fontsize=8)
     ax_loss.grid(True, alpha=0.3)
-    fig.suptitle("Bias initialization: zeros vs 1 vs random (3x100 He/ELU, Nadam, MNIST)")
+    fig.suptitle(f"Bias initialization: zeros vs 1 vs random (3x100 He/ELU, Nadam, {n['data']})")
     return fig
 
 
-def _plot(acc: dict[str, list[float]], curves: dict[str, list[list[float]]], path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(acc, curves), path)
+TOPIC = Topic(name="bias-init", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
+              quick=dict(seeds=3, n_train=1024, valid=1000, epochs=2),
+              full=dict(seeds=5, n_train=10000, valid=5000, epochs=5))

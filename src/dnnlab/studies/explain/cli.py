@@ -16,9 +16,11 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from dnnlab import io
+from dnnlab import io, rundir
+from dnnlab.cli_common import with_threads
+from dnnlab.config import DataConfig, load_config
 from dnnlab.errors import DnnlabError
-from dnnlab.studies.explain import DEFAULT_OUT, RESULTS, TOPICS, resolve, run_topics
+from dnnlab.studies.explain import DEFAULT_OUT, FIXED_PART, RESULTS, TOPICS, resolve, run_topics
 
 LOG_EVERY_S = 15.0      # a "still running" line this often when stderr is not a terminal
 TTY_REFRESH_S = 0.5
@@ -89,7 +91,7 @@ class TopicProgress:
 
 
 def explain_with_progress(topics: list[str], out: Path, *, quick: bool, seed: int,
-                          stream: TextIO | None = None) -> int:
+                          stream: TextIO | None = None, data: DataConfig | None = None) -> int:
     """Run ``topics`` one by one under a :class:`TopicProgress` line; raise if any failed.
 
     A topic that fails does not stop the others (as in :func:`run_topics`, which records its
@@ -100,7 +102,7 @@ def explain_with_progress(topics: list[str], out: Path, *, quick: bool, seed: in
         label = f"[{i}/{len(topics)}] {topic}{' (quick)' if quick else ''}"
         try:
             with TopicProgress(label, previous_seconds(out, topic, quick), stream):
-                run_topics([topic], out, quick=quick, seed=seed, progress=False)
+                run_topics([topic], out, quick=quick, seed=seed, progress=False, data=data)
         except DnnlabError:
             failed.append(topic)
         except Exception:  # noqa: BLE001 - one topic must not sink the rest
@@ -113,23 +115,49 @@ def explain_with_progress(topics: list[str], out: Path, *, quick: bool, seed: in
     return 0
 
 
+def data_from_args(config: str | None, sets: list[str]) -> DataConfig | None:
+    """The ``[data]`` table to run the topics on: the config's, with ``--set data.*`` applied;
+    None (the built-in MNIST) when neither is given. Only data keys are taken: each topic fixes
+    the nets it compares, so a model/optim/train key would be silently unused, and is refused."""
+    other = [item for item in sets if not item.split("=", 1)[0].strip().startswith("data.")]
+    if other:
+        raise DnnlabError(f"explain --set takes data.* keys only (each topic fixes the nets it "
+                          f"compares); drop --set {other[0]}")
+    if config is None and not sets:
+        return None
+    return load_config(config, sets).data
+
+
 def cmd_explain(args) -> int:
     topics = resolve(args.topics)          # an unknown name fails here, before any work
-    return explain_with_progress(topics, Path(args.out), quick=args.quick, seed=args.seed)
+    data = data_from_args(args.config, list(args.set or []))
+    if data is not None and args.config is not None:
+        print(f"explain: on the [data] of {args.config} ({data.name}); the topics fix their own "
+              "nets, so its other tables are not used", file=sys.stderr, flush=True)
+    return explain_with_progress(topics, Path(args.out), quick=args.quick, seed=args.seed, data=data)
 
 
 def register(sub, with_config) -> None:
-    """Add the ``explain`` subcommand (``with_config`` is unused: topics build their own configs)."""
+    """Add the ``explain`` subcommand (``with_config`` is unused: topics build their own nets,
+    and only a config's [data] table applies)."""
+    fixed = "; ".join(f"{t}: {why}" for t, why in FIXED_PART.items())
     sp = sub.add_parser(
         "explain", help="settle one of the chapter's questions by experiment",
         description="Run the experiment that answers a question of the chapter, print the verdict "
                     "with its numbers, and write a plot, results.json and report.html. "
-                    f"Topics: {', '.join(TOPICS)}, or all.")
+                    f"Topics: {', '.join(TOPICS)}, or all. By default on the MNIST that ships with "
+                    "dnnlab; with --config or --set data.* every topic runs on that data instead, "
+                    f"within its own budget of examples. What stays fixed there: {fixed}.")
     sp.add_argument("topics", nargs="+", metavar="TOPIC",
                     help=f"one or more of: {', '.join(TOPICS)}; or all")
-    sp.add_argument("--out", default=str(DEFAULT_OUT),
+    sp.add_argument("--out", default=str(DEFAULT_OUT), type=rundir.out_arg,
                     help=f"output folder (default {DEFAULT_OUT})")
     sp.add_argument("--quick", action="store_true",
                     help="tiny settings (seconds per topic) that still show the verdict's direction")
     sp.add_argument("--seed", type=int, default=0, help="random seed of the experiments (default 0)")
+    sp.add_argument("--config", metavar="CONFIG.toml",
+                    help="run on this config's [data] table (default: the built-in MNIST)")
+    sp.add_argument("--set", action="append", metavar="data.KEY=VALUE",
+                    help="override a data key, e.g. --set data.name=fashion-mnist (repeatable)")
+    with_threads(sp)
     sp.set_defaults(func=cmd_explain)

@@ -24,7 +24,6 @@ import dataclasses
 import math
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,22 +33,13 @@ from matplotlib.ticker import MaxNLocator
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval, plain_predict
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import Split
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit, resolve_device
 
-TOPIC = "dropout-cost"
 QUESTION = ("Does dropout slow down training? Does it slow down inference (i.e., making "
             "predictions on new instances)? What about MC Dropout?")
 RATES = (0.2, 0.5)
 BOOK_FACTOR = 2.0
-
-
-def _settings(quick: bool) -> dict:
-    if quick:
-        return dict(n_train=1200, valid=500, epochs=4, mc=[1, 10], step_reps=10, inf_reps=3)
-    return dict(n_train=8000, valid=5000, epochs=12, mc=[1, 2, 5, 10, 20, 50], step_reps=40,
-                inf_reps=10)
 
 
 def epochs_to(history: dict[str, list[float]], target: float) -> tuple[int, float]:
@@ -68,11 +58,14 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+CPU = torch.device("cpu")
+
+
 def interleaved_medians(fns: dict[str, callable], repeats: int, warmup: bool = True,
-                        device: torch.device = torch.device("cpu")) -> dict[str, float]:
+                        device: torch.device = CPU) -> dict[str, float]:
     """Median seconds of each function, run in turn so that load changes hit all of them."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for k, fn in fns.items() if warmup else ():
+    for fn in fns.values() if warmup else ():
         fn()
     for _ in range(repeats):
         for k, fn in fns.items():
@@ -97,7 +90,7 @@ def step_costs(cfg: RunConfig, data, repeats: int, device: torch.device) -> dict
     fns = {}
     for rate in (0.0, *RATES):
         c = replace(cfg, **{"model.dropout": rate, "train.epochs": 1, "train.progress": False,
-                            "train.device": str(device)})
+                            "train.device": str(device), "train.monitor": "loss"})   # no valid split
         fns[rate] = lambda c=c: fit(c, sub, evaluate_test=False)
     times = interleaved_medians(fns, repeats, device=device)
     return {rate: t / math.ceil(n / bs) for rate, t in times.items()}
@@ -160,11 +153,9 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return text, confirms, refutes
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    st = _settings(quick)
-    data = small_mnist(st["n_train"], st["valid"], seed)
-    cfg = topic_config("dropout-cost", seed, st["epochs"], **{"model.depth": 3, "optim.name": "nadam", "optim.lr": 1e-3})
+def measure(source: DataSource, st: dict, seed: int) -> Measurement:
+    data = source.load(st["n_train"], st["valid"], seed)
+    cfg = topic_config("dropout-cost", seed, st["epochs"], **{"model.depth": 3})
     device = resolve_device(cfg.train.device)     # where fit puts the models
     x_test, y_test = data.test.tensors(device)
 
@@ -217,20 +208,15 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                       for r, res in runs.items()},
     }
 
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(numbers, runs, out_dir / "dropout_cost.png")
-    return finding
+    return Measurement(numbers)
 
 
-def figure(n: dict, runs: dict) -> Figure:
+def figure(n: dict, drawing: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     ax_ep, ax_t, ax_inf = fig.subplots(1, 3)
     colours = {0.0: "tab:blue", RATES[0]: "tab:orange", RATES[1]: "tab:red"}
-    for r, res in runs.items():
-        h = res.history
+    for r, h in n["histories"].items():
         label = (f"{'no dropout' if r == 0 else f'dropout {r:g}'} "
                  f"({n['seconds_per_epoch'][r]:.2f} s/epoch)")
         ax_ep.plot(h["epoch"], h["val_loss"], "o-", color=colours[r], label=label, markersize=3)
@@ -264,10 +250,12 @@ def figure(n: dict, runs: dict) -> Figure:
     ax_inf.set(ylabel=f"ms to predict the test set (log); x = vs plain dropout {n['mc_rate']:g}",
                title="Inference: time (x plain pass) and test accuracy")
     ax_inf.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("The cost of dropout: 3x100 ELU MLP, Nadam, MNIST")
+    fig.suptitle(f"The cost of dropout: 3x100 ELU MLP, Nadam, {n['data']}")
     return fig
 
 
-def _plot(n: dict, runs: dict, path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(n, runs), path)
+TOPIC = Topic(name="dropout-cost", question=QUESTION, measure=measure, verdict=verdict,
+              figure=figure,
+              quick=dict(n_train=1200, valid=500, epochs=4, mc=[1, 10], step_reps=10, inf_reps=3),
+              full=dict(n_train=8000, valid=5000, epochs=12, mc=[1, 2, 5, 10, 20, 50], step_reps=40,
+                        inf_reps=10))

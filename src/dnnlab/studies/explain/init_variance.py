@@ -15,7 +15,6 @@ The verdict is :func:`verdict`, a pure function of the measurements.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,14 +22,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dnnlab.analysis.stats import hidden_stats, layer_stats
-from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_dataset
 from dnnlab.nn import build_mlp
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
-TOPIC = "init-variance"
 QUESTION = ("What problem do Glorot and He initialization fix? (Keeping the variance of the "
             "signal, forward and backward, about the same through every layer.)")
 INITS = {"N(0, 1)": {"model.init": "normal", "model.init_value": 1.0},
@@ -39,6 +34,8 @@ INITS = {"N(0, 1)": {"model.init": "normal", "model.init_value": 1.0},
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 DEPTH, WIDTH = 30, 100
 FACTOR = 100.0   # gradient ratio beyond this (either way) = vanishing / exploding
+BATCH = 64
+PROBE = 512      # validation images every statistic is measured on
 
 
 def classify(ratio: float) -> str:
@@ -115,22 +112,17 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return verdict_text, (cards if holds else []), ([] if holds else cards)
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    steps, batch = (5, 64) if quick else (20, 64)
-    data = load_dataset("mnist", limit=steps * batch, valid_size=512, standardize=True, seed=seed,
-                        progress=False)
-    x = torch.as_tensor(data.valid.x)
-    y = torch.as_tensor(data.valid.y)
-    base = {   # one replace() per config: replace() of a replace() loses None values
-        "name": "init-variance", "model.depth": DEPTH, "model.width": WIDTH,
-        "optim.name": "sgd", "optim.lr": 0.01, "train.epochs": 1, "train.batch_size": batch,
-        "train.patience": None, "train.progress": False, "train.seed": seed,
-        "data.seed": seed}
+def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
+    steps = sizes["steps"]
+    data = source.load(steps * BATCH, PROBE, seed, standardize=True)
+    x = torch.as_tensor(data.valid.x[:PROBE])
+    y = torch.as_tensor(data.valid.y[:PROBE])
+    base = {"model.depth": DEPTH, "model.width": WIDTH, "optim.name": "sgd", "optim.lr": 0.01,
+            "train.batch_size": BATCH}
     results: dict[str, dict] = {}
     for act in ACTIVATIONS:
         for init_name, overrides in INITS.items():
-            cfg = replace(RunConfig(), **base, **{"model.activation": act, **overrides})
+            cfg = topic_config("init-variance", seed, 1, **base, **{"model.activation": act, **overrides})
             model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=seed)
             at_init = _summary(layer_stats(model, x, y))
             at_init["mean_slope"] = mean_slope(model, x, act)
@@ -143,11 +135,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     numbers = {"depth": DEPTH, "width": WIDTH, "sgd_steps": steps,
                **{f"backward_ratio {k}": v["at_init"]["backward_ratio"] for k, v in results.items()},
                "diverged_after_steps": diverged, "results": results}
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(results, steps, out_dir / "init_variance.png")
-    return finding
+    return Measurement(numbers)
 
 
 @torch.no_grad()
@@ -177,8 +165,9 @@ def mean_slope(model, x: torch.Tensor, act: str) -> float:
     return sum(slopes) / len(slopes)
 
 
-def figure(results: dict[str, dict], steps: int) -> Figure:
+def figure(n: dict, drawing: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
+    results, steps = n["results"], n["sgd_steps"]
     fig = Figure(figsize=(14, 11), layout="constrained")
     axes = fig.subplots(len(ACTIVATIONS), 3)
     colours = dict(zip(INITS, ["tab:red", "tab:blue", "tab:green"]))
@@ -204,10 +193,9 @@ def figure(results: dict[str, dict], steps: int) -> Figure:
                 Line2D([], [], color="0.2", linestyle="--", label=f"after {steps} SGD steps")]
     fig.legend(handles=handles, loc="outside lower center", ncol=5, frameon=False)
     fig.suptitle(f"Signal and gradient through {DEPTH} layers of {WIDTH} units "
-                 "(standardized MNIST, log scale)")
+                 f"(standardized {n['data']}, log scale)")
     return fig
 
 
-def _plot(results: dict[str, dict], steps: int, path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(results, steps), path)
+TOPIC = Topic(name="init-variance", question=QUESTION, measure=measure, verdict=verdict,
+              figure=figure, quick=dict(steps=5), full=dict(steps=20))

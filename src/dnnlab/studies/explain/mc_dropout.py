@@ -9,7 +9,8 @@ calibration error (15 bins), NLL, and the mean predictive entropy.
 Out-of-distribution inputs are Fashion-MNIST test images fed to the MNIST model when the
 Fashion-MNIST files are found (``$DNNLAB_DATA_DIR``, the cache; nothing is downloaded); if they
 are not, MNIST test images with their pixels shuffled by one fixed permutation stand in (same
-intensities, no digit shape), and ``numbers["ood_source"]`` says which was used. The entropy of
+intensities, no digit shape), and ``numbers["ood_source"]`` says which was used. On a user's data
+(``--config``) the stand-in is always the test rows with their features shuffled the same way. The entropy of
 OOD vs in-distribution predictions is compared for plain and MC inference, with the AUROC of
 telling them apart by entropy (and, for MC, by the mutual information between the passes).
 
@@ -18,46 +19,50 @@ The verdict is :func:`verdict`, a pure function of the measurements.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from dnnlab.analysis.mc_dropout import (expected_calibration_error, mc_predict, mutual_information,
-                                        plain_predict, predictive_entropy)
+from dnnlab.analysis.mc_dropout import (
+    expected_calibration_error,
+    mc_predict,
+    mutual_information,
+    plain_predict,
+    predictive_entropy,
+)
 from dnnlab.data import load_dataset
 from dnnlab.errors import DataError
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit, resolve_device
+from dnnlab.train.callbacks import Callback, Logs, Stops
+from dnnlab.train.driver import Trainer
 
-TOPIC = "mc-dropout"
 QUESTION = ("Without retraining, can MC Dropout give better accuracy (and better calibrated, more "
             "honest uncertainty) than plain inference?")
 RATE = 0.3
 STAGE_N = 20          # MC passes when checking calibration along training
 FASHION = "Fashion-MNIST test images"
 SHUFFLED = "pixel-shuffled MNIST test images (Fashion-MNIST not found)"
+SHUFFLED_OWN = "feature-shuffled test rows of {}"
 
 
-def _settings(quick: bool) -> dict:
-    if quick:
-        return dict(n_train=1500, valid=500, epochs=4, stages=[2, 4], ns=[1, 2, 5, 10, 20],
-                    n_test=2000, n_ood=1000)
-    return dict(n_train=8000, valid=5000, epochs=24, stages=[6, 12, 18, 24],
-                ns=[1, 2, 5, 10, 20, 50, 100], n_test=10000, n_ood=5000)
+MNIST = DataSource()
 
 
-def ood_inputs(x_in: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, str]:
-    """``n`` out-of-distribution images for an MNIST model, and what they are."""
-    try:
-        fashion = load_dataset("fashion-mnist", download=False, progress=False)
-        return torch.as_tensor(fashion.test.x[:n]), FASHION
-    except DataError:
-        g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(x_in.shape[1], generator=g)
-        return x_in[:n][:, perm].contiguous(), SHUFFLED
+def ood_inputs(x_in: torch.Tensor, n: int, seed: int,
+               source: DataSource = MNIST) -> tuple[torch.Tensor, str]:
+    """``n`` out-of-distribution inputs for a model trained on ``source``, and what they are:
+    Fashion-MNIST for MNIST when its files are here, else ``x_in``'s features shuffled."""
+    if source.data is None:
+        try:
+            fashion = load_dataset("fashion-mnist", download=False, progress=False)
+            return torch.as_tensor(fashion.test.x[:n]), FASHION
+        except DataError:
+            pass
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(x_in.shape[1], generator=g)
+    what = SHUFFLED if source.data is None else SHUFFLED_OWN.format(source.label)
+    return x_in[:n][:, perm].contiguous(), what
 
 
 def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
@@ -82,18 +87,21 @@ def _scores(p: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
             "entropy": float(predictive_entropy(p).mean())}
 
 
-class StageProbe:
+class StageProbe(Callback):
     """A fit callback: plain vs MC Dropout (N=``n``) on the test set at the given epochs."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, epochs: list[int], n: int, seed: int):
         self.x, self.y, self.epochs, self.n, self.seed = x, y, set(epochs), n, seed
         self.rows: dict[int, dict[str, dict[str, float]]] = {}
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model) -> None:
-        if epoch in self.epochs:
-            self.rows[epoch] = {
-                "plain": _scores(plain_predict(model, self.x), self.y),
-                "mc": _scores(mc_predict(model, self.x, self.n, seed=self.seed).mean(0), self.y)}
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+        if epoch not in self.epochs:
+            return None
+        model = run.model(0)
+        self.rows[epoch] = {
+            "plain": _scores(plain_predict(model, self.x), self.y),
+            "mc": _scores(mc_predict(model, self.x, self.n, seed=self.seed).mean(0), self.y)}
+        return None
 
 
 def n_to_level(curve: dict[int, dict]) -> int:
@@ -118,7 +126,7 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     better_acc = curve[n10]["accuracy"] > base["accuracy"]
     better_cal = top["ece"] < base["ece"]
     flags_ood = ratio_mc > 1.5 and auc["mc_entropy"] > 0.75
-    mc_helps_ood = auc["mc_entropy"] > auc["plain_entropy"] or auc["mc_mutual_information"] > auc["plain_entropy"]
+    mc_helps_ood = max(auc["mc_entropy"], auc["mc_mutual_information"]) > auc["plain_entropy"]
     text = (
         f"{'Yes' if better_acc else 'No'} for accuracy, {'yes' if better_cal else 'no'} for "
         f"calibration here: with N={n_max} passes MC Dropout scores {top['accuracy']:.2%} vs "
@@ -147,15 +155,14 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return text, confirms, refutes
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    st = _settings(quick)
-    data = small_mnist(st["n_train"], st["valid"], seed)
-    cfg = topic_config("mc-dropout", seed, st["epochs"], **{"model.depth": 3, "model.dropout": RATE, "optim.name": "nadam", "optim.lr": 1e-3, "train.restore_best": False})
+def measure(source: DataSource, st: dict, seed: int) -> Measurement:
+    data = source.load(st["n_train"], st["valid"], seed)
+    cfg = topic_config("mc-dropout", seed, st["epochs"], **{
+        "model.depth": 3, "model.dropout": RATE, "train.restore_best": False})
     device = resolve_device(cfg.train.device)     # where fit puts the model
     x = torch.as_tensor(data.test.x[:st["n_test"]]).to(device)
     y = torch.as_tensor(data.test.y[:st["n_test"]]).to(device)
-    x_ood, ood_source = ood_inputs(torch.as_tensor(data.test.x), st["n_ood"], seed)
+    x_ood, ood_source = ood_inputs(torch.as_tensor(data.test.x), st["n_ood"], seed, source)
     x_ood = x_ood.to(device)
     probe = StageProbe(x, y, st["stages"], STAGE_N, seed)
     model = fit(cfg, data, callbacks=[probe]).model
@@ -192,15 +199,15 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         "mc_better_calibrated_at_epochs": [e for e, r in sorted(probe.rows.items())
                                            if r["mc"]["ece"] < r["plain"]["ece"]],
     }
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(numbers, _np(h_in), _np(h_ood), hp_in, hp_ood, out_dir / "mc_dropout.png")
-    return finding
+    return Measurement(numbers, {"h_in": _np(h_in), "h_ood": _np(h_ood), "hp_in": hp_in,
+                                 "hp_ood": hp_ood})
 
 
-def figure(n: dict, h_in, h_ood, hp_in, hp_ood) -> Figure:
-    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
+def figure(n: dict, drawing: dict) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show.
+    ``drawing``: the per-image predictive entropies, MC (``h_in``, ``h_ood``) and plain
+    (``hp_in``, ``hp_ood``), in and out of distribution."""
+    h_in, h_ood, hp_in, hp_ood = (drawing[k] for k in ("h_in", "h_ood", "hp_in", "hp_ood"))
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     ax_acc, ax_ece, ax_h = fig.subplots(1, 3)
     ns = list(n["mc"])
@@ -221,11 +228,11 @@ def figure(n: dict, h_in, h_ood, hp_in, hp_ood) -> Figure:
     bins = np.linspace(0, hi, 40)
     auc = n["auroc"]
     ax_h.hist(h_in, bins, histtype="step", color="tab:green", linewidth=1.6,
-              label=f"MNIST test, MC N={n['n_max']}", density=True)
+              label=f"{n['data']} test, MC N={n['n_max']}", density=True)
     ax_h.hist(h_ood, bins, histtype="step", color="tab:red", linewidth=1.6,
               label=f"OOD, MC N={n['n_max']} (AUROC {auc['mc_entropy']:.3f})", density=True)
     ax_h.hist(hp_in, bins, histtype="step", color="tab:green", linestyle=":", linewidth=1.4,
-              label="MNIST test, plain", density=True)
+              label=f"{n['data']} test, plain", density=True)
     ax_h.hist(hp_ood, bins, histtype="step", color="tab:red", linestyle=":", linewidth=1.4,
               label=f"OOD, plain (AUROC {auc['plain_entropy']:.3f})", density=True)
     ax_h.set_yscale("log")
@@ -233,12 +240,15 @@ def figure(n: dict, h_in, h_ood, hp_in, hp_ood) -> Figure:
              title="Uncertainty: in-distribution vs out-of-distribution")
     ax_h.legend(frameon=False, fontsize=7)
     ax_h.grid(True, alpha=0.3)
-    src = "Fashion-MNIST" if n["ood_source"] == FASHION else "pixel-shuffled MNIST"
-    fig.suptitle(f"MC Dropout on a trained 3x100 ELU net (dropout {n['dropout']:g}), MNIST; "
+    src = "Fashion-MNIST" if n["ood_source"] == FASHION else n["ood_source"].split(" (")[0]
+    fig.suptitle(f"MC Dropout on a trained 3x100 ELU net (dropout {n['dropout']:g}), {n['data']}; "
                  f"OOD = {src}")
     return fig
 
 
-def _plot(n: dict, h_in, h_ood, hp_in, hp_ood, path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(n, h_in, h_ood, hp_in, hp_ood), path)
+TOPIC = Topic(name="mc-dropout", question=QUESTION, measure=measure, verdict=verdict,
+              figure=figure,
+              quick=dict(n_train=1500, valid=500, epochs=4, stages=[2, 4], ns=[1, 2, 5, 10, 20],
+                         n_test=2000, n_ood=1000),
+              full=dict(n_train=8000, valid=5000, epochs=24, stages=[6, 12, 18, 24],
+                        ns=[1, 2, 5, 10, 20, 50, 100], n_test=10000, n_ood=5000))

@@ -18,20 +18,15 @@ The verdict is :func:`verdict`, a pure function of the measurements.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_dataset
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
-TOPIC = "momentum"
 QUESTION = ("What may happen if you set the momentum hyperparameter too close to 1 (e.g., 0.99999) "
             "when using an SGD optimizer?")
 MOMENTA = (0.9, 0.99999)
@@ -120,22 +115,17 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return text, confirms, refutes
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    steps = 1000 if quick else 3000
+def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
+    steps = sizes["steps"]
     quad = {m: quadratic_run(m, steps) for m in MOMENTA}
 
-    n_train, epochs = (1024, 4) if quick else (3200, 12)
-    data = load_dataset("mnist", limit=n_train, valid_size=1000 if quick else 2000, seed=seed,
-                        progress=False)
-    base = {   # one replace() per config: replace() of a replace() loses None values
-        "name": "momentum", "model.depth": 3, "model.width": 100, "model.activation": "elu",
-        "optim.name": "sgd", "optim.lr": LR, "train.epochs": epochs, "train.batch_size": 64,
-        "train.patience": None, "train.restore_best": False, "train.progress": False,
-        "train.seed": seed, "data.seed": seed}
+    epochs = sizes["epochs"]
+    data = source.load(sizes["n_train"], sizes["valid"], seed)
     net: dict[float, dict] = {}
     for m in MOMENTA:
-        res = fit(replace(RunConfig(), **base, **{"optim.momentum": m}), data)
+        res = fit(topic_config("momentum", seed, epochs, **{
+            "model.depth": 3, "optim.name": "sgd", "optim.lr": LR, "optim.momentum": m,
+            "train.restore_best": False}), data)
         loss = res.history["loss"]
         net[m] = {"status": res.status, "train_loss": loss, "val_loss": res.history["val_loss"],
                   "epochs_loss_went_up": sum(b > a for a, b in zip(loss, loss[1:])),
@@ -156,19 +146,18 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                "quadratic": {str(m): {k: v for k, v in q.items() if k not in ("trajectory", "loss")}
                              for m, q in quad.items()},
                "net": {str(m): v for m, v in net.items()}, "net_epochs": epochs}
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(quad, net, out_dir / "momentum.png")
-    return finding
+    return Measurement(numbers, {"quad": quad})
 
 
 def _or_minus_1(step: int | None) -> int:
     return -1 if step is None else step
 
 
-def figure(quad: dict, net: dict) -> Figure:
-    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
+def figure(n: dict, drawing: dict) -> Figure:
+    """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show.
+    ``drawing["quad"]``: per momentum, :func:`quadratic_run` with its trajectory and losses."""
+    quad = drawing["quad"]
+    net = {float(m): r for m, r in n["net"].items()}
     fig = Figure(figsize=(15, 4.6), layout="constrained")
     ax_t, ax_f, ax_n = fig.subplots(1, 3)
     colours = dict(zip(MOMENTA, ["tab:blue", "tab:red"]))
@@ -201,13 +190,13 @@ def figure(quad: dict, net: dict) -> Figure:
         ax_n.plot(epochs, r["val_loss"], "-", color=colours[m], label=f"{m:g} valid")
     ax_n.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_n.set(xlabel="epoch", ylabel="cross-entropy", yscale="log",
-             title="3x100 ELU net on MNIST, SGD lr 0.01")
+             title=f"3x100 ELU net on {n['data']}, SGD lr {LR:g}")
     ax_n.legend(frameon=False, fontsize=8)
     ax_n.grid(True, alpha=0.3)
     fig.suptitle("SGD momentum 0.9 vs 0.99999")
     return fig
 
 
-def _plot(quad: dict, net: dict, path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(quad, net), path)
+TOPIC = Topic(name="momentum", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
+              quick=dict(steps=1000, n_train=1024, valid=1000, epochs=4),
+              full=dict(steps=3000, n_train=3200, valid=2000, epochs=12))

@@ -21,23 +21,18 @@ The verdict is :func:`verdict`, a pure function of the measurements.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from dnnlab.analysis.stats import hidden_stats, layer_stats
 from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_dataset
 from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes
 from dnnlab.doctor.diagnose import settle_layer as _settle
 from dnnlab.nn import build_mlp
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
-TOPIC = "selu"
 QUESTION = "Name three advantages of the SELU activation function over ReLU."
 DEPTH = 30
 TOL = SELF_NORM_TOL     # the doctor's band, one judgement for both
@@ -57,12 +52,10 @@ def settle_layer(stats: list[dict]) -> int | None:
     return _settle([s["mean"] for s in stats], [s["std"] for s in stats])
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    n_train, epochs, n_probe = (2048, 1, 1000) if quick else (10000, 3, 2000)
-    std_data = load_dataset("mnist", limit=n_train, valid_size=n_probe, standardize=True,
-                            seed=seed, progress=False)
-    raw_data = load_dataset("mnist", limit=n_train, valid_size=n_probe, seed=seed, progress=False)
+def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
+    n_train, epochs, n_probe = sizes["n_train"], sizes["epochs"], sizes["probe"]
+    std_data = source.load(n_train, n_probe, seed, standardize=True)
+    raw_data = source.load(n_train, n_probe, seed)
 
     # 2. self-normalization at initialization, one condition broken at a time
     depth_cfg = replace(RunConfig(), **{"model.depth": DEPTH, "model.width": 100,
@@ -72,7 +65,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
     for name, (overrides, standardized, active) in CONDITIONS.items():
         cfg = replace(depth_cfg, **overrides)
         model = build_mlp(cfg.model, std_data.n_features, std_data.n_classes, seed=seed)
-        x = torch.as_tensor((std_data if standardized else raw_data).valid.x)
+        x = torch.as_tensor((std_data if standardized else raw_data).valid.x[:n_probe])
         st = hidden_stats(layer_stats(model, x, train=active))
         depth[name] = {"mean": [s["mean"] for s in st], "std": [s["std"] for s in st],
                        "settles_at_layer": settle_layer(st),
@@ -81,16 +74,12 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                        "last_mean": st[-1]["mean"], "last_std": st[-1]["std"]}
 
     # 1. training at a normal and a large learning rate
-    base = {   # one replace() per config: replace() of a replace() loses None values
-        "name": "selu", "model.depth": 8, "model.width": 100, "optim.name": "nadam",
-        "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
-        "train.progress": False, "train.seed": seed, "data.seed": seed}
     probe = torch.as_tensor(std_data.train.x[:n_probe])
     trained: dict[str, dict] = {}
     for lr in (1e-3, 1e-2):
         for act, init in NETS.items():
-            cfg = replace(RunConfig(), **base, **{"model.activation": act, "model.init": init,
-                                                  "optim.lr": lr})
+            cfg = topic_config("selu", seed, epochs, **{"model.depth": 8, "model.activation": act,
+                                                        "model.init": init, "optim.lr": lr})
             model = build_mlp(cfg.model, std_data.n_features, std_data.n_classes, seed=seed)
             init_stats = hidden_stats(layer_stats(model, probe))
             result = fit(cfg, std_data, model=model)
@@ -104,7 +93,7 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                 "constant_fraction": _avg(s["constant"] for s in st),
                 "dead_per_layer": [s["dead"] for s in st]}
 
-    return _finding(depth, trained, out_dir, n_train, epochs)
+    return Measurement(_numbers(depth, trained, n_train, epochs))
 
 
 def _avg(values) -> float:
@@ -165,7 +154,8 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return text, confirms, refutes
 
 
-def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: int) -> Finding:
+def _numbers(depth: dict, trained: dict, n_train: int, epochs: int) -> dict:
+    """The headline numbers first, then everything the verdict and the figure read."""
     r1, s1, r2, s2 = (trained[k] for k in ("relu lr=0.001", "selu lr=0.001", "relu lr=0.01",
                                            "selu lr=0.01"))
     good, he, drop, alpha, raw = (depth[k] for k in (
@@ -181,15 +171,12 @@ def _finding(depth: dict, trained: dict, out_dir: Path, n_train: int, epochs: in
                "alpha_dropout_last_std": alpha["last_std"],
                "raw_inputs_settles_at_layer": raw["settles_at_layer"] or 0,
                "trained": trained, "depth": depth}
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(depth, trained, out_dir / "selu.png")
-    return finding
+    return numbers
 
 
-def figure(depth: dict, trained: dict) -> Figure:
+def figure(n: dict, drawing: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
+    depth, trained = n["depth"], n["trained"]
     fig = Figure(figsize=(12, 8.5), layout="constrained")
     (ax_m, ax_s), (ax_dead, ax_mean) = fig.subplots(2, 2)
     layers = np.arange(1, DEPTH + 1)
@@ -223,10 +210,9 @@ def figure(depth: dict, trained: dict) -> Figure:
     ax_mean.set(ylabel="|mean activation|, averaged over layers",
                 title="How far from 0 the layers' mean activations are")
     ax_mean.legend(frameon=False, fontsize=8)
-    fig.suptitle("SELU vs ReLU on MNIST: self-normalization, mean activation, dying units")
+    fig.suptitle(f"SELU vs ReLU on {n['data']}: self-normalization, mean activation, dying units")
     return fig
 
 
-def _plot(depth: dict, trained: dict, path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(depth, trained), path)
+TOPIC = Topic(name="selu", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
+              quick=dict(n_train=2048, epochs=1, probe=1000), full=dict(n_train=10000, epochs=3, probe=2000))

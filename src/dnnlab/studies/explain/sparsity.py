@@ -22,18 +22,20 @@ The verdict is :func:`verdict`, a pure function of the measurements.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from dnnlab.analysis.sparsity import (finetune_masked, gradual_prune_fit, magnitude_prune_,
-                                      near_zero_fraction, sparsity)
+from dnnlab.analysis.sparsity import (
+    finetune_masked,
+    gradual_prune_fit,
+    magnitude_prune_,
+    near_zero_fraction,
+    sparsity,
+)
 from dnnlab.config import replace
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding, small_mnist, topic_config
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import evaluate, fit, resolve_device
 
-TOPIC = "sparsity"
 QUESTION = "Name three ways you can produce a sparse model."
 TINY = 1e-3            # "tiny weights" zeroed after L1 training
 DROPOUT_RATE = 0.5
@@ -41,15 +43,6 @@ FTRL_LR = 0.3          # FTRL's alpha: its per-coordinate step is alpha / sqrt(s
 WORKS_DROP = 0.05      # methods are compared at the sparsest model within 5 points of dense
 WORKS_SPARSITY = 0.8   # a way to a sparse model "works": >= 80% exact zeros within those 5 points
 L1_GAIN = 0.2          # L1 "gives more sparsity": >= 20 points more tiny weights than without it
-
-
-def _settings(quick: bool) -> dict:
-    if quick:
-        return dict(n_train=1500, valid=500, epochs=3, prune=[0.5, 0.8, 0.9, 0.95],
-                    finetune=[0.9], l1=[1e-3, 3e-3], gradual=[0.9], ftrl_l1=[0.01])
-    return dict(n_train=8000, valid=5000, epochs=5, prune=[0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
-                finetune=[0.8, 0.9, 0.95], l1=[1e-4, 3e-4, 1e-3, 3e-3],
-                gradual=[0.8, 0.9, 0.95, 0.98], ftrl_l1=[0.0, 0.01, 0.02, 0.03])
 
 
 def _point(model, test) -> dict[str, float]:
@@ -111,11 +104,9 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return text, confirms, refutes
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    st = _settings(quick)
-    data = small_mnist(st["n_train"], st["valid"], seed)
-    cfg = topic_config("sparsity", seed, st["epochs"], **{"model.depth": 2, "optim.name": "adam", "optim.lr": 1e-3})
+def measure(source: DataSource, st: dict, seed: int) -> Measurement:
+    data = source.load(st["n_train"], st["valid"], seed)
+    cfg = topic_config("sparsity", seed, st["epochs"], **{"model.depth": 2, "optim.name": "adam"})
     device = resolve_device(cfg.train.device)     # where fit puts the models
     test = data.test.tensors(device)
 
@@ -189,14 +180,10 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         # border pixels) keep w = 0 even without L1
         numbers["ftrl_zeros_without_l1"] = next(r["sparsity"] for r in ftrl if r["l1"] == 0.0)
 
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(numbers, out_dir / "sparsity.png")
-    return finding
+    return Measurement(numbers)
 
 
-def figure(n: dict) -> Figure:
+def figure(n: dict, drawing: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     ax, bars = fig.subplots(1, 2, width_ratios=[1.6, 1])
@@ -237,10 +224,13 @@ def figure(n: dict) -> Figure:
     bars.set_ylim(0, 105)
     bars.grid(True, axis="y", alpha=0.3)
     bars.legend(frameon=False, fontsize=8)
-    fig.suptitle("Three (four) ways to a sparse model, and dropout, on a 2x100 ELU MLP (MNIST)")
+    fig.suptitle(f"Three (four) ways to a sparse model, and dropout, on a 2x100 ELU MLP ({n['data']})")
     return fig
 
 
-def _plot(n: dict, path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(n), path)
+TOPIC = Topic(name="sparsity", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
+              quick=dict(n_train=1500, valid=500, epochs=3, prune=[0.5, 0.8, 0.9, 0.95],
+                         finetune=[0.9], l1=[1e-3, 3e-3], gradual=[0.9], ftrl_l1=[0.01]),
+              full=dict(n_train=8000, valid=5000, epochs=5, prune=[0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
+                        finetune=[0.8, 0.9, 0.95], l1=[1e-4, 3e-4, 1e-3, 3e-3],
+                        gradual=[0.8, 0.9, 0.95, 0.98], ftrl_l1=[0.0, 0.01, 0.02, 0.03]))

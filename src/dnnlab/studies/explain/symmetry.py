@@ -11,25 +11,24 @@ a 1-neuron-per-layer net is trained from scratch for comparison.
 Sizes are multiples of 64 (width, batch, training set) on purpose: torch's elementwise kernels
 round the SIMD body and the scalar tail of a tensor differently (fused multiply-add), which
 would leave ~1e-8 differences between neurons that are rounding, not learning. The verdict
-reports whatever difference was measured.
+reports whatever difference was measured. On a user's data the training set is cut to a multiple
+of 64 for the same reason.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
 import torch
-from torch import nn
 from matplotlib.figure import Figure
+from torch import nn
 
 from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_dataset
+from dnnlab.data import Split
 from dnnlab.nn import build_mlp
-from dnnlab.report import save_figure
-from dnnlab.studies.explain.base import Finding
+from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import evaluate, fit
 
-TOPIC = "symmetry"
 QUESTION = ("Is it OK to initialize all the weights to the same value as long as that value is "
             "selected randomly using He initialization?")
 WIDTH, DEPTH = 64, 3
@@ -110,17 +109,12 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     return text, (book if holds else wrong), (wrong if holds else book)
 
 
-def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Finding:
-    out_dir = Path(out_dir)
-    n_train, epochs = (1024, 2) if quick else (9984, 5)
-    data = load_dataset("mnist", limit=n_train, valid_size=1024 if quick else 5000, seed=seed,
-                        progress=False)
-    settings = {   # one replace() per config: replace() of a replace() loses None values
-        "name": "symmetry", "model.depth": DEPTH, "model.width": WIDTH, "model.activation": "elu",
-        "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
-        "train.epochs": epochs, "train.batch_size": 64, "train.patience": None,
-        "train.progress": False, "train.seed": seed, "data.seed": seed}
-    cfg = replace(RunConfig(), **settings)
+def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
+    data = source.load(sizes["n_train"], sizes["valid"], seed)
+    n = len(data.train) // WIDTH * WIDTH        # full batches only (see the module docstring)
+    data = dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]))
+    epochs = sizes["epochs"]
+    cfg = topic_config("symmetry", seed, epochs, **{"model.depth": DEPTH, "model.width": WIDTH})
     x_test, y_test = data.test.tensors()
 
     def train(model, c=cfg):
@@ -145,7 +139,8 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
         if name.startswith("equal"):
             runs[name]["collapsed_test_accuracy"] = evaluate(collapse(trained, cfg), x_test,
                                                              y_test)["accuracy"]
-    one_cfg = replace(RunConfig(), **settings, **{"model.hidden": [1] * DEPTH})
+    one_cfg = topic_config("symmetry", seed, epochs,
+                           **{"model.depth": DEPTH, "model.hidden": [1] * DEPTH})
     one_net = build_mlp(one_cfg.model, data.n_features, data.n_classes, seed=seed)
     _, one_acc = train(one_net, one_cfg)
 
@@ -157,16 +152,12 @@ def run(out_dir: Path, *, quick: bool = False, seed: int = 0, progress: bool = T
                "equal_max_neuron_diff_after": max_diff, "independent_min_neuron_diff_after": indep_diff,
                "collapsed_vs_wide_accuracy_gap": collapse_gap, "he_values_drawn": drawn,
                "train_images": len(data.train), "epochs": epochs, "width": WIDTH, "depth": DEPTH}
-
-    text, confirms, refutes = verdict(numbers)
-    finding = Finding(topic=TOPIC, question=QUESTION, verdict=text, confirms=confirms,
-                      refutes=refutes, numbers=numbers)
-    finding.figure = _plot(runs, one_acc, out_dir / "symmetry.png")
-    return finding
+    return Measurement(numbers)
 
 
-def figure(runs: dict[str, dict], one_acc: float) -> Figure:
+def figure(n: dict, drawing: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
+    runs, one_acc = n["runs"], n["one_neuron_per_layer_test_accuracy"]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_acc, ax_diff = fig.subplots(1, 2)
     labels = list(runs) + ["1 neuron per layer"]
@@ -175,7 +166,7 @@ def figure(runs: dict[str, dict], one_acc: float) -> Figure:
     bars = ax_acc.bar(range(len(labels)), accs, color=colours)
     ax_acc.bar_label(bars, labels=[f"{a:.1%}" for a in accs], fontsize=9)
     ax_acc.set_xticks(range(len(labels)), [l.replace(": ", ":\n") for l in labels], fontsize=8)
-    ax_acc.set(ylabel="test accuracy", ylim=(0, 1.05), title="MNIST test accuracy after training")
+    ax_acc.set(ylabel="test accuracy", ylim=(0, 1.05), title=f"{n['data']} test accuracy after training")
     layers = list(range(1, DEPTH + 1))
     w = 0.8 / len(runs)
     for i, (name, r) in enumerate(runs.items()):
@@ -186,10 +177,9 @@ def figure(runs: dict[str, dict], one_acc: float) -> Figure:
     ax_diff.set(ylabel="max |w_i - w_j| between two neurons", xlabel="layer",
                 title="How different a layer's neurons are after training")
     ax_diff.legend(frameon=False, fontsize=8)
-    fig.suptitle(f"Equal vs independent initial weights ({DEPTH}x{WIDTH} ELU net, Nadam, MNIST)")
+    fig.suptitle(f"Equal vs independent initial weights ({DEPTH}x{WIDTH} ELU net, Nadam, {n['data']})")
     return fig
 
 
-def _plot(runs: dict[str, dict], one_acc: float, path: Path) -> Path:
-    """Draw :func:`figure` and save it as ``path`` (the finding's PNG)."""
-    return save_figure(figure(runs, one_acc), path)
+TOPIC = Topic(name="symmetry", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
+              quick=dict(n_train=1024, valid=1024, epochs=2), full=dict(n_train=9984, valid=5000, epochs=5))
