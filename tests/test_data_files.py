@@ -216,7 +216,8 @@ def test_unreadable_files_are_one_line(tmp_path):
              "obj.npz": "holds pickled objects (never loaded)",
              "t.txt": "cannot read .txt; data.path must end in .npz, .csv, .parquet",
              "dir.csv": "dir.csv is not a file",
-             "missing.parquet": "missing.parquet: cannot read it (No such file or directory)"}
+             "missing.parquet": "missing.parquet: cannot read it (No such file or directory)",
+             "two\nlines.csv": "data.path = '.*two\\\\nlines.csv' holds control characters"}
     for name, message in cases.items():
         with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
             load(tmp_path / name)

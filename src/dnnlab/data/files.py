@@ -48,10 +48,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dnnlab.config import DATA_SUFFIXES
 from dnnlab.data.splits import Dataset, build
 from dnnlab.errors import DataError
 
-SUFFIXES = (".npz", ".csv", ".parquet")
 SPLIT_SEED = 0          # the fixed shuffle of a file without a test split
 TEST_DIVISOR = 5        # ... whose first len // 5 rows become the test split
 TRAIN_KEYS, TEST_KEYS = ("x_train", "y_train"), ("x_test", "y_test")
@@ -60,11 +60,13 @@ _SHOWN_COLUMNS = 8      # columns listed in a "no such column" message
 
 def load_file(path: str | Path, *, label: str | None = None, **options) -> Dataset:
     """The Dataset in ``path`` (.npz, .csv or .parquet) with the data-layer ``options`` applied."""
+    if not str(path).isprintable():     # every message below starts with the path, on one line
+        raise DataError(f"data.path = {str(path)!r} holds control characters; name a file")
     p = Path(path).expanduser().absolute()
     suffix = p.suffix.lower()
-    if suffix not in SUFFIXES:
+    if suffix not in DATA_SUFFIXES:
         raise DataError(f"{p}: cannot read {suffix or 'a file without a suffix'}; data.path must "
-                        f"end in {', '.join(SUFFIXES)}")
+                        f"end in {', '.join(DATA_SUFFIXES)}")
     if label is not None and suffix == ".npz":
         raise DataError(f"{p}: data.label names a column of a .csv or .parquet file; a .npz "
                         "holds its labels in y_train and y_test")
