@@ -48,7 +48,7 @@ def test_restore_best_at_last_epoch_copies_weights(tiny, tiny_cfg):
 
 
 def test_early_stopping_stops_after_patience(tiny, tiny_cfg):
-    cfg = replace(tiny_cfg, **{"train.epochs": 50, "train.patience": 2, "optim.lr": 0.0,
+    cfg = replace(tiny_cfg, **{"train.epochs": 50, "train.patience": 2, "train.min_delta": 10.0,
                                "optim.name": "sgd"})
     res = fit(cfg, tiny)
     assert res.status == "stopped_early"
@@ -132,7 +132,7 @@ def test_checkpoint_refuses_pickle_without_running_it(tmp_path):
 
 
 def test_resuming_a_finished_run_trains_nothing_more(tiny, tiny_cfg, tmp_path):
-    cfg = replace(tiny_cfg, **{"train.epochs": 50, "train.patience": 2, "optim.lr": 0.0,
+    cfg = replace(tiny_cfg, **{"train.epochs": 50, "train.patience": 2, "train.min_delta": 10.0,
                                "optim.name": "sgd"})
     first = fit(cfg, tiny, tmp_path / "run")
     assert first.status == "stopped_early"

@@ -36,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -672,42 +673,61 @@ def check_memory(cfg: RunConfig) -> None:
 
 
 def from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build and check a config from a raw (TOML-shaped) dict."""
+    _check_depth(raw, "config")
     cfg = _build(RunConfig, raw, "")
     _check_consistency(cfg)
     return cfg
 
 
-def _nesting(text: str) -> int:
-    """How deep brackets and braces nest in ``text`` (an upper bound: quotes are not parsed)."""
-    depth = deepest = 0
-    for ch in text:
-        if ch in "[{":
-            depth += 1
+def _depth(raw: Any) -> int:
+    """How deep tables and lists nest in a parsed value, counted without recursion (so a value
+    nested 10,000 deep is measured, not a RecursionError); stops once past MAX_NESTING."""
+    deepest, stack = 0, [(raw, 1)]
+    while stack and deepest <= MAX_NESTING:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
             deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
+            stack.extend((c, depth + 1) for c in children)
     return deepest
 
 
-def _check_nesting(text: str, where: str) -> None:
-    if _nesting(text) > MAX_NESTING:
-        raise ConfigError(f"{where}: values nest deeper than {MAX_NESTING} levels of [ ] or {{ }}; "
-                          "no dnnlab setting needs that")
+# A dotted key of MAX_NESTING dots nests deeper than MAX_NESTING; tomllib takes quadratic time
+# over such a key (1.4 s at 10,000 parts), so one is refused in the text, before parsing.
+_STRINGS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'')
+_DEEP_KEY = re.compile(rf"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9_-]++[ \t]*+\.[ \t]*+){{{MAX_NESTING},}}")
+
+
+def _check_text(text: str, where: str) -> None:
+    if _DEEP_KEY.search(_STRINGS.sub("", text)):
+        raise ConfigError(f"{where}: a dotted key nests deeper than {MAX_NESTING} levels; no "
+                          "dnnlab setting needs that")
+
+
+def _check_depth(raw: Any, where: str) -> None:
+    if _depth(raw) > MAX_NESTING:
+        raise ConfigError(f"{where}: tables or lists nest deeper than {MAX_NESTING} levels; no "
+                          "dnnlab setting needs that (a dotted key or inline table gone wrong?)")
 
 
 def parse_value(text: str) -> Any:
     """Parse the right side of ``--set key=value`` as a TOML value; bare words are strings."""
-    _check_nesting(text, f"--set value {text[:40]!r}")
+    _check_text(text, f"--set value {text[:40]!r}")
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
     except RecursionError:
-        raise ConfigError(f"--set value {text[:40]!r}: nested too deeply") from None
+        raise ConfigError(f"--set value {text[:40]!r}: nested too deeply (at most {MAX_NESTING} "
+                          "levels)") from None
+    _check_depth(value, f"--set value {text[:40]!r}")
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings to a raw config dict (a copy is returned)."""
+    _check_depth(raw, "config")
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
@@ -736,14 +756,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
                           "examples/mnist_5x100.toml")
     try:
         text = path.read_text(encoding="utf-8")
-        _check_nesting(text, str(path))
-        return tomllib.loads(text)
+        _check_text(text, str(path))
+        raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     except RecursionError:
-        raise ConfigError(f"{path}: values nested too deeply") from None
+        raise ConfigError(f"{path}: values nested too deeply (at most {MAX_NESTING} levels)") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    _check_depth(raw, str(path))
+    return raw
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
