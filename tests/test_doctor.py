@@ -138,3 +138,4 @@ def test_a_bad_init_ranks_above_the_exploding_gradients_it_causes(tmp_path):
     assert [c for c, _ in exploding.follows_from] == ["bad_initialization"]
     assert "   follows from finding 1 (Bad initialization: the net is broken before its first step): " \
            "an init whose variance" in format_findings(found)
+    assert "   remedy:   the same as finding 1's" in format_findings(found)   # not repeated

@@ -83,6 +83,18 @@ def follows(f: Diagnosis, findings: list[Diagnosis]) -> list[str]:
     return [f"finding {number[kind][0]} ({number[kind][1]}): {how}" for kind, how in f.follows_from]
 
 
+def remedy(f: Diagnosis, findings: list[Diagnosis]) -> tuple[str, str]:
+    """(label, text) of ``f``'s remedy: its own for a cause; for a symptom, what to do if it stays
+    once its cause is fixed, or "the same as finding N" when that is the cause's own remedy."""
+    number = {g.kind: i for i, g in enumerate(findings, 1)}
+    causes = [g for g in findings if g.kind in {k for k, _ in f.follows_from}]
+    same = next((g for g in causes if g.remedy == f.remedy), None)
+    if same is not None:
+        return "remedy", f"the same as finding {number[same.kind]}'s"
+    label = "remedy if it stays once that is fixed" if causes else "remedy"
+    return label, f"{f.set_args()}  ({f.explanation})"
+
+
 def format_findings(findings: list[Diagnosis]) -> str:
     """The findings as numbered text blocks, causes before the symptoms they explain; "no
     findings" when healthy. A symptom says what it follows from, and that fixing the cause comes
@@ -95,8 +107,8 @@ def format_findings(findings: list[Diagnosis]) -> str:
         for cause in follows(f, findings):
             lines.append(f"   follows from {cause}")
         lines.append(f"   evidence: {f.evidence()}")
-        label = "remedy if it stays once that is fixed:" if f.follows_from else "remedy:  "
-        lines.append(f"   {label} {f.set_args()}  ({f.explanation})")
+        label, text = remedy(f, findings)
+        lines.append(f"   {label + ':':<9} {text}")
         for alt in f.alternatives:
             lines.append(f"   or:       {f.set_args(alt)}")
     return "\n".join(lines)
@@ -132,9 +144,9 @@ def write_report(ex: Examination, folder: Path | None = None) -> Path:
         page.verdict("No findings: every check is within its threshold.", ok=True)
     for i, f in enumerate(ex.findings, 1):
         page.heading(f"{i}. {f.title}", 3)
-        remedy = "If it stays once that is fixed" if f.follows_from else "Remedy"
+        label, text = remedy(f, ex.findings)
         page.bullets([f"Follows from {c}" for c in follows(f, ex.findings)]
-                     + [f"Evidence: {f.evidence()}", f"{remedy}: {f.set_args()} ({f.explanation})"]
+                     + [f"Evidence: {f.evidence()}", f"{label.capitalize()}: {text}"]
                      + [f"Or: {f.set_args(a)}" for a in f.alternatives])
     if ex.findings:
         page.verdict(f"{len(ex.findings)} finding(s); first: {ex.findings[0].title}", ok=False)
