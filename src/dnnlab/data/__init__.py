@@ -19,6 +19,7 @@ Downloads: :mod:`dnnlab.data.download`. Splits, options and the fingerprint:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from dnnlab.data.files import load_file
 from dnnlab.data.locate import decode, obtain
@@ -46,14 +47,14 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, classes: list
     ``name = "file"`` reads ``path`` (relative to the current directory) with ``label`` naming
     the label column of a table: :mod:`dnnlab.data.files`.
     """
-    options = dict(classes=classes, per_class=per_class, valid_size=valid_size, limit=limit,
+    options: dict[str, Any] = dict(classes=classes, per_class=per_class, valid_size=valid_size, limit=limit,
                    standardize=standardize, seed=seed)
     if (name == FILE) != (path is not None):
         raise DataError(f"path = {path!r} with dataset {name!r}: a path is read exactly when the "
                         f"dataset is {FILE!r}")
     if label is not None and name != FILE:
         raise DataError(f"label = {label!r} names a column of a data file; dataset {name!r} has none")
-    if name == FILE:
+    if path is not None:     # name == FILE (checked above)
         return load_file(path, label=label, **options)
     if name == GENERATED:
         return load_synthetic(**options)

@@ -229,8 +229,9 @@ def _csv_problem(p: Path, columns: list[str], li: int) -> str | None:
 def _read_parquet(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Features (float32) and raw labels of a parquet table."""
     try:
-        import pyarrow as pa  # optional dependency
-        import pyarrow.parquet as pq  # optional dependency
+        # optional dependency: pyarrow (pip install 'dnnlab[files]'), imported only here
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
     except ImportError:
         raise DataError(f"{p}: reading .parquet needs pyarrow: pip install 'dnnlab[files]' "
                         "(or save the table as .csv)") from None

@@ -94,8 +94,9 @@ def find_in(folder: Path, spec: Spec, place: str, strict: bool) -> Found | None:
         if (d / spec.npz).is_file():
             return Found(spec, "npz", d / spec.npz, (d / spec.npz,), place, strict)
         if spec.format == "idx":
-            files = [_idx_file(d, n) for n in IDX_FILES]
-            if all(files) and not (d == folder and _labels_of_another_dataset(files[1], spec)):
+            files = [f for n in IDX_FILES if (f := _idx_file(d, n)) is not None]
+            if len(files) == len(IDX_FILES) and not (
+                    d == folder and _labels_of_another_dataset(files[1], spec)):
                 return Found(spec, "idx", d, tuple(files), place, strict)
         else:
             for bins in (d / CIFAR_FOLDER, d):

@@ -91,7 +91,7 @@ def split_fingerprint(split: Split) -> str:
     h = hashlib.sha256()
     for a in (split.x, split.y):
         h.update(f"{a.dtype.str}{a.shape};".encode())
-        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))   # no copy
+        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data)   # a view: no copy
     return h.hexdigest()[:FINGERPRINT_HEX]
 
 
@@ -241,7 +241,7 @@ def standardized(ds: Dataset, *, inplace: bool = False) -> Dataset:
     return replace(ds, train=scale[0], valid=scale[1], test=scale[2], mean=mean32, std=std32)
 
 
-def check_features(x: np.ndarray, what: str) -> np.ndarray:
+def check_features(x: ArrayLike, what: str) -> np.ndarray:
     """``x`` as a float32 matrix (N, D) (non-finite values are counted by ``check_finite``)."""
     x = np.asarray(x)
     if x.dtype.kind not in "fiub":
@@ -252,7 +252,7 @@ def check_features(x: np.ndarray, what: str) -> np.ndarray:
         return np.ascontiguousarray(x.reshape(len(x), int(np.prod(x.shape[1:]))), dtype=np.float32)
 
 
-def check_labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+def check_labels(y: ArrayLike, n: int, what: str) -> np.ndarray:
     """``y`` as int64 labels, one per row of the matching features."""
     y = np.asarray(y)
     if y.ndim != 1:
@@ -280,9 +280,9 @@ def from_arrays(x_train: ArrayLike, y_train: ArrayLike, x_valid: ArrayLike, y_va
     if (x_test is None) != (y_test is None):
         raise DataError("give both x_test and y_test, or neither")
     shape = tuple(np.shape(x_train)[1:])
-    xs = {"x_train": x_train, "x_valid": x_valid}
-    ys = {"y_train": y_train, "y_valid": y_valid}
-    if x_test is not None:
+    xs: dict[str, ArrayLike] = {"x_train": x_train, "x_valid": x_valid}
+    ys: dict[str, ArrayLike] = {"y_train": y_train, "y_valid": y_valid}
+    if x_test is not None and y_test is not None:
         xs["x_test"], ys["y_test"] = x_test, y_test
     splits = {}
     for (xk, x), (yk, y) in zip(xs.items(), ys.items()):
