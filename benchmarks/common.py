@@ -106,16 +106,24 @@ def others_share(busy0: float | None, child0: float, wall: float) -> float | Non
     return round(max(0.0, others) / (wall * (os.cpu_count() or 1)), 3)
 
 
-def run_worker(script: Path, args: list[str], env: dict, verbose: bool = False) -> dict:
-    """Run ``script --worker ...`` in a fresh interpreter and return the JSON it wrote."""
+def run_worker(script: Path, args: list[str], env: dict, verbose: bool = False,
+               timeout: float | None = None) -> dict:
+    """Run ``script --worker ...`` in a fresh interpreter and return the JSON it wrote (an
+    ``error`` instead when it fails or runs past ``timeout`` seconds, then killed)."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, str(script), *args, "--result", str(result)]
         busy0, child0 = _cpu_busy_seconds(), _children_cpu_seconds()
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, text=True,
-                              stdout=None if verbose else subprocess.PIPE,
-                              stderr=subprocess.STDOUT)
+        try:
+            proc = subprocess.run(cmd, env=env, text=True, timeout=timeout,
+                                  stdout=None if verbose else subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+        except subprocess.TimeoutExpired as e:
+            wall = time.perf_counter() - t0
+            return {"error": f"timed out after {timeout:.0f} s", "timed_out": True,
+                    "log_tail": "\n".join(str(e.stdout or "").splitlines()[-15:]),
+                    "wall_seconds": wall, "others_cpu_share": others_share(busy0, child0, wall)}
         wall = time.perf_counter() - t0
         others = others_share(busy0, child0, wall)
         if proc.returncode != 0 or not result.exists():
@@ -149,7 +157,7 @@ def measure(script: Path, name: str, args, env: dict) -> dict:
     wargs = ["--worker", name, "--device", args.device, "--threads", str(args.threads),
              "--epochs", str(args.epochs), "--warmup", str(args.warmup),
              "--n-train", str(args.n_train), "--n-valid", str(args.n_valid)]
-    r = run_worker(script, wargs, env, args.verbose)
+    r = run_worker(script, wargs, env, args.verbose, getattr(args, "timeout", None))
     if "seconds" in r:
         r["warmup_seconds"] = r["seconds"][:args.warmup]
         r["seconds"] = r["seconds"][args.warmup:]

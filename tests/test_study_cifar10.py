@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing as mp
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dnnlab import cli
 from dnnlab.studies import cifar10 as study
@@ -289,19 +287,3 @@ def test_example_configs_are_the_studys_variants(variant, example):
     assert (cfg.optim.name, cfg.optim.schedule.name) == (ours.optim.name, ours.optim.schedule.name)
     assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience) == (
         ours.train.epochs, ours.train.batch_size, ours.train.patience)
-
-
-def test_core_share_gives_the_idle_cores_to_the_stages_left():
-    running = mp.get_context("spawn").Value("i", 0)
-    before = torch.get_num_threads()
-    try:
-        stages = [study.CoreShare(running, cores=2) for _ in range(3)]
-        with stages[0], stages[1], stages[2]:
-            stages[0](1, {})
-            assert torch.get_num_threads() == 1             # 3 stages on 2 cores: one thread
-        with stages[0]:
-            stages[0](2, {})
-            assert torch.get_num_threads() == 2             # alone: both cores
-        assert running.value == 0
-    finally:
-        torch.set_num_threads(before)

@@ -15,7 +15,7 @@ import torch
 from dnnlab import data as datasets
 from dnnlab import train as training
 from dnnlab.analysis import prune_cli
-from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config
+from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config, with_threads
 from dnnlab.config import load_config, replace
 from dnnlab.doctor import cli as doctor_cli
 from dnnlab.errors import DnnlabError
@@ -24,34 +24,23 @@ from dnnlab.nn.mlp import build_mlp
 from dnnlab.optim.lr_finder import find_lr
 from dnnlab.report.runs import report_runs, select_run_dirs
 from dnnlab.studies import cli as study_cli
-from dnnlab.studies.common import torch_threads
 from dnnlab.studies.explain import cli as explain_cli
+from dnnlab.train import threads
 from dnnlab.train.run import resume_config
 from dnnlab.train.sweep import format_table, sweep
 from dnnlab.tune import cli as tune_cli
 
 
-def _threads(args):
-    """``--threads N``: torch's CPU threads for the command, the studies' mechanism (None: torch's)."""
-    n = getattr(args, "threads", None)
-    if n is not None and n < 1:
-        raise DnnlabError(f"--threads {n}: give a number of threads >= 1 (or leave it out for "
-                          "torch's default, one per core)")
-    return torch_threads(n)
-
-
 def cmd_train(args) -> int:
     if args.resume:   # CONFIG, --set and flags may change only what a resume allows (checked)
         cfg = resume_config(args.resume, args.config, list(args.set or []), dedicated_flags(args))
-        with _threads(args):
-            result = training.train_run(cfg, resume=args.resume)   # via the package: patchable
+        result = training.train_run(cfg, resume=args.resume)   # via the package: patchable
     else:
         if args.config is None:
             raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
                               "or --resume RUN_DIR")
         cfg = config_from_args(args)
-        with _threads(args):
-            result = training.train_run(cfg, args.out)
+        result = training.train_run(cfg, args.out)
     s = result.summary()
     line = (f"{result.status}: best {result.monitor} {result.best:.4f} at epoch {result.best_epoch}"
             f" ({result.epochs_run} epochs, {s['seconds_per_epoch']:.2f} s/epoch)")
@@ -86,9 +75,8 @@ def cmd_lr_find(args) -> int:
     model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed).to(device)
     x = torch.as_tensor(data.train.x).to(device)
     y = torch.as_tensor(data.train.y).to(device)
-    with _threads(args):
-        res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=args.steps,
-                      seed=cfg.train.seed, progress=cfg.train.progress)
+    res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=args.steps,
+                  seed=cfg.train.seed, progress=cfg.train.progress)
     out = Path(args.out or "runs") / f"{cfg.name}-lr-find.png"
     res.plot(out)
     print(f"suggested learning rate: {res.suggestion:.3g} (minimum of the smoothed loss / 10)")
@@ -101,9 +89,8 @@ def cmd_sweep(args) -> int:
     flags = {"train.device": args.device, "data.data_dir": args.data_dir, "train.epochs": args.epochs}
     flags = {k: v for k, v in flags.items() if v is not None}
     cfg = replace(cfg, **flags) if flags else cfg
-    with _threads(args):
-        out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out,
-                    progress=cfg.train.progress, storage=args.storage, grace=args.grace)
+    out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out,
+                progress=cfg.train.progress, storage=args.storage, grace=args.grace)
     print(format_table(out))
     print(f"sweep directory: {out} (summary.csv, report.html, one run directory per variant)")
     return 0
@@ -121,11 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="dnnlab", description="Train deep MLPs and settle the questions of "
                "'Training Deep Neural Networks' by measurement.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    def with_threads(sp):
-        sp.add_argument("--threads", type=int, metavar="N",
-                        help="torch CPU threads (default: torch's, one per core; 1 is fastest "
-                             "for small MLPs on a busy machine)")
 
     sp = sub.add_parser("train", help="train one model from a config")
     with_config(sp, required=False)
@@ -211,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        n = threads.check(getattr(args, "threads", None))   # --threads N: bounded before any work
+        with threads.fixed(n):
+            return int(args.func(args) or 0)
     except DnnlabError as e:
         print(f"dnnlab: error: {e}", file=sys.stderr)
         return 2

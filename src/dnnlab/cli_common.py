@@ -49,6 +49,14 @@ def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
     sp.add_argument("--epochs", type=int, help=f"{epochs.help} (default: the config's {epochs.name})")
 
 
+def with_threads(sp: argparse.ArgumentParser) -> None:
+    """Add ``--threads N`` to a subcommand that trains; :func:`dnnlab.cli.main` checks it before
+    any work and runs the command under it (:func:`dnnlab.train.threads.fixed`)."""
+    sp.add_argument("--threads", type=int, metavar="N",
+                    help="exactly N torch CPU threads (default: as many as there are free cores, "
+                         "re-decided while training; see dnnlab.train.threads)")
+
+
 def dedicated_flags(args) -> dict:
     """The dedicated flags (--device, --data-dir, --epochs) as dotted config keys."""
     flags = {"train.device": getattr(args, "device", None),

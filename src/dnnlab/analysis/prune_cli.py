@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dnnlab import rundir
 from dnnlab.analysis.sparsity import prune_run
+from dnnlab.cli_common import with_threads
 from dnnlab.config import DATASET_SHAPES, ModelConfig, load_config
 from dnnlab.errors import DnnlabError
 from dnnlab.train import checkpoint as ckpt
@@ -98,4 +99,5 @@ def register(sub, with_config) -> None:
     sp.add_argument("--data-dir", help="folder holding the dataset files (default: the run's "
                     "data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
+    with_threads(sp)
     sp.set_defaults(func=cmd_prune)

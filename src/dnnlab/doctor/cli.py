@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dnnlab.cli_common import with_threads
 from dnnlab.config import load_config, replace
 from dnnlab.doctor.probe import probe_run
 from dnnlab.doctor.report import examine, format_findings
@@ -55,4 +56,5 @@ def register(sub, with_config=None) -> None:
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the probe trains")
     sp.add_argument("--data-dir", help="folder holding the dataset files")
     sp.add_argument("--out", help="probe run directory (default runs/NAME-doctor-TIMESTAMP)")
+    with_threads(sp)
     sp.set_defaults(func=cmd_doctor)

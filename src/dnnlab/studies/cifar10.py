@@ -15,7 +15,7 @@ measures the SELU net's layer statistics, answers the exercise's questions from 
 Each finished stage is saved in ``out/stages/<stage>.json``; ``resume=True`` reuses the stages a
 killed run had finished (with the same protocol and seeds) and recomputes the rest. On the CPU the
 stages run in worker processes with one torch thread each while they outnumber the cores, and take
-the idle cores as threads when fewer are left (:class:`CoreShare`).
+the idle cores as threads when fewer are left (a :class:`~dnnlab.train.threads.Group`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from dnnlab.studies.cifar10_report import build_results, write_report
 from dnnlab.studies.cifar10_stages import (load_models, lr_finder, mc_dropout, onecycle_candidates,
                                            search, selu_statistics, time_epochs, train_seeds)
 from dnnlab.train import resolve_device
+from dnnlab.train import threads as thread_policy
 
 HELP = "the CIFAR-10 exercise (a-e + 1cycle): searches, seeds, answers, report"
 DEFAULT_OUT = Path("runs/cifar10")
@@ -110,14 +110,12 @@ class _Stages:
 
 def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
                    progress: bool, models_dir: Path, selu_lr: float | None = None,
-                   dropout: float = 0.1, say: bool | None = None,
-                   callback: Callable | None = None) -> dict[str, Any]:
+                   dropout: float = 0.1, say: bool | None = None) -> dict[str, Any]:
     """Search (dropout rate, then) the learning rate of one variant, then train its seeds.
 
-    ``progress`` shows the training bars, ``say`` (default: ``progress``) the stage's lines,
-    ``callback`` runs after every training epoch (:class:`CoreShare`)."""
+    ``progress`` shows the training bars, ``say`` (default: ``progress``) the stage's lines."""
     rec: dict[str, Any] = {"variant": name}
-    kw = dict(device=device, progress=progress, callback=callback)
+    kw = dict(device=device, progress=progress)
     progress = progress if say is None else say
     if name == "alpha_dropout":
         _say(progress, f"{name}: dropout-rate search, {len(proto.dropout_rates)} rates x "
@@ -186,38 +184,12 @@ def stage_inputs(name: str, done: dict[str, Any]) -> dict[str, Any] | None:
 _DATA: dict[str, tuple] = {}     # per process: the loaded datasets, reused by its next stages
 
 
-class CoreShare:
-    """The cores shared out among the stages running at once, re-decided after every epoch.
-
-    Each stage trains with one torch thread while at least as many stages run as there are
-    cores (a process per core does ~2x the work of two threads in one); when fewer run, as at
-    the end of the study when only the longest stage is left, each takes ``cores // running``
-    threads, so no core idles. ``running`` is a counter shared by the worker processes. A
-    stage starts with one thread and takes its share from the end of its first epoch on.
-    """
-
-    def __init__(self, running, cores: int | None = None):
-        self.running, self.cores = running, cores or os.cpu_count() or 1
-
-    def __enter__(self) -> CoreShare:
-        with self.running.get_lock():
-            self.running.value += 1
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self.running.get_lock():
-            self.running.value -= 1
-
-    def __call__(self, epoch: int, metrics: dict) -> None:     # train_many's callback
-        torch.set_num_threads(max(1, self.cores // max(1, self.running.value)))
+_GROUP: thread_policy.Group | None = None   # per worker process: the workers sharing the cores
 
 
-_RUNNING = None                  # per worker process: the shared count of running stages
-
-
-def _init_worker(running) -> None:
-    global _RUNNING
-    _RUNNING = running
+def _init_worker(group: thread_policy.Group) -> None:
+    global _GROUP
+    _GROUP = group
 
 
 def _data(ctx: dict[str, Any]) -> tuple:
@@ -232,13 +204,13 @@ def run_stage(name: str, inputs: dict[str, Any] | None, ctx: dict[str, Any]) -> 
     """Compute stage ``name`` (in this process or a worker's): load the data once per process,
     train or measure, return the stage's JSON-able record with its ``stage_seconds``."""
     proto, seeds, dev = ctx["proto"], ctx["seeds"], ctx["device"]
-    share = (CoreShare(_RUNNING) if ctx["share_cores"] and _RUNNING is not None
-             and name != "timing" else None)            # timing measures with one thread
-    with common.torch_threads(ctx["threads"]), share or contextlib.nullcontext():
+    fixed = ctx["threads"] or (1 if name == "timing" else None)    # timing measures on one thread
+    share = _GROUP.member() if fixed is None and _GROUP is not None else contextlib.nullcontext()
+    with thread_policy.fixed(fixed), share:       # the policy: the free cores shared by running stages
         raw, std = _data(ctx)
         data_of = {n: std if n in STANDARDIZED else raw for n in TRAINED}
         kw = dict(device=dev, progress=ctx["bars"], models_dir=ctx["models_dir"],
-                  say=ctx["progress"], callback=share)
+                  say=ctx["progress"])
         inputs = inputs or {}
         started = time.time()
         t0 = time.perf_counter()
@@ -259,7 +231,7 @@ def run_stage(name: str, inputs: dict[str, Any] | None, ctx: dict[str, Any]) -> 
             cfg = variant_config("selu", proto, lr=inputs["selu_lr"], device=dev)
             record = selu_statistics(cfg, raw, std, proto, device=dev, progress=ctx["bars"],
                                      final_model=load_models(cfg, seeds, ctx["models_dir"],
-                                                             dev)[0], callback=share)
+                                                             dev)[0])
         else:
             _say(ctx["progress"], f"timing: one model of each variant, {proto.timing_steps} steps "
                                   f"x {proto.timing_repeats}, in alternation")
@@ -281,7 +253,7 @@ def run_stages(store: _Stages, ctx: dict[str, Any], workers: int) -> dict[str, A
     if workers > 1:
         spawn = mp.get_context("spawn")
         pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker,
-                                   initargs=(spawn.Value("i", 0),))
+                                   initargs=(thread_policy.Group(workers, spawn),))
     try:
         while len(done) < len(NEEDS):
             for name in NEEDS:                          # start every stage that is ready
@@ -319,8 +291,8 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
 
     ``max_epochs``, ``patience`` and ``search_epochs`` change the protocol on purpose (the report
     and results.json then say the run was shortened). ``threads`` fixes torch's CPU threads per
-    process (default on the CPU: the cores shared out among the running stages, see
-    :class:`CoreShare`; untouched on CUDA); ``workers`` is how many stages train at once, in
+    process (default: :mod:`dnnlab.train.threads` decides, the free cores shared out among the
+    running stages); ``workers`` is how many stages train at once, in
     their own processes (default: the CPU's cores + 1, at most 4; 1 on CUDA).
     """
     out = Path(out)
@@ -336,18 +308,13 @@ def run(out: Path = DEFAULT_OUT, *, data_dir: str | Path | None = None, quick: b
     if workers < 1:
         raise DnnlabError(f"--workers {workers}: must be at least 1")
     t_start = time.perf_counter()
-    share_cores = threads is None and dev.type == "cpu"      # --threads N: exactly N, always
-    if threads is None and dev.type == "cpu":
-        threads = 1
     ctx = {"proto": proto, "seeds": seeds, "device": str(dev), "threads": threads,
-           "share_cores": share_cores,
            "data_dir": data_dir, "models_dir": out / "models", "progress": progress,
            "bars": progress and workers == 1}       # bars of parallel workers would interleave
     raw, _ = _data(ctx)
     _say(progress, raw.summary())
     if workers > 1:
-        each = "the cores shared out among them" if share_cores else \
-            f"{threads or 'default'} torch thread(s) each"
+        each = f"{threads} torch thread(s) each" if threads else "the free cores shared out among them"
         _say(progress, f"{workers} worker processes, {each}; stages start as soon as what they "
                        "need is done")
     store = _Stages(out, proto, {"seeds": seeds, "train_images": len(raw.train)}, resume,
@@ -408,7 +375,8 @@ def summary_text(results: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- command line
-# dnnlab.studies.cli adds --data-dir, --out, --quick, --seeds and --device to every study.
+# dnnlab.studies.cli adds --data-dir, --out, --quick, --seeds, --device and --threads (here: per
+# worker process) to every study.
 def add_arguments(sp) -> None:
     """The options of ``dnnlab study cifar10`` beyond the ones every study has."""
     sp.add_argument("--resume", action="store_true",
@@ -419,10 +387,6 @@ def add_arguments(sp) -> None:
     sp.add_argument("--patience", type=int, help="early-stopping patience (default 20)")
     sp.add_argument("--search-epochs", type=int,
                     help="epochs of each learning-rate / dropout-rate search (default 3)")
-    sp.add_argument("--threads", type=int,
-                    help="torch CPU threads per worker process (default on the CPU: one each "
-                         "while the stages outnumber the cores, the idle cores shared out when "
-                         "fewer run)")
     sp.add_argument("--workers", type=int, help="stages trained at once, one process each "
                     "(default: the CPU's cores + 1, at most 4; 1 on CUDA)")
 

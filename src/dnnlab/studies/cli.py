@@ -1,13 +1,16 @@
 """The ``dnnlab study NAME`` command (registered into ``dnnlab.cli`` by ``register``).
 
 ``STUDIES`` maps a study's name to its module; a module provides ``HELP`` (one line),
-``add_arguments(parser)`` for its own options and ``main(args) -> int``. Adding a study is one
-line here. Modules are imported by name when the parser is built.
+``add_arguments(parser)`` for its own options and ``main(args) -> int``; every study gets
+``--threads`` (:func:`dnnlab.cli_common.with_threads`), which ``dnnlab.cli`` applies around ``main``.
+Adding a study is one line here. Modules are imported by name when the parser is built.
 """
 
 from __future__ import annotations
 
 import importlib
+
+from dnnlab.cli_common import with_threads
 
 STUDIES: dict[str, str] = {
     "transfer": "dnnlab.studies.transfer",
@@ -34,5 +37,6 @@ def register(sub, with_config) -> None:
         p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
         if hasattr(module, "add_arguments"):
             module.add_arguments(p)
+        with_threads(p)
         p.set_defaults(func=module.main)
     sp.set_defaults(func=lambda args: (sp.print_help(), 2)[1])

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,23 +91,6 @@ class Stopwatch:
 def train_seconds(history: dict[str, list[float]]) -> float:
     """Training time of a run: the sum of its epochs' seconds (steps + validation, no disk I/O)."""
     return float(sum(history.get("seconds", [])))
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` intra-op threads, then restore the previous setting.
-
-    The studies' networks are small (100-unit layers, batches of 32): a step is a string of tiny
-    kernels, where a second thread costs more in synchronization than it saves, and on a machine
-    whose cores are busy with other work it can cost a hundredfold. None leaves torch's setting.
-    """
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def book_rows(results: dict[str, dict[str, Any]], book: dict[str, float],

@@ -47,9 +47,10 @@ from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.report import Page, learning_curves, line_plot
 from dnnlab.studies.common import (Stopwatch, book_rows, book_verdict, difference,
-                                   draw_per_class, mean_std, pm, seed_list, summarize, torch_threads, train_seconds,
+                                   draw_per_class, mean_std, pm, seed_list, summarize, train_seconds,
                                    write_results)
 from dnnlab.train import evaluate, fit, resolve_device
+from dnnlab.train import threads as thread_policy
 from dnnlab.train.checkpoint import load_model
 from dnnlab.train.state import LAST
 from dnnlab.tune import tune
@@ -417,8 +418,9 @@ def run(out: str | Path = "runs/transfer", *, quick: bool = False, seeds: int = 
 
     ``pretrained`` names the 0-4 variant whose saved models part 2 reuses (default, tuned,
     batchnorm or dropout); "auto" picks the one whose frozen layers give the lowest validation
-    loss of a trained head on the first seed's 5-9 images (validation data only). ``threads`` caps torch's CPU threads for the study (see
-    :func:`~dnnlab.studies.common.torch_threads`); it is ignored on CUDA.
+    loss of a trained head on the first seed's 5-9 images (validation data only). ``threads`` caps
+    torch's CPU threads for the study (:func:`dnnlab.train.threads.cap`: the policy chooses below
+    it, a fixed ``--threads N`` wins; None: no cap).
     """
     if pretrained not in ("auto", *PRETRAINED):
         raise DnnlabError(f"pretrained = {pretrained!r}; choose auto, {', '.join(PRETRAINED)}")
@@ -427,7 +429,7 @@ def run(out: str | Path = "runs/transfer", *, quick: bool = False, seeds: int = 
     plan = QUICK if quick else FULL
     seed_ids = seed_list(seeds)
     dev = resolve_device(device)
-    with torch_threads(threads if dev.type == "cpu" else None):
+    with thread_policy.cap(threads if dev.type == "cpu" else None):
         part1 = digits04(plan, seed_ids, out, device, data_dir, log, resume)
         part2 = digits59(plan, seed_ids, out, pretrained, device, data_dir, log)
     results: dict[str, Any] = {**part1["results"], **part2["results"]}

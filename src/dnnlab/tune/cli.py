@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dnnlab.cli_common import config_from_args
+from dnnlab.cli_common import config_from_args, with_threads
 from dnnlab.tune.search import tune
 
 
@@ -31,6 +31,7 @@ def register(sub, with_config) -> None:
     sp.add_argument("--heartbeat", type=int, default=20, metavar="SECONDS",
                     help="seconds between a running trial's heartbeats; a worker killed mid-trial "
                     "has its trial failed and retried after 3 missed heartbeats (default 20)")
+    with_threads(sp)
     sp.set_defaults(func=cmd_tune)
 
 
