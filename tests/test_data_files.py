@@ -2,6 +2,7 @@
 splits, with the same options as the built-in datasets and one-line errors for malformed files."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -291,3 +292,12 @@ def test_dnnlab_train_on_an_npz_named_by_the_config(tmp_path, monkeypatch):
     assert code == 2 and "Traceback" not in err
     assert err.strip() == f"dnnlab: error: {tmp_path / 'mine.npz'}: x_train has 100 rows but " \
                           "y_train has 90 labels"
+
+
+def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch):
+    (tmp_path / "t.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)          # import pyarrow raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(DataError, match=r"t.parquet: reading .parquet needs pyarrow: pip install "
+                                        r"'dnnlab\[files\]' \(or save the table as .csv\)"):
+        load(tmp_path / "t.parquet")
