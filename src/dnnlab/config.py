@@ -37,6 +37,7 @@ import json
 import math
 import os
 import re
+import textwrap
 import tomllib
 import types
 import typing
@@ -155,8 +156,8 @@ class DataConfig:
     """Which images, and how they are prepared (the data layer does the work)."""
     name: str = key("mnist", choices=DATASETS,
                     help="the dataset; 'file' reads data.path, 'synthetic' is generated")
-    path: str | None = key(None, help="the data file for name = 'file' (.npz with x and y, "
-                           ".csv or .parquet with a label column)")
+    path: str | None = key(None, help="the data file for name = 'file' (.npz with x_train, "
+                           "y_train[, x_test, y_test], .csv or .parquet with a label column)")
     label: str | None = key(None, help="the label column of a .csv or .parquet data.path "
                             "(default: the last column)")
     classes: list[int] | None = key(None, lo=0, hi=10**6, help="keep only these labels, "
@@ -427,7 +428,9 @@ def describe_keys(keep: typing.Callable[[Key], bool] = lambda k: True, detail: b
     for s in keys:
         head, _, tail = s.name.rpartition(".")
         sections.setdefault(head, []).append(tail)
-    return "\n".join(f"  {head or '(top)'}: {', '.join(names)}" for head, names in sections.items())
+    return "\n".join(textwrap.fill(f"{head or '(top)'}: {', '.join(names)}", width=100,
+                                   initial_indent="  ", subsequent_indent="      ")
+                     for head, names in sections.items())
 
 
 # For the memory estimate: features and images of each dataset (synthetic: the generator's
