@@ -7,12 +7,14 @@ where its results are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 import torch
 
 from dnnlab import data as datasets
+from dnnlab import rundir
 from dnnlab import train as training
 from dnnlab.analysis import prune_cli
 from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config, with_threads
@@ -70,6 +72,10 @@ def cmd_datasets(args) -> int:
 
 def cmd_lr_find(args) -> int:
     cfg = config_from_args(args)
+    # the plot's name is built from the config's name: kept inside the folder, checked before work
+    out = rundir.check_free(rundir.child(args.out or "runs",
+                                         f"{rundir.safe_name(cfg.name, 100)}-lr-find.png"))
+    rundir.make_dir(out.parent)
     data = datasets.load_from_config(cfg.data)
     device = training.resolve_device(cfg.train.device)
     model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed).to(device)
@@ -77,7 +83,6 @@ def cmd_lr_find(args) -> int:
     y = torch.as_tensor(data.train.y).to(device)
     res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=args.steps,
                   seed=cfg.train.seed, progress=cfg.train.progress)
-    out = Path(args.out or "runs") / f"{cfg.name}-lr-find.png"
     res.plot(out)
     print(f"suggested learning rate: {res.suggestion:.3g} (minimum of the smoothed loss / 10)")
     print(f"plot: {out}")
@@ -111,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="train one model from a config")
     with_config(sp, required=False)
-    sp.add_argument("--out", help="run directory (default runs/NAME-TIMESTAMP)")
+    sp.add_argument("--out", type=rundir.out_arg, help="run directory (default runs/NAME-TIMESTAMP)")
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run; with "
                     "CONFIG/--set only train.epochs, patience, device, progress, checkpoint_every "
                     "may change (anything else is refused, naming the keys)")
@@ -122,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                     help="run directories, e.g. runs/mnist04-5x100-* (paths that are not run "
                          "directories, such as lr-find's PNG, are skipped with a note)")
-    sp.add_argument("--out", help="output folder (default: the run directory for one run, "
-                    "else report/ beside the first)")
+    sp.add_argument("--out", type=rundir.out_arg, help="output folder (default: the run directory "
+                    "for one run, else report/ beside the first; a temporary folder while another "
+                    "process still trains them)")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("datasets", help="which datasets are available, where, checksums")
@@ -134,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--steps", type=int, default=200,
                     help="number of steps of the sweep (default 200)")
-    sp.add_argument("--out", help="folder for the plot (default runs/)")
+    sp.add_argument("--out", type=rundir.out_arg, help="folder for the plot (default runs/)")
     with_threads(sp)
     sp.set_defaults(func=cmd_lr_find)
 
@@ -151,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data-dir", help="folder holding the dataset files (default: the config's "
                     "data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
     sp.add_argument("--epochs", type=int, help="override train.epochs (default: the config's)")
-    sp.add_argument("--out", help="sweep directory (default runs/NAME-sweep-TIMESTAMP, or "
-                    "runs/NAME-sweep-HASH with --storage)")
+    sp.add_argument("--out", type=rundir.out_arg, help="sweep directory (default "
+                    "runs/NAME-sweep-TIMESTAMP, or runs/NAME-sweep-HASH with --storage)")
     sp.add_argument("--storage", metavar="URL", help="share the sweep between workers (processes "
                     "or machines) through a database, e.g. sqlite:///sweep.db or "
                     "postgresql://user:pw@host/db; re-running resumes it (default: none, one process)")
@@ -170,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "export extra: pip install -e '.[export]' in the dnnlab checkout.")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'dnnlab train'")
     sp.add_argument("--format", default="onnx", choices=("onnx",), help="the format (default onnx)")
-    sp.add_argument("--out", metavar="PATH", help="the output file (default RUN_DIR/model.onnx)")
+    sp.add_argument("--out", type=rundir.out_arg, metavar="PATH",
+                    help="the output file (default RUN_DIR/model.onnx)")
     sp.add_argument("--opset", type=int, default=OPSET, help=f"ONNX operator-set version, "
                     f"{OPSETS.start} to {OPSETS.stop - 1} (default {OPSET})")
     sp.set_defaults(func=cmd_export)
@@ -194,14 +201,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         n = threads.check(getattr(args, "threads", None))   # --threads N: bounded before any work
-        with threads.fixed(n):
+        with rundir.interrupt_on_signals(), threads.fixed(n):  # SIGTERM, SIGHUP: the Ctrl-C path below
             return int(args.func(args) or 0)
     except DnnlabError as e:
         print(f"dnnlab: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dnnlab: interrupted; a run can be continued with --resume RUN_DIR", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        with contextlib.suppress(OSError):    # after SIGHUP the terminal may be gone
+            print(f"dnnlab: interrupted ({str(e) or 'SIGINT'}); a run can be continued with --resume "
+                  "RUN_DIR", file=sys.stderr)
+        return rundir.exit_code(e)
 
 
 if __name__ == "__main__":

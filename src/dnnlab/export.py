@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dnnlab import rundir
 from dnnlab.config import load_config
 from dnnlab.data import load_from_config
 from dnnlab.errors import DnnlabError
@@ -192,15 +193,19 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = 
     if not run_dir.is_dir():
         raise DnnlabError(f"run directory {run_dir} does not exist; pass a directory written by "
                           "`dnnlab train`")
-    model = load_model(run_dir)
-    _require("onnx")
-    _require("onnxruntime")
-    x = check_rows(run_dir)
-    if x.shape[1] != model.in_features:
-        raise DnnlabError(f"{run_dir}: its model takes {model.in_features} features but the data "
-                          f"its config.toml names has {x.shape[1]}; the run directory was edited")
-    target = Path(out) if out is not None else run_dir / "model.onnx"
-    return export_model(model, target, x, opset=opset)
+    # held: a run still training has no final model yet, and model.onnx is written into the run
+    with rundir.hold(run_dir, wait="export it when its training has ended"):
+        model = load_model(run_dir)
+        _require("onnx")
+        _require("onnxruntime")
+        x = check_rows(run_dir)
+        if x.shape[1] != model.in_features:
+            raise DnnlabError(f"{run_dir}: its model takes {model.in_features} features but the "
+                              f"data its config.toml names has {x.shape[1]}; the run directory "
+                              "was edited")
+        target = Path(out) if out is not None else run_dir / "model.onnx"
+        return export_model(model, rundir.check_free(target), x, opset=opset)
+
 
 __all__ = ["CHECK_ROWS", "FORMATS", "OPSET", "OPSETS", "Verified", "check_rows", "dnnlab_logits",
            "export_model", "export_run", "onnx_logits", "to_onnx_bytes", "tolerance"]

@@ -1,12 +1,26 @@
 """Run directories: one writer at a time, and folder names that stay where they are put.
 
 **One writer.** Two processes writing one run directory would leave one run's config beside the
-other's checkpoints. :func:`hold` takes ``RUN_DIR/.lock``, an exclusive ``flock`` on a file that
-holds the holder's PID and host; a second process fails at once, naming the holder. The kernel
-drops a ``flock`` when its process dies (even by SIGKILL), so a killed run's lock is simply taken
-over by the next ``--resume``: no stale-lock cleanup, no PID-reuse race. Where the file system
-has no ``flock``, a lock whose PID is gone on this host is taken over instead.
-:func:`is_held` is what ``dnnlab report`` asks to tell a running run from an interrupted one.
+other's checkpoints. :func:`hold` takes an exclusive ``flock`` on the run directory itself (on a
+descriptor of the folder, ``O_RDONLY | O_DIRECTORY``), so no file can be deleted from under the
+lock: removing ``RUN_DIR/.lock`` only loses the holder's name, never the lock. ``.lock`` is a small
+record of the holder's PID and host, written after the lock is taken, for the message a second
+process gets ("in use by process 123 on host"). The kernel drops a ``flock`` when its process dies
+(even by SIGKILL), so a killed run's folder is simply taken over by the next ``--resume``: no
+stale-lock cleanup, no PID-reuse race. Where the file system has no ``flock`` (some network
+mounts), the record is the lock: a holder whose PID is gone on this host is taken over.
+:func:`is_held` asks the same lock (``dnnlab report`` tells a running run from an interrupted one
+by it).
+
+Every command that writes into a run directory holds it (train, sweep, prune, export, a doctor
+probe) or writes elsewhere while another process does: :func:`output_folder` is where ``report``
+and ``doctor`` write about a run, :func:`check_free` refuses an output path that lies in a folder
+another process holds, and :func:`out_arg` is the one check of every ``--out`` a user types. A
+refused command has written nothing: the lock is tried before anything is created or written.
+
+**Signals.** :func:`interrupt_on_signals` turns SIGTERM and SIGHUP into :class:`Interrupted`, a
+``KeyboardInterrupt``, so a run stopped by ``kill``, a batch scheduler or a closed terminal ends
+"interrupted" exactly as Ctrl-C does, never "running".
 
 **Names.** A run's folder is built from names a user or a sweep chose (``name = "../../x"``, a
 variant name of 300 characters). :func:`safe_name` turns any name into one path component:
@@ -17,6 +31,7 @@ OS's refusal (read-only, a file in the way, a path too long) into one line namin
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import fcntl
@@ -24,18 +39,24 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dnnlab import io
 from dnnlab.errors import DnnlabError
 
-LOCK_NAME = ".lock"
+LOCK_NAME = ".lock"                # the holder's record (PID, host); the lock is on the folder
 MAX_NAME = 120                     # characters of one folder name built from a user's name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+,@\[\]-]+")
+WAIT = "wait for it to end or choose another --out"    # what a refused writer can do, by default
+SIGNALS = (signal.SIGTERM, signal.SIGHUP)               # ended like Ctrl-C (see Interrupted)
 
-_held: dict[Path, tuple[int, int]] = {}   # resolved run dir -> (lock fd, nesting depth)
+_held: dict[Path, tuple[int, int]] = {}   # resolved run dir -> (folder fd, nesting depth)
 
 
 def safe_name(name: str, limit: int = MAX_NAME) -> str:
@@ -66,6 +87,24 @@ def make_dir(path: str | Path, what: str = "output folder") -> Path:
     if not path.is_dir():
         raise DnnlabError(f"{what} {path}: not a folder; choose another folder")
     return path
+
+
+def out_arg(text: str) -> str:
+    """The argparse ``type`` of every ``--out``: the one check of an output path a user types.
+
+    An empty ``--out ''`` would write into the current folder (``Path('')`` is ``.``), which is
+    never what was meant (an unset shell variable, a quoting slip), so it is refused; so is a path
+    in a folder another process holds (a run still training), before any work starts.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty --out would write into the current folder; give a folder such as "
+            "--out runs/x, or leave --out out for the default")
+    try:
+        check_free(text)
+    except DnnlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _reason(e: OSError) -> str:
@@ -106,14 +145,20 @@ def _pid_alive(info: dict[str, Any] | None) -> bool:
     return True
 
 
+def _open_dir(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+
+
 def is_held(run_dir: str | Path) -> bool:
     """Whether a live process holds ``run_dir`` (this one included)."""
     run_dir = Path(run_dir)
     if run_dir.resolve() in _held:
         return True
-    try:
-        fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
-    except OSError:
+    fd = _open_dir(run_dir)
+    if fd is None:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -122,50 +167,69 @@ def is_held(run_dir: str | Path) -> bool:
     except OSError:                       # no flock here: fall back to the recorded PID
         return _pid_alive(read_lock(run_dir))
     finally:
-        os.close(fd)
+        os.close(fd)                      # closing drops the shared lock just taken
     return False
 
 
-def _acquire(run_dir: Path) -> int:
-    path = run_dir / LOCK_NAME
-    for _ in range(20):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise DnnlabError(f"run directory {run_dir}: cannot create its lock file "
-                              f"({_reason(e)}); choose a writable folder") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DnnlabError(f"run directory {run_dir} is in use by {_describe(read_lock(run_dir))} "
-                              f"(lock {path}); wait for it to end or choose another --out") from None
-        except OSError:                   # no flock on this file system: PID rule
-            info = read_lock(run_dir)
-            if info and info != _me() and _pid_alive(info):
-                os.close(fd)
-                raise DnnlabError(f"run directory {run_dir} is in use by {_describe(info)} (lock "
-                                  f"{path}); if that process is gone, delete the lock") from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except OSError:
-            same = False
-        if not same:                      # the holder removed it as we opened it: try again
-            os.close(fd)
+def holder(path: str | Path) -> tuple[Path, str] | None:
+    """The folder among ``path`` and the folders around it that another process holds, and who
+    holds it (as the refusal names it); None when this process may write there."""
+    here = Path(os.path.abspath(path))
+    for folder in (here, *here.parents):
+        if not os.path.isdir(folder) or folder.resolve() in _held:   # isdir: False on any OSError
             continue
-        data = json.dumps(_me()).encode("utf-8")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        if is_held(folder):
+            return folder, _describe(read_lock(folder))
+    return None
+
+
+def check_free(path: str | Path, what: str = "output") -> Path:
+    """``path``, or :class:`DnnlabError` when it lies in a folder another process holds."""
+    found = holder(path)
+    if found is not None:
+        folder, who = found
+        where = "is" if folder == Path(os.path.abspath(path)) else f"lies in {folder}, which is"
+        raise DnnlabError(f"{what} {path} {where} in use by {who}; {WAIT}")
+    return Path(path)
+
+
+def _acquire(run_dir: Path, what: str, wait: str) -> int:
+    fd = _open_dir(run_dir)
+    if fd is None:
+        raise DnnlabError(f"{what} {run_dir}: cannot open the folder to lock it; choose another "
+                          "folder")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DnnlabError(f"{what} {run_dir} is in use by {_describe(read_lock(run_dir))}; "
+                          f"{wait}") from None
+    except OSError:                       # no flock on this file system: the record is the lock
+        info = read_lock(run_dir)
+        if info and info != _me() and _pid_alive(info):
+            os.close(fd)
+            raise DnnlabError(f"{what} {run_dir} is in use by {_describe(info)} (lock "
+                              f"{run_dir / LOCK_NAME}); {wait}, or delete the lock if that "
+                              "process is gone") from None
+        try:
+            io.write_json(run_dir / LOCK_NAME, _me())
+        except DnnlabError as e:
+            os.close(fd)
+            raise DnnlabError(f"{what} {run_dir}: cannot write its lock ({e}); choose a "
+                              "writable folder") from None
         return fd
-    raise DnnlabError(f"run directory {run_dir}: could not take its lock {path}; try again")
+    with contextlib.suppress(DnnlabError):     # only names the holder: a read-only run still locks
+        io.write_json(run_dir / LOCK_NAME, _me())
+    return fd
 
 
 @contextlib.contextmanager
-def hold(run_dir: str | Path, what: str = "run directory") -> Iterator[Path]:
+def hold(run_dir: str | Path, what: str = "run directory", wait: str = WAIT) -> Iterator[Path]:
     """Hold ``run_dir`` (created if missing) for this process while the block runs.
 
     Re-entrant within one process (a sweep holding a variant's folder may call code that holds
-    it too). Fails at once with :class:`DnnlabError` naming the holder when another live process
+    it too). Fails at once, having written nothing, with :class:`DnnlabError` naming the holder
+    and ending with ``wait`` (what the refused command can do instead) when another live process
     holds it; a dead holder's lock is taken over.
     """
     run_dir = make_dir(run_dir, what)
@@ -179,7 +243,7 @@ def hold(run_dir: str | Path, what: str = "run directory") -> Iterator[Path]:
             fd, depth = _held[key]
             _held[key] = (fd, depth - 1)
         return
-    fd = _acquire(run_dir)
+    fd = _acquire(run_dir, what, wait)
     _held[key] = (fd, 1)
     try:
         yield run_dir
@@ -187,5 +251,74 @@ def hold(run_dir: str | Path, what: str = "run directory") -> Iterator[Path]:
         if _held.get(key, (fd, 1))[1] <= 1:
             _held.pop(key, None)
             with contextlib.suppress(OSError):
-                os.unlink(run_dir / LOCK_NAME)     # unlinked while still locked: no race
+                os.unlink(run_dir / LOCK_NAME)     # removed while still locked: no race
             os.close(fd)
+
+
+@contextlib.contextmanager
+def output_folder(default: str | Path, out: str | Path | None = None,
+                  what: str = "output folder") -> Iterator[Path]:
+    """The folder a command that reads runs writes its output into (``report``, ``doctor``).
+
+    ``out`` (a user's ``--out``) is that folder, refused when it lies in a folder another process
+    holds: the user named it, so writing elsewhere would surprise. It is not held, since a folder
+    a user names may be shared on purpose (the workers of a ``--storage`` sweep each write its
+    report). Without ``out``, ``default`` (the run directory itself for one run) is held while the
+    block runs, so no resume starts mid-write. When another process holds it (or a folder around
+    it), the run is still training and what would be written is a snapshot that is stale within an
+    epoch: it goes to a fresh folder of its own in the temporary folder, so the run's files keep
+    one writer and the user still gets the output (the command prints its path).
+    """
+    if out is not None:
+        yield make_dir(check_free(out, what), what)
+    elif holder(default) is not None:
+        name = safe_name(Path(os.path.abspath(default)).name, 60)
+        yield Path(tempfile.mkdtemp(prefix=f"dnnlab-{name}-"))
+    else:
+        with hold(default, what) as folder:
+            yield folder
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread wherever the signal finds it.
+
+    A subclass of ``KeyboardInterrupt`` so that every ``except KeyboardInterrupt`` that ends a run
+    honestly (the trainer marks it "interrupted", a sweep stops its workers) treats ``kill``, a
+    scheduler's stop and a closed terminal exactly as Ctrl-C, with no second code path.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_code(e: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as a shell reports a process the signal ended (130 for Ctrl-C,
+    143 for SIGTERM, 129 for SIGHUP): a scheduler or script sees which signal stopped it."""
+    return 128 + getattr(e, "signum", signal.SIGINT)
+
+
+def _raise(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Interrupted` (see its docstring).
+
+    A signal the process was started ignoring stays ignored (``nohup`` ignores SIGHUP so that a
+    run survives the terminal closing). Python lets only the main thread set handlers; elsewhere
+    the block runs with the handlers as they are. The previous handlers come back afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    try:
+        for s, old in previous.items():
+            if old is not signal.SIG_IGN:
+                signal.signal(s, _raise)
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)

@@ -63,7 +63,7 @@ def check_run(run_dir: str | Path) -> None:
 
 def cmd_prune(args) -> int:
     check_run(args.run_dir)
-    with rundir.hold(args.run_dir):
+    with rundir.hold(args.run_dir, wait="prune it when its training has ended"):
         try:
             report = prune_run(args.run_dir, args.sparsity, args.epochs, data_dir=args.data_dir,
                                device=args.device, lr=args.lr, progress=not args.quiet)

@@ -1,9 +1,18 @@
-"""``dnnlab doctor RUN_DIR | CONFIG.toml``: the findings, their evidence, the remedies to paste."""
+"""``dnnlab doctor RUN_DIR | CONFIG.toml``: the findings, their evidence, the remedies to paste.
+
+One writer (:mod:`dnnlab.rundir`): a probe holds its run directory from its first file to the
+report. Doctor of a RUN_DIR writes ``findings.json`` and ``doctor.html`` into the run, holding it,
+or into ``--out``. While another process still trains the run, doctor neither waits nor refuses: a
+user asks the doctor about a run precisely while it goes wrong, so the findings are printed as
+always and the report goes to a folder of its own in the temporary folder (its path is printed),
+leaving the run's files to the one process that writes them.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from dnnlab import rundir
 from dnnlab.cli_common import with_threads
 from dnnlab.config import load_config, replace
 from dnnlab.doctor.probe import probe_run
@@ -16,30 +25,37 @@ from dnnlab.train import default_run_dir
 PROBE_EPOCHS = 10
 
 
+def _probe(args, target: Path):
+    """Train the probe of a CONFIG.toml into its own run directory and examine it there."""
+    cfg = load_config(target, list(args.set or []))
+    flags = {"train.device": args.device, "data.data_dir": args.data_dir,
+             "train.epochs": args.epochs if args.epochs is not None
+             else min(cfg.train.epochs, PROBE_EPOCHS)}
+    cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    run_dir = Path(args.out) if args.out else default_run_dir(cfg).with_name(
+        default_run_dir(cfg).name.replace(cfg.name, f"{cfg.name}-doctor", 1))
+    with rundir.hold(run_dir, "probe run directory"):
+        if (run_dir / "config.toml").exists():
+            raise DnnlabError(f"{run_dir} already holds a run; choose another --out")
+        print(f"probe: training {cfg.name} for {cfg.train.epochs} epochs with layer recording "
+              f"into {run_dir}")
+        probe_run(cfg, run_dir)
+        return examine(run_dir)
+
+
 def cmd_doctor(args) -> int:
     target = Path(args.target)
     if target.is_dir():
         if args.set:
             raise DnnlabError("--set applies to a CONFIG.toml probe, not to a finished run "
                               "directory; drop it, or pass the config instead")
-        run_dir = target
+        with rundir.output_folder(target, args.out, "doctor folder") as folder:
+            ex = examine(target, folder=folder)
     elif target.suffix == ".toml":
-        cfg = load_config(target, list(args.set or []))
-        flags = {"train.device": args.device, "data.data_dir": args.data_dir,
-                 "train.epochs": args.epochs if args.epochs is not None
-                 else min(cfg.train.epochs, PROBE_EPOCHS)}
-        cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
-        run_dir = Path(args.out) if args.out else default_run_dir(cfg).with_name(
-            default_run_dir(cfg).name.replace(cfg.name, f"{cfg.name}-doctor", 1))
-        if (run_dir / "config.toml").exists():
-            raise DnnlabError(f"{run_dir} already holds a run; choose another --out")
-        print(f"probe: training {cfg.name} for {cfg.train.epochs} epochs with layer recording "
-              f"into {run_dir}")
-        probe_run(cfg, run_dir)
+        ex = _probe(args, target)
     else:
         raise DnnlabError(f"{target}: not a run directory nor a .toml config; pass the folder "
                           "'dnnlab train' printed or a config such as examples/mnist_5x100.toml")
-    ex = examine(run_dir)
     print(format_findings(ex.findings))
     print(f"report: {ex.report}")
     return 0
@@ -55,6 +71,9 @@ def register(sub, with_config=None) -> None:
                     help=f"probe epochs (default: the config's, at most {PROBE_EPOCHS})")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the probe trains")
     sp.add_argument("--data-dir", help="folder holding the dataset files")
-    sp.add_argument("--out", help="probe run directory (default runs/NAME-doctor-TIMESTAMP)")
+    sp.add_argument("--out", type=rundir.out_arg,
+                    help="probe run directory (default runs/NAME-doctor-TIMESTAMP); for a RUN_DIR, "
+                    "the folder for findings.json and doctor.html (default: the run directory, or "
+                    "a temporary folder while another process still trains it)")
     with_threads(sp)
     sp.set_defaults(func=cmd_doctor)

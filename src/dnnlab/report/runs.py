@@ -177,7 +177,9 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
     """Write ``curves.png`` and a self-contained ``report.html`` comparing ``run_dirs``.
 
     Returns the html path. ``out`` defaults to the run directory itself for one run, else to
-    ``report/`` beside the first run. Values missing from a summary are recomputed from metrics.
+    ``report/`` beside the first run; while another process still trains the run (or holds the
+    folder around them), the default is a folder of its own instead, so the run keeps one writer
+    (:func:`dnnlab.rundir.output_folder`). Values missing from a summary are recomputed from metrics.
     """
     if not run_dirs:
         raise DnnlabError("no run directories given; pass at least one directory written by `dnnlab train`")
@@ -197,12 +199,15 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
                      "best val loss": info.get("best_val_loss"), "test acc": info.get("test_accuracy"),
                      "seconds/epoch": info.get("seconds_per_epoch"), "epochs": info.get("epochs_run")})
         notes.append(f"{name}: {d.resolve()}" + (f" ({info['message']})" if info.get("message") else ""))
-    out = Path(out) if out is not None else (dirs[0] if len(dirs) == 1 else dirs[0].parent / "report")
+    default = dirs[0] if len(dirs) == 1 else dirs[0].parent / "report"
     title = rows[0]["run"] if len(rows) == 1 else f"Comparison of {len(rows)} runs"
-    png = save_figure(learning_curves(histories, title=title, best_epochs=best), out / "curves.png")
-    page = Page(title, "Learning curves and results, read from each run's metrics.csv and summary.json.")
-    page.table(rows, COLUMNS, formats=FORMATS)
-    page.figure(png, "Train (dashed) and validation (solid) curves; one colour per run; a star marks "
-                "each run's best epoch (the weights it keeps).")
-    page.heading("Runs").bullets(notes)
-    return page.save(out / "report.html")
+    with rundir.output_folder(default, out, "report folder") as folder:
+        png = save_figure(learning_curves(histories, title=title, best_epochs=best),
+                          folder / "curves.png")
+        page = Page(title, "Learning curves and results, read from each run's metrics.csv and "
+                    "summary.json.")
+        page.table(rows, COLUMNS, formats=FORMATS)
+        page.figure(png, "Train (dashed) and validation (solid) curves; one colour per run; a star "
+                    "marks each run's best epoch (the weights it keeps).")
+        page.heading("Runs").bullets(notes)
+        return page.save(folder / "report.html")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 
+from dnnlab import rundir
 from dnnlab.cli_common import with_threads
 
 STUDIES: dict[str, str] = {
@@ -30,7 +31,7 @@ def register(sub, with_config) -> None:
         p = names.add_parser(name, help=module.HELP,
                              description=(module.__doc__ or module.HELP).split("\n\n")[0])
         p.add_argument("--data-dir", help="folder holding the dataset files")
-        p.add_argument("--out", help=f"output folder (default runs/{name})")
+        p.add_argument("--out", type=rundir.out_arg, help=f"output folder (default runs/{name})")
         p.add_argument("--quick", action="store_true",
                        help="a shortened run of the whole pipeline (CI: a few minutes on 2 cores)")
         p.add_argument("--seeds", type=int, default=3, help="seeds per experiment (default 3)")

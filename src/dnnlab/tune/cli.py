@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dnnlab import rundir
 from dnnlab.cli_common import config_from_args, with_threads
 from dnnlab.tune.search import tune
 
@@ -26,8 +27,8 @@ def register(sub, with_config) -> None:
     sp.add_argument("--study-name", help="the study's name in the storage (default: the config's name)")
     sp.add_argument("--seed", type=int, help="sampler seed (leave unset when several workers share "
                     "a study)")
-    sp.add_argument("--out", help="output folder: trials.csv, best_config.toml, study.db "
-                    "(default runs/NAME-tune)")
+    sp.add_argument("--out", type=rundir.out_arg, help="output folder: trials.csv, "
+                    "best_config.toml, study.db (default runs/NAME-tune)")
     sp.add_argument("--heartbeat", type=int, default=20, metavar="SECONDS",
                     help="seconds between a running trial's heartbeats; a worker killed mid-trial "
                     "has its trial failed and retried after 3 missed heartbeats (default 20)")
