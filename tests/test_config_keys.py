@@ -176,8 +176,6 @@ def test_help_texts_come_from_the_table():
     ({"data": {"valid_size": 0}, "train": {"monitor": "loss"},
       "optim": {"schedule": {"name": "performance"}}}, r"'performance' watches val_loss"),
     ({"train": {"monitor": "lr"}}, r"train.monitor = 'lr' is not allowed; choose one of: val_loss"),
-    ({"data": {"limit": 10}, "train": {"batch_size": 64}},
-     r"train.batch_size = 64 is larger than the whole training set \(data.limit = 10\)"),
     ({"data": {"name": "file"}}, r"data.name = 'file' needs data.path"),
     ({"data": {"path": "x.npz"}}, r"data.path is read only when data.name = 'file'"),
     ({"data": {"name": "file", "path": "x.txt"}}, r"data.path = 'x.txt': expected a file ending"),

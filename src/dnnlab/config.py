@@ -606,9 +606,6 @@ def _check_consistency(cfg: RunConfig) -> None:
     if d.valid_size == 0 and s.name == "performance":
         raise ConfigError("optim.schedule.name = 'performance' watches val_loss but "
                           "data.valid_size = 0: set data.valid_size > 0 or another schedule")
-    if d.limit is not None and t.batch_size > d.limit:
-        raise ConfigError(f"train.batch_size = {t.batch_size} is larger than the whole training "
-                          f"set (data.limit = {d.limit}); use a batch of at most {d.limit}")
     if d.name == "file" and d.path is None:
         raise ConfigError("data.name = 'file' needs data.path, a .npz, .csv or .parquet file")
     if d.path is not None:
