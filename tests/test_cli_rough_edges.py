@@ -56,8 +56,8 @@ def test_train_threads_sets_torch_threads_while_training_only(tmp_path, monkeypa
         seen["threads"] = torch.get_num_threads()
         raise DnnlabError("stop here")
 
-    import dnnlab.train
-    monkeypatch.setattr(dnnlab.train, "train_run", fake_train_run)
+    import dnnlab.runs
+    monkeypatch.setattr(dnnlab.runs, "train_run", fake_train_run)
     config = tmp_path / "c.toml"
     config.write_text('[data]\nname = "synthetic"\n')
     before = torch.get_num_threads()

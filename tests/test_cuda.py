@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dnnlab.config import replace
-from dnnlab.optim.lr_finder import find_lr
+from dnnlab.train.lr_finder import find_lr
 from dnnlab.train import Variant, fit, train_many
 
 pytestmark = pytest.mark.cuda

@@ -6,9 +6,16 @@ import torch
 from dnnlab.cli import main
 from dnnlab.config import replace
 from dnnlab.doctor.probe import probe_run
-from dnnlab.doctor.record import (COLUMNS, LayerRecorder, callbacks_for, probe_batch,
-                                  read_layers, steps_per_epoch)
+from dnnlab.doctor.record import (
+    COLUMNS,
+    LayerRecorder,
+    callbacks_for,
+    probe_batch,
+    read_layers,
+    steps_per_epoch,
+)
 from dnnlab.nn.mlp import build_mlp
+from dnnlab.runs import fit as recorded_fit
 from dnnlab.train import fit
 
 
@@ -18,7 +25,7 @@ def test_records_every_layer_every_epoch_with_the_update_ratio(tiny, tiny_cfg, t
     spe = steps_per_epoch(len(tiny.train), tiny_cfg.train.batch_size)
     rec = LayerRecorder(tmp_path, x, y, steps_per_epoch=spe)
     model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes, seed=tiny_cfg.train.seed)
-    fit(tiny_cfg, tiny, model=model, callbacks=[rec])        # fit calls rec.on_train_begin
+    fit(tiny_cfg, tiny, model=model, callbacks=[rec])        # the net at init, then each epoch
     rows = read_layers(tmp_path / "layers.csv")
     assert list(rows[0]) == list(COLUMNS)
     assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3]
@@ -34,7 +41,7 @@ def test_update_ratio_is_the_relative_change_per_step(tiny, tiny_cfg, tmp_path):
     x, y = probe_batch(tiny.train.tensors())
     rec = LayerRecorder(tmp_path, x, y, steps_per_epoch=10)
     model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes)
-    rec.on_train_begin(model)
+    rec.record(0, model)
     w0 = model.hidden[0].linear.weight.detach().double().clone()
     with torch.no_grad():
         model.hidden[0].linear.weight.mul_(1.5)
@@ -59,7 +66,7 @@ def test_a_resumed_recorder_keeps_earlier_epochs(tiny, tiny_cfg, tmp_path):
     for e in (0, 1, 2):
         first.record(e, model)
     again = LayerRecorder(tmp_path, x, y, steps_per_epoch=5)   # a resume from epoch 1's state
-    again.on_epoch_end(2, {}, model)
+    again.record(2, model)
     assert [r["epoch"] for r in read_layers(tmp_path / "layers.csv")][::3] == [0, 1, 2]
 
 
@@ -72,10 +79,12 @@ def test_callbacks_for_follows_the_config(tiny, tiny_cfg, tmp_path):
 
 
 def test_every_run_with_a_directory_records_by_default(tiny, tiny_cfg, tmp_path):
-    fit(tiny_cfg, tiny, tmp_path / "run")
+    recorded_fit(tiny_cfg, tiny, tmp_path / "run")          # the API's fit: engine + recorder
     rows = read_layers(tmp_path / "run" / "layers.csv")
     assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3]      # init, then every epoch
-    fit(replace(tiny_cfg, **{"train.record_every": 0}), tiny, tmp_path / "off")
+    fit(tiny_cfg, tiny, tmp_path / "engine")                # the bare engine records nothing
+    assert not (tmp_path / "engine" / "layers.csv").exists()
+    recorded_fit(replace(tiny_cfg, **{"train.record_every": 0}), tiny, tmp_path / "off")
     assert not (tmp_path / "off" / "layers.csv").exists()
 
 

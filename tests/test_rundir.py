@@ -13,8 +13,10 @@ from dnnlab import cli, io, rundir
 from dnnlab.config import replace
 from dnnlab.errors import DnnlabError
 from dnnlab.report import read_summary
-from dnnlab.train import run as run_mod
-from dnnlab.train.run import train_run
+from dnnlab.runs import single as run_mod
+from dnnlab.runs.single import train_run
+from dnnlab.train import state as run_state
+from dnnlab.train.callbacks import Callback
 
 HOLDER = """
 import sys, time
@@ -158,7 +160,7 @@ def test_resume_applies_allowed_changes_and_writes_them(tiny_cfg, tmp_path, caps
 
 def test_resume_with_damaged_start_record_is_refused(tiny_cfg, tmp_path, capsys):
     run = _run(tiny_cfg, tmp_path)
-    start = run / run_mod.START
+    start = run / run_state.START
     data = json.loads(start.read_text())
     data["config"]["optim"]["lr"] = 0.5                  # edited without the fingerprint
     start.write_text(json.dumps(data))
@@ -166,11 +168,11 @@ def test_resume_with_damaged_start_record_is_refused(tiny_cfg, tmp_path, capsys)
     assert code == 2 and "fingerprint" in err and str(start) in err
 
 
-class _Raise:
+class _Raise(Callback):
     def __init__(self, exc):
         self.exc = exc
 
-    def on_epoch_end(self, epoch, metrics, model):
+    def on_epoch_end(self, run, epoch, logs):
         raise self.exc
 
 

@@ -5,7 +5,7 @@ import pytest
 from dnnlab import cli
 from dnnlab.config import replace
 from dnnlab.errors import ConfigError
-from dnnlab.train.sweep import grid, split_values, sweep
+from dnnlab.runs.sweep import grid, split_values, sweep
 
 
 def test_grid_is_every_combination_and_keeps_lists_whole():

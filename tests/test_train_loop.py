@@ -1,11 +1,12 @@
 import csv
 import json
+import re
 
 import pytest
 import torch
 
 from dnnlab.config import replace
-from dnnlab.train import fit
+from dnnlab.train import Callback, fit
 from dnnlab.train.checkpoint import load, load_model
 
 
@@ -24,7 +25,10 @@ def test_fit_learns_and_writes_run_dir(tiny, tiny_cfg, tmp_path):
     assert 0 <= summary["test_accuracy"] <= 1
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert names == ["best.safetensors", "epoch_0002.safetensors", "epoch_0004.safetensors",
-                     "epoch_0006.safetensors", "last.safetensors"]
+                     "epoch_0006.safetensors", "last.safetensors", "start.json"]
+    start = json.loads((run / "checkpoints" / "start.json").read_text())
+    assert start["data"] == tiny.fingerprint()          # what the run trained on, per split
+    assert set(start["data"]) == {"train", "valid", "test"}
     model = load_model(run / "model.safetensors")
     x = torch.as_tensor(tiny.test.x)
     torch.testing.assert_close(model.eval()(x), res.model.eval()(x))
@@ -35,9 +39,9 @@ def test_restore_best_at_last_epoch_copies_weights(tiny, tiny_cfg):
                                "train.monitor": "val_accuracy"})
     seen = {}
 
-    class Snap:
-        def on_epoch_end(self, epoch, metrics, model):
-            seen[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+    class Snap(Callback):
+        def on_epoch_end(self, run, epoch, logs):
+            seen[epoch] = {k: v.clone() for k, v in run.model(0).state_dict().items()}
 
     res = fit(cfg, tiny, callbacks=[Snap()])
     best = seen[res.best_epoch]
@@ -56,8 +60,8 @@ def test_early_stopping_stops_after_patience(tiny, tiny_cfg):
 
 
 def test_nan_loss_stops_with_last_good_weights(tiny, tiny_cfg, tmp_path):
-    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 1e6, "model.activation": "relu",
-                               "model.init": "normal", "model.init_value": 3.0})
+    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 10.0,
+                               "model.activation": "linear"})   # a linear net explodes at lr 10
     res = fit(cfg, tiny, tmp_path / "run")
     assert res.status == "diverged"
     assert "epoch 1, step" in res.message and "optim.lr" in res.message
@@ -71,23 +75,25 @@ def test_divergence_is_checked_before_anything_is_kept(tiny, tiny_cfg, tmp_path,
     finite). Neither the good weights, the best weights, a checkpoint nor the final model may
     take them: what is kept is the model before that step."""
     from dnnlab.train.checkpoint import load_model
-    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 1e-3, "train.batch_size": 1024,
+    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 1e-3, "train.batch_size": 512,
                                "train.epochs": 4, "train.checkpoint_every": 1, "train.fast": fast,
                                "optim.schedule.name": "piecewise",
-                               "optim.schedule.boundaries": [1], "optim.schedule.values": [1e-3,
-                                                                                          1e30]})
+                               "optim.schedule.boundaries": [1], "optim.schedule.values": [1e-3, 10.0],
+                               "model.activation": "linear", "model.depth": 8,
+                               "train.restore_best": False})
     res = fit(cfg, tiny, tmp_path / "run")
-    assert res.status == "diverged" and "epoch 2" in res.message, res.message
-    assert res.epochs_run == 1
-    # the kept weights are the weights after epoch 1's single step, i.e. before the bad step
-    ref = fit(replace(cfg, **{"train.epochs": 1}), tiny).model.state_dict()
+    assert res.status == "diverged", res.message
+    bad = int(re.search(r"at epoch (\d+)", res.message).group(1))
+    assert bad >= 2 and res.epochs_run == bad - 1
+    assert "schedule raises the rate to 10" in res.message      # the cause, not the lr
+    # the kept weights are those after the last good epoch's single step: before the bad step
+    ref = fit(replace(cfg, **{"train.epochs": bad - 1}), tiny).model.state_dict()
     for path in (tmp_path / "run" / "model.safetensors",
-                 tmp_path / "run" / "checkpoints" / "best.safetensors",
-                 tmp_path / "run" / "checkpoints" / "epoch_0001.safetensors"):
+                 tmp_path / "run" / "checkpoints" / f"epoch_{bad - 1:04d}.safetensors"):
         kept = load_model(path).state_dict()
         for k, v in ref.items():
             assert torch.allclose(kept[k], v, atol=1e-6), (path.name, k)
-    assert not (tmp_path / "run" / "checkpoints" / "epoch_0002.safetensors").exists()
+    assert not (tmp_path / "run" / "checkpoints" / f"epoch_{bad:04d}.safetensors").exists()
     for k, v in res.model.state_dict().items():
         assert torch.allclose(v, ref[k], atol=1e-6), k
 

@@ -6,13 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnnlab.config import replace
+from dnnlab.config import PER_MODEL_KEYS, replace
 from dnnlab.data.batching import batch_slices, epoch_permutation
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.nn.mlp import build_mlp
-from dnnlab.train import Variant, fit, train_many
-from dnnlab.train.driver import PER_MODEL_KEYS
-
+from dnnlab.train import Callback, Variant, fit, train_many
 
 
 def _reference(cfg, ds):
@@ -140,9 +138,9 @@ def test_early_stopping_per_model_and_compaction(tiny, tiny_cfg):
 
 
 def test_diverging_model_is_marked_and_others_finish(tiny, tiny_cfg):
-    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 0.05, "model.activation": "relu",
+    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 0.05, "model.activation": "linear",
                                "train.restore_best": False})
-    variants = [Variant(0), Variant(0, {"optim.lr": 1e6}), Variant(1)]
+    variants = [Variant(0), Variant(0, {"optim.lr": 10.0}), Variant(1)]
     ok, bad, ok2 = train_many(cfg, tiny, variants, progress=False)
     assert bad.status == "diverged" and "at epoch 1, step" in bad.message
     assert bad.epochs_run == 0                        # the diverged epoch is not recorded
@@ -157,12 +155,13 @@ def test_diverging_model_is_marked_and_others_finish(tiny, tiny_cfg):
 def test_callback_sees_metrics_and_can_stop_one_model(tiny, tiny_cfg, capsys):
     seen = []
 
-    def callback(epoch, metrics):
-        seen.append((epoch, sorted(metrics)))
-        return [1] if epoch == 1 else None
+    class Watch(Callback):
+        def on_epoch_end(self, run, epoch, logs):
+            seen.append((epoch, sorted(logs)))
+            return [1] if epoch == 1 else None
 
     cfg = replace(tiny_cfg, **{"train.progress": True})
-    results = train_many(cfg, tiny, [Variant(0), Variant(1)], callback=callback)
+    results = train_many(cfg, tiny, [Variant(0), Variant(1)], callbacks=[Watch()])
     assert "1 of 2 models training" in capsys.readouterr().err
     assert seen == [(1, [0, 1]), (2, [0]), (3, [0])]
     assert results[1].status == "stopped_early" and results[1].epochs_run == 1
@@ -204,9 +203,9 @@ def test_a_run_long_enough_to_fuse_the_update_trains_the_same_models(tiny, tiny_
 def test_models_that_diverge_are_exported_before_the_stack_is_compacted(tiny, tiny_cfg):
     """Three of four models diverge in epoch 1; the stack then shrinks to the one left. Each
     diverged model still comes back with its last good weights (here: its initial ones)."""
-    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 0.05, "model.activation": "relu",
+    cfg = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 0.05, "model.activation": "linear",
                                "train.restore_best": False})
-    variants = [Variant(s, {"optim.lr": 1e6}) for s in (1, 2, 3)] + [Variant(4)]
+    variants = [Variant(s, {"optim.lr": 10.0}) for s in (1, 2, 3)] + [Variant(4)]
     *bad, ok = train_many(cfg, tiny, variants, progress=False)
     assert ok.status == "completed" and ok.epochs_run == 3
     for v, r in zip(variants, bad):
@@ -219,13 +218,14 @@ def test_models_that_diverge_are_exported_before_the_stack_is_compacted(tiny, ti
 def test_each_model_of_a_k_model_run_records_into_its_own_directory(tiny, tiny_cfg, tmp_path):
     """What the doctor and TensorBoard read, for sweep and study variants too."""
     from dnnlab.doctor.record import read_layers
+    from dnnlab.runs import train_many as recorded_train_many
     cfg = replace(tiny_cfg, **{"train.tensorboard": True})
     dirs = [tmp_path / "a", None, tmp_path / "c"]
-    train_many(cfg, tiny, [Variant(0), Variant(1), Variant(2, {"optim.lr": 3e-3})],
-               progress=False, run_dirs=dirs)
+    recorded_train_many(cfg, tiny, [Variant(0), Variant(1), Variant(2, {"optim.lr": 3e-3})],
+                        progress=False, run_dirs=dirs)
     for d in (dirs[0], dirs[2]):
         rows = read_layers(d / "layers.csv")
         assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3]       # init, then each epoch
         assert any((d / "tensorboard").iterdir())
     with pytest.raises(DnnlabError, match="one per variant"):
-        train_many(cfg, tiny, [Variant(0)], progress=False, run_dirs=dirs)
+        recorded_train_many(cfg, tiny, [Variant(0)], progress=False, run_dirs=dirs)

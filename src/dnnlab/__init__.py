@@ -26,13 +26,14 @@ from dnnlab.config import (DataConfig, ModelConfig, OptimConfig, RunConfig, Sche
 from dnnlab.data import Dataset, from_arrays, load_dataset, standardized
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import MLP, build_mlp
-from dnnlab.optim.lr_finder import LRFinderResult, find_lr
 from dnnlab.report import learning_curves, line_plot, report_runs
 from dnnlab.studies import cifar10 as _cifar10_study
 from dnnlab.studies import transfer as _transfer_study
 from dnnlab.studies.explain import TOPICS, Finding, run_topics
-from dnnlab.train import Variant, fit, train_many
+from dnnlab.runs import fit, train_many
+from dnnlab.train import Callback, Variant
 from dnnlab.train.checkpoint import load_model, save_model
+from dnnlab.train.lr_finder import LRFinderResult, find_lr
 
 __version__ = "0.1.0"
 
@@ -103,7 +104,7 @@ __all__ = [
     # data
     "Dataset", "load_dataset", "from_arrays", "standardized",
     # models and training
-    "MLP", "build_mlp", "fit", "train_many", "Variant",
+    "MLP", "build_mlp", "fit", "train_many", "Variant", "Callback",
     "save_model", "load_model",
     # analysis
     "find_lr", "LRFinderResult", "layer_stats", "mc_predict", "mc_dropout_eval", "plain_eval",

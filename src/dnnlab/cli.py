@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from dnnlab import data as datasets
-from dnnlab import rundir
+from dnnlab import rundir, runs
 from dnnlab import train as training
 from dnnlab.analysis import prune_cli
 from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config, with_threads
@@ -23,26 +23,25 @@ from dnnlab.doctor import cli as doctor_cli
 from dnnlab.errors import DnnlabError
 from dnnlab.export import OPSET, OPSETS, export_run
 from dnnlab.nn.mlp import build_mlp
-from dnnlab.optim.lr_finder import find_lr
 from dnnlab.report.runs import report_runs, select_run_dirs
+from dnnlab.runs import format_table, resume_config, sweep
 from dnnlab.studies import cli as study_cli
 from dnnlab.studies.explain import cli as explain_cli
 from dnnlab.train import threads
-from dnnlab.train.run import resume_config
-from dnnlab.train.sweep import format_table, sweep
+from dnnlab.train.lr_finder import find_lr
 from dnnlab.tune import cli as tune_cli
 
 
 def cmd_train(args) -> int:
     if args.resume:   # CONFIG, --set and flags may change only what a resume allows (checked)
         cfg = resume_config(args.resume, args.config, list(args.set or []), dedicated_flags(args))
-        result = training.train_run(cfg, resume=args.resume)   # via the package: patchable
+        result = runs.train_run(cfg, args.out, resume=args.resume)   # via the package: patchable
     else:
         if args.config is None:
             raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
                               "or --resume RUN_DIR")
         cfg = config_from_args(args)
-        result = training.train_run(cfg, args.out)
+        result = runs.train_run(cfg, args.out)
     s = result.summary()
     line = (f"{result.status}: best {result.monitor} {result.best:.4f} at epoch {result.best_epoch}"
             f" ({result.epochs_run} epochs, {s['seconds_per_epoch']:.2f} s/epoch)")

@@ -20,3 +20,11 @@ class DataError(DnnlabError):
 
 class TrainingDiverged(DnnlabError):
     """The loss became NaN or infinite; the last good weights were kept."""
+
+
+class CheckpointError(DnnlabError):
+    """A checkpoint file is missing, damaged, or not what the run needs (names, shapes)."""
+
+
+class ResumeRefused(DnnlabError):
+    """A resume was refused (another config, other data, nothing to resume): nothing changed."""

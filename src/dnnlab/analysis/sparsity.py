@@ -44,7 +44,8 @@ from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train import evaluate, fit, resolve_device
 from dnnlab.train.checkpoint import load_model, save_model
-from dnnlab.train.driver import to_device
+from dnnlab.train.callbacks import Callback, Logs, Stops
+from dnnlab.train.driver import Trainer, to_device
 
 
 def kernel_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -191,7 +192,7 @@ class PolynomialSchedule:
                 and (step - self.begin_step) % self.frequency == 0)
 
 
-class PruningCallback:
+class PruningCallback(Callback):
     """Keeps kernels masked while :func:`dnnlab.train.fit` trains, optionally on a schedule.
 
     With ``masks`` the mask is fixed (fine-tuning a pruned model); with ``schedule`` the mask is
@@ -223,10 +224,11 @@ class PruningCallback:
         if self.masks is not None:
             self.masks = apply_masks_(self.model, self.masks)
 
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: nn.Module) -> None:
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
         if self.masks is not None:
             apply_masks_(self.model, self.masks)
         self.epoch_sparsity.append(sparsity(self.model))
+        return None
 
     def remove(self) -> None:
         """Apply the masks one last time and remove the hook (idempotent)."""

@@ -18,7 +18,7 @@ from dnnlab.config import load_config, replace
 from dnnlab.doctor.probe import probe_run
 from dnnlab.doctor.report import examine, format_findings
 from dnnlab.errors import DnnlabError
-from dnnlab.train import default_run_dir
+from dnnlab.runs import default_run_dir
 
 # The probe of a CONFIG.toml trains at most this many epochs unless --epochs says otherwise:
 # enough for every check (overfitting needs 6 epochs to be seen), short enough to wait for.

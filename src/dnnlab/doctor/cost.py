@@ -39,11 +39,11 @@ def measure(n_train: int = 45000, repeats: int = 5, threads: int = 1, device: st
     x, y = probe_batch(data.train.tensors())
     with tempfile.TemporaryDirectory() as d:
         rec = LayerRecorder(d, x, y, steps_per_epoch=steps_per_epoch(n_train, 32))
-        rec.on_train_begin(result.model)
+        rec.record(0, result.model)
         times = []
         for e in range(1, repeats + 1):
             t0 = time.perf_counter()
-            rec.on_epoch_end(e, {}, result.model)
+            rec.record(e, result.model)
             times.append(time.perf_counter() - t0)
     record = statistics.median(times)
     return {"epoch_seconds": epoch, "record_seconds": record, "share": record / epoch,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.data import load_from_config
+from dnnlab.doctor.record import callbacks_for
 from dnnlab.train import fit
 
 
@@ -13,11 +14,11 @@ def probe_run(cfg: RunConfig, run_dir: str | Path, *, data=None, record_every: i
               tensorboard: bool = False):
     """Train ``cfg`` into ``run_dir`` with layer records from initialization on.
 
-    The training driver records (``train.record_every``): it calls the recorder with the net
-    before the first step, so a net that diverges in its first epoch still leaves its epoch-0
-    record, which is where a bad initialization shows.
+    The recorder (``train.record_every``) records the net before the first step, so a net that
+    diverges in its first epoch still leaves its epoch-0 record, which is where a bad
+    initialization shows.
     """
     if data is None:
         data = load_from_config(cfg.data, progress=cfg.train.progress)
     cfg = replace(cfg, **{"train.record_every": record_every, "train.tensorboard": tensorboard})
-    return fit(cfg, data, run_dir)
+    return fit(cfg, data, run_dir, callbacks=callbacks_for(cfg, data.train.tensors(), run_dir))

@@ -1,6 +1,6 @@
 """Recording what each layer of a training net does, so that ``dnnlab doctor`` can judge it later.
 
-A :class:`LayerRecorder` is a training callback. At the start of training (``on_train_begin``)
+A :class:`LayerRecorder` is a training callback. At the start of training
 and then every ``every`` epochs it runs one fixed *probe batch* of training images through the
 live model in train mode (dropout active, batch norm on batch statistics: what training sees) and
 writes, per dense layer, the activation mean and std, the fraction of dead units and of saturated
@@ -34,8 +34,11 @@ import torch
 from torch import nn
 
 from dnnlab.analysis.stats import layer_stats
+from dnnlab.config import RunConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.io import write_text
+from dnnlab.train.callbacks import Callback, Logs, Stops
+from dnnlab.train.driver import FitResult, Trainer
 
 LAYERS_CSV = "layers.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -66,35 +69,42 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, math.ceil(n_train / batch_size))
 
 
-class LayerRecorder:
-    """The callback that writes ``layers.csv`` (see the module docstring).
+class LayerRecorder(Callback):
+    """The callback that writes ``layers.csv`` (see the module docstring) for model ``model``
+    (its index among the K models a run trains; 0 for a single model).
 
-    ``every`` is the interval in epochs. Call :meth:`on_train_begin`
-    with the model before the first step to get the epoch-0 record (the net at initialization,
-    which is where a bad init shows, and the only record a run that diverges in its first epoch
-    has); without it, recording starts at the first epoch end and that record has no update ratio.
+    ``every`` is the interval in epochs. At the start of a run (not of a resume) it records the
+    net at initialization (epoch 0), where a bad init shows, and the only record a run that
+    diverges in its first epoch has.
     """
 
     def __init__(self, run_dir: str | Path, x_probe: torch.Tensor, y_probe: torch.Tensor, *,
-                 steps_per_epoch: int, every: int = 1):
+                 steps_per_epoch: int, every: int = 1, model: int = 0):
         if every < 1:
             raise DnnlabError(f"record_every = {every}: use a number of epochs >= 1 (or leave "
                               "recording off)")
         self.path = Path(run_dir) / LAYERS_CSV
         self.x, self.y = x_probe, y_probe
         self.steps_per_epoch, self.every = int(steps_per_epoch), int(every)
+        self.model = int(model)
         self.rows: list[dict] = []
         self._previous: dict[str, torch.Tensor] = {}
         self._previous_step: int | None = None
         self._loaded = False
 
     # the callback protocol -------------------------------------------------------------------
-    def on_train_begin(self, model: nn.Module) -> None:
-        self.record(0, model)
+    @property
+    def state_key(self) -> str:
+        return f"LayerRecorder.{self.model}"
 
-    def on_epoch_end(self, epoch: int, metrics: dict, model: nn.Module) -> None:
-        if epoch % self.every == 0:
-            self.record(epoch, model)
+    def on_train_begin(self, run: Trainer) -> None:
+        if run.start_epoch == 1:                    # the net at initialization (not on resume)
+            self.record(0, run.model(self.model))
+
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+        if self.model in logs and epoch % self.every == 0:
+            self.record(epoch, run.model(self.model))
+        return None
 
     # ------------------------------------------------------------------------------------------
     def record(self, epoch: int, model: nn.Module) -> list[dict]:
@@ -181,7 +191,7 @@ def read_layers(path: str | Path) -> list[dict]:
     return rows
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(Callback):
     """Writes TensorBoard event files into ``RUN_DIR/tensorboard``: one folder per run, so that
     ``tensorboard --logdir runs/`` overlays runs.
 
@@ -192,7 +202,7 @@ class TensorBoardLogger:
     """
 
     def __init__(self, run_dir: str | Path, x_probe: torch.Tensor, y_probe: torch.Tensor, *,
-                 histogram_every: int = 1):
+                 histogram_every: int = 1, model: int = 0):
         # optional dependency: tensorboard (pip install 'dnnlab[tensorboard]'), imported only here
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -206,17 +216,29 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self.x, self.y = x_probe, y_probe
         self.histogram_every = int(histogram_every)
+        self.model = int(model)
 
-    def on_train_begin(self, model: nn.Module) -> None:
-        self.histograms(0, model)
+    @property
+    def state_key(self) -> str:
+        return f"TensorBoardLogger.{self.model}"
 
-    def on_epoch_end(self, epoch: int, metrics: dict, model: nn.Module) -> None:
-        for key, value in metrics.items():
+    def on_train_begin(self, run: Trainer) -> None:
+        if run.start_epoch == 1:
+            self.histograms(0, run.model(self.model))
+
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+        if self.model not in logs:
+            return None
+        for key, value in logs[self.model].items():
             if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(f"epoch/{key}", value, epoch)
         if self.histogram_every and epoch % self.histogram_every == 0:
-            self.histograms(epoch, model)
+            self.histograms(epoch, run.model(self.model))
         self.writer.flush()
+        return None
+
+    def on_train_end(self, run: Trainer, results: list[FitResult] | None) -> None:
+        self.close()
 
     def histograms(self, epoch: int, model: nn.Module) -> None:
         device = next(model.parameters()).device
@@ -236,10 +258,10 @@ class TensorBoardLogger:
         self.writer.close()
 
 
-def callbacks_for(cfg, train: tuple[torch.Tensor, torch.Tensor],
-                  run_dir: str | Path | None) -> list:
-    """The recording callbacks ``cfg.train`` asks for; the training driver adds them to every run
-    that has a run directory and calls their ``on_train_begin`` before the first step.
+def callbacks_for(cfg: RunConfig, train: tuple[torch.Tensor, torch.Tensor],
+                  run_dir: str | Path | None, model: int = 0) -> list[Callback]:
+    """The recording callbacks ``cfg.train`` asks for, for model ``model`` of a run; the API's
+    entry points (:mod:`dnnlab.runs`) add them to every run that has a run directory.
 
     ``train.record_every`` epochs between layer records (0 = none); ``train.tensorboard`` adds
     :class:`TensorBoardLogger` with histograms every ``train.histogram_every`` epochs. Without a
@@ -249,10 +271,11 @@ def callbacks_for(cfg, train: tuple[torch.Tensor, torch.Tensor],
     if run_dir is None or not (t.record_every or t.tensorboard):
         return []
     x, y = probe_batch(train)
-    out: list = []
+    out: list[Callback] = []
     if t.record_every:
-        out.append(LayerRecorder(run_dir, x, y, every=t.record_every,
+        out.append(LayerRecorder(run_dir, x, y, every=t.record_every, model=model,
                                  steps_per_epoch=steps_per_epoch(len(train[1]), t.batch_size)))
     if t.tensorboard:
-        out.append(TensorBoardLogger(run_dir, x, y, histogram_every=t.histogram_every))
+        out.append(TensorBoardLogger(run_dir, x, y, histogram_every=t.histogram_every,
+                                     model=model))
     return out

@@ -1,5 +1,5 @@
 """Optimizers (each update rule written once, over flat buffers), schedules in closed form,
-gradient clipping, and the learning-rate finder (``dnnlab.optim.lr_finder``)."""
+and gradient clipping (the learning-rate finder, a run of the trainer, is ``dnnlab.train.lr_finder``)."""
 
 from dnnlab.optim.flat import KERAS_NADAM_MOMENTUM_DECAY, FlatOptimizer, clip_, update
 from dnnlab.optim.schedules import Plateau, check_schedule, rates

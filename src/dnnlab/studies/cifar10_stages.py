@@ -13,7 +13,6 @@ import math
 import statistics
 import time
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,10 +23,11 @@ from dnnlab.config import RunConfig, replace
 from dnnlab.data import Dataset, Split
 from dnnlab.errors import TrainingDiverged
 from dnnlab.nn.mlp import build_mlp
-from dnnlab.optim.lr_finder import find_lr
 from dnnlab.studies.cifar10_plan import Protocol
-from dnnlab.train import Variant, evaluate, fit, resolve_device, train_many
+from dnnlab.runs import fit, train_many
+from dnnlab.train import Variant, evaluate, resolve_device
 from dnnlab.train.checkpoint import load_model, save_model
+from dnnlab.train.lr_finder import find_lr
 
 # The LR finder sweeps these rates: below 1e-6 no optimizer here learns anything in a few
 # hundred steps, so starting lower only spends the sweep on a flat line.
@@ -58,17 +58,16 @@ def _budget(cfg: RunConfig, epochs: int, progress: bool) -> RunConfig:
 
 
 def search(cfg: RunConfig, data: Dataset, key: str, values: tuple, epochs: int, *,
-           device: str, progress: bool, callback: Callable | None = None) -> dict[str, Any]:
+           device: str, progress: bool) -> dict[str, Any]:
     """Train one model per value of ``key`` at once for ``epochs``; the best by validation loss.
 
     All candidates share seed 0 (same initial weights, same batches), so the only difference
-    between them is the value searched. ``callback`` is ``train_many``'s per-epoch callback
-    (here, every stage function takes one; the study shares the cores with it).
+    between them is the value searched.
     """
     t0 = time.perf_counter()
     results = train_many(_budget(cfg, epochs, progress), data,
                          [Variant(seed=0, overrides={key: v}) for v in values],
-                         device=device, progress=progress, callback=callback)
+                         device=device, progress=progress)
     rows = []
     for v, r in zip(values, results):
         h = r.history
@@ -130,8 +129,7 @@ def seconds_per_epoch(histories: list[dict[str, list]]) -> float | None:
 
 
 def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progress: bool,
-                models_dir: Path | None = None,
-                callback: Callable | None = None) -> tuple[dict[str, Any], list]:
+                models_dir: Path | None = None) -> tuple[dict[str, Any], list]:
     """The final runs of one variant: ``seeds`` models at once, each evaluated on valid and test.
 
     Returns the record and the trained models (best weights restored); with ``models_dir`` each
@@ -145,7 +143,7 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
     run_dirs = None if models_dir is None else [
         models_dir.parent / "runs" / f"{cfg.name}-seed{s}" for s in range(seeds)]
     results = train_many(cfg, data, [Variant(seed=s) for s in range(seeds)], device=device,
-                         progress=progress, run_dirs=run_dirs, callback=callback)
+                         progress=progress, run_dirs=run_dirs)
     wall = time.perf_counter() - t0
     valid, test = _tensors(data.valid, dev), _tensors(data.test, dev)
     runs, models = [], []
@@ -197,8 +195,7 @@ def _stats(model, x) -> list[dict[str, float]]:
 
 
 def selu_statistics(cfg: RunConfig, raw: Dataset, std: Dataset, proto: Protocol, *,
-                    device: str, progress: bool, final_model=None,
-                    callback: Callable | None = None) -> dict[str, Any]:
+                    device: str, progress: bool, final_model=None) -> dict[str, Any]:
     """Each hidden layer's activation mean and std of the SELU net, at init and after training.
 
     Four nets, standardized vs raw inputs x LeCun vs He normal init, each trained for the search
@@ -214,7 +211,7 @@ def selu_statistics(cfg: RunConfig, raw: Dataset, std: Dataset, proto: Protocol,
         x, _ = _tensors(data.valid, dev, proto.stats_examples)
         results = train_many(_budget(cfg, epochs, progress), data,
                              [Variant(seed=0, overrides={"model.init": init}) for _, init in inits],
-                             device=device, progress=progress, callback=callback)
+                             device=device, progress=progress)
         for (label, init), r in zip(inits, results):
             fresh = build_mlp(replace(cfg, **{"model.init": init}).model, data.n_features,
                               data.n_classes, seed=0).to(dev)

@@ -1,4 +1,39 @@
-"""What a run writes and shows while it trains: metrics.csv, checkpoints, summary, progress."""
+"""The one callback protocol of the training driver, and the callbacks dnnlab itself attaches.
+
+Everything that happens around the epoch loop, rather than in it, is a :class:`Callback`: early
+stopping, the plateau schedule, the progress bar, metrics.csv with checkpoints and the resume
+state (:class:`RunWriter`), the thread policy, the doctor's layer records, TensorBoard, and user
+code. :func:`dnnlab.train.fit` and :func:`dnnlab.train.train_many` take the same objects.
+
+A callback sees the run (:class:`dnnlab.train.driver.Trainer`) and the K models by *model index*
+(the variant's position), never by row of the stack. The hooks, in the order they run (Keras'
+names; every hook is optional, the base class does nothing):
+
+``on_train_begin(run)``
+    before the first step (``run.start_epoch`` says where a resumed run goes on).
+``on_epoch_begin(run, epoch)``
+    before the epoch's first step.
+``on_steps_end(run, epoch, losses, lo, hi)``
+    at each host sync (every ``CHECK_EVERY`` steps and at the epoch's end, never per step: a
+    per-step sync would cost more than the step). ``losses`` is the epoch's (steps, K) per-step
+    loss on the device, rows ``[lo, hi)`` new since the last call, columns by stack row
+    (``run.book.ids`` maps them to models). Reading it syncs: only callbacks that need the
+    step losses (the LR finder) do.
+``on_epoch_end(run, epoch, logs) -> stops``
+    after the epoch's divergence check and evaluation; ``logs`` maps each model still
+    training to its metrics (epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds). It may
+    return the models to stop: a collection of model indices, or a dict model -> reason.
+    Stops are applied at once (in callback order), so a later callback sees them in
+    ``run.book.ended``; at the last epoch a stop is moot (the run completes).
+``on_train_end(run, results)``
+    once, after the last epoch with every model's :class:`FitResult`; with ``results = None``
+    when training raised (close files, write nothing).
+
+Callbacks run in the order of their ``order`` attribute (0 by default; the run writer is last,
+100, so it saves the state after every stop of the epoch). A callback with state that a resume
+must restore returns it from ``state_dict`` (plain data and tensors) and takes it back in
+``load_state_dict``; it is saved under ``state_key`` (default: the class name).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +41,173 @@ import csv
 import io as _io
 import math
 import sys
-import time
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
+from torch import Tensor
+from tqdm import tqdm  # the plain bar: tqdm.auto warns in a notebook without ipywidgets
 
 from dnnlab import config as config_mod
 from dnnlab import io
+from dnnlab.optim.schedules import Plateau
 from dnnlab.train import checkpoint as ckpt
 from dnnlab.train import state as run_state
+from dnnlab.train import threads
+
+if TYPE_CHECKING:
+    from dnnlab.train.driver import FitResult, Trainer
+
+Logs = dict[int, dict[str, float]]
+Stops = Collection[int] | Mapping[int, str] | None
+
+
+class Callback:
+    """Base class of the training callbacks (module docstring): every hook does nothing."""
+
+    order = 0
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def on_train_begin(self, run: Trainer) -> None:
+        """Before the first step."""
+
+    def on_epoch_begin(self, run: Trainer, epoch: int) -> None:
+        """Before the epoch's first step."""
+
+    def on_steps_end(self, run: Trainer, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+        """At a host sync: steps ``[lo, hi)`` of the epoch are done."""
+
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+        """After the epoch: return the models to stop, or None."""
+        return None
+
+    def on_train_end(self, run: Trainer, results: list[FitResult] | None) -> None:
+        """After training (``results`` None when it raised)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned."""
+
+
+class EarlyStopping(Callback):
+    """Stop each model after ``train.patience`` epochs (its own config's) without improving the
+    monitored metric by more than ``train.min_delta`` (``run.book`` tracks the best)."""
+
+    def __init__(self) -> None:
+        self.wait: dict[int, int] = {}
+
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+        stops = {}
+        for i in logs:
+            self.wait[i] = 0 if run.book.best_epoch[i] == epoch else self.wait.get(i, 0) + 1
+            patience = run.configs[i].train.patience
+            if patience is not None and self.wait[i] >= patience:
+                stops[i] = (f"no improvement of {run.book.monitor} for {self.wait[i]} epochs; "
+                            f"best at epoch {run.book.best_epoch[i]}")
+        return stops
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wait": {str(i): w for i, w in self.wait.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.wait = {int(i): int(w) for i, w in state["wait"].items()}
+
+
+class ReduceLROnPlateau(Callback):
+    """The ``performance`` schedule (Keras' ReduceLROnPlateau on val_loss): each model's rate
+    multiplier, ``run.lr_scale[i]``, which the next epoch's rate table uses."""
+
+    def __init__(self) -> None:
+        self.plateaus: dict[int, Plateau] = {}
+
+    def on_train_begin(self, run: Trainer) -> None:
+        for i, c in enumerate(run.configs):
+            self.plateaus.setdefault(i, Plateau(c.optim))
+            run.lr_scale[i] = self.plateaus[i].multiplier
+
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+        for i, m in logs.items():
+            self.plateaus[i].update(m["val_loss"])
+            run.lr_scale[i] = self.plateaus[i].multiplier
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): p.state() for i, p in self.plateaus.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plateaus = {}
+        for i, s in state.items():
+            self.plateaus[int(i)] = p = Plateau(config_mod.OptimConfig())
+            p.load(s)
+
+
+class Progress(Callback):
+    """One tqdm bar over all steps of the run: the epoch, and the last epoch's metrics (one
+    model) or how many models still train and the best so far (K models)."""
+
+    order = 90
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def on_train_begin(self, run: Trainer) -> None:
+        total = run.epochs * run.steps_per_epoch if run.max_steps is None else run.max_steps
+        self.bar = tqdm(total=total, initial=(run.start_epoch - 1) * run.steps_per_epoch,
+                        unit="step", dynamic_ncols=True, file=sys.stderr, leave=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}"
+                                   "{postfix}]")
+        self.bar.set_description(self._desc(run, run.start_epoch))
+
+    def _desc(self, run: Trainer, epoch: int) -> str:
+        where = f"epoch {min(epoch, run.epochs)}/{run.epochs}"
+        if run.book.k == 1:
+            return where
+        return f"{len(run.book.live_slots())} of {run.book.k} models training, {where}"
+
+    def on_steps_end(self, run: Trainer, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+        if self.bar is not None and hi > lo:
+            self.bar.update(hi - lo)
+
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+        if self.bar is None:
+            return None
+        self.bar.set_description(self._desc(run, epoch + 1))
+        if run.book.k == 1 and logs:
+            m = next(iter(logs.values()))
+            post = f"loss {m['loss']:.4f} acc {m['accuracy']:.4f}"
+            if not math.isnan(m.get("val_loss", math.nan)):
+                post += f" val_loss {m['val_loss']:.4f} val_acc {m['val_accuracy']:.4f}"
+            self.bar.set_postfix_str(post)
+        elif run.book.best_text():
+            self.bar.set_postfix_str(run.book.best_text())
+        return None
+
+    def set_postfix(self, text: str) -> None:
+        """Replace the bar's metrics text (the LR finder shows its smoothed loss)."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+
+    def on_train_end(self, run: Trainer, results: list[FitResult] | None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class ThreadPolicy(Callback):
+    """Re-decides torch's CPU threads from the cores free now (:func:`dnnlab.train.threads.adjust`)
+    at every epoch start and host sync; the trainer attaches it to every CPU run. A fixed
+    ``--threads N`` (or :func:`dnnlab.train.threads.fixed`) makes it do nothing."""
+
+    def on_epoch_begin(self, run: Trainer, epoch: int) -> None:
+        threads.adjust()
+
+    def on_steps_end(self, run: Trainer, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+        threads.adjust()
 
 
 class CsvLogger:
@@ -40,85 +232,55 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class Progress:
-    """One tqdm bar over all steps of the run: the epoch, and the last epoch's metrics (one
-    model) or how many models still train and the best so far (K models)."""
+class RunWriter(Callback):
+    """Owns a run directory of one model: config.toml, the start record (config and data
+    fingerprints, :func:`dnnlab.train.state.write_start`), metrics.csv, the resume state,
+    periodic/best/final checkpoints and summary.json.
 
-    def __init__(self, epochs: int, steps_per_epoch: int, enabled: bool = True, models: int = 1,
-                 total: int | None = None):
-        self.epochs, self.spe, self.enabled, self.models = epochs, steps_per_epoch, enabled, models
-        self.total = epochs * steps_per_epoch if total is None else total
-        self.bar = None
+    It writes; it never reads back. Resuming (loading the state into the run) is
+    :func:`dnnlab.train.fit`'s job before training starts. It runs last (``order`` 100), so the
+    resume state it saves after an epoch holds every stop decided in that epoch.
+    """
 
-    def open(self, start_epoch: int) -> None:
-        if not self.enabled:
-            return
-        self.bar = tqdm(total=self.total, initial=(start_epoch - 1) * self.spe,
-                        unit="step", dynamic_ncols=True, file=sys.stderr, leave=True,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}"
-                                   "{postfix}]")
-        self.bar.set_description(self._desc(start_epoch, self.models))
+    order = 100
 
-    def _desc(self, epoch: int, live: int) -> str:
-        where = f"epoch {min(epoch, self.epochs)}/{self.epochs}"
-        return where if self.models == 1 else f"{live} of {self.models} models training, {where}"
-
-    def step(self, n: int) -> None:
-        if self.bar is not None and n > 0:
-            self.bar.update(n)
-
-    def epoch_end(self, epoch: int, metrics: dict[int, dict[str, float]], live: int, total: int,
-                  best: str) -> None:
-        if self.bar is None:
-            return
-        self.bar.set_description(self._desc(epoch + 1, live))
-        if self.models == 1 and metrics:
-            m = next(iter(metrics.values()))
-            post = f"loss {m['loss']:.4f} acc {m['accuracy']:.4f}"
-            if not math.isnan(m.get("val_loss", math.nan)):
-                post += f" val_loss {m['val_loss']:.4f} val_acc {m['val_accuracy']:.4f}"
-            self.bar.set_postfix_str(post)
-        elif best:
-            self.bar.set_postfix_str(best)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-class RunWriter:
-    """Owns a run directory: resolved config, resume state, periodic/best/final checkpoints."""
-
-    def __init__(self, run_dir: Path, cfg: config_mod.RunConfig):
+    def __init__(self, run_dir: Path, cfg: config_mod.RunConfig, *, resumed: bool = False,
+                 data_fingerprint: dict[str, str] | None = None):
         self.run_dir = Path(run_dir)
-        self.cfg = cfg
-        self.started = time.time()
+        self.cfg, self.resumed = cfg, resumed
+        self.data_fingerprint = data_fingerprint
         self.metrics = CsvLogger(self.run_dir / "metrics.csv")
 
-    def start(self, trainer, resume: bool) -> None:
-        """Create the directory (or resume from its last checkpoint into ``trainer``)."""
+    def on_train_begin(self, run: Trainer) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.run_dir.rglob(".*.tmp"):   # left by a write that was killed midway
             stale.unlink(missing_ok=True)
-        resumed = resume and run_state.restore(self.run_dir, trainer)
         io.write_text(self.run_dir / "config.toml", config_mod.to_toml(self.cfg))
-        self._summary({"status": "running", "resumed": bool(resumed)})
+        if not self.resumed:
+            run_state.write_start(self.run_dir, self.cfg, self.data_fingerprint)
+        self._summary({"status": "running", "resumed": self.resumed})
 
-    def epoch_end(self, epoch: int, trainer) -> None:
-        """After the epoch's divergence check: metrics.csv, the resume state, checkpoints."""
-        self.metrics.write(trainer.history[0])
-        run_state.save(self.run_dir, epoch, trainer)
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+        """After every stop of the epoch: metrics.csv, the resume state, checkpoints."""
+        if 0 not in logs:
+            return None
+        self.metrics.write(run.book.history[0])
+        run_state.save(self.run_dir, run.state_dict(epoch))
         every = self.cfg.train.checkpoint_every
         meta = {"epoch": epoch}
         if every and epoch % every == 0:
-            ckpt.save_model(trainer.backend.model_at(0), self.run_dir / "checkpoints" /
+            ckpt.save_model(run.model(0), self.run_dir / "checkpoints" /
                             f"epoch_{epoch:04d}.safetensors", meta)
-        if trainer.best_epoch[0] == epoch:
-            ckpt.save_model(trainer.backend.model_at(0, trainer.best_snap),
-                            self.run_dir / "checkpoints" / "best.safetensors", meta)
+        if run.book.best_epoch[0] == epoch:
+            ckpt.save_model(run.model(0, best=True), self.run_dir / "checkpoints" /
+                            "best.safetensors", meta)
+        return None
 
-    def finish(self, result) -> None:
+    def on_train_end(self, run: Trainer, results: list[FitResult] | None) -> None:
+        if results is None:
+            return
+        (result,) = results
+        result.run_dir = self.run_dir
         self.metrics.write(result.history)
         summary = result.summary()
         summary["name"] = self.cfg.name

@@ -28,7 +28,7 @@ from safetensors.torch import save as st_save
 
 from dnnlab import io
 from dnnlab.config import ModelConfig, _build
-from dnnlab.errors import DnnlabError
+from dnnlab.errors import CheckpointError, DnnlabError
 from dnnlab.nn.mlp import build_mlp
 
 META_KEY = "dnnlab"
@@ -41,14 +41,14 @@ def _digest(tensors: Mapping[str, torch.Tensor], meta_text: str) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode("utf-8"))
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     h.update(meta_text.encode("utf-8"))
     return h.hexdigest()
 
 
-def _damaged(path: Path, what: str) -> DnnlabError:
-    return DnnlabError(f"{path} is damaged ({what}); delete it or re-create it with dnnlab")
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path} is damaged ({what}); delete it or re-create it with dnnlab")
 
 
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
@@ -68,22 +68,22 @@ def load(path: str | Path, device: str | torch.device = "cpu", *,
     """
     path = Path(path)
     if not path.is_file():
-        raise DnnlabError(f"checkpoint {path} not found")
+        raise CheckpointError(f"checkpoint {path} not found")
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise DnnlabError(f"checkpoint {path} cannot be read ({e.strerror or e})") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read ({e.strerror or e})") from None
     try:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8:8 + header_len])
     except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError, RecursionError) as e:
-        raise DnnlabError(f"{path} is not a safetensors checkpoint ({str(e)[:200]}); dnnlab never "
+        raise CheckpointError(f"{path} is not a safetensors checkpoint ({str(e)[:200]}); dnnlab never "
                           "unpickles files: re-create it with dnnlab, or delete it") from None
     extra = header.get("__metadata__") if isinstance(header, dict) else None
     meta_text = extra.get(META_KEY) if isinstance(extra, dict) else None
     if not isinstance(meta_text, str):
-        raise DnnlabError(f"{path} is a safetensors file without dnnlab metadata; "
+        raise CheckpointError(f"{path} is a safetensors file without dnnlab metadata; "
                           "it was not written by dnnlab")
     stored = extra.get(SUM_KEY)
     if stored is not None and stored != _digest(tensors, meta_text):
@@ -111,7 +111,7 @@ def check_tensors(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, An
     with the expected shape (and dtype, where ``expected`` holds tensors), all floats finite.
 
     ``expected`` maps a name to a tensor (e.g. ``model.state_dict()``) or a shape. With
-    ``exact=False`` extra names are allowed. Raises :class:`DnnlabError` naming ``path`` and the
+    ``exact=False`` extra names are allowed. Raises :class:`CheckpointError` naming ``path`` and the
     first mismatch, so a reader never meets a bad shape deep inside ``load_state_dict``.
     """
     path = Path(path)
@@ -138,7 +138,7 @@ def check_tensors(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, An
 def check_meta(meta: Mapping[str, Any], required: Mapping[str, type | tuple[type, ...]],
                path: str | Path) -> None:
     """Check that ``meta`` has every key of ``required``, each of the given type(s); numbers
-    must be finite. Raises :class:`DnnlabError` naming ``path`` and the key."""
+    must be finite. Raises :class:`CheckpointError` naming ``path`` and the key."""
     for key, types_ in required.items():
         if key not in meta:
             raise _damaged(Path(path), f"metadata key {key!r} is missing")

@@ -1,35 +1,29 @@
 """The training driver: the one epoch loop behind every model dnnlab trains.
 
 :func:`fit` (one model) and :func:`train_many` (K models at once) are the same loop,
-:class:`Trainer`, over one of two backends with one small interface (``train_step``,
-``evaluate``, ``flat``/``grad`` buffers, snapshots, ``export``):
+:class:`Trainer`, over a :class:`~dnnlab.train.backend.Backend` (the stacked MLP, or any
+``nn.Module``), opened up by :class:`~dnnlab.train.callbacks.Callback` objects: early stopping,
+the plateau schedule, progress, the run writer and user code all attach the same way.
 
-* :class:`~dnnlab.train.stacked.StackedMLP`: K >= 1 MLPs of one shape, stacked weights, a
-  hand-written backward pass. Every MLP the config describes trains here, alone or with others.
-* :class:`~dnnlab.train.module.ModuleBackend`: any ``nn.Module`` (K = 1) with autograd: frozen
-  layers, transfer heads, pruning masks, user models.
-
-Both keep their parameters in a (K, N) buffer, so the optimizer (:mod:`dnnlab.optim.flat`),
-clipping, the L1/L2 penalty and max-norm are written once, and each model has its own
-hyperparameters as (K, 1) columns. Model k of a K-model run sees what it would see trained alone:
-the same initial weights (``build_mlp(seed)``), the same batches (``epoch_permutation(seed)``), the
-same optimizer and schedule, its own early stopping and restore-best. (Dropout masks are drawn for
-all K models at once, so they differ from a single run's.)
+Model k of a K-model run sees what it would see trained alone: the same initial weights
+(``build_mlp(seed)``), the same batches (``epoch_permutation(seed)``), the same optimizer and
+schedule, its own early stopping and restore-best. (Dropout masks are drawn for all K models at
+once, so they differ from a single run's.)
 
 Speed comes from a few plain ideas: the splits live on the device and batches are gathered by
 index; the optimizer's per-step coefficients for a whole epoch are one device table; per-step
 losses stay on the device, read once every ``CHECK_EVERY`` steps to catch divergence; evaluation
 runs in large batches. A model whose loss or weights become non-finite is put back to its last
 good weights (checked *before* anything is kept: good weights, best weights, checkpoints) and
-stops; the others go on. When fewer than half the models still train, the finished ones are
-dropped from the stack so they stop costing work.
+stops with the first cause that applies (:func:`divergence_cause`); the others go on. When fewer
+than half the models still train, the finished ones are dropped from the stack.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,40 +34,35 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnnlab import config as config_mod
-from dnnlab.config import RunConfig
-from dnnlab.data import Dataset
+from dnnlab.config import PER_MODEL_KEYS, RunConfig
+from dnnlab.data import Dataset, Split
 from dnnlab.data.batching import batch_slices, epoch_permutation
-from dnnlab.doctor.record import callbacks_for
-from dnnlab.errors import ConfigError, DnnlabError
-from dnnlab.nn.mlp import MLP, build_mlp
+from dnnlab.data.splits import split_fingerprint
+from dnnlab.errors import ConfigError, DataError, DnnlabError, ResumeRefused
+from dnnlab.nn.mlp import build_mlp
 from dnnlab.optim.flat import FlatOptimizer, clip_
-from dnnlab.optim.schedules import Plateau, check_schedule, rates
-from dnnlab.train.callbacks import Progress, RunWriter
-from dnnlab.train.module import ModuleBackend
-from dnnlab.train.stacked import StackedMLP
+from dnnlab.optim.schedules import check_schedule, rates
+from dnnlab.train import state as run_state
+from dnnlab.train.backend import Backend, Snapshot, make_backend
+from dnnlab.train.book import METRICS, Book
+from dnnlab.train.callbacks import (
+    Callback,
+    EarlyStopping,
+    Logs,
+    Progress,
+    ReduceLROnPlateau,
+    RunWriter,
+    ThreadPolicy,
+)
 
 CHECK_EVERY = 64          # steps between divergence checks (one host sync each)
-METRIC_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
-METRICS = tuple(c for c in METRIC_COLUMNS if c != "epoch")
 # Fuse (torch.compile) the optimizer update when a run makes at least this many parameter-updates
-# (K x parameters x steps). Measured on the 2-core CI machine (1 thread), the chapter's 20 x 100
-# net (330k parameters, Nadam): the fused update takes 0.31 ms a step against 1.0 ms eager, so
-# it saves ~1 s per 45,000-image epoch, and compiling costs ~5 s the first time for a shape
-# (Inductor's cache on disk makes it ~1-2 s after that): it pays from ~5 such epochs on,
-# ~2.3e9 parameter-updates. Shorter runs (tests, quick studies) stay eager.
+# (K x parameters x steps): compiling costs seconds once per shape, the fused update saves a
+# fraction of a millisecond per step; benchmarks/README.md has the figures behind the threshold.
 FUSE_MIN_WORK = 3e9
-
-_SCHEDULE_KEYS = ("name", "decay_steps", "power", "boundaries", "values", "factor", "patience",
-                  "max_lr", "pct_start", "div_factor", "final_div_factor", "unit")
-PER_MODEL_KEYS = frozenset(
-    [f"optim.{k}" for k in ("lr", "momentum", "beta1", "beta2", "rho", "eps", "weight_decay",
-                            "initial_accumulator", "l1", "l2", "clip_norm", "clip_value",
-                            "global_clip_norm")]
-    + [f"optim.schedule.{k}" for k in _SCHEDULE_KEYS]
-    + [f"model.{k}" for k in ("dropout", "input_dropout", "l1", "l2", "max_norm", "init",
-                              "init_value", "bias_init", "bias_value")]
-    + ["train.patience", "train.min_delta"])
-"""Dotted config keys that may differ between the models of one run (plus ``Variant.seed``)."""
+# A weight this large before the first step did not come from any initializer: a loaded or
+# edited checkpoint scaled it (He init of a 784-input layer draws |w| < 0.2).
+HUGE_START_WEIGHT = 1e3
 
 
 @dataclass
@@ -109,11 +98,11 @@ class FitResult:
 
     def summary(self) -> dict[str, Any]:
         h = self.history
-        i = h["epoch"].index(self.best_epoch) if self.best_epoch in h["epoch"] else -1
+        i = h["epoch"].index(self.best_epoch) if self.best_epoch in h["epoch"] else None
         out = {"status": self.status, "message": self.message, "monitor": self.monitor,
                "best_epoch": self.best_epoch, "best": self.best, "epochs_run": self.epochs_run,
-               "best_val_loss": h["val_loss"][i] if h["val_loss"] else None,
-               "best_val_accuracy": h["val_accuracy"][i] if h["val_accuracy"] else None,
+               "best_val_loss": h["val_loss"][i] if i is not None else None,
+               "best_val_accuracy": h["val_accuracy"][i] if i is not None else None,
                "seconds_per_epoch": self.seconds_per_epoch, "total_seconds": sum(h["seconds"])}
         out.update(self.test)
         return out
@@ -136,6 +125,9 @@ def to_device(data: Dataset, device: torch.device) -> dict[str, tuple[Tensor, Te
         split = getattr(data, name)
         if split is not None and len(split.y):
             out[name] = split.tensors(device)
+    if "train" not in out:
+        raise DnnlabError("the training split is empty; check data.classes / data.per_class / "
+                          "data.limit")
     return out
 
 
@@ -163,7 +155,7 @@ def predict_proba(model: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor
 
 # ---------------------------------------------------------------------- the K models' configs
 def variant_configs(cfg: RunConfig, variants: list[Variant]) -> list[RunConfig]:
-    """Each variant's full config; raise ConfigError if they are not all of one shape."""
+    """Each variant's full config; raise ConfigError if they are not all of one stack."""
     if not variants:
         raise ConfigError("train_many needs at least one Variant")
     configs = []
@@ -171,8 +163,9 @@ def variant_configs(cfg: RunConfig, variants: list[Variant]) -> list[RunConfig]:
         bad = sorted(set(v.overrides) - PER_MODEL_KEYS)
         if bad:
             hint = ("pass the seed as Variant.seed" if bad[0] == "train.seed" else
-                    "the K-model engine trains models of one shape together; group variants that "
-                    "differ in it into separate runs (dnnlab sweep groups them by shape)")
+                    "the K-model engine trains models of one shape on one dataset together; "
+                    "group variants that differ in it into separate runs (dnnlab sweep groups "
+                    "them by config.group_key)")
             raise ConfigError(f"override {bad[0]!r} cannot differ between the models of one "
                               f"K-model run: {hint}. Per-model keys: "
                               f"{', '.join(sorted(PER_MODEL_KEYS))}")
@@ -188,84 +181,114 @@ def _column(values: list[float | None], default: float, like: Tensor) -> Tensor 
     return torch.tensor(vals, dtype=like.dtype, device=like.device).view(-1, 1)
 
 
-def stackable(model: nn.Module) -> bool:
-    """True for a plain dnnlab MLP the stacked backend can train exactly as the module would:
-    every parameter trainable, no hooks (pruning masks), no layer pinned in eval mode."""
-    if type(model) is not MLP:
-        return False
-    for m in model.modules():
-        if m._forward_hooks or m._forward_pre_hooks or "train" in vars(m):
-            return False
-    return all(p.requires_grad for p in model.parameters()) and all(
-        name in dict(model.named_parameters()) for name in
-        (k for k in model.state_dict() if not k.endswith(("running_mean", "running_var",
-                                                          "num_batches_tracked"))))
+def divergence_cause(cfg: RunConfig, start_max_abs: float) -> str:
+    """Why a model's loss or weights became non-finite: the first cause that applies, with its
+    fix, before the learning rate (which is blamed only when nothing else explains it).
+
+    A pure function of the model's config and the largest weight it started from; the data was
+    checked for non-finite values before training (:meth:`Trainer.__init__`).
+    """
+    o, m, s = cfg.optim, cfg.model, cfg.optim.schedule
+    if not math.isfinite(start_max_abs) or start_max_abs > HUGE_START_WEIGHT:
+        return (f"The weights were already huge before the first step (largest |w| = "
+                f"{start_max_abs:.3g}): the loaded checkpoint or model is damaged or scaled; "
+                "load the right one or train from a fresh initialization")
+    peak = o.lr
+    if s.name == "piecewise" and s.values:
+        peak = max(s.values)
+    elif s.name == "1cycle" and s.max_lr is not None:
+        peak = s.max_lr
+    if peak > 1.0 and peak > o.lr:
+        return (f"The schedule raises the rate to {peak:.3g} (optim.schedule); keep its values "
+                "at or below about 0.1")
+    for key, value in (("model.l1", m.l1), ("model.l2", m.l2), ("optim.weight_decay",
+                                                                o.weight_decay)):
+        if value * o.lr > 0.5 or value > 1.0:
+            return (f"{key} = {value:.3g} is so large that the penalty alone throws the weights "
+                    f"around (with optim.lr = {o.lr:.3g}); use a value around 1e-4 to 1e-2")
+    if o.name in ("adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw") and o.eps < 1e-10:
+        return (f"optim.eps = {o.eps:.3g} is too small for {o.name}: a parameter whose gradients "
+                "stay near 0 gets a step of lr * g / eps; use the default 1e-7")
+    return (f"Try a lower optim.lr (now {o.lr:.3g}) or gradient clipping "
+            "(optim.clip_norm = 1.0)")
 
 
 # ---------------------------------------------------------------------- the loop
 class Trainer:
     """One training run of the backend's K models; :meth:`run` is the epoch loop.
 
-    ``configs`` are the K models' full configs (one shape). ``callbacks`` are functions
-    ``(trainer, epoch, metrics_by_model) -> None | True | iterable of model indices`` called after
-    every epoch; True stops every model, indices stop those. ``rate_fn(steps) -> rates`` replaces
-    the configured schedule (the LR finder's ramp); ``max_steps`` ends the run after that many
-    steps; ``keep_step_losses`` keeps every step's loss (``step_losses``).
+    ``configs`` are the K models' full configs (one stack). ``callbacks`` open the loop (see
+    :mod:`dnnlab.train.callbacks`); early stopping, the plateau schedule and (with
+    ``progress``) the progress bar are added here. ``rate_fn(steps) -> rates`` replaces the
+    configured schedule (the LR finder's ramp); ``max_steps`` ends the run after that many steps.
+    ``test`` is evaluated on each finished model (its best weights) before ``on_train_end``.
+
+    What callbacks read: ``configs``, ``book`` (per-model history, best, ended, slot map),
+    ``epochs``, ``steps_per_epoch``, ``max_steps``, ``start_epoch``, :meth:`model`, ``lr_scale``
+    (per-model rate multipliers, written by the plateau schedule) and :meth:`state_dict`.
     """
 
-    def __init__(self, backend, configs: list[RunConfig], train: tuple[Tensor, Tensor],
-                 valid: tuple[Tensor, Tensor] | None, *, progress: bool = True,
-                 callbacks: Iterable[Callable] = (), writer: RunWriter | None = None,
+    def __init__(self, backend: Backend, configs: list[RunConfig], train: tuple[Tensor, Tensor],
+                 valid: tuple[Tensor, Tensor] | None, test: tuple[Tensor, Tensor] | None = None,
+                 *, callbacks: Iterable[Callback] = (), progress: bool = True,
                  rate_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-                 max_steps: int | None = None, keep_step_losses: bool = False,
-                 variants: list[Variant] | None = None):
+                 max_steps: int | None = None, variants: list[Variant] | None = None):
         self.backend, self.configs = backend, configs
-        cfg = configs[0]
-        t = cfg.train
-        self.monitor, self.epochs, self.eval_batch = t.monitor, t.epochs, t.eval_batch_size
-        if self.monitor not in METRICS:
-            raise DnnlabError(f"train.monitor = {self.monitor!r} is not a logged metric; choose one "
+        t = configs[0].train
+        if t.monitor not in METRICS:
+            raise ConfigError(f"train.monitor = {t.monitor!r} is not a logged metric; choose one "
                               f"of: {', '.join(METRICS)}")
         self.x, self.y = train
-        self.valid = valid
+        self.valid = valid if valid is not None and len(valid[1]) else None
+        self.test = test if test is not None and len(test[1]) else None
+        _check_finite(train, valid, test)
         self.n = len(self.y)
+        if t.batch_size > self.n:
+            raise ConfigError(f"train.batch_size = {t.batch_size} is larger than the {self.n} "
+                              f"training examples; use at most {self.n} (or more data)")
+        if self.valid is None and t.monitor.startswith("val_"):
+            raise ConfigError(f"train.monitor = {t.monitor!r} needs a validation split, and this "
+                              "data has none; set data.valid_size > 0 or monitor 'loss'")
+        self.epochs, self.eval_batch = t.epochs, t.eval_batch_size
         self.slices = batch_slices(self.n, t.batch_size)
+        self.steps_per_epoch = len(self.slices)
         for c in configs:                              # every variant's schedule, before any work
-            check_schedule(c.optim, len(self.slices), c.train.epochs)
+            check_schedule(c.optim, self.steps_per_epoch, c.train.epochs)
         self.device = self.x.device
         self.batch_sizes = torch.tensor([e - s for s, e in self.slices], device=self.device,
                                         dtype=torch.float32)
         self.opt = FlatOptimizer.from_configs([c.optim for c in configs], backend.flat,
                                               backend.grad)
-        steps = len(self.slices) * self.epochs if max_steps is None else max_steps
+        steps = self.steps_per_epoch * self.epochs if max_steps is None else max_steps
         if t.fast and backend.flat.numel() * steps >= FUSE_MIN_WORK:
             self.opt.fuse()
-        self.rate_fn, self.max_steps, self.keep_step_losses = rate_fn, max_steps, keep_step_losses
-        self.step_losses: list[Tensor] = []
-        self.callbacks, self.writer = list(callbacks), writer
+        self.rate_fn, self.max_steps = rate_fn, max_steps
         self.variants = variants or [Variant(c.train.seed) for c in configs]
         k = len(configs)
-        self.ids = np.arange(k)                        # slot (row of the stack) -> model index
-        self.plateaus = [Plateau(c.optim) for c in configs]
-        self.sign = 1.0 if "loss" in self.monitor else -1.0   # sign * value: smaller is better
-        self.best = np.full(k, math.inf)
-        self.best_epoch = np.zeros(k, dtype=int)
-        self.wait = np.zeros(k, dtype=int)
-        self.history = [{c: [] for c in METRIC_COLUMNS} for _ in range(k)]
+        self.book = Book(k, t.monitor, [c.train.min_delta for c in configs])
+        self.lr_scale = np.ones(k)
         self.results: list[FitResult | None] = [None] * k
-        self.diverged: dict[int, str] = {}             # model index -> message, mid-epoch
-        self.best_snap = backend.snapshot()
-        self.good_snap = backend.snapshot()
+        self.start_max_abs = backend.flat.abs().amax(1).cpu().numpy()
+        self.best_snap: Snapshot = backend.snapshot()
+        self.good_snap: Snapshot = backend.snapshot()
         self.start_epoch = 1
         self.steps_done = 0
         self._batch_buffers: dict[int, tuple[Tensor, Tensor]] = {}   # see batch()
-        self.bar = Progress(self.epochs, len(self.slices), enabled=progress and t.progress,
-                            models=k, total=max_steps)
+        extra: list[Callback] = [EarlyStopping(), ReduceLROnPlateau()]
+        if self.device.type == "cpu":
+            extra.append(ThreadPolicy())
+        if progress and t.progress:
+            extra.append(Progress())
+        self.callbacks = sorted([*extra, *callbacks], key=lambda cb: cb.order)
+        keys = [cb.state_key for cb in self.callbacks]
+        if len(set(keys)) != len(keys):
+            raise DnnlabError(f"two callbacks share the state_key {_first_repeat(keys)!r}; give "
+                              "each callback a state_key of its own")
         self._columns()
 
     # ------------------------------------------------------------------ per-model columns
     def _columns(self) -> None:
-        cs = [self.configs[i] for i in self.ids]
+        cs = [self.configs[i] for i in self.book.ids]
         like = self.backend.flat
         self.l1 = _column([c.model.l1 for c in cs], 0.0, like)
         self.l2 = _column([c.model.l2 for c in cs], 0.0, like)
@@ -278,34 +301,35 @@ class Trainer:
             self.max_norm = self.max_norm.view(1, 1)
         self.seeds = [c.train.seed for c in cs]
         self.segments = self.backend.segments       # each parameter tensor's columns (clipping)
-        self.shared_batches = len(set(self.seeds)) == 1 or isinstance(self.backend, ModuleBackend)
+        self.shared_batches = len(set(self.seeds)) == 1
 
-    def live(self) -> list[int]:
-        """Slots whose model is still training."""
-        return [j for j, i in enumerate(self.ids) if self.results[i] is None
-                and int(i) not in self.diverged]
+    def model(self, i: int, *, best: bool = False) -> nn.Module:
+        """Model i (a model index) with its live or its best weights (read it: see
+        :meth:`Backend.model_at`)."""
+        j = int(np.flatnonzero(self.book.ids == i)[0])
+        return self.backend.model_at(j, self.best_snap if best else None)
 
     # ------------------------------------------------------------------ one epoch's inputs
     def lr_table(self, epoch0: int) -> tuple[Tensor, np.ndarray]:
         """The optimizer's (steps, C, K, 1) coefficients for epoch ``epoch0`` (0-based) and each
         slot's rate at the epoch's end (what is logged)."""
-        spe = len(self.slices)
+        spe = self.steps_per_epoch
         steps = epoch0 * spe + np.arange(spe)
+        live = set(self.book.live_slots())
         lrs, moms, logged = [], [], []
-        for j, i in enumerate(self.ids):
+        for j, i in enumerate(self.book.ids):
             c = self.configs[i].optim
             if self.rate_fn is not None:
                 lr, mom, end = self.rate_fn(steps), None, self.rate_fn(steps[-1:] + 1)
             else:
                 lr, mom = rates(c, steps, epoch0, spe, self.epochs)
                 end, _ = rates(c, np.array([(epoch0 + 1) * spe]), epoch0, spe, self.epochs)
-            mult = self.plateaus[i].multiplier
-            frozen = 1.0 if j in self.live() else 0.0
-            lrs.append(lr * mult * frozen)
+            mult = self.lr_scale[i]
+            lrs.append(lr * mult * (1.0 if j in live else 0.0))
             moms.append(mom if mom is not None else np.full(spe, c.momentum))
             logged.append(end[0] * mult)
         moms_arr = np.stack(moms, 1) if any(self.configs[i].optim.schedule.name == "1cycle"
-                                            for i in self.ids) else None
+                                            for i in self.book.ids) else None
         return self.opt.table(np.stack(lrs, axis=1), moms_arr), np.array(logged)
 
     def permutation(self, epoch0: int) -> Tensor:
@@ -335,83 +359,101 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> list[FitResult]:
-        b, opt = self.backend, self.opt
-        spe = len(self.slices)
-        self.bar.open(self.start_epoch)
+        """Train until every model has ended or the last epoch is done; every model's result."""
         try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+            for j in range(len(self.book.ids)):             # ended before a resume
+                i = int(self.book.ids[j])
+                if i in self.book.ended:
+                    self._finish(j, *self.book.ended[i])
             for epoch in range(self.start_epoch, self.epochs + 1):
-                t0 = time.perf_counter()
-                table, self.logged_lr = self.lr_table(epoch - 1)   # per-step coefficients
-                perm = self.permutation(epoch - 1)                 # each model's batch order
-                losses = torch.zeros(spe, b.k, device=self.device)  # per-step loss, on the device
-                correct = torch.zeros(b.k, device=self.device, dtype=torch.long)
-                b.train()
-                checked = 0
-                for i, (s, e) in enumerate(self.slices):
-                    xb, yb = self.batch(perm, s, e)
-                    loss, hits = b.train_step(xb, yb)             # forward, backward into b.grad
-                    if self.l1 is not None or self.l2 is not None:
-                        loss = loss + add_penalty_(b, self.l1, self.l2)
-                    if self.clip_value is not None or self.clip_norm is not None or \
-                            self.global_clip_norm is not None:
-                        clip_(b.grad, self.clip_value, self.clip_norm, self.global_clip_norm,
-                              self.segments)
-                    opt.step(table[i])                            # every model's update at once
-                    if self.max_norm is not None:
-                        apply_max_norm_(b, self.max_norm)
-                    losses[i] = loss
-                    correct += hits
-                    self.steps_done += 1
-                    last = i + 1 == spe or self.steps_done == self.max_steps
-                    if (i + 1) % CHECK_EVERY == 0 and not last:   # one host sync: divergence
-                        self._check(epoch, losses, checked, i + 1)
-                        self.bar.step(i + 1 - checked)
-                        checked = i + 1
-                        if not self.live():
-                            break
-                    if last:
-                        break
-                if self.keep_step_losses:
-                    self.step_losses.append(losses[:i + 1].clone())
-                self.bar.step(i + 1 - checked)
-                self._end_epoch(epoch, losses[:i + 1], correct, checked, time.perf_counter() - t0)
-                if not self.live():
+                if not self.book.live_slots():
                     break
+                self._epoch(epoch)
                 self._compact()
-            before = getattr(self, "stopped_before", "")      # resumed after an early stop
-            for j in self.live():
-                self._finish(j, self.epochs, "stopped_early" if before else "completed", before)
-        finally:
-            self.bar.close()
-        return list(self.results)
+            for j in self.book.live_slots():
+                self._finish(j, "completed", "")
+            results = [r for r in self.results if r is not None]
+            self._evaluate_test(results)
+        except BaseException:
+            for cb in self.callbacks:
+                cb.on_train_end(self, None)
+            raise
+        for cb in self.callbacks:
+            cb.on_train_end(self, results)
+        return results
+
+    def _epoch(self, epoch: int) -> None:
+        """One epoch: every step of every live model, then :meth:`_end_epoch`."""
+        b, opt = self.backend, self.opt
+        t0 = time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_epoch_begin(self, epoch)
+        table, self.logged_lr = self.lr_table(epoch - 1)   # per-step coefficients
+        perm = self.permutation(epoch - 1)                 # each model's batch order
+        spe = self.steps_per_epoch
+        losses = torch.zeros(spe, b.k, device=self.device)  # per-step loss, on the device
+        correct = torch.zeros(b.k, device=self.device, dtype=torch.long)
+        b.train()
+        checked = i = 0
+        for i, (s, e) in enumerate(self.slices):
+            xb, yb = self.batch(perm, s, e)
+            loss, hits = b.train_step(xb, yb)             # forward, backward into b.grad
+            if self.l1 is not None or self.l2 is not None:
+                loss = loss + add_penalty_(b, self.l1, self.l2)
+            if self.clip_value is not None or self.clip_norm is not None or \
+                    self.global_clip_norm is not None:
+                clip_(b.grad, self.clip_value, self.clip_norm, self.global_clip_norm,
+                      self.segments)
+            opt.step(table[i])                            # every model's update at once
+            if self.max_norm is not None:
+                apply_max_norm_(b, self.max_norm)
+            losses[i] = loss
+            correct += hits
+            self.steps_done += 1
+            last = i + 1 == spe or self.steps_done == self.max_steps
+            if (i + 1) % CHECK_EVERY == 0 and not last:   # one host sync: divergence
+                self._check(epoch, losses, checked, i + 1)
+                self._steps_end(epoch, losses, checked, i + 1)
+                checked = i + 1
+                if not self.book.live_slots():
+                    break
+            if last:
+                break
+        self._steps_end(epoch, losses, checked, i + 1)
+        self._end_epoch(epoch, losses[:i + 1], correct, checked, time.perf_counter() - t0)
+
+    def _steps_end(self, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+        for cb in self.callbacks:
+            cb.on_steps_end(self, epoch, losses, lo, hi)
 
     def _check(self, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
         """Mid-epoch divergence check of steps [lo, hi): models whose loss or weights are not
         finite get their last good weights back and stop; the others' weights become good."""
         ok = torch.isfinite(losses[lo:hi]).all(0) & torch.isfinite(self.backend.flat).all(1)
-        ok = ok.cpu().numpy()
-        self._mark_diverged(epoch, losses, lo, ok)
-        rows = [j for j in self.live()]
+        self._mark_diverged(epoch, losses, lo, ok.cpu().numpy())
+        rows = self.book.live_slots()
         if rows:
             self.backend.copy_rows_(self.good_snap, torch.tensor(rows, device=self.device))
 
     def _mark_diverged(self, epoch: int, losses: Tensor, lo: int, ok: np.ndarray) -> None:
-        for j in self.live():
+        for j in self.book.live_slots():
             if ok[j]:
                 continue
+            i = int(self.book.ids[j])
             col = losses[lo:, j].cpu().numpy()
             bad = np.flatnonzero(~np.isfinite(col))
             where = (f"the loss became {col[bad[0]]} at epoch {epoch}, step {lo + bad[0] + 1}"
                      if len(bad) else f"the weights became non-finite at epoch {epoch}")
-            self.diverged[int(self.ids[j])] = (
-                f"{where}; training stopped with the last good weights kept. Try a lower optim.lr "
-                f"(now {self.configs[self.ids[j]].optim.lr:.3g}) or gradient clipping "
-                "(optim.clip_norm = 1.0)")
+            self.book.end(i, "diverged", f"{where}; training stopped with the last good weights "
+                          f"kept. {divergence_cause(self.configs[i], float(self.start_max_abs[i]))}")
             self.backend.restore_rows_(self.good_snap, torch.tensor([j], device=self.device))
 
     def _end_epoch(self, epoch: int, losses: Tensor, correct: Tensor, checked: int,
-                   seconds: float) -> bool:
-        """One host sync for the epoch: divergence, metrics, early stopping, callbacks, writes."""
+                   seconds: float) -> None:
+        """One host sync for the epoch: divergence, metrics, best weights, then the callbacks
+        (early stopping, plateau, progress, writer ...), then finished models are exported."""
         b = self.backend
         finite = torch.isfinite(losses[checked:]).all(0) & torch.isfinite(b.flat).all(1)
         loss_sum = (losses * self.batch_sizes[:len(losses), None]).sum(0)
@@ -427,94 +469,127 @@ class Trainer:
         n_valid = len(self.valid[1]) if self.valid is not None else 1
         ok = (sums[4] > 0) & np.isfinite(sums[0]) & (np.isfinite(sums[2]) | (self.valid is None))
         self._mark_diverged(epoch, losses, checked, ok)
-        live = self.live()
+        live = self.book.live_slots()
         if live:                                           # checked: now these weights are good
-            self.backend.copy_rows_(self.good_snap, torch.tensor(live, device=self.device))
-        metrics_by_model: dict[int, dict[str, float]] = {}
-        improved, stops = [], []
+            b.copy_rows_(self.good_snap, torch.tensor(live, device=self.device))
+        logs: Logs = {}
+        improved = []
         for j in live:
-            i = int(self.ids[j])
-            m = {"epoch": epoch, "loss": sums[0, j] / n_seen, "accuracy": sums[1, j] / n_seen,
-                 "val_loss": sums[2, j] / n_valid,
-                 "val_accuracy": sums[3, j] / n_valid if self.valid is not None else math.nan,
-                 "lr": float(self.logged_lr[j]), "seconds": seconds}
-            for c in METRIC_COLUMNS:
-                self.history[i][c].append(m[c])
-            metrics_by_model[i] = m
-            t = self.configs[i].train
-            value = m[self.monitor]
-            if not math.isnan(value) and self.sign * value < self.best[i] - t.min_delta:
-                self.best[i], self.best_epoch[i], self.wait[i] = self.sign * value, epoch, 0
+            i = int(self.book.ids[j])
+            logs[i] = {"epoch": epoch, "loss": sums[0, j] / n_seen,
+                       "accuracy": sums[1, j] / n_seen, "val_loss": sums[2, j] / n_valid,
+                       "val_accuracy": sums[3, j] / n_valid if self.valid is not None else math.nan,
+                       "lr": float(self.logged_lr[j]), "seconds": seconds}
+            if self.book.record(i, logs[i]):
                 improved.append(j)
-            else:
-                self.wait[i] += 1
-            self.plateaus[i].update(m["val_loss"])
-            if t.patience is not None and self.wait[i] >= t.patience and epoch < self.epochs:
-                stops.append((j, "stopped_early",
-                              f"no improvement of {self.monitor} for {self.wait[i]} epochs; best "
-                              f"at epoch {self.best_epoch[i]}"))
         if improved:
-            self.backend.copy_rows_(self.best_snap, torch.tensor(improved, device=self.device))
+            b.copy_rows_(self.best_snap, torch.tensor(improved, device=self.device))
+        self.epoch = epoch
         for cb in self.callbacks:
-            asked = cb(self, epoch, metrics_by_model)
-            chosen = set(metrics_by_model) if asked is True else (
-                set(asked) if isinstance(asked, Iterable) else set())
-            taken = {j for j, *_ in stops}
-            if epoch < self.epochs:                     # at the last epoch the run completes
-                stops += [(j, "stopped_early", "stopped by a callback") for j in live
-                          if int(self.ids[j]) in chosen and j not in taken]
-        if self.writer is not None and live:
-            self.writer.epoch_end(epoch, self)
-        self.bar.epoch_end(epoch, metrics_by_model, len(live) - len(stops), len(self.results),
-                           self._best_text())
-        for j, status, message in stops:
-            self._finish(j, epoch, status, message)
-        for j, i in enumerate(self.ids):                # diverged this epoch: exported now,
-            if int(i) in self.diverged and self.results[i] is None:   # before any compaction
-                self._finish(j, epoch, "diverged", self.diverged[int(i)])
+            asked = cb.on_epoch_end(self, epoch, logs)
+            if asked and epoch < self.epochs:             # at the last epoch the run completes
+                reasons = asked if isinstance(asked, Mapping) else {
+                    i: f"stopped by {type(cb).__name__}" for i in asked}
+                for i, why in reasons.items():
+                    if i in logs:
+                        self.book.end(i, "stopped_early", why)
+        for j, i in enumerate(self.book.ids):            # ended this epoch: exported now,
+            if int(i) in self.book.ended and self.results[i] is None:   # before any compaction
+                self._finish(j, *self.book.ended[int(i)])
 
-    def _finish(self, j: int, epoch: int, status: str, message: str) -> None:
-        """Export the model in slot j (best, last good or live weights) and freeze it."""
-        i = int(self.ids[j])
-        restore = self.configs[i].train.restore_best and self.best_epoch[i] > 0
+    def _finish(self, j: int, status: str, message: str) -> None:
+        """Export the model in slot j (best, last good or live weights) as its result."""
+        i = int(self.book.ids[j])
+        self.book.end(i, status, message)
+        restore = self.configs[i].train.restore_best and self.book.best_epoch[i] > 0
         snap = self.best_snap if restore else (self.good_snap if status == "diverged" else None)
-        best = self.sign * self.best[i] if self.best_epoch[i] > 0 else (
-            math.inf if self.sign > 0 else -math.inf)
         self.results[i] = FitResult(
-            model=self.backend.export(j, snap), history=self.history[i],
-            best_epoch=int(self.best_epoch[i]), best=float(best), monitor=self.monitor,
-            status=status, message=message, variant=self.variants[i], config=self.configs[i])
+            model=self.backend.export(j, snap), history=self.book.history[i],
+            best_epoch=int(self.book.best_epoch[i]), best=self.book.best_value(i),
+            monitor=self.book.monitor, status=status, message=message,
+            variant=self.variants[i], config=self.configs[i])
+
+    def _evaluate_test(self, results: list[FitResult]) -> None:
+        if self.test is None:
+            return
+        for r in results:
+            if r.status != "diverged":
+                te = evaluate(r.model.to(self.device), *self.test, self.eval_batch)
+                r.test = {"test_loss": te["loss"], "test_accuracy": te["accuracy"]}
 
     def _compact(self) -> None:
         """Drop finished models from the stack when fewer than half are still training."""
-        live = self.live()
-        if not live or len(live) * 2 >= len(self.ids) or isinstance(self.backend, ModuleBackend):
+        live = self.book.live_slots()
+        if not live or len(live) * 2 >= len(self.book.ids):
             return
         keep = torch.tensor(live, device=self.device)
         self.backend.select_(keep)
         self.opt.select_(keep, self.backend.flat, self.backend.grad)
-        self.best_snap = _select(self.best_snap, keep)
-        self.good_snap = _select(self.good_snap, keep)
-        self.ids = self.ids[live]
+        self.best_snap = self.backend.select_snapshot(self.best_snap, keep)
+        self.good_snap = self.backend.select_snapshot(self.good_snap, keep)
+        self.book.ids = self.book.ids[live]
         self._columns()
 
-    def _best_text(self) -> str:
-        done = [k for k in range(len(self.results)) if self.best_epoch[k] > 0]
-        if not done:
-            return ""
-        k = min(done, key=lambda k: self.best[k])
-        return f"best {self.monitor} {self.sign * self.best[k]:.4f}" + (
-            f" (model {k})" if len(self.results) > 1 else "")
+    # ------------------------------------------------------------------ resume
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        """Everything a resume needs after ``epoch``: the state dicts of the backend, the
+        optimizer, the bookkeeping and each callback, the best weights and the random state."""
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        return {"epoch": epoch, "steps_done": self.steps_done,
+                "backend": self.backend.state_dict(), "optim": self.opt.state_tensors(),
+                "book": self.book.state_dict(), "best": dict(self.best_snap), "rng": rng,
+                "callbacks": {cb.state_key: s for cb in self.callbacks if (s := cb.state_dict())}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (a run stopped early resumes to itself)."""
+        epoch = int(state["epoch"])
+        if not 0 <= epoch <= self.epochs:
+            raise ResumeRefused(f"the saved state is after epoch {epoch}, beyond train.epochs = "
+                                f"{self.epochs}; resume with --epochs {epoch} or more")
+        self.backend.load_state_dict(state["backend"])
+        self.opt.load_state_tensors(state["optim"])
+        for key, value in state["best"].items():
+            self.best_snap[key].copy_(value)
+        self.good_snap = self.backend.snapshot()
+        self.book.load_state_dict(state["book"])
+        if any(len(h["epoch"]) > epoch for h in self.book.history):
+            raise ResumeRefused("the saved state's history is longer than its epoch: the "
+                                "checkpoint is damaged; delete checkpoints/last.safetensors")
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.state_key in saved:
+                cb.load_state_dict(saved[cb.state_key])
+        torch.set_rng_state(state["rng"]["cpu"].cpu())
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu())
+        self.steps_done = int(state["steps_done"])
+        self.start_epoch = epoch + 1
 
 
-def _select(snap: tuple[Tensor, dict[str, Tensor]], keep: Tensor):
-    flat, bufs = snap
-    return flat.index_select(0, keep), {k: v.index_select(0, keep) for k, v in bufs.items()}
+def _first_repeat(items: Sequence[str]) -> str:
+    seen: set[str] = set()
+    for x in items:
+        if x in seen:
+            return x
+        seen.add(x)
+    return ""
+
+
+def _check_finite(*splits: tuple[Tensor, Tensor] | None) -> None:
+    """Refuse data with NaN or infinite values before any step (the loss would be blamed)."""
+    for name, split in zip(("training", "validation", "test"), splits):
+        if split is not None and split[0].is_floating_point():
+            bad = int((~torch.isfinite(split[0])).sum())
+            if bad:
+                raise DataError(f"the {name} data holds {bad} non-finite values (NaN or inf); "
+                                "clean or impute them before training")
 
 
 # ---------------------------------------------------------------------- written once, both backends
 @torch.no_grad()
-def add_penalty_(backend, l1: Tensor | None, l2: Tensor | None) -> Tensor:
+def add_penalty_(backend: Backend, l1: Tensor | None, l2: Tensor | None) -> Tensor:
     """Keras' L1L2 on every dense kernel: add ``l1 * sign(w) + 2 * l2 * w`` to the kernels'
     gradients and return each model's penalty ``l1 * sum|w| + l2 * sum(w**2)`` (K,). The kernels
     are the first ``n_kernel`` columns of ``flat`` in both backends."""
@@ -531,7 +606,7 @@ def add_penalty_(backend, l1: Tensor | None, l2: Tensor | None) -> Tensor:
 
 
 @torch.no_grad()
-def apply_max_norm_(backend, c: Tensor) -> None:
+def apply_max_norm_(backend: Backend, c: Tensor) -> None:
     """Keras' ``max_norm(c)`` on the hidden kernels: each unit's incoming weight vector is
     rescaled to norm ``c`` when longer (as torch.renorm, with its 1e-7)."""
     for w, dim in backend.max_norm_views:
@@ -540,60 +615,47 @@ def apply_max_norm_(backend, c: Tensor) -> None:
 
 
 # ---------------------------------------------------------------------- entry points
-def _epoch_callbacks(model_ref: Callable[[], nn.Module], sync_back: Callable[[], None],
-                     callbacks: Iterable) -> list[Callable]:
-    """fit's callbacks (``on_epoch_end(epoch, metrics, model)``) as driver callbacks: they see
-    the live model, and what they change in it is what trains on."""
-    cbs = list(callbacks)
-    if not cbs:
-        return []
-
-    def call(trainer, epoch, metrics_by_model):
-        if 0 not in metrics_by_model:
-            return None
-        model = model_ref()
-        stop = False
-        for cb in cbs:
-            stop = bool(cb.on_epoch_end(epoch, metrics_by_model[0], model)) or stop
-        sync_back()
-        return True if stop else None
-    return [call]
-
-
 def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
         model: nn.Module | None = None, resume: bool = False,
-        callbacks: list | tuple = (), evaluate_test: bool = True) -> FitResult:
+        callbacks: Iterable[Callback] = (), evaluate_test: bool = True) -> FitResult:
     """Train ``model`` (by default the MLP that ``cfg.model`` describes) on ``data``.
 
-    A dnnlab MLP trains on the stacked backend (the fast step) when ``train.fast`` (the default);
-    any other module, or an MLP with frozen layers or pruning hooks, on the module backend. The
-    model passed in is trained in place and returned as ``result.model``. Callbacks are objects
-    with ``on_epoch_end(epoch, metrics, model) -> bool | None`` (True stops training), and
-    optionally ``on_train_begin(model)`` (before the first step) and ``close()`` (at the end).
-    A run with a directory also records what its layers do for ``dnnlab doctor``
-    (``train.record_every``, ``train.tensorboard``: :func:`dnnlab.doctor.record.callbacks_for`).
+    Args:
+        cfg: the run's config (its ``train`` section sets epochs, batch, early stopping ...).
+        data: the splits; training runs on ``train``, early stopping watches ``valid``, and
+            ``test`` is evaluated on the returned model (unless ``evaluate_test=False``).
+        run_dir: where the run writes config, data fingerprint, metrics.csv, checkpoints, the
+            resume state and the final model (default None: nothing is written).
+        model: the module to train in place (default: ``build_mlp(cfg.model, seed)``). A plain
+            dnnlab MLP trains on the stacked backend (the fast step) when ``train.fast``; any
+            other module, or an MLP with frozen layers or pruning hooks, on the module backend.
+            Only parameters with ``requires_grad`` are optimized.
+        resume: continue ``run_dir`` from its last checkpoint; the data must be the data the run
+            started with (its fingerprint), else :class:`~dnnlab.errors.ResumeRefused`.
+        callbacks: :class:`~dnnlab.train.callbacks.Callback` objects (K = 1: model index 0).
 
-    With ``run_dir`` the run writes config, metrics.csv, checkpoints and the final model there,
-    and ``resume=True`` continues from its last checkpoint. Only parameters with
-    ``requires_grad`` are optimized, so frozen layers stay as they are.
+    Returns the :class:`FitResult`; ``result.model`` is ``model`` with the restored-best weights.
+    The doctor's layer records are added by :func:`dnnlab.runs.fit`, the API's entry point.
     """
     tensors = to_device(data, resolve_device(cfg.train.device))
-    if "train" not in tensors:
-        raise DnnlabError("the training split is empty; check data.classes / data.per_class / "
-                          "data.limit")
     if model is None:
         model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed)
     return fit_tensors(cfg, model, tensors["train"], tensors.get("valid"), tensors.get("test"),
                        run_dir=run_dir, resume=resume, callbacks=callbacks,
-                       evaluate_test=evaluate_test)
+                       evaluate_test=evaluate_test, data_fingerprint=data.fingerprint())
 
 
 def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
                 valid: tuple[Tensor, Tensor] | None = None,
                 test: tuple[Tensor, Tensor] | None = None, *, run_dir: str | Path | None = None,
-                resume: bool = False, callbacks: list | tuple = (),
-                evaluate_test: bool = True) -> FitResult:
-    """:func:`fit` on (x, y) tensors already on the device (e.g. cached features)."""
+                resume: bool = False, callbacks: Iterable[Callback] = (),
+                evaluate_test: bool = True,
+                data_fingerprint: dict[str, str] | None = None) -> FitResult:
+    """:func:`fit` on (x, y) tensors already on the device (e.g. cached features).
+
+    ``data_fingerprint`` identifies the arrays for a run directory (default: computed from the
+    tensors, as :meth:`dnnlab.data.Dataset.fingerprint` does).
+    """
     t = cfg.train
     device = train[0].device
     if t.deterministic:
@@ -601,114 +663,71 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
     torch.manual_seed(t.seed)
     if not any(p.requires_grad for p in model.parameters()):
         raise DnnlabError("the model has no trainable parameters (every layer is frozen)")
-    if valid is not None and not len(valid[1]):
-        valid = None
-    if t.fast and stackable(model):
-        backend = StackedMLP.from_models([model], device, seed=t.seed)
-
-        def live_model():
-            model.load_state_dict(backend.state_of(0))
-            return model
-
-        def sync_back():
-            backend.load_states([model.state_dict()])
-    else:
-        backend = ModuleBackend(model, device)
-        live_model, sync_back = (lambda: model), (lambda: None)
-    writer = RunWriter(Path(run_dir), cfg) if run_dir is not None else None
-    if resume and writer is None:
+    cbs = list(callbacks)
+    if run_dir is not None:
+        if data_fingerprint is None:
+            data_fingerprint = _fingerprint_tensors(train, valid, test)
+        if resume:                                   # before anything is written
+            run_state.check_resume(Path(run_dir), cfg, data_fingerprint)
+        cbs.append(RunWriter(Path(run_dir), cfg, resumed=resume,
+                             data_fingerprint=data_fingerprint))
+    elif resume:
         raise DnnlabError("resume needs a run directory")
-    callbacks = [*callbacks, *callbacks_for(cfg, train, run_dir)]    # the doctor's records
-    trainer = Trainer(backend, [cfg], train, valid,
-                      callbacks=_epoch_callbacks(live_model, sync_back, callbacks), writer=writer)
-    if writer is not None:
-        writer.start(trainer, resume)
+    backend = make_backend([model], device, fast=t.fast, seed=t.seed)
     try:
-        if trainer.start_epoch <= trainer.epochs:            # the net before its first step
-            _train_begin(callbacks, live_model())
-        result = trainer.run()[0]
+        trainer = Trainer(backend, [cfg], train, valid, test if evaluate_test else None,
+                          callbacks=cbs)
+        if resume:
+            trainer.load_state_dict(run_state.load(Path(run_dir),   # type: ignore[arg-type]
+                                                   trainer.state_dict(0), device))
+        (result,) = trainer.run()
     finally:
-        _close(callbacks)
-        if isinstance(backend, ModuleBackend):
-            backend.release()
+        backend.close()
     if result.model is not model:                          # stacked: the caller's module
         model.load_state_dict(result.model.state_dict())
-        result.model = model.to(device)
-    if evaluate_test and test is not None and len(test[1]) and result.status != "diverged":
-        te = evaluate(result.model, *test, t.eval_batch_size)
-        result.test = {"test_loss": te["loss"], "test_accuracy": te["accuracy"]}
-    if writer is not None:
-        result.run_dir = writer.run_dir
-        writer.finish(result)
+        result.model = model
+    result.model.to(device)
     return result
 
 
+def _fingerprint_tensors(*splits: tuple[Tensor, Tensor] | None) -> dict[str, str]:
+    out = {}
+    for name, split in zip(("train", "valid", "test"), splits):
+        if split is not None and len(split[1]):
+            out[name] = split_fingerprint(Split(split[0].cpu().numpy(), split[1].cpu().numpy()))
+    return out
+
+
 def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device: str = "auto",
-               progress: bool = True,
-               callback: Callable[[int, dict[int, dict[str, float]]], Any] | None = None,
-               run_dirs: list[str | Path | None] | None = None) -> list[FitResult]:
+               progress: bool = True, callbacks: Iterable[Callback] = ()) -> list[FitResult]:
     """Train one model per variant of ``cfg`` at once; return their results in variant order.
 
-    ``variants`` differ only in their seed and in the keys of :data:`PER_MODEL_KEYS` (anything
-    else raises ConfigError: train differently shaped variants in separate calls). ``device``
-    "auto" means ``cfg.train.device``. ``callback(epoch, metrics)`` runs after every epoch with the
-    metrics of each model still training (by variant index); it may return True to stop them all,
-    or variant indices to stop (e.g. pruned trials). Each result's ``model`` is on the CPU.
-    With ``run_dirs`` (one per variant, None for none) each model records what its layers do
-    into its directory as ``fit`` does (``train.record_every``, ``train.tensorboard``).
+    Args:
+        cfg: the config every variant starts from.
+        data: the data all of them train on (one stack, one dataset).
+        variants: each model's seed and overrides; overrides may name only the keys of
+            :data:`dnnlab.config.PER_MODEL_KEYS` (anything else raises ConfigError: train
+            differently shaped variants in separate calls, as ``dnnlab sweep`` does).
+        device: ``"auto"`` means ``cfg.train.device``.
+        progress: show the progress bar (also needs ``train.progress``).
+        callbacks: :class:`~dnnlab.train.callbacks.Callback` objects; ``logs`` holds every model
+            still training, by variant index, and a callback may stop some (pruned trials).
+
+    Each result's ``model`` is on the CPU, with ``test`` filled when ``data`` has a test split.
     """
     configs = variant_configs(cfg, variants)
     dev = resolve_device(cfg.train.device if device == "auto" else device)
     tensors = to_device(data, dev)
-    if "train" not in tensors:
-        raise DnnlabError("the training split is empty; check data.classes / data.per_class / "
-                          "data.limit")
     models = [build_mlp(c.model, data.n_features, data.n_classes, seed=c.train.seed)
               for c in configs]
-    stack = StackedMLP.from_models(models, dev, seed=configs[0].train.seed)
-    if run_dirs is not None and len(run_dirs) != len(variants):
-        raise DnnlabError(f"train_many: {len(run_dirs)} run_dirs for {len(variants)} variants; "
-                          "give one per variant (None where a variant records nothing)")
-    recorders = {i: callbacks_for(c, tensors["train"], d) for i, (c, d) in
-                 enumerate(zip(configs, run_dirs or [None] * len(configs)))}
-    recorders = {i: cbs for i, cbs in recorders.items() if cbs}
-    cbs = [] if callback is None else [lambda trainer, epoch, m: callback(epoch, m)]
-    if recorders:
-        cbs.insert(0, _record_each_model(recorders))
-    trainer = Trainer(stack, configs, tensors["train"], tensors.get("valid"), progress=progress,
-                      callbacks=cbs, variants=variants)
+    stack = make_backend(models, dev, fast=True, seed=configs[0].train.seed)
     try:
-        for i, rec in recorders.items():                  # each net before its first step
-            _train_begin(rec, stack.model_at(i))
-        return trainer.run()
+        trainer = Trainer(stack, configs, tensors["train"], tensors.get("valid"),
+                          tensors.get("test"), progress=progress, callbacks=callbacks,
+                          variants=variants)
+        results = trainer.run()
     finally:
-        for rec in recorders.values():
-            _close(rec)
-
-
-def _train_begin(callbacks: Iterable, model: nn.Module) -> None:
-    """Each callback's optional ``on_train_begin(model)``, with the net before its first step."""
-    for cb in callbacks:
-        if hasattr(cb, "on_train_begin"):
-            cb.on_train_begin(model)
-
-
-def _close(callbacks: Iterable) -> None:
-    """Each callback's optional ``close()`` (files, event writers), also after an error."""
-    for cb in callbacks:
-        if hasattr(cb, "close"):
-            cb.close()
-
-
-def _record_each_model(recorders: dict[int, list]) -> Callable:
-    """A driver callback that hands each recording model of a K-model run, as a stand-alone
-    copy, to its own recording callbacks (the doctor's layer records, TensorBoard)."""
-    def call(trainer, epoch, metrics_by_model):
-        for j, i in enumerate(trainer.ids):
-            i = int(i)
-            if i in recorders and i in metrics_by_model:
-                model = trainer.backend.model_at(j)
-                for cb in recorders[i]:
-                    cb.on_epoch_end(epoch, metrics_by_model[i], model)
-        return None
-    return call
+        stack.close()
+    for r in results:
+        r.model.cpu()
+    return results

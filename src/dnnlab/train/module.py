@@ -117,6 +117,15 @@ class ModuleBackend:
         for k, v in self.model.state_dict().items():
             v.copy_(src[k])
 
+    def select_(self, keep: Tensor) -> None:
+        """One model only: keeping it is all there is to keep."""
+        if keep.tolist() != [0]:
+            raise ValueError(f"the module backend holds one model; cannot keep {keep.tolist()}")
+
+    def select_snapshot(self, snap: dict[str, Tensor], keep: Tensor) -> dict[str, Tensor]:
+        self.select_(keep)
+        return snap
+
     def export(self, k: int, snap: dict[str, Tensor] | None = None) -> nn.Module:
         """The trained model itself (with the snapshot's weights, if given)."""
         if snap is not None:
@@ -124,26 +133,27 @@ class ModuleBackend:
         return self.model
 
     def model_at(self, k: int, snap: dict[str, Tensor] | None = None) -> nn.Module:
-        """A stand-alone copy of the model (with the snapshot's weights, if given)."""
+        """The live model itself; with a snapshot, a stand-alone copy holding its weights."""
+        if snap is None:
+            return self.model
         model = copy.deepcopy(self.model)
         for p in model.parameters():                  # own storage, not views of the copied flat
             p.grad = None
             p.data = p.data.clone()
-        if snap is not None:
-            model.load_state_dict(snap)
+        model.load_state_dict(snap)
         return model
 
     @torch.no_grad()
-    def release(self) -> None:
+    def close(self) -> None:
         """Give each parameter its own storage again and drop the gradient views."""
         for p in self.params:
             p.data = p.data.clone()
             p.grad = None
 
-    def state_tensors(self) -> dict[str, Tensor]:
+    def state_dict(self) -> dict[str, Tensor]:
         return {f"model.{k}": v.clone() for k, v in self.model.state_dict().items()}
 
     @torch.no_grad()
-    def load_state_tensors(self, tensors: dict[str, Tensor], bn_steps: int) -> None:
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
         for k, v in self.model.state_dict().items():
-            v.copy_(tensors[f"model.{k}"])
+            v.copy_(state[f"model.{k}"])

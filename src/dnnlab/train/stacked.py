@@ -509,28 +509,28 @@ class StackedMLP:
         counts = [int(st[k]) for st in states for k in st if k.endswith("num_batches_tracked")]
         self.bn_steps = max(counts, default=0)
 
-    def state_of(self, k: int, snap: tuple | None = None) -> dict[str, Tensor]:
+    def state_of(self, k: int, snap: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Model k's MLP state_dict (on the CPU), from the live weights or from a snapshot."""
-        flat, buffers = snap if snap is not None else (self.flat, self.buffers_)
-        row = flat[k].detach().cpu()
+        snap = snap if snap is not None else self._views()
+        row = snap["flat"][k].detach().cpu()
         state = {}
         for s in self.slots:
             t = row[s.offset:s.offset + s.numel].view(s.shape)
             state[s.key] = (t.t() if s.transposed else t).contiguous().clone()
-        for key, buf in buffers.items():
-            state[key] = buf[k].detach().cpu().clone()
+        for key in self.buffers_:
+            state[key] = snap[f"buffer.{key}"][k].detach().cpu().clone()
             if key.endswith("running_mean"):
                 state[key.replace("running_mean", "num_batches_tracked")] = torch.tensor(
                     self.bn_steps, dtype=torch.long)
         return state
 
-    def export(self, k: int, snap: tuple | None = None) -> MLP:
+    def export(self, k: int, snap: dict[str, Tensor] | None = None) -> MLP:
         """Model k (from the live weights or a snapshot) as a stand-alone MLP on the CPU."""
         return self.to_mlp(k, snap)
 
     model_at = export
 
-    def to_mlp(self, k: int, snap: tuple | None = None) -> MLP:
+    def to_mlp(self, k: int, snap: dict[str, Tensor] | None = None) -> MLP:
         """Model k as a stand-alone MLP on the CPU (an exact copy of its weights)."""
         with torch.random.fork_rng(devices=[]):      # nn.Linear's default init draws: not ours
             model = MLP(self.configs[k], self.in_features, self.n_classes)
@@ -548,38 +548,49 @@ class StackedMLP:
         self._set_rates()
         self._bind()
 
-    def snapshot(self) -> tuple[Tensor, dict[str, Tensor]]:
+    def select_snapshot(self, snap: dict[str, Tensor], keep: Tensor) -> dict[str, Tensor]:
+        """The snapshot's models at positions ``keep`` (every entry has the models first)."""
+        keep = keep.to(self.flat.device)
+        return {k: v.index_select(0, keep) for k, v in snap.items()}
+
+    def _views(self) -> dict[str, Tensor]:
+        """The live weights and buffers, named as in a snapshot (views, not copies)."""
+        return {"flat": self.flat, **{f"buffer.{k}": v for k, v in self.buffers_.items()}}
+
+    def snapshot(self) -> dict[str, Tensor]:
         """A copy of every model's weights and BN statistics (to restore or export later)."""
-        return self.flat.detach().clone(), {k: v.clone() for k, v in self.buffers_.items()}
+        return {k: v.detach().clone() for k, v in self._views().items()}
 
     @torch.no_grad()
-    def copy_rows_(self, dst: tuple[Tensor, dict[str, Tensor]], rows: Tensor) -> None:
+    def copy_rows_(self, dst: dict[str, Tensor], rows: Tensor) -> None:
         """Copy the models at ``rows`` into the snapshot ``dst`` (e.g. new best weights)."""
-        flat, bufs = dst
-        flat.index_copy_(0, rows, self.flat.index_select(0, rows))
-        for k, v in self.buffers_.items():
-            bufs[k].index_copy_(0, rows, v.index_select(0, rows))
+        for k, v in self._views().items():
+            dst[k].index_copy_(0, rows, v.index_select(0, rows))
 
     @torch.no_grad()
-    def restore_rows_(self, src: tuple[Tensor, dict[str, Tensor]], rows: Tensor) -> None:
+    def restore_rows_(self, src: dict[str, Tensor], rows: Tensor) -> None:
         """Put the snapshot's models at ``rows`` back into the live weights (e.g. last good)."""
-        flat, bufs = src
-        self.flat.index_copy_(0, rows, flat.index_select(0, rows))
-        for k, v in self.buffers_.items():
-            v.index_copy_(0, rows, bufs[k].index_select(0, rows))
+        for k, v in self._views().items():
+            v.index_copy_(0, rows, src[k].index_select(0, rows))
 
-    def state_tensors(self) -> dict[str, Tensor]:
+    def state_dict(self) -> dict[str, Tensor | int]:
         """Everything that evolves in training, for a resume checkpoint."""
-        return {"flat": self.flat, **{f"buffer.{k}": v for k, v in self.buffers_.items()},
-                "generator": self.generator.get_state()}
+        return {**self._views(), "generator": self.generator.get_state(),
+                "bn_steps": self.bn_steps}
 
     @torch.no_grad()
-    def load_state_tensors(self, tensors: dict[str, Tensor], bn_steps: int) -> None:
-        self.flat.copy_(tensors["flat"])
-        for k, v in self.buffers_.items():
-            v.copy_(tensors[f"buffer.{k}"])
-        self.generator.set_state(tensors["generator"])
-        self.bn_steps = bn_steps
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        for k, v in self._views().items():
+            src = state[k]
+            assert isinstance(src, Tensor)
+            v.copy_(src)
+        generator = state["generator"]
+        assert isinstance(generator, Tensor)
+        self.generator.set_state(generator.cpu())
+        self.bn_steps = int(state["bn_steps"])
+
+    def close(self) -> None:
+        """Nothing to give back: the stack trained copies of the models."""
 
 
 _MINUS_ONES: dict[tuple, Tensor] = {}

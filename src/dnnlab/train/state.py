@@ -1,11 +1,23 @@
-"""The resume state of a run: everything needed to continue after a kill, in one file.
+"""What a run is, and the resume state that continues it after a kill.
 
-``checkpoints/last.safetensors`` holds the backend's weights (and BN statistics, dropout
-generator), the optimizer's state, the best weights so far and torch's RNG state as tensors, and
-in its JSON header the epoch, the history, the early-stopping and plateau state. It is written
-atomically at the end of every epoch, after the epoch's divergence check, so a run killed at any
-moment (even mid-write) resumes from the last completed epoch, and ends with the same weights as
-an uninterrupted run (batches depend only on seed and epoch).
+**What a run is** is recorded when it starts, in ``checkpoints/start.json``: its config (with
+:func:`~dnnlab.config.fingerprint`) and the fingerprint of the arrays it trains on, per split
+(:meth:`dnnlab.data.Dataset.fingerprint`). :func:`check_resume` is the one rule every resume
+passes (from the command line or from Python): a checkpoint to continue from, no change but of
+:data:`~dnnlab.config.RESUME_KEYS`, the same data whatever its path.
+
+The state is :meth:`dnnlab.train.driver.Trainer.state_dict`: the state dicts of the backend
+(weights, BN statistics, dropout generator), the optimizer, the per-model bookkeeping
+(:class:`~dnnlab.train.book.Book`) and every callback with state, plus the best weights, the
+epoch and torch's random state. This module only stores such a nested dict: its tensors go into
+``checkpoints/last.safetensors`` under dotted names, everything else into the file's JSON header.
+
+It is written atomically at the end of every epoch, after the epoch's divergence check and every
+stop, so a run killed at any moment (even mid-write) resumes from the last completed epoch and
+ends with the same weights as an uninterrupted run (batches depend only on seed and epoch).
+Reading it back checks every tensor's name, shape and dtype against the state the resuming run
+expects, and that every value is finite: a damaged or foreign file is one
+:class:`~dnnlab.errors.CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -13,89 +25,126 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import Tensor
 
-from dnnlab.errors import DnnlabError
+from dnnlab import io
+from dnnlab.config import KEYS, RESUME_KEYS, RunConfig, changed_keys, fingerprint, flatten, from_dict
+from dnnlab.errors import CheckpointError, DnnlabError, ResumeRefused
 from dnnlab.train import checkpoint as ckpt
 
 LAST = Path("checkpoints") / "last.safetensors"
+START = Path("checkpoints") / "start.json"   # the config and data a run started with
+_TENSOR = "__tensor__"                       # a tensor's place in the JSON header
 
 
-def _snap_tensors(snap) -> dict[str, torch.Tensor]:
-    """A backend snapshot (stacked: (flat, buffers); module: a state_dict of copies) as named
-    tensors: views of the snapshot itself, so that loading into them restores it."""
-    if isinstance(snap, tuple):
-        flat, bufs = snap
-        return {"flat": flat, **{f"buffer.{k}": v for k, v in bufs.items()}}
-    return dict(snap)
+def split(state: dict[str, Any], prefix: str = "") -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """A nested state as (dotted name -> tensor, the rest as JSON with tensors marked)."""
+    tensors: dict[str, Tensor] = {}
+    rest: dict[str, Any] = {}
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Tensor):
+            tensors[name] = value
+            rest[key] = _TENSOR
+        elif isinstance(value, dict):
+            t, r = split(value, name + ".")
+            tensors.update(t)
+            rest[key] = r
+        else:
+            rest[key] = value
+    return tensors, rest
 
 
-@torch.no_grad()
-def _load_snap(snap, tensors: dict[str, torch.Tensor]) -> None:
-    for key, dst in _snap_tensors(snap).items():
-        dst.copy_(tensors[key])
+def join(tensors: dict[str, Tensor], rest: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The inverse of :func:`split`."""
+    out: dict[str, Any] = {}
+    for key, value in rest.items():
+        name = f"{prefix}{key}"
+        if value == _TENSOR:
+            out[key] = tensors[name]
+        elif isinstance(value, dict):
+            out[key] = join(tensors, value, name + ".")
+        else:
+            out[key] = value
+    return out
 
 
-def _state_tensors(trainer) -> dict[str, torch.Tensor]:
-    """The resume state's tensors, by name: what is saved, and what a restore expects."""
-    tensors = ckpt.prefixed("backend", trainer.backend.state_tensors())
-    tensors.update(ckpt.prefixed("optim", trainer.opt.state_tensors()))
-    tensors.update(ckpt.prefixed("best", _snap_tensors(trainer.best_snap)))
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    return tensors
+def save(run_dir: Path, state: dict[str, Any]) -> Path:
+    tensors, rest = split(state)
+    return ckpt.save(Path(run_dir) / LAST, tensors, rest)
 
 
-def save(run_dir: Path, epoch: int, trainer) -> Path:
-    tensors = _state_tensors(trainer)
-    meta: dict[str, Any] = {
-        "epoch": epoch, "history": trainer.history[0], "steps_done": trainer.steps_done,
-        "best": trainer.best.tolist(), "best_epoch": trainer.best_epoch.tolist(),
-        "wait": trainer.wait.tolist(), "plateau": trainer.plateaus[0].state(),
-        "bn_steps": getattr(trainer.backend, "bn_steps", 0)}
-    return ckpt.save(run_dir / LAST, tensors, meta)
+def load(run_dir: Path, expected: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The saved state of ``run_dir``, checked against ``expected`` (the resuming run's own
+    :meth:`state_dict`: same tensor names, shapes and dtypes, every tensor finite)."""
+    path = Path(run_dir) / LAST
+    want, _ = split(expected)
+    tensors, rest = ckpt.load(path, device, expect=want)
+    try:
+        return join(tensors, rest)
+    except (KeyError, TypeError, AttributeError):
+        raise ckpt._damaged(path, "its header does not match its tensors") from None
 
 
-def restore(run_dir: Path, trainer) -> bool:
-    """Load the resume state into ``trainer``; False when the run has no checkpoint yet.
+# ---------------------------------------------------------------------- what a run is
+def write_start(run_dir: Path, cfg: RunConfig, data: dict[str, str] | None) -> Path:
+    """Record what a run starts with: its config (with its fingerprint) and the fingerprint of
+    its data, per split. Every resume is checked against this record (:func:`check_resume`)."""
+    return io.write_json(Path(run_dir) / START, {"fingerprint": fingerprint(cfg),
+                                                 "config": cfg.to_dict(), "data": data})
 
-    A run that had stopped early (or finished) resumes to itself: nothing is trained again.
-    """
-    path = run_dir / LAST
+
+def read_start(run_dir: Path) -> tuple[RunConfig, dict[str, str] | None] | None:
+    """The config and data fingerprint recorded when the run started; None for a run from
+    before such records."""
+    path = Path(run_dir) / START
     if not path.exists():
-        return False
-    expected = _state_tensors(trainer)
-    # every name, shape and dtype of this run's state, all finite: a damaged or foreign
-    # checkpoint is one error naming the file, never a failure deep inside a copy
-    tensors, meta = ckpt.load(path, trainer.device, expect=expected)
-    ckpt.check_meta(meta, {"epoch": int, "history": dict, "steps_done": int, "best": list,
-                           "best_epoch": list, "wait": list, "plateau": dict, "bn_steps": int},
-                    path)
-    epoch = meta["epoch"]
-    lengths = {len(v) if isinstance(v, list) else -1 for v in meta["history"].values()}
-    if (set(meta["history"]) != set(trainer.history[0]) or lengths != {epoch}
-            or not 0 <= epoch <= trainer.epochs or len(meta["wait"]) != len(trainer.configs)):
-        raise DnnlabError(f"{path} is damaged (its epoch, history and early-stopping state "
-                          "disagree); delete it to start the run over")
-    trainer.backend.load_state_tensors(ckpt.unprefixed("backend", tensors), int(meta["bn_steps"]))
-    trainer.opt.load_state_tensors(ckpt.unprefixed("optim", tensors))
-    _load_snap(trainer.best_snap, ckpt.unprefixed("best", tensors))
-    _load_snap(trainer.good_snap, _snap_tensors(trainer.backend.snapshot()))
-    trainer.history[0] = meta["history"]
-    trainer.best = np.array(meta["best"], dtype=float)
-    trainer.best_epoch = np.array(meta["best_epoch"], dtype=int)
-    trainer.wait = np.array(meta["wait"], dtype=int)
-    trainer.plateaus[0].load(meta["plateau"])
-    trainer.steps_done = int(meta["steps_done"])
-    torch.set_rng_state(tensors["rng.cpu"].cpu())
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"].cpu())
-    trainer.start_epoch = epoch + 1
-    patience = trainer.configs[0].train.patience
-    if patience is not None and trainer.wait[0] >= patience and epoch < trainer.epochs:
-        trainer.start_epoch = trainer.epochs + 1          # it had stopped early: nothing to redo
-        trainer.stopped_before = (f"stopped early before the resume; best at epoch "
-                                  f"{trainer.best_epoch[0]}")
-    return True
+        return None
+    data = io.read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise CheckpointError(f"{path} is damaged (no config in it); the run cannot be resumed "
+                              "safely")
+    try:
+        cfg = from_dict(data["config"])
+    except DnnlabError as e:
+        raise CheckpointError(f"{path} is damaged ({e}); the run cannot be resumed safely") from None
+    if data.get("fingerprint") != fingerprint(cfg):
+        raise CheckpointError(f"{path} does not match its own fingerprint (edited or damaged); "
+                              "the run cannot be resumed safely")
+    fp = data.get("data")
+    return cfg, fp if isinstance(fp, dict) else None
+
+
+def refuse_changes(run_dir: Path, reference: RunConfig, other: RunConfig, where: str) -> None:
+    """Refuse ``other`` as the config of a resume of ``run_dir`` if it changes any key a resume
+    may not change (:data:`dnnlab.config.RESUME_KEYS` are the ones it may)."""
+    bad = [k for k in changed_keys(reference, other) if not KEYS[k].resume]
+    if not bad:
+        return
+    was, now = flatten(reference.to_dict()), flatten(other.to_dict())
+    first = f"{bad[0]}: {was.get(bad[0], '(default)')!r} -> {now.get(bad[0], '(default)')!r}"
+    raise ResumeRefused(f"--resume {run_dir}: {where} changes what shapes the run "
+                        f"({', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}; {first}); a "
+                        f"resume may change only {', '.join(RESUME_KEYS)}: start a new run "
+                        "instead")
+
+
+def check_resume(run_dir: Path, cfg: RunConfig, data: dict[str, str] | None) -> None:
+    """A resume continues the run it names: a checkpoint to continue from, the config it started
+    with (but for :data:`~dnnlab.config.RESUME_KEYS`) and the same arrays, wherever they were read
+    from. Anything else is :class:`~dnnlab.errors.ResumeRefused`, before anything is written."""
+    run_dir = Path(run_dir)
+    if not (run_dir / LAST).exists():
+        raise ResumeRefused(f"--resume {run_dir}: it has no checkpoint to resume from "
+                            f"({LAST}); start it anew without --resume")
+    start = read_start(run_dir)
+    if start is None:
+        return                                   # a run from before start records
+    reference, saved = start
+    refuse_changes(run_dir, reference, cfg, "the config given")
+    if saved is not None and data is not None and saved != data:
+        differ = sorted(k for k in set(saved) | set(data) if saved.get(k) != data.get(k))
+        raise ResumeRefused(f"--resume {run_dir}: the data differs from the data the run started "
+                            f"with (the {', '.join(differ)} split's fingerprint in {START}); "
+                            "resume with the same data, or start a new run")

@@ -2,9 +2,14 @@
 
 ``--set optim.lr=1e-5,3e-5,1e-4 --set model.dropout=0,0.2 --seeds 3`` is the grid of every
 combination (here 3 x 2 x 3 = 18 models); a ``--set`` with one value is a fixed setting applied
-to every variant, not an axis. Variants that differ only in what the engine can vary per model
-(seed, learning rate, momentum, dropout rate, penalties ...) are trained together; variants of
-another shape form groups of their own, each group one engine run. Each variant gets a run
+to every variant, not an axis. Any key may be an axis, data keys included. Variants are grouped by
+:func:`dnnlab.config.group_key` of their full config: those that differ only in what the engine can
+vary per model (seed, learning rate, momentum, dropout rate, penalties ...: the table's per-model
+keys) are trained together; every other difference (another shape, another dataset, another
+class subset ...) makes a group of its own, each group one engine run on its own data. A
+variant that fails (diverges, even in its first epoch) is recorded as failed with its reason; a
+group that cannot train at all (its data cannot be read) records each of its variants as failed;
+the sweep goes on and summary.csv lists every variant. Each variant gets a run
 directory like ``dnnlab train`` writes (its name made safe and bounded *before* any training:
 :func:`dnnlab.rundir.safe_name`), and the sweep a summary table and a report.
 
@@ -35,17 +40,21 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dnnlab import config as config_mod
-from dnnlab import data as datasets   # called through the module, so tests can stand in data
+from dnnlab import data as datasets  # called through the module, so tests can stand in data
 from dnnlab import io, rundir
-from dnnlab.config import RunConfig
+from dnnlab.config import PER_MODEL_KEYS, RunConfig, group_key
 from dnnlab.dburl import safe_url, with_driver
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.report import report_runs
+from dnnlab.runs.recorded import train_many
+from dnnlab.runs.single import default_run_dir
 from dnnlab.train.callbacks import CsvLogger
 from dnnlab.train.checkpoint import save_model
-from dnnlab.train.driver import PER_MODEL_KEYS, Variant, evaluate, train_many
-from dnnlab.train.run import default_run_dir
+from dnnlab.train.driver import FitResult, Variant
 
+# More models than this in one sweep is a typo, not an experiment: 10,000 of the book's 5 x 100
+# MNIST nets, stacked with their optimizer state and best/last-good copies, need about 30 GB.
+MAX_MODELS = 10_000
 GRACE_SECONDS = 60       # a claim whose heartbeat is older than this is redone by another worker
 
 
@@ -262,12 +271,18 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
     """
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: need at least 1")
+    if seeds > MAX_MODELS:
+        raise ConfigError(f"--seeds {seeds}: at most {MAX_MODELS} models per sweep")
     if grace <= 0:
         raise ConfigError(f"--grace {grace}: give a number of seconds > 0")
     fixed, axes = split_sets(sets)
     if fixed:
         cfg = config_mod.replace(cfg, **fixed)
     combos = grid(axes)
+    if len(combos) * seeds > MAX_MODELS:
+        raise ConfigError(f"the sweep has {len(combos)} variants x {seeds} seeds = "
+                          f"{len(combos) * seeds} models; at most {MAX_MODELS}: sweep fewer values "
+                          "or seeds")
     names: dict[str, tuple[dict[str, Any], int]] = {}
     for combo in combos:                              # validate every variant before any work
         config_mod.replace(cfg, **combo)
@@ -287,16 +302,14 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
     rundir.make_dir(out, "sweep folder")
     groups: dict[str, list[tuple[dict[str, Any], int]]] = {}
     for combo in combos:
-        shape = {k: v for k, v in combo.items() if k not in PER_MODEL_KEYS}
-        key = hashlib.sha256(repr(sorted(shape.items())).encode()).hexdigest()[:16]
+        key = group_key(config_mod.replace(cfg, **combo))
         for s in range(seeds):
             groups.setdefault(key, []).append((combo, cfg.train.seed + s))
-    data = datasets.load_from_config(cfg.data)
 
     if storage is None:
         with rundir.hold(out, "sweep folder"):
             rows = [row for members in groups.values()
-                    for row in _train_group(cfg, members, data, out, progress)]
+                    for row in _train_group(cfg, members, out, progress)]
             _finish(out, rows)
         return out
 
@@ -309,82 +322,96 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         mine = next((g for g in open_groups if claims.claim(g)), None)
         if mine is not None:
             with _Heartbeat(claims, mine):
-                rows = _train_group(cfg, groups[mine], data, out, progress)
+                rows = _train_group(cfg, groups[mine], out, progress)
             claims.finish(mine, rows)
             continue
         if all(status.get(g, ("",))[0] == "done" for g in groups):
             break
         time.sleep(min(grace / 4, 2.0))      # others are training the rest: wait, then look again
     rows = claims.rows()
-    _finish(out, rows, only_local=True)
+    _finish(out, rows)
     return out
 
 
-def _train_group(cfg: RunConfig, members: list[tuple[dict[str, Any], int]], data, out: Path,
+def _train_group(cfg: RunConfig, members: list[tuple[dict[str, Any], int]], out: Path,
                  progress: bool) -> list[dict[str, Any]]:
-    """Train one group of one shape as one K-model run; write its variants' run directories."""
-    shape = {k: v for k, v in members[0][0].items() if k not in PER_MODEL_KEYS}
-    group_cfg = config_mod.replace(cfg, **shape) if shape else cfg
+    """Train one group (one stack, one dataset) as one K-model run; write its variants' run
+    directories. A group that cannot train records every variant as failed, with the reason."""
+    shared = {k: v for k, v in members[0][0].items() if k not in PER_MODEL_KEYS}
+    group_cfg = config_mod.replace(cfg, **shared) if shared else cfg
     variants = [Variant(seed=seed, overrides={k: v for k, v in combo.items() if k in PER_MODEL_KEYS})
                 for combo, seed in members]
-    results = train_many(group_cfg, data, variants, device=cfg.train.device, progress=progress,
-                         run_dirs=[out / variant_name(combo, seed) for combo, seed in members])
+    names = [variant_name(combo, seed) for combo, seed in members]
+    try:
+        data = datasets.load_from_config(group_cfg.data)
+        results = train_many(group_cfg, data, variants, device=cfg.train.device,
+                             progress=progress, run_dirs=[out / n for n in names])
+    except DnnlabError as e:
+        return [_write_failed(out / name, config_mod.replace(group_cfg, **v.overrides,
+                                                             **{"train.seed": v.seed, "name": name}),
+                              str(e)) for name, v in zip(names, variants)]
     rows = []
-    for (combo, seed), res in zip(members, results):
-        name = variant_name(combo, seed)
+    for name, res in zip(names, results):
+        assert res.config is not None
         vcfg = config_mod.replace(res.config, name=name)
         with rundir.hold(out / name):
-            rows.append(_write_variant(out / name, vcfg, res, data))
+            rows.append(_write_variant(out / name, vcfg, res))
     return rows
 
 
-def _finish(out: Path, rows: list[dict[str, Any]], only_local: bool = False) -> None:
+def _finish(out: Path, rows: list[dict[str, Any]]) -> None:
     """summary.csv from every row; the report over the run directories present here."""
     _write_summary(out, rows)
-    dirs = [out / r["run"] for r in rows]
-    if only_local:
-        dirs = [d for d in dirs if (d / "metrics.csv").is_file()]
+    dirs = [out / r["run"] for r in rows if r.get("epochs_run")]   # failed before an epoch: no curve
+    dirs = [d for d in dirs if (d / "metrics.csv").is_file()]      # other workers' are elsewhere
     if dirs:
         report_runs(dirs, out)
 
 
-def _write_variant(run_dir: Path, cfg: RunConfig, res, data) -> dict[str, Any]:
+SUMMARY_COLUMNS = ("run", "status", "best_epoch", "best_val_loss", "best_val_accuracy",
+                   "test_accuracy", "epochs_run", "seconds_per_epoch", "message")
+
+
+def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult) -> dict[str, Any]:
+    """A variant's run directory: exactly the config it trained with, its curves, its model."""
     io.write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
     CsvLogger(run_dir / "metrics.csv").write(res.history)
-    test = {}
-    if data.test is not None and len(data.test.y):
-        test = evaluate(res.model, *data.test.tensors())
-    h = res.history
-    i = h["epoch"].index(res.best_epoch) if res.best_epoch in h["epoch"] else -1
-    secs = sorted(h["seconds"])
-    summary = {"name": cfg.name, "status": "failed" if res.status == "diverged" else res.status,
-               "message": res.message, "best_epoch": res.best_epoch,
-               "best_val_loss": h["val_loss"][i], "best_val_accuracy": h["val_accuracy"][i],
-               "test_loss": test.get("loss"), "test_accuracy": test.get("accuracy"),
-               "epochs_run": len(h["epoch"]), "seconds_per_epoch": secs[len(secs) // 2] if secs else None,
-               "total_seconds": sum(h["seconds"])}
+    summary = res.summary()
+    summary.update(name=cfg.name, status="failed" if res.status == "diverged" else res.status)
     io.write_json(run_dir / "summary.json", summary)
     save_model(res.model, run_dir / "model.safetensors", {"best_epoch": res.best_epoch})
-    return {"run": run_dir.name, **{k: summary[k] for k in (
-        "status", "best_epoch", "best_val_loss", "best_val_accuracy", "test_accuracy", "epochs_run")}}
+    return {"run": run_dir.name, **{k: summary.get(k) for k in SUMMARY_COLUMNS if k != "run"}}
+
+
+def _write_failed(run_dir: Path, cfg: RunConfig, message: str) -> dict[str, Any]:
+    """The run directory of a variant whose group could not train: its config and why."""
+    rundir.make_dir(run_dir, "variant folder")
+    io.write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
+    io.write_json(run_dir / "summary.json", {"name": cfg.name, "status": "failed",
+                                             "message": message, "epochs_run": 0})
+    return {"run": run_dir.name, **{k: None for k in SUMMARY_COLUMNS if k != "run"},
+            "status": "failed", "epochs_run": 0, "message": message}
 
 
 def _write_summary(out: Path, rows: list[dict[str, Any]]) -> None:
     rows.sort(key=lambda r: (r["best_val_loss"] is None, r["best_val_loss"] or 0.0, r["run"]))
     buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     io.write_text(out / "summary.csv", buf.getvalue())
 
 
 def format_table(out: Path) -> str:
-    rows = list(csv.DictReader(open(out / "summary.csv")))
+    """summary.csv as the terminal table (every variant, failed ones with their status)."""
+    with open(out / "summary.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+
+    def num(r: dict[str, str], k: str, fmt: str) -> str:
+        return format(float(r[k]), fmt) if r.get(k) not in (None, "", "None") else "-"
     lines = [f"{'run':<48} {'status':<14} {'best ep':>7} {'val loss':>9} {'val acc':>8} {'test acc':>8}"]
     for r in rows:
-        def f(k, fmt):
-            return format(float(r[k]), fmt) if r[k] not in ("", "None") else "-"
-        lines.append(f"{r['run'][:48]:<48} {r['status']:<14} {r['best_epoch']:>7} "
-                     f"{f('best_val_loss', '.4f'):>9} {f('best_val_accuracy', '.4f'):>8} "
-                     f"{f('test_accuracy', '.4f'):>8}")
+        lines.append(f"{r['run'][:48]:<48} {r['status']:<14} {r['best_epoch'] or '-':>7} "
+                     f"{num(r, 'best_val_loss', '.4f'):>9} {num(r, 'best_val_accuracy', '.4f'):>8} "
+                     f"{num(r, 'test_accuracy', '.4f'):>8}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import torch
 from dnnlab.config import ModelConfig, OptimConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.nn import build_mlp
-from dnnlab.optim.lr_finder import find_lr
+from dnnlab.train.lr_finder import find_lr
 
 
 def _data(n=512, d=10, seed=0):
@@ -60,8 +60,8 @@ def test_sweep_smoothing_and_suggestion():
     for i, (raw, sm) in enumerate(zip(r.raw_losses, r.losses)):
         if not math.isfinite(raw):
             break
-        avg = 0.98 * avg + 0.02 * raw
-        assert sm == pytest.approx(avg / (1 - 0.98 ** (i + 1)), rel=1e-9)
+        avg = r.smoothing * avg + (1 - r.smoothing) * raw
+        assert sm == pytest.approx(avg / (1 - r.smoothing ** (i + 1)), rel=1e-9)
     best = int(np.nanargmin(r.losses))
     assert r.min_lr == r.lrs[best]
     assert r.suggestion == pytest.approx(r.lrs[best] / 10)

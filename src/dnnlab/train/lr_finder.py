@@ -2,12 +2,22 @@
 
 The book's recipe: train for a few hundred steps while the rate grows exponentially from tiny to
 large, plot the loss against the rate (log scale), and take a rate about 10 times lower than where
-the loss is lowest. The loss is smoothed with a bias-corrected moving average (one noisy batch
-should not decide), the sweep stops once the smoothed loss exceeds ``diverge_factor`` times the
-best so far, NaNs are ignored when suggesting, and the model comes back exactly as it was: weights,
-buffers (BN statistics), each module's train/eval mode and torch's random state. The sweep is one
-run of the training driver (:class:`dnnlab.train.driver.Trainer`) with the exponential ramp as its
-rate: the step is the trainer's own, and no optimizer of the caller is touched.
+the loss is lowest. The loss is smoothed with a bias-corrected exponential moving average (fastai's
+``SmoothenValue``: one noisy batch should not decide), the sweep stops once the smoothed loss
+exceeds ``diverge_factor`` times the best so far, NaNs are ignored when suggesting, and the model
+comes back exactly as it was: weights, buffers (BN statistics), each module's train/eval mode and
+torch's random state.
+
+The average's factor follows the sweep's speed: an average over ``1 / (1 - beta)`` steps lags
+the batch loss by about that many steps, so with fastai's fixed 0.98 a 200-step sweep over eight
+decades (25 steps a decade) drew its curve two decades late and its minimum a decade late. By
+default ``beta = 1 - 4 / steps_per_decade`` (0.84 for that sweep: a lag of about a fifth of a
+decade), kept within [0.5, 0.98].
+
+The sweep is one run of the training driver (:class:`dnnlab.train.driver.Trainer`) with the
+exponential ramp as its rate: the step is the trainer's own, and no optimizer of the caller is
+touched. The progress bar shows the smoothed loss, not the last batch's (which explodes at the end
+of every sweep, by design).
 """
 
 from __future__ import annotations
@@ -27,9 +37,9 @@ from torch import Tensor, nn
 from dnnlab.config import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.io import write_bytes
-from dnnlab.train.driver import Trainer, stackable
-from dnnlab.train.module import ModuleBackend
-from dnnlab.train.stacked import StackedMLP
+from dnnlab.train.backend import make_backend
+from dnnlab.train.callbacks import Callback, Progress
+from dnnlab.train.driver import Trainer
 
 
 @dataclass
@@ -40,6 +50,7 @@ class LRFinderResult:
     suggestion: float                   # lr at the lowest smoothed loss / 10, within the sweep
     diverged: bool = False              # the sweep stopped before its last step
     min_lr: float = field(default=math.nan)   # the lr where the smoothed loss is lowest
+    smoothing: float = 0.98             # the moving average's factor beta
 
     def plot(self, path: str | Path | None = None) -> Figure:
         """The loss-vs-lr curve (log x) with the suggestion marked, as a matplotlib ``Figure``.
@@ -71,9 +82,54 @@ class LRFinderResult:
         return fig
 
 
+class _Smoothed:
+    """A bias-corrected exponential moving average (fastai's SmoothenValue)."""
+
+    def __init__(self, beta: float):
+        self.beta, self.avg, self.n = beta, 0.0, 0
+
+    def add(self, value: float) -> float:
+        self.n += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * value
+        return self.avg / (1 - self.beta ** self.n)
+
+
+def default_smoothing(steps: int, start_lr: float, end_lr: float) -> float:
+    """``1 - 4 / steps_per_decade`` within [0.5, 0.98] (module docstring: the lag)."""
+    per_decade = (steps - 1) / max(math.log10(end_lr / start_lr), 1e-9)
+    return min(max(1.0 - 4.0 / per_decade, 0.5), 0.98)
+
+
+class _StepLosses(Callback):
+    """Keeps every step's loss and shows the smoothed one in the progress bar."""
+
+    order = 95                              # after Progress: its epoch-end text is replaced
+
+    def __init__(self, beta: float, progress: Progress | None):
+        self.losses: list[float] = []
+        self.smooth = _Smoothed(beta)
+        self.progress = progress
+        self.shown = ""
+
+    def on_steps_end(self, run: Trainer, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+        new = losses[lo:hi, 0].tolist()
+        self.losses += new
+        for v in new:
+            if math.isfinite(v):
+                self.shown = f"smoothed loss {self.smooth.add(v):.4f}"
+        self._show()
+
+    def on_epoch_end(self, run: Trainer, epoch: int, logs: dict[int, dict[str, float]]) -> None:
+        self._show()                        # not the epoch's mean batch loss
+
+    def _show(self) -> None:
+        if self.progress is not None and self.shown:
+            self.progress.set_postfix(self.shown)
+
+
 def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_size: int = 32,
             start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
-            smoothing: float = 0.98, diverge_factor: float = 4.0, seed: int = 0,
+            smoothing: float | None = None, diverge_factor: float = 4.0, seed: int = 0,
             progress: bool = False) -> LRFinderResult:
     """Sweep the rate from ``start_lr`` to ``end_lr`` over ``steps`` batches of ``(x, y)``.
 
@@ -81,7 +137,8 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
     sweep is a run of the training driver with the ramp as its schedule and the model's own
     penalty and max-norm, so what it measures is what training will do. It runs every step (the
     smoothing and the stop at ``diverge_factor`` times the best loss are applied to the recorded
-    losses afterwards); a non-finite loss ends it at once.
+    losses afterwards); a non-finite loss ends it at once. ``smoothing`` is the moving
+    average's factor (default: from the sweep's steps per decade, module docstring).
     """
     if not 0 < start_lr < end_lr:
         raise DnnlabError(f"find_lr: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
@@ -97,36 +154,37 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
     run_cfg = RunConfig(optim=dataclasses.replace(cfg, schedule=ScheduleConfig()),
                         train=TrainConfig(epochs=math.ceil(steps / math.ceil(len(y) / batch_size)),
                                           batch_size=batch_size, seed=seed, patience=None,
+                                          monitor="loss",
                                           progress=progress))
     ratio = end_lr / start_lr
 
     def ramp(step: np.ndarray) -> np.ndarray:     # exponential, from start_lr to end_lr
         return start_lr * ratio ** (np.minimum(step, steps - 1) / (steps - 1))
 
-    if stackable(model):                          # a copy trains; the model is left untouched
-        backend, restore = StackedMLP.from_models([model], x.device, seed=seed), None
-    else:                                          # the model itself trains, then is put back
-        saved = copy.deepcopy(model.state_dict())
-        modes = [(m, m.training) for m in model.modules()]   # per module: MC dropout, frozen BN
-        rng = torch.get_rng_state()
-        backend = ModuleBackend(model, x.device)
-
-        def restore():
-            backend.release()
-            model.load_state_dict(saved)
-            for m, training in modes:
-                m.training = training
-            torch.set_rng_state(rng)
+    beta = default_smoothing(steps, start_lr, end_lr) if smoothing is None else smoothing
+    if not 0 <= beta < 1:
+        raise DnnlabError(f"find_lr: smoothing must lie in [0, 1), got {smoothing}")
+    # a copy trains on the stacked backend; the module backend trains the model itself, so its
+    # weights, each module's mode and torch's random state are put back afterwards
+    saved = copy.deepcopy(model.state_dict())
+    modes = [(m, m.training) for m in model.modules()]   # per module: MC dropout, frozen BN
+    rng = torch.get_rng_state()
+    backend = make_backend([model], x.device, seed=seed)
+    bar = Progress() if progress else None
+    steps_cb = _StepLosses(beta, bar)
     trainer = Trainer(backend, [run_cfg], (x, y), None, rate_fn=ramp, max_steps=steps,
-                      keep_step_losses=True, progress=progress)
+                      progress=False, callbacks=[steps_cb, *([bar] if bar else [])])
     try:
         trainer.run()
     finally:
-        if restore is not None:
-            restore()
-    raw = torch.cat(trainer.step_losses)[:, 0].tolist()
+        backend.close()
+        model.load_state_dict(saved)
+        for m, training in modes:
+            m.training = training
+        torch.set_rng_state(rng)
+    raw = steps_cb.losses
     lrs, kept, smooth = [], [], []
-    avg, best, diverged = 0.0, math.inf, len(raw) < steps
+    avg, best, diverged = _Smoothed(beta), math.inf, len(raw) < steps
     for i, value in enumerate(raw):
         lrs.append(float(ramp(np.array([i]))[0]))
         kept.append(value)
@@ -134,8 +192,7 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
             smooth.append(math.nan)
             diverged = i < steps - 1
             break
-        avg = smoothing * avg + (1 - smoothing) * value
-        smoothed = avg / (1 - smoothing ** (i + 1))
+        smoothed = avg.add(value)
         smooth.append(smoothed)
         best = min(best, smoothed)
         if smoothed > diverge_factor * best:
@@ -148,4 +205,4 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
     at = lrs[int(np.nanargmin(arr))]
     suggestion = min(max(at / 10.0, start_lr), end_lr)
     return LRFinderResult(lrs=lrs, losses=smooth, raw_losses=kept, suggestion=suggestion,
-                          diverged=diverged, min_lr=at)
+                          diverged=diverged, min_lr=at, smoothing=beta)
