@@ -694,7 +694,8 @@ def _depth(raw: Any) -> int:
 
 
 # A dotted key of MAX_NESTING dots nests deeper than MAX_NESTING; tomllib takes quadratic time
-# over such a key (1.4 s at 10,000 parts), so one is refused in the text, before parsing.
+# over such a key (seconds at 10,000 parts), so one is refused in the text, before parsing
+# (figures: benchmarks/README.md).
 _STRINGS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'')
 _DEEP_KEY = re.compile(rf"(?<![A-Za-z0-9_-])(?:[A-Za-z0-9_-]++[ \t]*+\.[ \t]*+){{{MAX_NESTING},}}")
 

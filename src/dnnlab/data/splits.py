@@ -75,11 +75,9 @@ class Dataset:
         It identifies the arrays a run trained on whatever their path, options or origin: a run
         records it and a resume on other data is refused. Computed once and cached on this
         object, so the splits are treated as final once it is asked for (``standardized``
-        in place clears it). sha256 rather than blake2b by measurement: CIFAR-10's 45,000 x
-        3,072 float32 training split (553 MB) hashes in 0.38 s with sha256 and 0.57 s with
-        blake2b on an idle core of the lab's CPU (it has SHA-NI instructions); on the busy
-        2-core machine 1.2-1.5 s against 1.8-2.0 s, and 1.9 s for all three splits, beside
-        the 10 s that loading CIFAR-10 takes there.
+        in place clears it). sha256 rather than blake2b by measurement: on CPUs with SHA-NI
+        instructions sha256 is the faster of the two, and hashing CIFAR-10's three splits
+        costs a fraction of loading them (figures: benchmarks/README.md).
         """
         if self._fingerprint is None:
             self._fingerprint = {name: split_fingerprint(getattr(self, name)) for name in SPLITS}

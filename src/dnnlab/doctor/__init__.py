@@ -8,8 +8,8 @@ chapter's remedy.
   the weights) above the symptoms it explains (dead units, vanishing gradients).
 * :mod:`dnnlab.doctor.report`: ``examine(run_dir)``, the printed findings and ``doctor.html``.
 * :mod:`dnnlab.doctor.probe`: ``probe_run(cfg, run_dir)``, a training run recorded from init.
-* ``python -m dnnlab.doctor.cost``: what recording costs per epoch (0.38% measured on the 2-core
-  CPU, 1 thread, 20x100 ELU on 45,000 x 3,072 random images, batch 32).
+* ``python -m dnnlab.doctor.cost``: what recording costs per epoch, which keeps recording on by
+  default only while it stays under ``BUDGET`` (figures: benchmarks/README.md).
 
 Calibration behind the thresholds (MNIST, 2,000 training images, Nadam, batch 32, 5 epochs):
 healthy 5x100 He/ELU and ReLU nets have a gradient ratio (hidden layer 1 / last) of 0.5-5,

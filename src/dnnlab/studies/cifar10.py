@@ -152,9 +152,10 @@ def _train_variant(name: str, data, proto: Protocol, seeds: int, *, device: str,
 
 # The stages and what each needs from earlier ones. Those without a path between them run at
 # once, one per worker process: on a CPU the steps are chains of small kernels, so two threads do
-# ~1.5x the work of one (measured, K = 3 stacked 20x100 nets) while two processes on two cores
-# do ~2x. A third process keeps both cores busy while a stage waits for the one it needs
-# (alpha dropout for SELU's rate, 1cycle for alpha dropout's). ``timing`` needs everything else
+# well under twice the work of one (K = 3 stacked 20x100 nets; figures: benchmarks/README.md)
+# while two processes on two cores do about twice. A third process keeps both cores busy while a
+# stage waits for the one it needs (alpha dropout for SELU's rate, 1cycle for alpha dropout's).
+# ``timing`` needs everything else
 # so that it runs alone (it measures). Ready stages start in this order, longest first (BN trains
 # the longest, SELU heads the longest chain), so that the workers finish together.
 NEEDS: dict[str, tuple[str, ...]] = {

@@ -3,11 +3,11 @@
 A training step of the chapter's nets is hundreds of small parallel regions, each ending at a
 barrier where every OpenMP worker must arrive. When another process holds one of the cores, the
 worker scheduled there arrives a scheduler slice late at every barrier, and a step that takes a
-millisecond takes tens. Measured on the 2-core machine beside one busy process (issue 19): the
-README example took 9.2 and 232 s/epoch with torch's default of one thread per core, 2.8 and 2.0
-with one thread. A missing thread costs at most the parallel speed-up (under 2x on these nets); a
-thread too many can cost a hundredfold. So the policy asks the machine how many cores are free and
-gives torch that many threads, erring low.
+millisecond takes tens: beside one busy process, torch's default of one thread per core made
+the README example several times to a hundred times slower than one thread did (issue 19;
+figures: benchmarks/README.md). A missing thread costs at most the parallel speed-up (under 2x on
+these nets); a thread too many can cost a hundredfold. So the policy asks the machine how many
+cores are free and gives torch that many threads, erring low.
 
 :func:`adjust` does it: the trainer calls it at every epoch start and every host sync. At most every
 :data:`INTERVAL` seconds it reads how busy the usable CPUs were since its last reading

@@ -97,8 +97,8 @@ def single_threaded(threads: int = CPU_THREADS) -> Iterator[None]:
 
     The topics' nets are at most a few hundred units wide: splitting such small matrix products
     across threads costs more in synchronization than it gains, and when anything else runs on
-    the machine the threads spin-wait for each other. Measured on the 2-core machine with one
-    other busy process: init-variance --quick took 50 s with 2 threads, 3.6 s with 1.
+    the machine the threads spin-wait for each other: beside one busy process, two threads made a
+    quick topic an order of magnitude slower than one (figures: benchmarks/README.md).
     """
     with thread_policy.cap(threads):
         yield
