@@ -53,11 +53,12 @@ def worker(args) -> None:
     from dnnlab.config import load_config, replace
     from dnnlab.data import load_from_config
     from dnnlab.train import fit, threads
+    from dnnlab.train.callbacks import Callback
 
     marks, chosen = [time.process_time()], []
 
-    class Clock:                                # per-epoch CPU time and the thread count in use
-        def on_epoch_end(self, epoch, metrics, model):
+    class Clock(Callback):                      # per-epoch CPU time and the thread count in use
+        def on_epoch_end(self, run, epoch, logs):
             marks.append(time.process_time())
             chosen.append(torch.get_num_threads())
 

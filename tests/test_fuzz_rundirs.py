@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnnlab.train import checkpoint as ckpt
 from cli_helpers import run_cli
+from dnnlab.train import checkpoint as ckpt
 
 SETTINGS = settings(max_examples=45, deadline=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))
@@ -138,7 +138,7 @@ def test_resume_from_a_checkpoint_with_wrong_shapes_names_the_file(base_run, tmp
     ckpt.save(path, tensors, meta)
     code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "3"])
     assert code == 2 and str(path) in err and "shape" in err
-    meta["history"] = {"epoch": [1, 2], "loss": [0.1]}
+    meta["book"]["history"] = [{**meta["book"]["history"][0], "epoch": [1, 2], "loss": [0.1]}]
     tensors, _ = ckpt.load(base_run / "checkpoints" / "last.safetensors")
     ckpt.save(path, tensors, meta)
     code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "3"])

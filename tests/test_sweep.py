@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 
@@ -51,3 +52,64 @@ def test_sweep_cli_bad_value_is_one_line(tmp_path, capsys):
     assert cli.main(["sweep", str(cfg), "--set", "model.activation=elu,nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "model.activation = 'nope'" in err
+
+
+def _summary(out):
+    return {r["run"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+
+
+def test_a_sweep_over_a_data_key_trains_each_variant_on_its_own_data(tiny_cfg, tmp_path):
+    """Issue 18: a data key was grouped away and every variant trained on the first one's data
+    while its config.toml claimed its own. Now each group loads its own data."""
+    from dnnlab.config import load_config
+    cfg = replace(tiny_cfg, **{"train.epochs": 1, "data.valid_size": 100})
+    out = sweep(cfg, ["data.limit=300,700", "optim.lr=1e-3,3e-3"], out=tmp_path / "sw",
+                progress=False)
+    rows = _summary(out)
+    assert len(rows) == 4 and all(r["status"] == "completed" for r in rows.values())
+    for name, r in rows.items():
+        trained = load_config(out / name / "config.toml")
+        assert f"limit={trained.data.limit}" in name        # exactly what it trained on
+        start = json.loads((out / name / "checkpoints" / "start.json").read_text()) \
+            if (out / name / "checkpoints" / "start.json").exists() else None
+        assert start is None or start["config"]["data"]["limit"] == trained.data.limit
+    by_limit = {}
+    for name, r in rows.items():
+        by_limit.setdefault("limit=300" in name, set()).add(r["best_val_loss"])
+    assert by_limit[True].isdisjoint(by_limit[False])       # other data, other results
+
+
+@pytest.mark.realdata
+def test_a_sweep_over_data_name_gives_each_dataset_its_own_results(tiny_cfg, tmp_path, data_dir):
+    """The issue's own case: mnist and fashion-mnist gave identical results (both trained on
+    MNIST)."""
+    from dnnlab.config import load_config
+    cfg = replace(tiny_cfg, **{"train.epochs": 1, "data.limit": 1000, "data.valid_size": 500,
+                               "data.data_dir": str(data_dir)})
+    out = sweep(cfg, ["data.name=mnist,fashion-mnist"], out=tmp_path / "sw", progress=False)
+    rows = _summary(out)
+    assert len(rows) == 2
+    results = {load_config(out / n / "config.toml").data.name: (r["best_val_loss"], r["test_accuracy"])
+               for n, r in rows.items()}
+    assert set(results) == {"mnist", "fashion-mnist"}
+    assert results["mnist"] != results["fashion-mnist"]
+
+
+def test_a_variant_that_diverges_in_its_first_epoch_is_recorded_and_the_sweep_goes_on(
+        tiny_cfg, tmp_path):
+    """Issue 18: an early divergence ended the sweep with IndexError and no summary.csv; a group
+    whose data cannot be read is recorded too, and the groups after it still train."""
+    cfg = replace(tiny_cfg, **{"train.epochs": 2, "optim.name": "sgd",
+                               "model.activation": "linear"})
+    out = sweep(cfg, ["optim.lr=1e-2,10", "data.classes=[0,1],[0,7],[1,2]"],
+                out=tmp_path / "sw", progress=False)
+    rows = _summary(out)
+    assert len(rows) == 6                                    # every variant listed
+    failed = {n: r for n, r in rows.items() if r["status"] == "failed"}
+    diverged = [r for n, r in failed.items() if "lr=10" in n and "[0,7]" not in n]
+    assert len(diverged) == 2 and all("epoch 1" in r["message"] for r in diverged)
+    unreadable = [r for n, r in failed.items() if "[0,7]" in n]
+    assert len(unreadable) == 2 and all("7" in r["message"] for r in unreadable)
+    done = [n for n, r in rows.items() if r["status"] == "completed"]
+    assert len(done) == 2 and all("lr=0.01" in n for n in done)
+    assert (out / "report.html").exists()

@@ -61,7 +61,8 @@ def test_folds_refuse_too_few_images_or_folds():
 def test_space_reads_ranges_choices_and_nesting():
     params = {p.key: p for p in parse_space(tiny_tune_cfg())}
     assert params["optim.lr"].kind == "float" and params["optim.lr"].log
-    assert params["model.width"].kind == "int" and (params["model.width"].low, params["model.width"].high) == (4, 16)
+    width = params["model.width"]
+    assert width.kind == "int" and (width.low, width.high) == (4, 16)
     assert params["model.activation"].choices == ("elu", "relu")
     cfg = apply(tiny_tune_cfg(), {"optim.lr": 0.01, "model.width": 12, "model.activation": "relu"})
     assert (cfg.optim.lr, cfg.model.width, cfg.model.activation, cfg.tune) == (0.01, 12, "relu", {})
@@ -124,6 +125,7 @@ def test_tune_writes_table_and_a_trainable_best_config_and_resumes(tmp_path, tin
 
 def test_bad_trial_is_pruned_after_its_first_fold(tmp_path, tiny_data):
     import optuna
+
     from dnnlab.tune.search import default_storage, open_storage
     cfg = tiny_tune_cfg(tune={"optim.lr": [0.03, 1e-7]})
     study = optuna.create_study(storage=open_storage(default_storage(tmp_path)), study_name="tiny",
@@ -204,3 +206,45 @@ def test_postgresql_urls_get_an_installed_driver():
     assert with_driver("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
     assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
     assert "secret" not in _safe_url("postgresql://u:secret@db.example/tune")
+
+
+def test_a_trial_that_draws_a_data_key_trains_on_its_own_data(tmp_path, monkeypatch):
+    """Issue 18: tune over data.limit trained every trial on the base config's data."""
+    import dnnlab.tune.search as search
+    from dnnlab.data import load_from_config as real_load
+    seen: list[int] = []
+
+    def load(cfg, **kw):
+        data = real_load(cfg, **kw)
+        seen.append(len(data.train))
+        return data
+
+    monkeypatch.setattr(search, "load_from_config", load)
+    cfg = tiny_tune_cfg(**{"tune": {"data.limit": [120, 300]}, "train.epochs": 1})
+    objective = make_objective(cfg, parse_space(cfg), real_load(cfg.data), folds=2,
+                               log=lambda s: None)
+
+    class Trial:                                    # the part of optuna.Trial the objective uses
+        number = 0
+
+        def __init__(self, limit):
+            self.limit = limit
+
+        def suggest_categorical(self, name, choices):
+            return self.limit
+
+        def set_user_attr(self, *a):
+            pass
+
+        def report(self, *a):
+            pass
+
+        def should_prune(self):
+            return False
+
+    objective(Trial(300))
+    assert seen == []                               # the base config's data: already loaded
+    objective(Trial(120))
+    assert seen == [120]                            # its own data, loaded once
+    objective(Trial(120))
+    assert seen == [120]

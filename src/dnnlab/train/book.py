@@ -83,9 +83,10 @@ class Book:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         k = self.k
         if (len(state["best"]) != k or len(state["history"]) != k
-                or any(set(h) != set(METRIC_COLUMNS) for h in state["history"])):
-            raise ValueError(f"the bookkeeping is for {len(state['best'])} models with columns "
-                             f"{sorted(state['history'][0]) if state['history'] else []}, not {k}")
+                or any(set(h) != set(METRIC_COLUMNS) for h in state["history"])
+                or any(len({len(v) for v in h.values()}) != 1 for h in state["history"])):
+            raise ValueError(f"its history is not {k} model(s) with the columns "
+                             f"{', '.join(METRIC_COLUMNS)} of equal length")
         self.best = np.array(state["best"], dtype=float)
         self.best_epoch = np.array(state["best_epoch"], dtype=int)
         self.history = [{c: list(h[c]) for c in METRIC_COLUMNS} for h in state["history"]]

@@ -38,7 +38,7 @@ from dnnlab.config import PER_MODEL_KEYS, RunConfig
 from dnnlab.data import Dataset, Split
 from dnnlab.data.batching import batch_slices, epoch_permutation
 from dnnlab.data.splits import split_fingerprint
-from dnnlab.errors import ConfigError, DataError, DnnlabError, ResumeRefused
+from dnnlab.errors import CheckpointError, ConfigError, DataError, DnnlabError, ResumeRefused
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.optim.flat import FlatOptimizer, clip_
 from dnnlab.optim.schedules import check_schedule, rates
@@ -555,8 +555,7 @@ class Trainer:
         self.good_snap = self.backend.snapshot()
         self.book.load_state_dict(state["book"])
         if any(len(h["epoch"]) > epoch for h in self.book.history):
-            raise ResumeRefused("the saved state's history is longer than its epoch: the "
-                                "checkpoint is damaged; delete checkpoints/last.safetensors")
+            raise ValueError(f"its history is longer than its epoch {epoch}")
         saved = state.get("callbacks", {})
         for cb in self.callbacks:
             if cb.state_key in saved:
@@ -678,8 +677,13 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
         trainer = Trainer(backend, [cfg], train, valid, test if evaluate_test else None,
                           callbacks=cbs)
         if resume:
-            trainer.load_state_dict(run_state.load(Path(run_dir),   # type: ignore[arg-type]
-                                                   trainer.state_dict(0), device))
+            assert run_dir is not None
+            state = run_state.load(Path(run_dir), trainer.state_dict(0), device)
+            try:
+                trainer.load_state_dict(state)
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                raise CheckpointError(f"{Path(run_dir) / run_state.LAST} is damaged ({e}); delete "
+                                      "it to start the run over") from None
         (result,) = trainer.run()
     finally:
         backend.close()

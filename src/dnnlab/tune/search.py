@@ -20,8 +20,10 @@ runs first; failed trials never count. Every trial records which worker ran it (
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import io as _io
+import json
 import math
 import os
 import socket
@@ -37,11 +39,11 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dnnlab import io, rundir
-from dnnlab.dburl import safe_url as _safe_url
-from dnnlab.dburl import with_driver
 from dnnlab.config import RunConfig, replace, to_toml
 from dnnlab.data import load_from_config
 from dnnlab.data.splits import from_arrays
+from dnnlab.dburl import safe_url as _safe_url
+from dnnlab.dburl import with_driver
 from dnnlab.errors import DnnlabError
 from dnnlab.train import fit
 from dnnlab.tune.folds import stratified_kfold
@@ -136,20 +138,32 @@ def _counted(study) -> int:
 
 
 def make_objective(cfg: RunConfig, params: list[Param], data, folds: int, log=print):
-    """The Optuna objective: mean held-out-fold accuracy of the config a trial draws."""
-    x, y = data.train.x, data.train.y
-    splits = stratified_kfold(y, folds, seed=cfg.data.seed)
-    has_valid = len(data.valid) > 0
+    """The Optuna objective: mean held-out-fold accuracy of the config a trial draws.
+
+    A trial that draws a data key (``data.limit``, ``data.classes``, ``data.standardize`` ...:
+    the table's data keys) trains on the data its own config describes, loaded once per distinct
+    ``[data]`` and cross-validated on its own folds; the others share ``data``.
+    """
+    loaded = {json.dumps(dataclasses.asdict(cfg.data), sort_keys=True): data}
+
+    def data_of(tcfg: RunConfig):
+        key = json.dumps(dataclasses.asdict(tcfg.data), sort_keys=True)
+        if key not in loaded:
+            loaded[key] = load_from_config(tcfg.data)
+        return loaded[key]
 
     def objective(trial) -> float:
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
         values = {p.key: p.suggest(trial) for p in params}
         tcfg = replace(apply(cfg, values), **{"train.progress": False})
+        tdata = data_of(tcfg)
+        x, y = tdata.train.x, tdata.train.y
+        has_valid = len(tdata.valid) > 0
         scores: list[float] = []
-        for f, (tr, ho) in enumerate(splits):
-            valid = (data.valid.x, data.valid.y) if has_valid else (x[ho], y[ho])
-            fold = from_arrays(x[tr], y[tr], *valid, x[ho], y[ho], class_names=data.class_names)
+        for f, (tr, ho) in enumerate(stratified_kfold(y, folds, seed=tcfg.data.seed)):
+            valid = (tdata.valid.x, tdata.valid.y) if has_valid else (x[ho], y[ho])
+            fold = from_arrays(x[tr], y[tr], *valid, x[ho], y[ho], class_names=tdata.class_names)
             res = fit(tcfg, fold, evaluate_test=True)
             if res.status == "diverged":
                 trial.set_user_attr("diverged", res.message)
@@ -159,7 +173,7 @@ def make_objective(cfg: RunConfig, params: list[Param], data, folds: int, log=pr
             scores.append(float(res.test["test_accuracy"]))
             trial.set_user_attr("fold_scores", scores)
             trial.report(float(np.mean(scores)), f)
-            if f + 1 < len(splits) and trial.should_prune():
+            if f + 1 < folds and trial.should_prune():
                 trial.set_user_attr("seconds", time.perf_counter() - t0)
                 log(f"trial {trial.number}: pruned after fold {f + 1}, mean accuracy "
                     f"{np.mean(scores):.4f} ({_params_text(values)})")
@@ -189,9 +203,10 @@ def tune(cfg: RunConfig, *, trials: int, folds: int = 3, storage: str | None = N
 
     ``data`` is a loaded :class:`~dnnlab.data.Dataset` (default: ``cfg.data`` is loaded).
     ``seed`` seeds the sampler; leave it None when several workers share a study, or they would
-    all propose the same first trials. Pruning starts once ``startup_trials`` trials completed. Writes ``trials.csv`` and ``best_config.toml`` to ``out``
-    (default ``runs/NAME-tune``) and returns the :class:`TuneResult`. ``heartbeat``: seconds
-    between a running trial's heartbeats (a dead worker's trial is retried after 3 missed ones).
+    all propose the same first trials. Pruning starts once ``startup_trials`` trials completed.
+    Writes ``trials.csv`` and ``best_config.toml`` to ``out`` (default ``runs/NAME-tune``) and
+    returns the :class:`TuneResult`. ``heartbeat``: seconds between a running trial's heartbeats
+    (a dead worker's trial is retried after 3 missed ones).
     """
     if trials < 1:
         raise DnnlabError(f"--trials {trials}: run at least 1 trial")
@@ -214,10 +229,7 @@ def tune(cfg: RunConfig, *, trials: int, folds: int = 3, storage: str | None = N
         f"searching {len(params)} parameters with {folds}-fold cross-validation")
     mine: list[int] = []
     while _counted(study) < trials:
-        trial_numbers: list[int] = []
-        study.optimize(objective, n_trials=1, catch=(),
-                       callbacks=[lambda s, t: trial_numbers.append(t.number)])
-        mine.extend(trial_numbers)
+        study.optimize(objective, n_trials=1, catch=(), callbacks=[lambda s, t: mine.append(t.number)])
 
     rows = trial_rows(study, params)
     try:
