@@ -33,13 +33,13 @@ def dnnlab_epochs(x_tr, y_tr, x_va, y_va, epochs: int, device: str):
     import peers
     from dnnlab.config import RunConfig, replace
     from dnnlab.data import from_arrays
-    from dnnlab.train import fit
+    from dnnlab.train import Callback, fit
 
-    class CpuAtEpochEnd:
+    class CpuAtEpochEnd(Callback):
         def __init__(self):
             self.marks = [time.process_time()]
 
-        def on_epoch_end(self, epoch, metrics, model):
+        def on_epoch_end(self, run, epoch, logs):
             self.marks.append(time.process_time())
 
     cfg = replace(RunConfig(), **{

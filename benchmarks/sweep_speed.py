@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+from dnnlab.train.callbacks import Callback  # noqa: E402
+
 BASE = {"model.depth": 20, "model.width": 100, "model.activation": "elu",
         "model.init": "he_normal", "optim.name": "nadam", "optim.lr": 1e-3,
         "train.batch_size": 32, "train.patience": None, "train.progress": False,
@@ -37,16 +39,14 @@ def _config(epochs: int, device: str):
     return replace(RunConfig(), **BASE, **{"train.epochs": epochs, "train.device": device})
 
 
-class CpuMarks:
+class CpuMarks(Callback):
     """Process CPU time at the start and at each epoch's end (a callback of fit and train_many)."""
 
     def __init__(self):
         self.marks = [time.process_time()]
 
-    def on_epoch_end(self, *args):
+    def on_epoch_end(self, run, epoch, logs):
         self.marks.append(time.process_time())
-
-    __call__ = on_epoch_end                 # train_many calls callback(epoch, metrics)
 
     def per_epoch(self) -> list[float]:
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
@@ -68,7 +68,7 @@ def engine_epochs(data, k: int, epochs: int, device: str) -> dict:
     variants = [Variant(seed=i, overrides={"optim.lr": lr}) for i, lr in enumerate(lrs)]
     cpu = CpuMarks()
     results = train_many(_config(epochs, device), data, variants, device=device, progress=False,
-                         callback=cpu)
+                         callbacks=[cpu])
     longest = max(results, key=lambda r: len(r.history["seconds"]))
     return {"seconds": list(longest.history["seconds"]), "cpu_seconds": cpu.per_epoch(),
             "epochs_run": [r.epochs_run for r in results]}
