@@ -74,7 +74,7 @@ def worker(args) -> None:
     name = args.worker
     backend = common.backend_of_env() if name == "keras" else "torch"
     if backend == "tensorflow":
-        import tensorflow as tf   # first, so its pools are sized before any op runs
+        import tensorflow as tf  # first, so its pools are sized before any op runs
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     if backend == "torch":        # Keras on TensorFlow or JAX never imports torch here

@@ -25,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-
 from dnnlab.train.callbacks import Callback  # noqa: E402
 
 BASE = {"model.depth": 20, "model.width": 100, "model.activation": "elu",
