@@ -6,10 +6,10 @@ with exit code 2, never a traceback."""
 import math
 
 import tomli_w
-from cli_helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cli_helpers import run_cli
 from dnnlab.config import KEYS, Key
 
 BASE = """name = "fuzz"
@@ -76,6 +76,11 @@ CASES = [(name, v) for name, k in KEYS.items() for v in edge_values(k)]
 
 
 def _toml(value) -> str:
+    """``value`` as a one-line TOML literal, the right side of ``--set KEY=VALUE``."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
 
 
@@ -108,3 +113,4 @@ def test_every_key_at_its_edges_ends_cleanly(case, tmp_path_factory):
 def test_the_cases_cover_every_key():
     assert {name for name, _ in CASES} == set(KEYS)
     assert ("optim.lr", 0) in CASES and ("model.hidden", []) in CASES
+    assert [_toml(v) for v in ({"x": 1}, [1.0, math.nan], "a\nb")] == ['{x = 1}', '[1.0, nan]', '"a\\nb"']
