@@ -113,3 +113,13 @@ def test_a_variant_that_diverges_in_its_first_epoch_is_recorded_and_the_sweep_go
     done = [n for n, r in rows.items() if r["status"] == "completed"]
     assert len(done) == 2 and all("lr=0.01" in n for n in done)
     assert (out / "report.html").exists()
+
+
+def test_a_sweep_of_absurd_size_is_refused_before_any_work(tmp_path, capsys):
+    """Issue 18: --seeds 100000000 grew to 21 GB before the kernel killed it."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "synthetic"\n')
+    assert cli.main(["sweep", str(cfg), "--seeds", "100000000", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "at most 10000 models" in err
+    assert not (tmp_path / "s").exists()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dnnlab.config import replace
+from dnnlab.errors import DnnlabError
 from dnnlab.train import Callback, fit
 from dnnlab.train.checkpoint import load, load_model
 
@@ -154,3 +155,29 @@ def test_transfer_study_resume_reloads_finished_runs(tiny, tiny_cfg, tmp_path):
     b = train_seeds(cfg, tiny, [0, 1], tmp_path, lambda m: None, resume=True)
     assert [r["history"] for r in a] == [r["history"] for r in b]
     assert [r["test_accuracy"] for r in a] == [r["test_accuracy"] for r in b]
+
+
+def test_a_divergence_names_its_first_cause_before_the_learning_rate(tiny, tiny_cfg):
+    """Issue 18: a checkpoint with scaled weights, a huge penalty or a schedule peak were all
+    blamed on the learning rate."""
+    from dnnlab.nn.mlp import build_mlp
+    from dnnlab.train.driver import divergence_cause
+    base = replace(tiny_cfg, **{"optim.name": "sgd", "optim.lr": 10.0,
+                                "model.activation": "linear"})
+    model = build_mlp(base.model, tiny.n_features, tiny.n_classes, seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e4)                                  # a damaged / scaled checkpoint
+    res = fit(base, tiny, model=model)
+    assert res.status == "diverged" and "already huge before the first step" in res.message
+    assert "optim.lr" not in res.message
+    assert "model.l2 = 1 is so large" in divergence_cause(replace(base, **{"model.l2": 1.0}), 0.5)
+    assert "schedule raises the rate to 8" in divergence_cause(
+        replace(base, **{"optim.lr": 0.01, "optim.schedule.name": "piecewise",
+                         "optim.schedule.boundaries": [1], "optim.schedule.values": [0.01, 8.0]}), 0.5)
+    assert divergence_cause(base, 0.5).startswith("Try a lower optim.lr (now 10)")
+
+
+def test_a_batch_larger_than_the_data_is_refused(tiny, tiny_cfg):
+    with pytest.raises(DnnlabError, match="train.batch_size = 600 is larger than the 512"):
+        fit(replace(tiny_cfg, **{"train.batch_size": 600}), tiny)

@@ -127,3 +127,35 @@ def test_bad_arguments():
         p.requires_grad_(False)
     with pytest.raises(DnnlabError, match="frozen"):
         find_lr(frozen, x, y, OptimConfig())
+
+
+def test_the_smoothed_curve_follows_the_batch_loss_without_a_decade_of_lag():
+    """Issue 21: with fastai's fixed 0.98 a 200-step sweep over eight decades drew its minimum a
+    decade after the batch loss's. The factor now follows the sweep's steps per decade."""
+    x, y = _data(n=4096)
+    r = find_lr(_model(), x, y, OptimConfig(name="sgd"), steps=200, start_lr=1e-5, end_lr=1e3)
+    assert r.smoothing == pytest.approx(1 - 4 / (199 / 8))
+    raw = np.array(r.raw_losses[:len(r.losses)], dtype=float)
+    window = np.convolve(np.nan_to_num(raw, nan=np.inf), np.ones(9) / 9, mode="same")  # centred
+    raw_best = r.lrs[int(np.argmin(window[4:-4])) + 4]
+    assert abs(math.log10(r.min_lr) - math.log10(raw_best)) <= 0.5
+
+
+def test_the_progress_bar_shows_the_smoothed_loss_not_the_exploded_batch(capsys):
+    x, y = _data()
+    find_lr(_model(), x, y, OptimConfig(name="sgd"), steps=100, start_lr=1e-5, end_lr=1e3,
+            progress=True)
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1] if "\n" in err.strip() else err.split("\r")[-1]
+    assert "smoothed loss" in err and "val_loss" not in last
+
+
+def test_lr_find_has_no_epochs_flag(tmp_path, capsys):
+    from dnnlab.cli import main
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "synthetic"\n')
+    try:
+        code = main(["lr-find", str(cfg), "--epochs", "3"])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2 and "unrecognized arguments: --epochs" in capsys.readouterr().err

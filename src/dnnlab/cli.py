@@ -136,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_datasets)
 
     sp = sub.add_parser("lr-find", help="learning-rate range test: plot and suggestion")
-    with_config(sp)
+    with_config(sp, epochs=False)                  # its length is --steps, not epochs
     sp.add_argument("--steps", type=int, default=200,
-                    help="number of steps of the sweep (default 200)")
+                    help="number of steps of the sweep, over as many epochs as they need "
+                         "(default 200)")
     sp.add_argument("--out", type=rundir.out_arg, help="folder for the plot (default runs/)")
     with_threads(sp)
     sp.set_defaults(func=cmd_lr_find)

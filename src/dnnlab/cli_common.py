@@ -31,9 +31,10 @@ def keys_epilog() -> str:
             + describe_keys(lambda k: k.resume))
 
 
-def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
-    """Add CONFIG, ``--set``, ``--device``, ``--data-dir`` and ``--epochs`` to a subcommand, and
-    the config keys as its ``--help`` epilog."""
+def with_config(sp: argparse.ArgumentParser, required: bool = True, epochs: bool = True) -> None:
+    """Add CONFIG, ``--set``, ``--device``, ``--data-dir`` and (unless ``epochs=False``, for a
+    command whose length is not in epochs, such as lr-find's steps) ``--epochs`` to a subcommand,
+    and the config keys as its ``--help`` epilog."""
     sp.formatter_class = argparse.RawDescriptionHelpFormatter
     sp.epilog = keys_epilog()
     sp.add_argument("config", nargs=None if required else "?", help="a TOML config (see examples/)")
@@ -45,8 +46,9 @@ def with_config(sp: argparse.ArgumentParser, required: bool = True) -> None:
                     help=f"{device.help} (default: the config's {device.name})")
     data_dir = KEYS["data.data_dir"]
     sp.add_argument("--data-dir", help=f"{data_dir.help}; overrides {data_dir.name}")
-    epochs = KEYS["train.epochs"]
-    sp.add_argument("--epochs", type=int, help=f"{epochs.help} (default: the config's {epochs.name})")
+    if epochs:
+        key = KEYS["train.epochs"]
+        sp.add_argument("--epochs", type=int, help=f"{key.help} (default: the config's {key.name})")
 
 
 def with_threads(sp: argparse.ArgumentParser) -> None:
