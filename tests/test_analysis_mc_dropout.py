@@ -4,9 +4,16 @@ import pytest
 import torch
 from torch import nn
 
-from dnnlab.analysis.mc_dropout import (enable_mc_dropout, expected_calibration_error, mc_dropout_eval,
-                                        mc_predict, mutual_information, plain_eval, plain_predict,
-                                        predictive_entropy)
+from dnnlab.analysis.mc_dropout import (
+    enable_mc_dropout,
+    expected_calibration_error,
+    mc_dropout_eval,
+    mc_predict,
+    mutual_information,
+    plain_eval,
+    plain_predict,
+    predictive_entropy,
+)
 from dnnlab.config import ModelConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp

@@ -4,9 +4,20 @@ import json
 import pytest
 import torch
 
-from dnnlab.analysis.sparsity import (PolynomialSchedule, PruningCallback, apply_masks_, finetune_masked,
-                                      gradual_prune_fit, kernel_parameters, lamp_scores, layer_sparsity,
-                                      magnitude_prune_, near_zero_fraction, prune_run, sparsity)
+from dnnlab.analysis.sparsity import (
+    PolynomialSchedule,
+    PruningCallback,
+    apply_masks_,
+    finetune_masked,
+    gradual_prune_fit,
+    kernel_parameters,
+    lamp_scores,
+    layer_sparsity,
+    magnitude_prune_,
+    near_zero_fraction,
+    prune_run,
+    sparsity,
+)
 from dnnlab.config import ModelConfig, replace
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
@@ -49,7 +60,8 @@ def test_magnitude_prune_is_global_and_leaves_no_masks_or_hooks():
     kept = torch.cat([m.weight.detach().abs().flatten() for m, _ in kernel_parameters(model)])
     threshold = weights.sort().values[round(0.7 * n) - 1]
     assert bool((kept[kept != 0] >= threshold).all())
-    assert [float(m.sum()) for m in masks] == [float((m.weight != 0).sum()) for m, _ in kernel_parameters(model)]
+    assert [float(m.sum()) for m in masks] == [float((m.weight != 0).sum())
+                                               for m, _ in kernel_parameters(model)]
     # no reparametrization left behind
     names = set(model.state_dict())
     assert not any(k.endswith(("_orig", "_mask")) for k in names)

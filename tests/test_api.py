@@ -61,7 +61,8 @@ def test_every_public_name_exists_is_documented_and_typed():
             assert obj.__doc__ and len(obj.__doc__.strip()) > 20, f"{name} has no docstring"
             sig = inspect.signature(obj)
             untyped = [p for p, v in sig.parameters.items()
-                       if v.annotation is inspect.Parameter.empty and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+                       if v.annotation is inspect.Parameter.empty
+                       and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
             assert not untyped, f"{name}: parameters without a type: {untyped}"
             assert sig.return_annotation is not inspect.Signature.empty, f"{name}: no return type"
         elif inspect.isclass(obj):
@@ -88,7 +89,8 @@ def test_fit_train_many_and_plots_from_the_top_level(tmp_path):
     res = dnnlab.fit(cfg, data)
     assert len(res.history["val_loss"]) == 3
     assert res.test["test_accuracy"] > 0.6          # three well-separated blobs
-    many = dnnlab.train_many(cfg, data, [dnnlab.Variant(seed=1), dnnlab.Variant(seed=2, overrides={"optim.lr": 3e-3})],
+    many = dnnlab.train_many(cfg, data, [dnnlab.Variant(seed=1),
+                                         dnnlab.Variant(seed=2, overrides={"optim.lr": 3e-3})],
                              device="cpu", progress=False)
     assert [m.variant.seed for m in many] == [1, 2]
     histories = {"fit": res.history, **{f"seed {m.variant.seed}": m.history for m in many}}

@@ -9,8 +9,8 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnnlab.config import RunConfig
 from cli_helpers import run_cli
+from dnnlab.config import RunConfig
 
 SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))
@@ -19,7 +19,8 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 KNOWN = {name: [f.name for f in dataclasses.fields(typing.get_type_hints(RunConfig)[name])]
          for name in ("data", "model", "optim", "train")}
 
-scalars = st.one_of(st.integers(-3, 40), st.floats(-2, 2), st.just(float("nan")), st.just(float("inf")), st.booleans(),
+scalars = st.one_of(st.integers(-3, 40), st.floats(-2, 2), st.just(float("nan")), st.just(float("inf")),
+                    st.booleans(),
                     st.text(string.printable, max_size=8),
                     st.sampled_from(["elu", "relu", "selu", "he_normal", "nadam", "sgd", "none",
                                      "before", "alpha", "1cycle", "cpu", "auto"]))

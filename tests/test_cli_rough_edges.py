@@ -132,5 +132,6 @@ def test_explain_report_says_which_source_each_citation_is(tmp_path):
     assert "<td>001</td>" not in legend      # only the sources cited are described
     # every source a topic module cites is described
     src = Path(__file__).resolve().parents[1] / "src" / "dnnlab" / "studies" / "explain"
-    cited = {m for f in src.glob("*.py") for m in re.findall(r'"(\d{3}) (?:answer|exercise|\S+ card)', f.read_text())}
+    cited = {m for f in src.glob("*.py")
+             for m in re.findall(r'"(\d{3}) (?:answer|exercise|\S+ card)', f.read_text())}
     assert cited and cited <= set(SOURCES), cited - set(SOURCES)

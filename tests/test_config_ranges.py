@@ -3,8 +3,17 @@
 import pytest
 
 from dnnlab import cli
-from dnnlab.config import (ModelConfig, OptimConfig, RunConfig, TrainConfig, changed_keys,
-                           fingerprint, from_dict, load_config, replace)
+from dnnlab.config import (
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    changed_keys,
+    fingerprint,
+    from_dict,
+    load_config,
+    replace,
+)
 from dnnlab.errors import ConfigError
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from dnnlab.config import replace
-from dnnlab.train.lr_finder import find_lr
 from dnnlab.train import Variant, fit, train_many
+from dnnlab.train.lr_finder import find_lr
 
 pytestmark = pytest.mark.cuda
 

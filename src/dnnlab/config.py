@@ -594,6 +594,13 @@ def _check_consistency(cfg: RunConfig) -> None:
                           "(Keras' 0.1)")
     if o.name == "sgd" and o.nesterov and o.momentum == 0:
         raise ConfigError("optim.nesterov = true needs optim.momentum > 0 (the book uses 0.9)")
+    if o.name == "ftrl" and o.weight_decay != 0:
+        raise ConfigError("ftrl has no weight_decay; use optim.l2 (and optim.l1) instead")
+    if s.name == "piecewise" and list(s.boundaries) != sorted(s.boundaries):
+        raise ConfigError(f"optim.schedule.boundaries = {s.boundaries} must be increasing")
+    if s.name == "1cycle" and not s.pct_start < 0.5:
+        raise ConfigError(f"optim.schedule.pct_start = {s.pct_start}: 1cycle goes up for "
+                          "pct_start and down for as long, so it must be < 0.5 (the book: 0.45)")
     peak = max([o.lr, s.max_lr or 0.0, *s.values]) if s.name != "none" else o.lr
     if o.name == "adamw" and peak * o.weight_decay >= 1:
         raise ConfigError(f"optim.weight_decay = {o.weight_decay} with a rate of {peak}: adamw "

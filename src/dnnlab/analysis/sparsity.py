@@ -43,8 +43,8 @@ from dnnlab.config import load_config, replace
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train import evaluate, fit, resolve_device
-from dnnlab.train.checkpoint import load_model, save_model
 from dnnlab.train.callbacks import Callback, Logs, Stops
+from dnnlab.train.checkpoint import load_model, save_model
 from dnnlab.train.driver import Trainer, to_device
 
 

@@ -26,7 +26,6 @@ from torch import nn
 
 from dnnlab.errors import DnnlabError
 
-
 # A unit's output is *saturated* where the activation's derivative is under SATURATION_DERIVATIVE
 # of its peak: the chapter's flat tails, which pass almost no gradient back. 4% is where sigmoid's
 # output is under 0.0102 or over 0.9898, tanh's |output| over 0.98, and ELU's output within 0.04

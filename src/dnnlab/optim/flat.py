@@ -162,20 +162,8 @@ class FlatOptimizer:
     # ---------------------------------------------------------------- setup
     def _check(self) -> None:
         h, name = self.h, self.name
-        if name == "ftrl":
-            if np.any(h["lr"] <= 0):
-                raise ConfigError("ftrl: optim.lr must be > 0 for every model")
-            if np.any(h["weight_decay"] != 0):
-                raise ConfigError("ftrl has no weight_decay; use optim.l2 (and optim.l1) instead")
-            if np.any(h["lr_power"] != h["lr_power"][0]):
-                raise ConfigError("optim.lr_power must be the same for every model of a K-model run")
-            if np.any(h["lr_power"] > 0):
-                raise ConfigError("optim.lr_power must be <= 0 (Keras' default is -0.5)")
-            if np.any(h["initial_accumulator"] < 0) or np.any(h["l1"] < 0) or np.any(h["l2"] < 0):
-                raise ConfigError("ftrl: optim.initial_accumulator, optim.l1 and optim.l2 must "
-                                  "be >= 0")
-        if name == "sgd" and self.nesterov and np.any(h["momentum"] == 0):
-            raise ConfigError("optim.nesterov = true needs optim.momentum > 0 (the book uses 0.9)")
+        if np.any(h["lr_power"] != h["lr_power"][0]):     # a stack shares one (config.KEYS)
+            raise ConfigError("optim.lr_power must be the same for every model of a K-model run")
 
     def _init_state(self) -> None:
         """Optimizer state (K, N) and the constant per-model columns (K, 1) in ``self.k``."""
@@ -257,7 +245,8 @@ class FlatOptimizer:
                 return
             except Exception as e:                  # no compiler, unsupported device: stay eager
                 warnings.warn(f"the fused optimizer step could not be compiled ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); using the eager one")
+                              f"{str(e).splitlines()[0] if str(e) else ''}); using the eager one",
+                              stacklevel=2)
                 self.fused = None
         update(self.name, self.nesterov, self.power, self.p, self.g, self.state, self.k, c,
                self.tmp)
