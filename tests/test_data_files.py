@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from cli_helpers import run_cli
 
+from cli_helpers import run_cli
 from dnnlab.data import load_dataset
 from dnnlab.data.files import SPLIT_SEED, TEST_DIVISOR
 from dnnlab.errors import DataError

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
 
+from cli_helpers import run_cli
 from dnnlab import cli, rundir
 from dnnlab.config import replace
 from dnnlab.errors import DnnlabError

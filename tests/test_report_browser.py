@@ -37,7 +37,7 @@ class Browser:
     """A headless Chromium and one page, spoken to over the DevTools protocol."""
 
     def __init__(self, profile: Path):
-        import websocket   # an optional test dependency (the test extra): imported only here
+        import websocket  # an optional test dependency (the test extra): imported only here
 
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -91,7 +91,8 @@ class Browser:
         for e in self.events:
             m, p = e.get("method"), e.get("params", {})
             if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in p["args"]))
+                out.append("console: " + " ".join(str(a.get("value", a.get("description")))
+                                                  for a in p["args"]))
             elif m == "Runtime.exceptionThrown":
                 out.append("exception: " + p["exceptionDetails"].get("text", ""))
             elif m == "Log.entryAdded" and p["entry"]["level"] == "error":

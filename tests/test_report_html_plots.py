@@ -16,7 +16,8 @@ def test_page_escapes_text_everywhere(tmp_path):
     page.table([{"run": evil, evil: 1}])
     html = page.save(tmp_path / "p.html").read_text()
     assert "<script>" not in html
-    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 9  # title tag, h1, subtitle, h2, p, li, verdict, td, th
+    # title tag, h1, subtitle, h2, p, li, verdict, td, th
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 9
 
 
 def test_table_formats_numbers_and_missing_values():

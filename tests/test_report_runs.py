@@ -62,11 +62,13 @@ def test_report_is_self_contained(two_runs):
 
 
 def test_single_run_reports_into_its_own_dir_and_fills_gaps_from_metrics(tmp_path):
-    d = make_run(tmp_path, "killed", [(1, 2.0, 0.3, 1.8, 0.36, 0.01, 3.0, ""), (2, 1.6, 0.4, 1.5, 0.42, 0.01, 5.0, 0.41)],
+    d = make_run(tmp_path, "killed", [(1, 2.0, 0.3, 1.8, 0.36, 0.01, 3.0, ""),
+                                      (2, 1.6, 0.4, 1.5, 0.42, 0.01, 5.0, 0.41)],
                  extra_header=",test_accuracy")
     html_path = report_runs([d], out=None)
     assert html_path == d / "report.html" and (d / "curves.png").is_file()
-    assert table_rows(html_path.read_text()) == [["killed", "no summary", "2", "42.00%", "1.5000", "41.00%", "4.00", "2"]]
+    assert table_rows(html_path.read_text()) == [
+        ["killed", "no summary", "2", "42.00%", "1.5000", "41.00%", "4.00", "2"]]
 
 
 def test_read_metrics_columns_and_empty_cells(tmp_path):

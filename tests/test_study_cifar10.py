@@ -12,15 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dnnlab.studies.cifar10_answers import batchnorm_answer, epochs_to_reach, mc_dropout_answer, selu_answer
+from dnnlab.studies.cifar10_plan import (
+    BOOK,
+    FULL,
+    LR_GRID,
+    QUICK,
+    TRAINED,
+    VARIANTS,
+    protocol,
+    variant_config,
+)
+from dnnlab.studies.cifar10_report import shortfall_note
 
 from dnnlab import cli
 from dnnlab.studies import cifar10 as study
 from dnnlab.studies import cifar10_plan as plan
-from dnnlab.studies.cifar10_answers import (batchnorm_answer, epochs_to_reach, mc_dropout_answer,
-                                            selu_answer)
-from dnnlab.studies.cifar10_plan import (BOOK, FULL, LR_GRID, QUICK, TRAINED, VARIANTS, protocol,
-                                         variant_config)
-from dnnlab.studies.cifar10_report import shortfall_note
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULT_KEYS = ("lr", "val_accuracy_mean", "val_accuracy_std", "test_accuracy_mean",
@@ -45,7 +52,8 @@ def test_variant_configs_follow_the_exercise():
     b = variant_config("baseline", FULL, lr=5e-5)
     assert (b.model.depth, b.model.width, b.model.activation, b.model.init) == (20, 100, "elu", "he_normal")
     assert (b.optim.name, b.optim.lr, b.data.standardize) == ("nadam", 5e-5, False)
-    assert (b.train.batch_size, b.train.epochs, b.train.patience, b.train.monitor) == (32, 100, 20, "val_loss")
+    assert ((b.train.batch_size, b.train.epochs, b.train.patience, b.train.monitor)
+            == (32, 100, 20, "val_loss"))
     bn = variant_config("batchnorm", FULL)
     assert bn.model.batch_norm == "before" and bn.model.input_batch_norm
     s = variant_config("selu", FULL)
@@ -146,7 +154,8 @@ def test_shortfall_note_names_the_reasons():
     r = {"val_accuracy_mean": 0.45, "val_accuracy_std": 0.01, "best_epoch_mean": 10, "max_epochs": 10}
     note = shortfall_note("baseline", r, protocol(max_epochs=10))
     assert "2.6 points below" in note and "capped at 10 epochs" in note and "at the cap" in note
-    assert shortfall_note("baseline", {**r, "val_accuracy_mean": 0.50}, FULL) == "beats the book by 2.4 points"
+    assert (shortfall_note("baseline", {**r, "val_accuracy_mean": 0.50}, FULL)
+            == "beats the book by 2.4 points")
     assert shortfall_note("selu", {**r, "val_accuracy_mean": 0.50}, FULL) == "within the book's range"
 
 

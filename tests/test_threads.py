@@ -13,9 +13,9 @@ import time
 
 import pytest
 import torch
-from cli_helpers import run_cli
 
 import dnnlab_launch
+from cli_helpers import run_cli
 from dnnlab import cli
 from dnnlab.train import threads
 from dnnlab.train.threads import Group, Policy, Sample, decide

@@ -1,10 +1,8 @@
 """StackedMLP: exact conversion both ways; its hand-written backward gives autograd's gradients
 on K separate MLPs, for every activation, BN placement and input stage."""
 
-import numpy as np
 import pytest
 import torch
-
 import torch.nn.functional as F
 
 from dnnlab.config import ACTIVATIONS, ModelConfig

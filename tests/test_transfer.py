@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnnlab.analysis.transfer import (cache_features, fit_head, freeze, head_model, is_pinned,
-                                      reuse_layers, trainable_parameters, unfreeze)
+from dnnlab.analysis.transfer import (
+    cache_features,
+    fit_head,
+    freeze,
+    head_model,
+    is_pinned,
+    reuse_layers,
+    trainable_parameters,
+    unfreeze,
+)
 from dnnlab.config import RunConfig, replace
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp

@@ -75,6 +75,7 @@ def finish(workers: list[subprocess.Popen], timeout: float = 240) -> list[list[i
 def check_study(storage: str, ran: list[list[int]], trials: int) -> None:
     import optuna
     from optuna.trial import TrialState
+
     from dnnlab.tune.search import open_storage
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))
     all_trials = study.get_trials(deepcopy=False)
