@@ -174,3 +174,23 @@ def test_no_module_imports_another_that_imports_it_back():
 def test_import_graph_has_no_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# The engine's layers point down (issue 19, point 4): what each lower package may not import.
+FORBIDDEN_ABOVE = {
+    "dnnlab.config": ("dnnlab.data", "dnnlab.nn", "dnnlab.optim", "dnnlab.train", "dnnlab.doctor",
+                      "dnnlab.runs", "dnnlab.studies", "dnnlab.report", "dnnlab.cli"),
+    "dnnlab.optim": ("dnnlab.train", "dnnlab.doctor", "dnnlab.runs", "dnnlab.studies",
+                     "dnnlab.report", "dnnlab.cli"),
+    "dnnlab.train": ("dnnlab.doctor", "dnnlab.runs", "dnnlab.studies", "dnnlab.report",
+                     "dnnlab.analysis", "dnnlab.tune", "dnnlab.cli"),
+    "dnnlab.doctor": ("dnnlab.runs", "dnnlab.studies", "dnnlab.cli"),
+}
+
+
+def test_layers_point_down():
+    graph = import_graph()
+    bad = [(m, t) for m, targets in graph.items() for low, above in FORBIDDEN_ABOVE.items()
+           if (m == low or m.startswith(low + ".")) and not m.endswith(".cli")
+           for t in targets if any(t == a or t.startswith(a + ".") for a in above)]
+    assert not bad, f"a lower layer imports a higher one: {bad}"
