@@ -463,9 +463,9 @@ class Trainer:
         else:
             val_loss = torch.full((b.k,), math.nan, device=self.device)
             val_correct = torch.zeros(b.k, device=self.device)
-        sums = torch.stack([loss_sum, correct.to(loss_sum.dtype), val_loss,
-                            val_correct.to(loss_sum.dtype), finite.to(loss_sum.dtype)])
-        sums = sums.cpu().double().numpy()
+        sums: np.ndarray = torch.stack([loss_sum, correct.to(loss_sum.dtype), val_loss,
+                                        val_correct.to(loss_sum.dtype),
+                                        finite.to(loss_sum.dtype)]).cpu().double().numpy()
         n_valid = len(self.valid[1]) if self.valid is not None else 1
         ok = (sums[4] > 0) & np.isfinite(sums[0]) & (np.isfinite(sums[2]) | (self.valid is None))
         self._mark_diverged(epoch, losses, checked, ok)
@@ -476,10 +476,11 @@ class Trainer:
         improved = []
         for j in live:
             i = int(self.book.ids[j])
-            logs[i] = {"epoch": epoch, "loss": sums[0, j] / n_seen,
-                       "accuracy": sums[1, j] / n_seen, "val_loss": sums[2, j] / n_valid,
-                       "val_accuracy": sums[3, j] / n_valid if self.valid is not None else math.nan,
-                       "lr": float(self.logged_lr[j]), "seconds": seconds}
+            logs[i] = {"epoch": epoch, "loss": float(sums[0, j] / n_seen),
+                       "accuracy": float(sums[1, j] / n_seen),
+                       "val_loss": float(sums[2, j] / n_valid),
+                       "val_accuracy": float(sums[3, j] / n_valid) if self.valid is not None
+                       else math.nan, "lr": float(self.logged_lr[j]), "seconds": seconds}
             if self.book.record(i, logs[i]):
                 improved.append(j)
         if improved:
@@ -493,7 +494,7 @@ class Trainer:
                 for i, why in reasons.items():
                     if i in logs:
                         self.book.end(i, "stopped_early", why)
-        for j, i in enumerate(self.book.ids):            # ended this epoch: exported now,
+        for j, i in enumerate(self.book.ids.tolist()):   # ended this epoch: exported now,
             if int(i) in self.book.ended and self.results[i] is None:   # before any compaction
                 self._finish(j, *self.book.ended[int(i)])
 
