@@ -18,7 +18,7 @@ from dnnlab import rundir, runs
 from dnnlab import train as training
 from dnnlab.analysis import prune_cli
 from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config, with_threads
-from dnnlab.config import load_config, replace
+from dnnlab.config import RESUME_KEYS, load_config, replace
 from dnnlab.doctor import cli as doctor_cli
 from dnnlab.errors import DnnlabError
 from dnnlab.export import OPSET, OPSETS, export_run
@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train one model from a config")
     with_config(sp, required=False)
     sp.add_argument("--out", type=rundir.out_arg, help="run directory (default runs/NAME-TIMESTAMP)")
-    sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run; with "
-                    "CONFIG/--set only train.epochs, patience, device, progress, checkpoint_every "
-                    "may change (anything else is refused, naming the keys)")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run in its "
+                    "own directory, on the same data; with CONFIG/--set only these keys may "
+                    f"change: {', '.join(RESUME_KEYS)} (anything else is refused, naming the keys)")
     with_threads(sp)
     sp.set_defaults(func=cmd_train)
 
