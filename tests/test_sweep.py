@@ -4,6 +4,7 @@ import json
 import pytest
 
 from dnnlab import cli
+from dnnlab.analysis.stats import mean_interval, pm, t_cdf, t_quantile, welch
 from dnnlab.config import replace
 from dnnlab.errors import ConfigError
 from dnnlab.runs.sweep import grid, split_values, sweep
@@ -67,7 +68,7 @@ def test_a_sweep_over_a_data_key_trains_each_variant_on_its_own_data(tiny_cfg, t
                 progress=False)
     rows = _summary(out)
     assert len(rows) == 4 and all(r["status"] == "completed" for r in rows.values())
-    for name, r in rows.items():
+    for name in rows:
         trained = load_config(out / name / "config.toml")
         assert f"limit={trained.data.limit}" in name        # exactly what it trained on
         start = json.loads((out / name / "checkpoints" / "start.json").read_text()) \
@@ -123,3 +124,21 @@ def test_a_sweep_of_absurd_size_is_refused_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "at most 10000 models" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_the_t_distribution_interval_and_welch_on_planted_numbers():
+    """Reference values from the t table (and scipy.stats: t.ppf, ttest_ind(equal_var=False))."""
+    assert t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-6)     # 3 seeds: not 1.96
+    assert t_quantile(0.975, 1) == pytest.approx(12.706205, abs=1e-6)
+    assert t_quantile(0.025, 9.5) == pytest.approx(-2.244137, abs=1e-6)
+    assert t_cdf(0.0, 3) == 0.5 and t_cdf(2.0, 30) == pytest.approx(0.972687, abs=1e-6)
+    low, high = mean_interval([0.1, 0.2, 0.3])          # 0.2 +- 4.3027 * 0.1 / sqrt(3)
+    assert (low, high) == (pytest.approx(-0.0484138), pytest.approx(0.4484138))
+    assert mean_interval([0.5]) == (None, None)
+    t, df, p = welch([0.97, 0.975, 0.972], [0.96, 0.962, 0.958])
+    assert (t, df, p) == (pytest.approx(6.645396), pytest.approx(3.805941), pytest.approx(0.0031693142))
+    t, df, p = welch([0.97, 0.98, 0.96], [0.965, 0.975, 0.97])
+    assert t == 0.0 and p == pytest.approx(1.0)
+    assert welch([1.0, 1.0], [1.0, 1.0])[2] == 1.0 and welch([1.0, 1.0], [2.0, 2.0])[2] == 0.0
+    assert welch([1.0], [1.0, 2.0]) is None
+    assert pm(0.98912, 0.0012) == "98.91 ± 0.12" and pm(None, None) == "–"

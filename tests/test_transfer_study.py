@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import pytest
 
@@ -63,7 +62,8 @@ def test_quick_study_end_to_end(tmp_path, capsys):
 def test_common_helpers():
     assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))    # sample std (ddof=1)
     assert mean_std([0.5]) == (0.5, 0.0)
-    assert all(math.isnan(v) for v in mean_std([]))
+    assert mean_std([]) == (None, None)                               # JSON-safe: no NaN
+    assert mean_std([0.5, None, float("nan"), 1.5]) == (1.0, pytest.approx(0.7071, abs=1e-4))
     s = summarize([{"seed": 0, "test_accuracy": 0.9}, {"seed": 1, "test_accuracy": 0.8}],
                   ["test_accuracy"])
     assert s["test_accuracy_mean"] == pytest.approx(0.85) and s["seeds"] == [0, 1]

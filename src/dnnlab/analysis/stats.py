@@ -16,9 +16,16 @@ fields (and an optimizer's view of them) are left untouched.
 Dead and saturated units are judged on the output of the activation function itself (the first
 leaf after the ``nn.Linear`` that is not batch norm or dropout), so a batch norm placed after the
 activation, or dropout zeroing units at random, does not hide or fake them.
+
+Statistics over seeds live here too (:func:`mean_std`, :func:`pm`, :func:`mean_interval`,
+:func:`welch`): the one mean ± std every study, sweep and report prints.
 """
 
 from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -160,3 +167,124 @@ def layer_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None
 def hidden_stats(stats: list[dict]) -> list[dict]:
     """The hidden layers only (drops the output layer's row)."""
     return [s for s in stats if not s["output"]]
+
+
+# Over seeds: the one mean ± std of the lab (studies, sweeps, reports), its interval and the test
+# that says whether two variants differ beyond seed noise. Pure Python on purpose: the Student t
+# distribution is all that is needed, and it is not worth scipy as a dependency.
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof=1) of the finite values.
+
+    ddof=1 because the seeds are a sample: with 3 of them the spread of *all* seeds is what is
+    estimated. None and non-finite values (a seed that diverged, a metric not measured) are left
+    out; std is 0.0 for one value; (None, None) when nothing is left, which JSON can hold (NaN
+    it cannot).
+    """
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return None, None
+    return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+
+
+def pm(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± std`` as text, in percent by default (``98.91 ± 0.12``); a dash when missing.
+
+    The unit is the caller's to write (``f"{pm(m, s)} %"``), so the one format reads the same in a
+    table cell, whose header names the unit, and in a sentence.
+    """
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{mean * scale:.{digits}f} ± {(std or 0.0) * scale:.{digits}f}"
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) (Lentz's continued fraction, as in
+    Numerical Recipes' betacf; converges to 1e-15 in well under 200 terms for the t CDF)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):            # the fraction converges fast only below this
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return front * f
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` degrees of freedom (``df`` may be fractional, as
+    Welch's is)."""
+    if df <= 0:
+        raise DnnlabError(f"t_cdf: df = {df}; the t distribution needs df > 0")
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t (bisection on :func:`t_cdf` to 1e-12)."""
+    if not 0.0 < p < 1.0:
+        raise DnnlabError(f"t_quantile: p = {p}; give a probability strictly between 0 and 1")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    while hi - lo > 1e-12 * max(1.0, hi):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def mean_interval(values: Iterable[float | None], level: float = 0.95) -> tuple[float | None, float | None]:
+    """The ``level`` confidence interval of the mean over seeds: mean ± t(n-1) · std / √n.
+
+    Student's t with n - 1 degrees of freedom, because the std is itself estimated from the same
+    few seeds (with 3 seeds the 95% factor is 4.30, not the normal 1.96). (None, None) for fewer
+    than two finite values: one seed says nothing about the spread.
+    """
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if len(v) < 2:
+        return None, None
+    mean, std = mean_std(v)
+    assert mean is not None and std is not None
+    half = t_quantile(0.5 + level / 2.0, len(v) - 1) * std / math.sqrt(len(v))
+    return mean - half, mean + half
+
+
+def welch(a: Iterable[float | None], b: Iterable[float | None]) -> tuple[float, float, float] | None:
+    """Welch's t-test of mean(a) - mean(b): (t, degrees of freedom, two-sided p).
+
+    Welch's, not Student's pooled test: variants of a sweep differ in their seed spread (a high
+    learning rate scatters more than a low one), and Welch's does not assume equal variances.
+    The degrees of freedom are Welch-Satterthwaite's. None when either side has fewer than two
+    finite values. Both sides without any spread: p is 1 for equal means, 0 for different ones.
+    """
+    xa = [float(x) for x in a if x is not None and math.isfinite(float(x))]
+    xb = [float(x) for x in b if x is not None and math.isfinite(float(x))]
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    va, vb = statistics.variance(xa) / len(xa), statistics.variance(xb) / len(xb)
+    diff = statistics.fmean(xa) - statistics.fmean(xb)
+    if va + vb == 0.0:
+        return (0.0, math.inf, 1.0) if diff == 0 else (math.copysign(math.inf, diff), math.inf, 0.0)
+    t = diff / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
+    return t, df, 2.0 * t_cdf(-abs(t), df)

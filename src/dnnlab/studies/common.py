@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dnnlab import io
+from dnnlab.analysis.stats import mean_std, pm  # the lab's one mean ± std (studies import it from here)
 from dnnlab.errors import DataError, DnnlabError
 
 
@@ -28,14 +29,6 @@ def seed_list(n: int, base: int = 0) -> list[int]:
     if n < 1:
         raise DnnlabError(f"--seeds {n}: a study needs at least 1 seed (3 or more for a spread)")
     return [base + i for i in range(n)]
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for a single value, NaN for none)."""
-    v = np.asarray([float(x) for x in values], dtype=np.float64)
-    if len(v) == 0:
-        return math.nan, math.nan
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
 def summarize(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
@@ -48,13 +41,6 @@ def summarize(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, 
     if runs and "seed" in runs[0]:
         out["seeds"] = [r["seed"] for r in runs]
     return out
-
-
-def pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
-    """``mean +- std`` as text, in percent by default (``98.91 ± 0.12``)."""
-    if mean is None or math.isnan(mean):
-        return "–"
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
 def difference(a: dict[str, Any], b: dict[str, Any], key: str = "test_accuracy") -> tuple[float, bool]:
@@ -102,13 +88,13 @@ def book_rows(results: dict[str, dict[str, Any]], book: dict[str, float],
     rows = []
     for key, label in labels.items():
         r = results.get(key, {})
-        mean, std = r.get("test_accuracy_mean", math.nan), r.get("test_accuracy_std", math.nan)
+        mean, std = r.get("test_accuracy_mean"), r.get("test_accuracy_std")
         ref = book.get(key)
         rows.append({
             "experiment": label,
             "book (%)": ref,
             "ours (%, mean ± std)": pm(mean, std),
-            "ours − book (pts)": (mean * 100 - ref) if ref is not None and not math.isnan(mean) else None,
+            "ours − book (pts)": (mean * 100 - ref) if ref is not None and mean is not None else None,
             "seeds": r.get("n_seeds"),
             "train s (mean)": r.get("train_seconds"),
         })
@@ -119,7 +105,7 @@ def book_verdict(results: dict[str, dict[str, Any]], book: dict[str, float],
                  labels: dict[str, str] | None = None) -> tuple[str, bool]:
     """How many of the book's figures our means beat, as a sentence, and whether all were."""
     compared = [(k, results[k]["test_accuracy_mean"] * 100 > v) for k, v in book.items()
-                if k in results and not math.isnan(results[k].get("test_accuracy_mean", math.nan))]
+                if k in results and results[k].get("test_accuracy_mean") is not None]
     wins = [k for k, ok in compared if ok]
     losses = [(labels or {}).get(k, k) for k, ok in compared if not ok]
     text = f"Our mean beats the book's figure in {len(wins)} of {len(compared)} experiments"

@@ -1,4 +1,5 @@
-"""The exercise's questions answered from the study's records, as numbers and as sentences.
+"""The exercise's questions answered from the study's records, as numbers and as sentences, and
+each variant compared with the baseline (Welch's t over the seeds).
 
 Pure functions of the stage records (no training here), so each answer is tested on small
 hand-made histories. Every answer is a dict of the numbers behind it plus ``text``: the sentence
@@ -11,34 +12,19 @@ import math
 import statistics
 from typing import Any
 
+from dnnlab.analysis.stats import mean_std, pm, welch
 from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes, settle_layer
-from dnnlab.studies import common
 
 # Whether the SELU net self-normalizes is the doctor's judgement (one judgement for dnnlab doctor,
 # dnnlab explain selu and this study): every hidden layer from the first third of the stack on
 # within SELF_NORM_TOL of mean 0 and std 1 (Klambauer et al.'s fixed point).
 MEAN_BAND = SELF_NORM_TOL
+ALPHA = 0.05      # a variant differs from the baseline beyond seed noise when Welch's p is below
 STD_BAND = (1 - SELF_NORM_TOL, 1 + SELF_NORM_TOL)
-
-
-def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    """:func:`dnnlab.studies.common.mean_std` of the finite values; (None, None) when none are
-    (JSON has no NaN)."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return None, None
-    return common.mean_std(vals)
 
 
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def pm(mean: float | None, std: float | None) -> str:
-    """``51.2% ± 0.4`` (percentage points)."""
-    if mean is None:
-        return "n/a"
-    return f"{100 * mean:.1f}% ± {100 * (std or 0.0):.1f}"
 
 
 def _best_val_loss(history: dict[str, list]) -> float | None:
@@ -107,8 +93,8 @@ def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any],
         conv = (f"No BN seed reached the baseline's best validation loss ({target:.4f}) within "
                 f"its epochs, so BN did not converge faster here.")
     model = (f"BN's model is {'better' if better else 'not better'}: validation accuracy "
-             f"{pm(*bn_val)} vs {pm(*base_val)} for the baseline, test accuracy {pm(*bn_test)} vs "
-             f"{pm(*base_test)}.")
+             f"{pm(*bn_val, digits=1)} % vs {pm(*base_val, digits=1)} % for the baseline, test "
+             f"accuracy {pm(*bn_test, digits=1)} % vs {pm(*base_test, digits=1)} %.")
     speed = ("Time per epoch: n/a." if spe_change is None else
              f"An epoch takes {spe_bn:.2f} s with BN vs {spe_base:.2f} s without "
              f"({100 * spe_change:+.0f}% per epoch; {how}).")
@@ -222,3 +208,28 @@ def mc_dropout_answer(mc: dict[str, Any]) -> dict[str, Any]:
         f"{100 * out['val_plain_ece']:.2f}% ({'better' if better_calibrated else 'not better'} "
         f"calibrated), at {cost_text}.")
     return out
+
+
+def against_baseline(baseline: list[float | None], other: list[float | None]) -> dict[str, Any]:
+    """``other``'s mean accuracy minus the baseline's and Welch's test over the seeds (t, two-sided
+    p); beyond seed noise when p < ALPHA. t, p and the verdict are None with under 2 seeds."""
+    a, b = mean_std(other)[0], mean_std(baseline)[0]
+    if a is None or b is None:
+        return {"difference": None, "welch_t": None, "p": None, "beyond_noise": None}
+    test = welch(other, baseline)
+    if test is None:
+        return {"difference": a - b, "welch_t": None, "p": None, "beyond_noise": None}
+    t, _, p = test
+    return {"difference": a - b, "welch_t": t if math.isfinite(t) else None, "p": p,
+            "beyond_noise": p < ALPHA}
+
+
+def comparison_text(c: dict[str, Any]) -> str:
+    """``+1.2 pts, t = +2.5, p = 0.03 (beyond noise)`` for a report cell."""
+    if c["difference"] is None:
+        return "n/a"
+    head = f"{100 * c['difference']:+.1f} pts"
+    if c["p"] is None:
+        return head + " (under 2 seeds: no test)"
+    t = "no spread" if c["welch_t"] is None else f"t = {c['welch_t']:+.1f}"
+    return f"{head}, {t}, p = {c['p']:.2g} ({'beyond' if c['beyond_noise'] else 'within'} noise)"
