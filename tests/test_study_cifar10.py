@@ -12,8 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dnnlab.studies.cifar10_answers import batchnorm_answer, epochs_to_reach, mc_dropout_answer, selu_answer
-from dnnlab.studies.cifar10_plan import (
+
+from dnnlab import cli
+from dnnlab.studies import cifar10 as study
+from dnnlab.studies import engine
+from dnnlab.studies.ablation import plan
+from dnnlab.studies.ablation import stages as ladder_stages
+from dnnlab.studies.ablation.answers import batchnorm_answer, epochs_to_reach, mc_dropout_answer, selu_answer
+from dnnlab.studies.ablation.report import shortfall_note
+from dnnlab.studies.cifar10.plan import (
     BOOK,
     FULL,
     LR_GRID,
@@ -23,11 +30,6 @@ from dnnlab.studies.cifar10_plan import (
     protocol,
     variant_config,
 )
-from dnnlab.studies.cifar10_report import shortfall_note
-
-from dnnlab import cli
-from dnnlab.studies import cifar10 as study
-from dnnlab.studies import cifar10_plan as plan
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULT_KEYS = ("lr", "val_accuracy_mean", "val_accuracy_std", "test_accuracy_mean",
@@ -97,7 +99,7 @@ def test_batchnorm_answer_from_hand_made_runs():
     assert a["baseline_seconds_to_best"] == pytest.approx(30.0)
     assert a["converges_faster"] and a["better_model"]
     assert a["time_per_epoch_change"] == pytest.approx(0.2)
-    assert "2.0 epochs" in a["text"] and "+20% per epoch" in a["text"] and "54.0%" in a["text"]
+    assert "2.0 epochs" in a["text"] and "+20% per epoch" in a["text"] and "54.0 ± 1.4 %" in a["text"]
     timed = batchnorm_answer(base, bn, {"baseline": 5.0, "batchnorm": 4.0})   # measured apart
     assert timed["bn_seconds_to_target"] == pytest.approx(8.0)
     assert timed["baseline_seconds_to_best"] == pytest.approx(15.0)
@@ -152,15 +154,15 @@ def test_mc_dropout_answer_compares_with_plain_inference():
 
 def test_shortfall_note_names_the_reasons():
     r = {"val_accuracy_mean": 0.45, "val_accuracy_std": 0.01, "best_epoch_mean": 10, "max_epochs": 10}
-    note = shortfall_note("baseline", r, protocol(max_epochs=10))
+    note = shortfall_note("baseline", r, protocol(max_epochs=10), BOOK)
     assert "2.6 points below" in note and "capped at 10 epochs" in note and "at the cap" in note
-    assert (shortfall_note("baseline", {**r, "val_accuracy_mean": 0.50}, FULL)
+    assert (shortfall_note("baseline", {**r, "val_accuracy_mean": 0.50}, FULL, BOOK)
             == "beats the book by 2.4 points")
-    assert shortfall_note("selu", {**r, "val_accuracy_mean": 0.50}, FULL) == "within the book's range"
+    assert shortfall_note("selu", {**r, "val_accuracy_mean": 0.50}, FULL, BOOK) == "within the book's range"
 
 
 def test_finder_minimum_ignores_the_start_of_the_sweep_and_gives_1cycle_candidates():
-    from dnnlab.studies.cifar10_stages import finder_minimum, onecycle_candidates
+    from dnnlab.studies.ablation.stages import finder_minimum, onecycle_candidates
     lrs = [10.0 ** (-6 + i * 0.25) for i in range(25)]            # 1e-6 ... 1
     losses = [2.0] + [2.3] * 15 + [2.1, 1.9, 1.7, 1.8, 2.5, 4.0, None, None, None]
     m = finder_minimum(lrs, losses)
@@ -174,11 +176,12 @@ def tiny_cifar(monkeypatch):
     """Generated stand-in for CIFAR-10 (10 classes, 48 features), so the pipeline runs in seconds."""
     from dnnlab.data import standardized, synthetic
 
-    def fake_load(data_dir, proto, progress):
+    def fake_load(setup):
         raw = synthetic(n_train=256, n_valid=96, n_test=96, n_features=48, n_classes=10, seed=0)
         return raw, standardized(raw)
 
-    monkeypatch.setattr(study, "load_data", fake_load)
+    monkeypatch.setattr(ladder_stages, "load_data", fake_load)
+    monkeypatch.setattr(engine, "_CACHE", {})        # no data another test loaded
     monkeypatch.setattr(plan, "QUICK", dataclasses.replace(plan.QUICK, finder_steps=30,
                                                            stats_examples=64))
 
@@ -210,7 +213,9 @@ def test_pipeline_writes_results_and_report_and_resumes(tiny_cifar, tmp_path, ca
     assert "47.6%" in html and "52.0-52.8%" in html and "http" not in html.split("<body>")[1]
     assert capsys.readouterr().out == ""                      # progress=False prints nothing
     stages = sorted(p.stem for p in (out / "stages").glob("*.json"))
-    assert stages == sorted([*TRAINED, "mc_dropout", "selu_stats", "timing"])
+    assert stages == sorted([*TRAINED, "mc_dropout", "selu_stats", "doctor", "timing"])
+    assert set(saved["baseline"]["doctor"] or {}) >= ({"kind", "title"} if saved["baseline"]["doctor"]
+                                                      else set())
     # a resumed run reuses every finished stage and reports the same numbers
     again = study.run(out, quick=True, seeds=2, device="cpu", progress=False, resume=True,
                       workers=1)
@@ -277,9 +282,10 @@ def test_quick_study_on_real_cifar10(monkeypatch, tmp_path):
     assert (out / "report.html").stat().st_size > 50_000
     windows = {p.stem: json.loads(p.read_text())["record"]["stage_window"]
                for p in (out / "stages").glob("*.json")}
-    assert set(windows) == set(study.NEEDS)
-    for name, needs in study.NEEDS.items():          # the worker processes kept the graph's order
-        assert all(windows[n][1] <= windows[name][0] for n in needs), name
+    declared = ladder_stages.stages()
+    assert set(windows) == {s.name for s in declared}
+    for s in declared:                               # the worker processes kept the graph's order
+        assert all(windows[n][1] <= windows[s.name][0] for n in s.needs), s.name
 
 
 @pytest.mark.parametrize("variant, example", [

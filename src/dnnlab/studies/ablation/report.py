@@ -1,9 +1,12 @@
-"""results.json and report.html of the CIFAR-10 study, built from its stage records.
+"""results.json and report.html of the ablation study (and so of the CIFAR-10 study), built from
+its stage records.
 
-``build_results`` reduces the records to one entry per variant (the keys of
-:data:`~dnnlab.studies.cifar10_plan.VARIANTS`) with the fields the issue asks for; ``write_report``
-draws the figures (learning curves of every variant overlaid, the learning-rate searches, the
-LR-finder curves, the SELU layer statistics) and writes one self-contained HTML page.
+``build_results`` reduces the records to one entry per variant (the ladder's
+:data:`~dnnlab.studies.ablation.plan.VARIANTS`, then the user's) with mean ± std of validation and
+test accuracy, Welch's t against the baseline, seconds per epoch and the doctor's top finding;
+``write_report`` draws the figures (learning curves of every variant overlaid, the learning-rate
+searches, the LR-finder curves, the SELU layer statistics) and writes one self-contained HTML
+page. With ``book`` (the CIFAR-10 study) the book's figures stand beside ours.
 """
 
 from __future__ import annotations
@@ -16,8 +19,20 @@ from matplotlib.figure import Figure
 
 from dnnlab.report import Page, learning_curves, line_plot
 from dnnlab.studies import common
-from dnnlab.studies.cifar10_answers import mean_std
-from dnnlab.studies.cifar10_plan import BOOK, TITLES, TRAINED, VARIANTS, Protocol
+from dnnlab.studies.ablation.answers import against_baseline, comparison_text, mean_std
+from dnnlab.studies.ablation.plan import TITLES, TRAINED, VARIANTS, Protocol
+
+Book = dict[str, tuple[float, float]]     # variant -> the book's validation accuracy (low, high)
+
+
+def trained_names(stages: dict[str, Any]) -> list[str]:
+    """The trained variants of a run, the ladder's then the user's, from its stage records."""
+    return [*TRAINED, *(n for n in stages["doctor"]["top_finding"] if n not in TRAINED)]
+
+
+def variant_names(stages: dict[str, Any]) -> list[str]:
+    user = [n for n in trained_names(stages) if n not in TRAINED]
+    return [*VARIANTS, *user]
 
 
 def _variant_result(rec: dict[str, Any], lr: float, seconds_per_epoch: float) -> dict[str, Any]:
@@ -36,10 +51,10 @@ def _variant_result(rec: dict[str, Any], lr: float, seconds_per_epoch: float) ->
 
 
 def build_results(stages: dict[str, Any], answers: dict[str, Any], proto: Protocol,
-                  meta: dict[str, Any]) -> dict[str, Any]:
+                  meta: dict[str, Any], book: Book | None = None) -> dict[str, Any]:
     """The content of results.json: one entry per variant, the answers and how it was run."""
     results: dict[str, Any] = {}
-    for name in TRAINED:
+    for name in trained_names(stages):
         rec = stages[name]
         lr = rec["lr"] if name != "one_cycle" else rec["max_lr"]
         results[name] = _variant_result(rec, lr, stages["timing"]["seconds_per_epoch"][name])
@@ -65,10 +80,22 @@ def build_results(stages: dict[str, Any], answers: dict[str, Any], proto: Protoc
         "ece": {"mc": mc["val_mc_ece"], "plain": mc["val_plain_ece"]},
         "inference_seconds_test": {"mc": mc["test_mc_seconds"], "plain": mc["test_plain_seconds"]},
     }
-    for name in VARIANTS:
-        lo, hi = BOOK[name]
-        results[name]["book_val_accuracy"] = [lo, hi]
-        results[name]["max_epochs"] = proto.onecycle_epochs if name == "one_cycle" else proto.max_epochs
+    results["mc_dropout"]["per_seed"] = [
+        {"seed": s["seed"], "val_accuracy": s["val"]["mc"]["accuracy"],
+         "test_accuracy": s["test"]["mc"]["accuracy"]} for s in per]
+    base = results["baseline"]["per_seed"]
+    for name in variant_names(stages):
+        r = results[name]
+        if book is not None and name in book:
+            r["book_val_accuracy"] = list(book[name])
+        r["max_epochs"] = stages[name if name != "mc_dropout" else "alpha_dropout"][
+            "final"]["config"]["train"]["epochs"]
+        for split in ("val", "test"):
+            r[f"{split}_vs_baseline"] = against_baseline(
+                [p[f"{split}_accuracy"] for p in base],
+                [p[f"{split}_accuracy"] for p in r["per_seed"]])
+        top = stages["doctor"]["top_finding"].get(name if name != "mc_dropout" else "alpha_dropout")
+        r["doctor"] = top
     results["answers"] = {k: v for k, v in answers.items()}
     results["protocol"] = proto.to_dict()
     results["max_epochs"] = proto.max_epochs
@@ -79,10 +106,15 @@ def build_results(stages: dict[str, Any], answers: dict[str, Any], proto: Protoc
     return results
 
 
-def shortfall_note(name: str, r: dict[str, Any], proto: Protocol) -> str:
+def book_text(book: Book, name: str) -> str:
+    lo, hi = book[name]
+    return f"{100 * lo:.1f}%" if lo == hi else f"{100 * lo:.1f}-{100 * hi:.1f}%"
+
+
+def shortfall_note(name: str, r: dict[str, Any], proto: Protocol, book: Book) -> str:
     """Why our mean falls short of the book's figure (or that it does not)."""
     mean = r["val_accuracy_mean"]
-    lo, hi = BOOK[name]
+    lo, hi = book[name]
     if mean is None:
         return "no result"
     if mean > hi:
@@ -108,25 +140,41 @@ def _pm(r: dict[str, Any], split: str) -> str:
     return common.pm(r[f"{split}_accuracy_mean"], r[f"{split}_accuracy_std"], digits=1)
 
 
-def table_rows(results: dict[str, Any], proto: Protocol) -> list[dict[str, Any]]:
+def doctor_text(top: dict[str, Any] | None) -> str:
+    """The doctor's top finding as a table cell."""
+    if top is None:
+        return "nothing wrong found"
+    if "error" in top:
+        return f"not examined: {top['error']}"
+    return f"{top['title']} ({top['set'] or 'no remedy'})"
+
+
+def table_rows(results: dict[str, Any], proto: Protocol, names: list[str],
+               book: Book | None = None) -> list[dict[str, Any]]:
+    """One row per variant: accuracies, the comparison with the baseline, time, the doctor."""
     rows = []
-    for name in VARIANTS:
+    for name in names:
         r = results[name]
-        lo, hi = BOOK[name]
-        book = f"{100 * lo:.1f}%" if lo == hi else f"{100 * lo:.1f}-{100 * hi:.1f}%"
-        rows.append({"variant": name, "what": TITLES[name], "lr": r["lr"],
-                     "val acc (mean ± std)": _pm(r, "val"), "book val acc": book,
-                     "test acc (mean ± std)": _pm(r, "test"),
-                     "best epoch": r["best_epoch_mean"], "s / epoch": r["seconds_per_epoch"],
-                     "engine s / epoch": r["engine_seconds_per_epoch"],
-                     "seeds": len(r["seeds"]), "note": shortfall_note(name, r, proto)})
+        row = {"variant": name, "what": TITLES.get(name, "user variant"), "lr": r["lr"],
+               "val acc (mean ± std)": _pm(r, "val")}
+        if book is not None and name in book:
+            row["book val acc"] = book_text(book, name)
+        row.update({"test acc (mean ± std)": _pm(r, "test"),
+                    "val vs baseline": comparison_text(r["val_vs_baseline"]),
+                    "test vs baseline": comparison_text(r["test_vs_baseline"]),
+                    "best epoch": r["best_epoch_mean"], "s / epoch": r["seconds_per_epoch"],
+                    "engine s / epoch": r["engine_seconds_per_epoch"],
+                    "seeds": len(r["seeds"]), "doctor's top finding": doctor_text(r["doctor"])})
+        if book is not None and name in book:
+            row["note"] = shortfall_note(name, r, proto, book)
+        rows.append(row)
     return rows
 
 
 def _finder_figure(stages: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(7.2, 4.4), layout="constrained")
     ax = fig.subplots()
-    for i, name in enumerate(TRAINED):
+    for i, name in enumerate(trained_names(stages)):
         f = stages[name]["finder"]
         pts = [(lr, v) for lr, v in zip(f["lrs"], f["losses"]) if v is not None]
         if not pts:
@@ -134,10 +182,12 @@ def _finder_figure(stages: dict[str, Any]) -> Figure:
         ax.plot(*zip(*pts), color=f"C{i}", lw=1.5,
                 label=f"{name} ({f['optimizer']}, batch {f['batch_size']})")
         ax.axvline(f["suggestion"], color=f"C{i}", ls=":", lw=1)
-    first = [v for name in TRAINED for v in stages[name]["finder"]["losses"][:5] if v is not None]
+    losses = {n: [v for v in stages[n]["finder"]["losses"] if v is not None]
+              for n in trained_names(stages)}
+    first = [v for name in trained_names(stages) for v in stages[name]["finder"]["losses"][:5]
+             if v is not None]
     if first:
-        ax.set_ylim(top=1.6 * max(first), bottom=0.5 * min(
-            v for name in TRAINED for v in stages[name]["finder"]["losses"] if v is not None))
+        ax.set_ylim(top=1.6 * max(first), bottom=0.5 * min(v for ls in losses.values() for v in ls))
     ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss",
            title="LR finder (dotted: suggestion = rate at the lowest loss / 10)")
     ax.grid(True, which="both", alpha=0.3)
@@ -148,13 +198,13 @@ def _finder_figure(stages: dict[str, Any]) -> Figure:
 def _search_figure(stages: dict[str, Any]) -> Figure:
     grid = None
     ys = {}
-    for name in TRAINED:
+    for name in trained_names(stages):
         s = stages[name].get("search")
         if not s or s["key"] != "optim.lr":     # 1cycle's peak search has its own table
             continue
         grid = [r["value"] for r in s["rows"]]
         ys[name] = [math.nan if r["val_loss"] is None else r["val_loss"] for r in s["rows"]]
-    epochs = next(stages[n]["search"]["epochs"] for n in TRAINED if n != "one_cycle")
+    epochs = next(stages[n]["search"]["epochs"] for n in trained_names(stages) if n != "one_cycle")
     fig = line_plot(grid, ys, xlabel="learning rate", ylabel="best validation loss of the search",
                     title="Learning-rate search (all candidates trained at once per variant)", logx=True)
     ax = fig.axes[0]
@@ -219,31 +269,36 @@ def _selu_table(stats: dict[str, Any], key: str) -> list[dict[str, Any]]:
 
 
 def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
-                 answers: dict[str, Any], proto: Protocol) -> Path:
-    """report.html in ``out``: table beside the book, answers, curves, searches, SELU statistics."""
+                 answers: dict[str, Any], proto: Protocol, *, title: str,
+                 book: Book | None = None) -> Path:
+    """report.html in ``out``: the table (beside the book's figures when ``book`` is given), the
+    answers, curves, searches, SELU statistics."""
     mode = "quick run (pipeline check)" if proto.quick else (
-        f"shortened run: at most {proto.max_epochs} epochs, patience {proto.patience}"
-        if proto.shortened else "the book's protocol")
+        f"final runs of at most {proto.max_epochs} epochs, patience {proto.patience}"
+        if proto.shortened or not book else "the book's protocol")
     wall = f"wall time {results.get('wall_seconds', 0):.0f} s"
     if results.get("reused_stages"):
         wall += (f" (resumed; all stages took {results.get('stages_total_seconds', 0):.0f} s when "
                  "they ran)")
-    page = Page("CIFAR-10: training a deep MLP (chapter 11, exercise 8)",
-                f"{mode}; {results.get('device', '?')}; {wall}")
-    page.heading("Results beside the book")
+    page = Page(title, f"{mode}; {results.get('device', '?')}; {wall}")
+    page.heading("Results beside the book" if book else "Results")
     page.paragraph(
-        "Accuracy is the mean ± sample std over the seeds of each variant (validation = the first "
-        "5,000 training images, test = the official 10,000); the book's figures are its single "
-        "runs on the validation set. 's / epoch' is the training time of one epoch of one model "
+        f"Data: {results.get('data_summary', '?')}. Accuracy is the mean ± sample std over the "
+        "seeds of each variant" + ("; the book's figures are its single runs on the validation "
+                                   "set. " if book else ". ") +
+        "'vs baseline' is the variant's mean minus the baseline's with Welch's t over the seeds: "
+        "|t| under 2 (two standard errors) is within seed noise. 's / epoch' is the training "
+        "time of one epoch of one model "
         f"(the fastest of {proto.timing_repeats} measurements on {proto.timing_steps} batches, "
         "taken in alternation with the other variants, so that a change of the machine's load "
         "hits every variant alike); "
         "'engine s / epoch' is the wall time of one epoch of the final runs, in which all seeds of "
         "a variant train at once with the K-model engine.")
-    page.table(table_rows(results, proto), formats={"lr": ".3g", "best epoch": ".1f",
+    names = variant_names(stages)
+    page.table(table_rows(results, proto, names, book), formats={"lr": ".3g", "best epoch": ".1f",
                                                     "s / epoch": ".2f",
                                                     "engine s / epoch": ".2f"})
-    if proto.shortened and not proto.quick:
+    if book and proto.shortened and not proto.quick:
         page.verdict(f"This run was deliberately shortened: final runs stopped at "
                      f"{proto.max_epochs} epochs (patience {proto.patience}); the book's protocol "
                      f"is 100 epochs with patience 20. max_epochs is recorded in results.json.")
@@ -266,7 +321,7 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
                         "test inference s": ".3f"})
 
     page.heading("Learning curves")
-    hist = {name: stages[name]["final"]["runs"][0]["history"] for name in TRAINED}
+    hist = {name: stages[name]["final"]["runs"][0]["history"] for name in trained_names(stages)}
     clean = {n: {k: [math.nan if v is None else v for v in h[k]] for k in h} for n, h in hist.items()}
     page.figure(learning_curves(clean, title="All variants, seed 0 (dashed: train, solid: valid)"),
                 "Learning curves of every variant overlaid (seed 0 of each).")
@@ -281,7 +336,7 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
         "variant is shown too.")
     page.figure(_search_figure(stages), "Best validation loss of each candidate rate.")
     rows = []
-    for name in TRAINED:
+    for name in trained_names(stages):
         s, f = stages[name].get("search"), stages[name]["finder"]
         searched = ("none" if not s else "lr grid" if s["key"] == "optim.lr" else
                     "peaks " + ", ".join(f"{r['value']:.3g}" for r in s["rows"]))
@@ -327,15 +382,17 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
         f"Final runs: batch {proto.batch_size}, at most {proto.max_epochs} epochs, early stopping "
         f"on val_loss with patience {proto.patience}, best weights restored; "
         f"{len(results['baseline']['seeds'])} seeds per variant trained at once.",
-        "Inputs: pixels / 255 for baseline and BN; standardized with training-split statistics "
-        "for the SELU, alpha-dropout and 1cycle nets.",
+        "Inputs: as the base config's [data] table prepares them for the baseline and BN; "
+        "standardized with training-split statistics for the SELU, alpha-dropout and 1cycle nets.",
         f"1cycle: SGD, batch {proto.onecycle_batch}, {proto.onecycle_epochs} epochs, the "
         "alpha-dropout net, peak rate searched among the LR finder's minimum / 10, / 3 and / 1.",
         f"MC Dropout: {proto.mc_samples} stochastic passes of the alpha-dropout models, only the "
         "dropout layers sampling (batch norm, where present, stays in inference mode).",
         "Alpha dropout: one layer after the last hidden layer, as in the book's solution.",
+        "The doctor's top finding: dnnlab doctor on each variant's first run (seed 0), whose "
+        "layers were recorded while it trained (runs/ in this folder).",
+    ] + ([] if not book else [
         "Differences from the book: every accuracy is a mean over seeds where the book reports "
         "single runs; every learning rate comes from the search above, not from the book; "
-        "PyTorch's BN keeps an unbiased running variance where Keras keeps a biased one.",
-    ])
+        "PyTorch's BN keeps an unbiased running variance where Keras keeps a biased one."]))
     return page.save(out / "report.html")

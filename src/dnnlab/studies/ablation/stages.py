@@ -1,4 +1,5 @@
-"""The training work of the CIFAR-10 study, one function per stage.
+"""The stages of the ablation study (and so of the CIFAR-10 study): the work, then each stage
+declared once for :mod:`dnnlab.studies.engine`.
 
 Every stage returns a plain JSON-able record (so the study can save it, resume from it and build
 its report from it) and trains through the K-model engine wherever several models of one shape
@@ -9,23 +10,29 @@ variant and the inputs/initializations of the SELU check are each one ``train_ma
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dnnlab import io
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, plain_eval
 from dnnlab.analysis.stats import hidden_stats, layer_stats
-from dnnlab.config import RunConfig, replace
-from dnnlab.data import Dataset, Split
-from dnnlab.errors import TrainingDiverged
+from dnnlab.config import RunConfig, replace, to_toml
+from dnnlab.data import Dataset, Split, load_from_config, standardized
+from dnnlab.doctor.report import examine
+from dnnlab.errors import DnnlabError, TrainingDiverged
 from dnnlab.nn.mlp import build_mlp
-from dnnlab.studies.cifar10_plan import Protocol
 from dnnlab.runs import fit, train_many
+from dnnlab.studies.ablation.plan import TRAINED, Protocol, variant_config
+from dnnlab.studies.engine import Say, Stage, cached
 from dnnlab.train import Variant, evaluate, resolve_device
+from dnnlab.train.callbacks import CsvLogger
 from dnnlab.train.checkpoint import load_model, save_model
 from dnnlab.train.lr_finder import find_lr
 
@@ -156,6 +163,11 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
                      "test_loss": _finite(t["loss"]), "test_accuracy": t["accuracy"],
                      "history": _history(r.history)})
         models.append(model)
+        if run_dirs is not None:       # what dnnlab doctor reads beside the recorded layers
+            d = run_dirs[len(models) - 1]
+            io.write_text(d / "config.toml", to_toml(replace(cfg, **{"train.seed": r.variant.seed})))
+            CsvLogger(d / "metrics.csv").write(r.history)
+            io.write_json(d / "summary.json", {"name": cfg.name, **r.summary()})
         if models_dir is not None:
             save_model(model, models_dir / f"{cfg.name}-seed{r.variant.seed}.safetensors",
                        {"best_epoch": r.best_epoch, "status": r.status})
@@ -259,3 +271,206 @@ def time_epochs(configs: dict[str, RunConfig], datasets: dict[str, Dataset], ste
         out[name] = min(per_step[name]) * full_steps
     return {"seconds_per_epoch": out, "steps": steps, "repeats": repeats,
             "per_step": per_step}
+
+
+# ---------------------------------------------------------------------------- the stages
+@dataclass(frozen=True)
+class Setup:
+    """What every stage of one study run reads (picklable: worker processes get a copy)."""
+    base: RunConfig                      # the base config (the ladder's rungs are overrides of it)
+    proto: Protocol
+    seeds: int
+    device: str
+    out: Path
+    say: Say
+    bars: bool = False                   # training bars (one process only: they would interleave)
+    user: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()   # (name, overrides) per user variant
+
+    @property
+    def models_dir(self) -> Path:
+        return self.out / "models"
+
+    def overrides(self, name: str) -> dict[str, Any] | None:
+        """A user variant's overrides; None for a rung of the ladder."""
+        return next((dict(o) for n, o in self.user if n == name), None)
+
+    def config(self, name: str, chosen: dict[str, Any] | None = None) -> RunConfig:
+        """Variant ``name``'s config, with the rates ``chosen`` by its search when given."""
+        c = chosen or {}
+        return variant_config(self.base, name, self.proto, lr=c.get("lr", 1e-3),
+                              dropout=c.get("dropout", 0.1), max_lr=c.get("lr"), device=self.device,
+                              overrides=self.overrides(name))
+
+
+def _trim(ds: Dataset, n: int | None) -> Dataset:
+    """``ds`` with its validation and test splits cut to their first ``n`` images (quick runs)."""
+    if n is None:
+        return ds
+    cut = {k: Split(getattr(ds, k).x[:n], getattr(ds, k).y[:n]) for k in ("valid", "test")}
+    return dataclasses.replace(ds, **cut)
+
+
+def load_data(setup: Setup) -> tuple[Dataset, Dataset]:
+    """The base config's data twice: as its ``[data]`` table prepares it without standardizing,
+    and standardized with the training split's statistics (the SELU rungs)."""
+    limit = setup.proto.train_limit
+    if setup.base.data.limit is not None:
+        limit = setup.base.data.limit if limit is None else min(limit, setup.base.data.limit)
+    cfg = dataclasses.replace(setup.base.data, limit=limit, standardize=False)
+    raw = _trim(load_from_config(cfg, progress=setup.say.on), setup.proto.eval_limit)
+    return raw, standardized(raw)
+
+
+def data(setup: Setup) -> tuple[Dataset, Dataset]:
+    """(raw, standardized) for ``setup``, loaded once per process (the module's ``load_data``,
+    looked up when called, so that a test can put generated data in its place)."""
+    key = repr((setup.base.data, setup.proto.train_limit, setup.proto.eval_limit))
+    return cached(key, lambda: load_data(setup))
+
+
+def data_for(cfg: RunConfig, setup: Setup) -> Dataset:
+    raw, std = data(setup)
+    return std if cfg.data.standardize else raw
+
+
+def train_variant(setup: Setup, inputs: dict[str, Any], *, name: str) -> dict[str, Any]:
+    """Search (dropout rate, then) the learning rate of one variant, then train its seeds."""
+    proto, say, dev = setup.proto, setup.say, setup.device
+    kw = dict(device=dev, progress=setup.bars)
+    rec: dict[str, Any] = {"variant": name}
+    dropout = inputs.get("dropout", 0.1)
+    if name == "alpha_dropout":
+        lr = inputs["selu_lr"]
+        say(f"{name}: dropout-rate search, {len(proto.dropout_rates)} rates x "
+            f"{proto.search_epochs} epoch(s) at lr {lr:.3g}")
+        cfg = setup.config(name, {"lr": lr})
+        rec["rate_search"] = search(cfg, data_for(cfg, setup), "model.dropout",
+                                    proto.dropout_rates, proto.search_epochs, **kw)
+        dropout = rec["rate_search"]["best"]
+    rec["dropout"] = dropout
+    base = setup.config(name, {"dropout": dropout})
+    train = data_for(base, setup)
+    say(f"{name}: LR finder, {proto.finder_steps} steps")
+    rec["finder"] = lr_finder(base, train, proto.finder_steps, device=dev)
+    if name == "one_cycle" and setup.overrides(name) is None:
+        peaks = onecycle_candidates(rec["finder"])
+        say(f"{name}: peak-rate search around the LR finder's minimum: "
+            f"{', '.join(f'{p:.3g}' for p in peaks)}, whole {proto.onecycle_epochs}-epoch "
+            "cycles, trained at once")
+        rec["search"] = search(base, train, "optim.schedule.max_lr", peaks,
+                               proto.onecycle_epochs, **kw)
+        lr = rec["max_lr"] = rec["search"]["best"]
+    else:
+        say(f"{name}: LR search, {len(proto.lr_grid)} rates x {proto.search_epochs} epoch(s), "
+            "trained at once")
+        rec["search"] = search(base, train, "optim.lr", proto.lr_grid, proto.search_epochs, **kw)
+        lr = rec["search"]["best"]
+    rec["lr"] = lr
+    cfg = setup.config(name, {"lr": lr, "dropout": dropout})
+    say(f"{name}: lr {lr:.3g}; training {setup.seeds} seeds at once for up to "
+        f"{cfg.train.epochs} epochs")
+    rec["final"], _ = train_seeds(cfg, train, setup.seeds, models_dir=setup.models_dir, **kw)
+    accs = ", ".join(f"{r['val_accuracy']:.4f}" for r in rec["final"]["runs"])
+    say(f"{name}: validation accuracy per seed {accs}")
+    return rec
+
+
+def mc_dropout_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
+    setup.say(f"MC Dropout: {setup.proto.mc_samples} passes per model")
+    cfg = setup.config("alpha_dropout", inputs)
+    return mc_dropout(load_models(cfg, setup.seeds, setup.models_dir, setup.device),
+                      data(setup)[1], setup.proto.mc_samples, device=setup.device)
+
+
+def selu_stats_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
+    setup.say("SELU layer statistics: standardized/raw inputs x LeCun/He init")
+    cfg = setup.config("selu", {"lr": inputs["selu_lr"]})
+    raw, std = data(setup)
+    return selu_statistics(cfg, raw, std, setup.proto, device=setup.device, progress=setup.bars,
+                           final_model=load_models(cfg, setup.seeds, setup.models_dir,
+                                                   setup.device)[0])
+
+
+def timing_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
+    proto = setup.proto
+    setup.say(f"timing: one model of each variant, {proto.timing_steps} steps x "
+              f"{proto.timing_repeats}, in alternation")
+    configs = {n: setup.config(n, c) for n, c in inputs.items()}
+    return time_epochs(configs, {n: data_for(c, setup) for n, c in configs.items()},
+                       proto.timing_steps, proto.timing_repeats, device=setup.device)
+
+
+def run_dir(setup: Setup, name: str, seed: int = 0) -> Path:
+    """Where :func:`train_seeds` recorded variant ``name``'s seed ``seed`` (for the doctor)."""
+    return setup.models_dir.parent / "runs" / f"{setup.config(name).name}-seed{seed}"
+
+
+def doctor_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The doctor's top finding on each variant's first run (None: nothing wrong found)."""
+    setup.say("doctor: each variant's first run")
+    out: dict[str, Any] = {}
+    for name in inputs["variants"]:
+        try:
+            findings = examine(run_dir(setup, name), report=False).findings
+        except DnnlabError as e:                 # a run without records: say so, do not fail
+            out[name] = {"error": str(e)}
+            continue
+        out[name] = findings[0].to_json() if findings else None
+    return {"top_finding": out}
+
+
+def _selu_lr(done: dict[str, Any]) -> dict[str, Any]:
+    return {"selu_lr": done["selu"]["lr"]}
+
+
+def _chosen(done: dict[str, Any], name: str) -> dict[str, Any]:
+    return {"lr": done[name]["lr"], "dropout": done[name]["dropout"]}
+
+
+def _alpha_chosen(done: dict[str, Any]) -> dict[str, Any]:
+    return _chosen(done, "alpha_dropout")
+
+
+def _alpha_dropout_rate(done: dict[str, Any]) -> dict[str, Any]:
+    return {"dropout": done["alpha_dropout"]["dropout"]}
+
+
+def _every_chosen(done: dict[str, Any], *, trained: tuple[str, ...]) -> dict[str, Any]:
+    return {n: _chosen(done, n) for n in trained}
+
+
+def _variant_names(done: dict[str, Any], *, trained: tuple[str, ...]) -> dict[str, Any]:
+    return {"variants": list(trained)}
+
+
+def stages(user: tuple[str, ...] = ()) -> tuple[Stage, ...]:
+    """The study's stages, the ladder's then the ``user`` variants' (by name). Ready stages start
+    in this order, longest first (BN trains the longest, SELU heads the longest chain), so that
+    the workers finish together; a stage waiting for another keeps a third worker busy.
+    ``timing`` needs every trained variant so that it runs alone (it measures, on one thread)."""
+    trained = (*TRAINED, *user)
+
+    def variant(name: str, needs: tuple[str, ...] = (), takes=None, version: int = 1) -> Stage:
+        extra = {} if takes is None else {"takes": takes}
+        return Stage(name, needs, "LR search and final runs" if name != "alpha_dropout" else
+                     "dropout-rate and LR searches, final runs",
+                     functools.partial(train_variant, name=name), version=version, **extra)
+
+    # versions: alpha_dropout 2, one_cycle 3 (and mc_dropout 2, timing 2, which use those models):
+    # one alpha dropout layer before the output, as in the book; one_cycle's peak rate searched.
+    return (
+        variant("batchnorm"), variant("selu"), variant("baseline"),
+        variant("alpha_dropout", ("selu",), _selu_lr, version=2),
+        variant("one_cycle", ("alpha_dropout",), _alpha_dropout_rate, version=3),
+        Stage("selu_stats", ("selu",), "SELU layer statistics", selu_stats_stage,
+              takes=_selu_lr, own=("stats_examples",)),
+        Stage("mc_dropout", ("alpha_dropout",), "MC Dropout on the alpha-dropout models",
+              mc_dropout_stage, takes=_alpha_chosen, own=("mc_samples",), version=2),
+        *(variant(n) for n in user),
+        Stage("doctor", trained, "the doctor's top finding per variant", doctor_stage,
+              takes=functools.partial(_variant_names, trained=trained)),
+        Stage("timing", (*trained, "selu_stats", "mc_dropout", "doctor"),
+              "seconds per epoch, one model of each variant", timing_stage,
+              takes=functools.partial(_every_chosen, trained=trained),
+              own=("timing_steps", "timing_repeats"), version=2, threads=1),
+    )

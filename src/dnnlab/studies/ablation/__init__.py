@@ -1,0 +1,10 @@
+"""The ablation study: the chapter's exercise-8 ladder on any config (``dnnlab study ablation``).
+
+:mod:`.plan` (the ladder and protocol), :mod:`.stages` (the work, declared as engine stages),
+:mod:`.answers` (the exercise's questions and the comparison with the baseline), :mod:`.report`
+(results.json, report.html), :mod:`.command` (``run`` and the command line).
+"""
+
+from dnnlab.studies.ablation.command import HELP, add_arguments, main, run, run_study
+
+__all__ = ["HELP", "add_arguments", "main", "run", "run_study"]

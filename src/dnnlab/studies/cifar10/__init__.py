@@ -1,0 +1,10 @@
+"""The CIFAR-10 study (``dnnlab study cifar10``): the ablation study with the book's protocol.
+
+:mod:`.plan` (the book's network, protocol and figures) and :mod:`.command` (``run`` and the
+command line); the stages, answers and report are the ablation study's
+(:mod:`dnnlab.studies.ablation`), given the book's figures to stand beside ours.
+"""
+
+from dnnlab.studies.cifar10.command import HELP, add_arguments, main, run
+
+__all__ = ["HELP", "add_arguments", "main", "run"]
