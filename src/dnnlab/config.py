@@ -173,7 +173,7 @@ class DataConfig:
                                "$DNNLAB_DATA_DIR, the cache, the package, a download)")
     seed: int = key(0, lo=0, hi=2**32 - 1, help="seed of data.per_class's draw")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate(self, "data")
 
 
@@ -218,7 +218,7 @@ class ModelConfig:
     output_activation: str = key("softmax", choices=("softmax",),
                                  help="softmax (logits + cross-entropy): the classifier")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate(self, "model")
 
 
@@ -248,7 +248,7 @@ class ScheduleConfig:
     unit: str = key("epoch", choices=("epoch", "step"), per_model=True,
                     help="when power and exponential advance")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate(self, "optim.schedule")
 
 
@@ -288,7 +288,7 @@ class OptimConfig:
                                          "together (default: off)")
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate(self, "optim")
 
 
@@ -320,7 +320,7 @@ class TrainConfig:
     histogram_every: int = key(1, lo=1, hi=10**6, resume=True,
                                help="epochs between TensorBoard's per-layer histograms")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate(self, "train")
 
 
@@ -334,13 +334,13 @@ class RunConfig:
     tune: dict[str, Any] = key({}, resume=True, trains=False,
                                help="the Optuna search space (only dnnlab tune reads it)")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _validate(self, "")
         _check_consistency(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A TOML-ready dict: ``None`` is left out where it is the default, else written "none"."""
-        return _to_raw(self)
+        return typing.cast(dict[str, Any], _to_raw(self))
 
 
 def _walk(cls: type, prefix: str) -> dict[str, Key]:
@@ -349,7 +349,7 @@ def _walk(cls: type, prefix: str) -> dict[str, Key]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         name, tp = f"{prefix}.{f.name}" if prefix else f.name, hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out.update(_walk(tp, name))
             continue
         if "key" not in f.metadata:
@@ -535,7 +535,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     kwargs = {}
     for name, value in raw.items():
         tp = hints[name]
-        kwargs[name] = _build(tp, value, _join(prefix, name)) if dataclasses.is_dataclass(tp) else value
+        nested = isinstance(tp, type) and dataclasses.is_dataclass(tp)
+        kwargs[name] = _build(tp, value, _join(prefix, name)) if nested else value
     return cls(**kwargs)
 
 
@@ -547,9 +548,10 @@ def _validate(obj: Any, prefix: str) -> None:
     """
     for f in dataclasses.fields(obj):
         key = _join(prefix, f.name)
-        tp = _hints(type(obj))[f.name]
+        section: type = type(obj)
+        tp = _hints(section)[f.name]
         value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if isinstance(value, dict):
                 value = _build(tp, value, key)
             elif not isinstance(value, tp):
@@ -682,7 +684,7 @@ def check_memory(cfg: RunConfig) -> None:
 def from_dict(raw: dict[str, Any]) -> RunConfig:
     """Build and check a config from a raw (TOML-shaped) dict."""
     _check_depth(raw, "config")
-    cfg = _build(RunConfig, raw, "")
+    cfg = typing.cast(RunConfig, _build(RunConfig, raw, ""))
     _check_consistency(cfg)
     return cfg
 

@@ -149,7 +149,7 @@ class FlatOptimizer:
         self.t = 0                                     # steps taken
         self.state: dict[str, Tensor] = {}
         self.power = -float(self.h["lr_power"][0])     # ftrl
-        self.fused: Callable | None = None
+        self.fused: Callable[..., None] | None = None
         self.tmp = torch.empty_like(p)                 # scratch of the update, never saved
         self._check()
         self._init_state()
@@ -161,7 +161,7 @@ class FlatOptimizer:
 
     # ---------------------------------------------------------------- setup
     def _check(self) -> None:
-        h, name = self.h, self.name
+        h = self.h
         if np.any(h["lr_power"] != h["lr_power"][0]):     # a stack shares one (config.KEYS)
             raise ConfigError("optim.lr_power must be the same for every model of a K-model run")
 

@@ -20,6 +20,7 @@ while training (weights, buffers, counters, the dropout generator): what a resum
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -108,7 +109,7 @@ def stackable(model: nn.Module) -> bool:
                                                           "num_batches_tracked"))))
 
 
-def make_backend(models: list[nn.Module], device: torch.device, *, fast: bool = True,
+def make_backend(models: Sequence[nn.Module], device: torch.device, *, fast: bool = True,
                  seed: int = 0) -> Backend:
     """The backend for ``models``: stacked when ``fast`` and every model is a plain dnnlab MLP
     (the lean step), else the module backend, which trains one module of any kind.

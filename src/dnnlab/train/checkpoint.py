@@ -85,6 +85,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", *,
     if not isinstance(meta_text, str):
         raise CheckpointError(f"{path} is a safetensors file without dnnlab metadata; "
                           "it was not written by dnnlab")
+    assert isinstance(extra, dict)                  # meta_text is a str: extra is the dict it came from
     stored = extra.get(SUM_KEY)
     if stored is not None and stored != _digest(tensors, meta_text):
         raise _damaged(path, "its checksum does not match its contents")

@@ -159,7 +159,8 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
     ratio = end_lr / start_lr
 
     def ramp(step: np.ndarray) -> np.ndarray:     # exponential, from start_lr to end_lr
-        return start_lr * ratio ** (np.minimum(step, steps - 1) / (steps - 1))
+        lrs: np.ndarray = start_lr * ratio ** (np.minimum(step, steps - 1) / (steps - 1))
+        return lrs
 
     beta = default_smoothing(steps, start_lr, end_lr) if smoothing is None else smoothing
     if not 0 <= beta < 1:

@@ -16,6 +16,7 @@ first in ``flat``, so the L1/L2 penalty is one slice, as in the stacked MLP.
 from __future__ import annotations
 
 import copy
+import typing
 
 import torch
 import torch.nn.functional as F
@@ -63,11 +64,10 @@ class ModuleBackend:
                 self.segments.append((offset, offset + p.numel()))
                 offset += p.numel()
         # max-norm applies to the hidden kernels of a dnnlab MLP (Keras' max_norm, the head free)
-        self.max_norm_views = ([(b.linear._parameters.get("weight_orig",
-                                                          b.linear._parameters.get("weight")), 1)
-                                for b in model.hidden] if isinstance(model, MLP) else [])
-        self.max_norm_views = [(w, d) for w, d in self.max_norm_views if w is not None
-                               and w.requires_grad]
+        linears = [typing.cast(nn.Linear, b.linear) for b in model.hidden] if isinstance(model, MLP) else []
+        weights = [lin._parameters.get("weight_orig", lin._parameters.get("weight")) for lin in linears]
+        self.max_norm_views: list[tuple[Tensor, int]] = [(w, 1) for w in weights
+                                                         if w is not None and w.requires_grad]
 
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
@@ -113,7 +113,7 @@ class ModuleBackend:
             dst[k].copy_(v)
 
     @torch.no_grad()
-    def restore_rows_(self, src: dict[str, Tensor], rows: Tensor) -> None:
+    def restore_rows_(self, src: dict[str, Tensor], rows: Tensor | None) -> None:
         for k, v in self.model.state_dict().items():
             v.copy_(src[k])
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -133,7 +134,7 @@ class Group:
     run, as at the end of the study when only the longest stage is left.
     """
 
-    def __init__(self, size: int, context=mp):
+    def __init__(self, size: int, context: Any = mp):
         self.pids = context.Array("i", size)
 
     def running(self) -> list[int]:
