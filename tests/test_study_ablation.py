@@ -1,0 +1,125 @@
+"""``dnnlab study ablation``: the exercise's ladder and a user variant on the user's own data file
+(data.name = "file"), end to end on a small .npz; its report's numbers; bad [[variant]] tables
+as one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dnnlab import cli
+from dnnlab.errors import ConfigError
+from dnnlab.studies.ablation import command, run
+from dnnlab.studies.ablation.answers import against_baseline
+from dnnlab.studies.ablation.plan import VARIANTS, variant_config
+from dnnlab.studies.ablation.stages import stages
+
+
+def _npz(path, n_train=320, n_test=120, features=12, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(features, 3))
+
+    def draw(n):
+        x = rng.normal(size=(n, features)).astype("float32")
+        return x, np.argmax(x @ w + 0.3 * rng.normal(size=(n, 3)), axis=1).astype("int64")
+
+    (xt, yt), (xs, ys) = draw(n_train), draw(n_test)
+    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    return path
+
+
+CONFIG = """
+name = "mine"
+[data]
+name = "file"
+path = "{path}"
+valid_size = 80
+[model]
+depth = 3
+width = 16
+[train]
+epochs = 4
+patience = 2
+batch_size = 32
+
+[[variant]]
+name = "wide"
+"model.width" = 48
+"""
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = _npz(tmp_path / "mine.npz")
+    cfg = tmp_path / "ablation.toml"
+    cfg.write_text(CONFIG.format(path=path))
+    return cfg
+
+
+def test_ladder_and_a_user_variant_on_a_data_file(config, tmp_path):
+    out = tmp_path / "out"
+    res = run(config, out, quick=True, seeds=2, device="cpu", progress=False, workers=1)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["train_images"] == 240 and saved["valid_images"] == 80    # the file's splits
+    for name in (*VARIANTS, "wide"):
+        r = saved[name]
+        assert len(r["per_seed"]) == 2 and 0.0 <= r["val_accuracy_mean"] <= 1.0
+        assert r["seconds_per_epoch"] > 0
+        assert set(r["val_vs_baseline"]) == {"difference", "welch_t", "p", "beyond_noise"}
+        assert "doctor" in r and (r["doctor"] is None or "title" in r["doctor"]), r["doctor"]
+    assert saved["baseline"]["val_vs_baseline"]["difference"] == 0.0
+    wide = json.loads((out / "stages" / "wide.json").read_text())["record"]
+    assert wide["final"]["config"]["model"]["width"] == 48            # the user's override
+    assert wide["final"]["config"]["model"]["depth"] == 3             # the rest is the base's
+    assert wide["search"]["key"] == "optim.lr"                        # its rate was searched
+    assert res["wide"]["lr"] == wide["lr"]
+    html = (out / "report.html").read_text()
+    assert "wide" in html and "vs baseline" in html and "doctor" in html
+    assert (out / "runs" / "mine-wide-seed0" / "config.toml").is_file()
+
+
+def test_welch_comparison_against_the_baseline():
+    same = against_baseline([0.50, 0.51, 0.49], [0.50, 0.51, 0.49])
+    assert same["difference"] == 0.0 and not same["beyond_noise"]
+    apart = against_baseline([0.50, 0.51, 0.49], [0.60, 0.61, 0.59])
+    assert apart["difference"] == pytest.approx(0.10) and apart["beyond_noise"]
+    assert apart["welch_t"] == pytest.approx(0.10 / np.sqrt(2 * 0.0001 / 3))
+    one = against_baseline([0.5], [0.6])
+    assert one["p"] is None and one["difference"] == pytest.approx(0.1)
+
+
+def test_user_variants_are_stages_declared_once():
+    names = [s.name for s in stages(("wide",))]
+    assert names.count("wide") == 1 and names[-1] == "timing"
+    timing = stages(("wide",))[-1]
+    assert "wide" in timing.needs and timing.threads == 1
+
+
+def test_base_config_is_the_baseline_and_rungs_override_it(config):
+    base, user = command.read_config(config)
+    assert user == (("wide", (("model.width", 48),)),)
+    proto = command.plan.from_config(base)
+    assert (proto.max_epochs, proto.patience, proto.batch_size) == (4, 2, 32)
+    b = variant_config(base, "baseline", proto, lr=1e-3)
+    assert (b.model.depth, b.model.width, b.data.name) == (3, 16, "file")
+    s = variant_config(base, "selu", proto)
+    assert (s.model.activation, s.model.init, s.data.standardize) == ("selu", "lecun_normal", True)
+
+
+@pytest.mark.parametrize("variant, message", [
+    ('[[variant]]\n"model.width" = 4', "name"),
+    ('[[variant]]\nname = "selu"\n"model.width" = 4', "taken"),
+    ('[[variant]]\nname = "x"', "changes nothing"),
+    ('[[variant]]\nname = "x"\n"model.widht" = 4', "widht"),
+])
+def test_bad_variant_tables_are_one_line(tmp_path, capsys, variant, message):
+    path = _npz(tmp_path / "d.npz")
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(CONFIG.format(path=path).split("[[variant]]")[0] + variant)
+    with pytest.raises(ConfigError, match=message):
+        command.read_config(cfg)
+    code = cli.main(["study", "ablation", str(cfg), "--out", str(tmp_path / "o"), "--quick"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
