@@ -34,20 +34,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dnnlab.config import ModelConfig, shape_of
+from dnnlab.config import ModelConfig, hidden_sizes, shape_of
 from dnnlab.data.batching import batch_slices
 from dnnlab.errors import ConfigError
 from dnnlab.nn.activations import RRELU_LOWER, RRELU_UPPER, activation_fn, activation_grad
-from dnnlab.nn.mlp import MLP, hidden_sizes
+from dnnlab.nn.mlp import MLP
 
 ALPHA_DROPOUT = 1.7580993408473766          # -selu_scale * selu_alpha, torch's and Keras' constant
 _aten = torch.ops.aten
+BNViews = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]   # see _Layer.bn
+Tape = list[Any]            # what the forward pass keeps for the backward pass, in order
 
 
 def dropout_seed(seed: int) -> int:
@@ -76,11 +79,11 @@ class _Layer:
     gw: Tensor
     b: Tensor | None
     gb: Tensor | None
-    bn: tuple | None          # (running_mean, running_var, gamma, beta, g_gamma, g_beta)
+    bn: BNViews | None        # (running_mean, running_var, gamma, beta, g_gamma, g_beta)
     slope: Tensor | None      # PReLU (K, C)
     gslope: Tensor | None
 
-    def __post_init__(self):  # the views a step uses, made once (each costs a dispatch per step)
+    def __post_init__(self) -> None:  # the views a step uses, made once (each costs a dispatch per step)
         self.w_t = self.w.transpose(1, 2)                       # (K, out, in): signal going down
         self.b_row = None if self.b is None else self.b.unsqueeze(1)   # (K, 1, out): broadcast
 
@@ -184,7 +187,7 @@ class StackedMLP:
         self.head = _Layer(w, gw, b, gb, None, None, None)
         self.input_bn = self._bn("input_bn", views)
 
-    def _bn(self, key: str, views: dict) -> tuple | None:
+    def _bn(self, key: str, views: dict[str, tuple[Tensor, Tensor]]) -> BNViews | None:
         if f"{key}.running_mean" not in self.buffers_:
             return None
         (gamma, g_gamma), (beta, g_beta) = views[f"{key}.weight"], views[f"{key}.bias"]
@@ -201,6 +204,7 @@ class StackedMLP:
         if not any(rates):
             return None
         p = torch.tensor(rates, dtype=torch.float64)
+        vals: tuple[Tensor, ...]
         if self.alpha_dropout:
             a = 1.0 / torch.sqrt((ALPHA_DROPOUT ** 2 * p + 1) * (1 - p))
             kept_a, kept_b = a, ALPHA_DROPOUT * a * p
@@ -222,7 +226,7 @@ class StackedMLP:
         return self.train(False)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor, tape: list | None = None) -> Tensor:
+    def forward(self, x: Tensor, tape: Tape | None = None) -> Tensor:
         """Logits (K, B, n_classes). With a ``tape`` list, what the backward pass needs is kept."""
         k = self.k
         if x.dim() == 2:
@@ -242,7 +246,7 @@ class StackedMLP:
             if tape is not None:
                 tape.append(x)                                   # the layer's input
             x = torch.bmm(x, layer.w) if layer.b is None else torch.baddbmm(
-                layer.b_row, x, layer.w)
+                cast(Tensor, layer.b_row), x, layer.w)
             if layer.bn is not None and self.bn_position == "before":
                 x = self._batch_norm(x, layer.bn, tape)
             x = self._activate(x, layer, tape)
@@ -253,49 +257,50 @@ class StackedMLP:
         self._one_thread(False)
         if tape is not None:
             tape.append(x)
-        return torch.baddbmm(self.head.b_row, x, self.head.w)
+        return torch.baddbmm(cast(Tensor, self.head.b_row), x, self.head.w)
 
     __call__ = forward
 
-    def _batch_norm(self, x: Tensor, bn: tuple, tape: list | None) -> Tensor:
+    def _batch_norm(self, x: Tensor, bn: BNViews, tape: Tape | None) -> Tensor:
         self._one_thread(True)
         mean, var, gamma, beta = bn[:4]
         k, b, c = x.shape
         x2 = x.transpose(0, 1).reshape(b, k * c)
-        y, save_mean, save_invstd = _aten.native_batch_norm(
+        out: tuple[Tensor, Tensor, Tensor] = _aten.native_batch_norm(
             x2, gamma.reshape(-1), beta.reshape(-1), mean.view(-1), var.view(-1), self.training,
             self.bn_momentum, self.bn_eps)
+        y, save_mean, save_invstd = out
         if tape is not None:
             tape.append((x2, save_mean, save_invstd))
         return y.view(b, k, c).transpose(0, 1)
 
-    def _input_norm(self, x: Tensor, tape: list | None) -> Tensor:
+    def _input_norm(self, x: Tensor, tape: Tape | None) -> Tensor:
         """Input BatchNorm: each model's (B, D) slice normalized on its own (contiguous, so no
         transposed copy of the widest activation, and a slice stays in cache), then scaled and
         shifted for all models at once. The tape keeps the normalized input x_hat."""
         self._one_thread(True)
+        assert self.input_bn is not None
         mean, var, gamma, beta = self.input_bn[:4]
-        train = tape is not None
-        xhat = self._scratch("xhat", x.shape, x) if train else torch.empty_like(x)
+        xhat = self._scratch("xhat", x.shape, x) if tape is not None else torch.empty_like(x)
         save = torch.empty(2, *mean.shape, device=x.device, dtype=x.dtype)
         for j in range(self.k):     # no weight or bias: native_batch_norm returns x_hat itself
             _aten.native_batch_norm.out(x[j], None, None, mean[j], var[j], self.training,
                                         self.bn_momentum, self.bn_eps, out=xhat[j],
                                         save_mean=save[0, j], save_invstd=save[1, j])
-        if not train:
+        if tape is None:
             return torch.addcmul(beta.unsqueeze(1), xhat, gamma.unsqueeze(1))
         tape.append(xhat)
         return torch.addcmul(beta.unsqueeze(1), xhat, gamma.unsqueeze(1),
                              out=self._scratch("y", x.shape, x))
 
-    def _activate(self, z: Tensor, layer: _Layer, tape: list | None) -> Tensor:
+    def _activate(self, z: Tensor, layer: _Layer, tape: Tape | None) -> Tensor:
         if self.act is not None:
             y = self.act(z)
             if tape is not None:
                 tape.append((z, y))
             return y
         if self.activation == "prelu":
-            slope = layer.slope.unsqueeze(1)
+            slope = cast(Tensor, layer.slope).unsqueeze(1)
             if tape is not None:
                 tape.append((z, slope))
             return torch.where(z >= 0, z, z * slope)
@@ -307,7 +312,7 @@ class StackedMLP:
             tape.append((z, noise))
         return z * noise
 
-    def _drop(self, x: Tensor, rates: tuple, tape: list | None = None) -> Tensor:
+    def _drop(self, x: Tensor, rates: tuple[Tensor, ...], tape: Tape | None = None) -> Tensor:
         keep = torch.rand(x.shape, generator=self.generator, device=x.device,
                           dtype=x.dtype) >= rates[0]
         if len(rates) == 2:
@@ -328,7 +333,7 @@ class StackedMLP:
 
         ``x`` is (B, D) shared by all models or (K, B, D); ``y`` is (B,) or (K, B).
         """
-        tape: list = []
+        tape: Tape = []
         threads = torch.get_num_threads()
         if self.device.type == "cpu" and threads > 1:
             self._threads = threads                         # see _one_thread
@@ -359,7 +364,7 @@ class StackedMLP:
             if torch.get_num_threads() != want:
                 torch.set_num_threads(want)
 
-    def _backward(self, g: Tensor, tape: list) -> None:
+    def _backward(self, g: Tensor, tape: Tape) -> None:
         h = tape.pop()
         self._dense_grads(h, g, self.head)
         g = torch.bmm(g, self.head.w_t)
@@ -382,7 +387,7 @@ class StackedMLP:
             if i > 0:                                           # the input itself needs none
                 g = torch.bmm(g, layer.w_t)
 
-    def _input_grads(self, h: Tensor, g: Tensor, tape: list) -> None:
+    def _input_grads(self, h: Tensor, g: Tensor, tape: Tape) -> None:
         """The first layer's and the input BatchNorm's gradients, from the first layer's input
         ``h`` and output gradient ``g`` (K, B, W).
 
@@ -395,6 +400,7 @@ class StackedMLP:
         about a quarter of a step of the chapter's BN net on 3072 inputs (profiled, K = 3).
         With input dropout in between, g_y carries the mask and is computed."""
         layer = self.layers[0]
+        assert self.input_bn is not None
         g_gamma, g_beta = self.input_bn[4:]
         s = g.sum(1)                                                    # (K, W)
         if layer.gb is not None:
@@ -419,19 +425,21 @@ class StackedMLP:
         if layer.gb is not None:
             torch.sum(g, 1, out=layer.gb)
 
-    def _batch_norm_grad(self, g: Tensor, bn: tuple, saved: tuple) -> Tensor:
+    def _batch_norm_grad(self, g: Tensor, bn: BNViews, saved: tuple[Tensor, Tensor, Tensor]
+                         ) -> Tensor:
         self._one_thread(True)
         mean, var, gamma, _, g_gamma, g_beta = bn
         x2, save_mean, save_invstd = saved
         k, b, c = g.shape
-        gx, gg, gb = _aten.native_batch_norm_backward(
+        grads: tuple[Tensor, Tensor, Tensor] = _aten.native_batch_norm_backward(
             g.transpose(0, 1).reshape(b, k * c), x2, gamma.reshape(-1), mean.view(-1),
             var.view(-1), save_mean, save_invstd, True, self.bn_eps, [True, True, True])
+        gx, gg, gb = grads
         g_gamma.copy_(gg.view(k, c))
         g_beta.copy_(gb.view(k, c))
         return gx.view(b, k, c).transpose(0, 1)
 
-    def _activate_grad(self, g: Tensor, layer: _Layer, saved: tuple) -> Tensor:
+    def _activate_grad(self, g: Tensor, layer: _Layer, saved: tuple[Tensor, Tensor]) -> Tensor:
         z, extra = saved
         if self.act_grad is not None:
             return self.act_grad(g, z, extra)
@@ -593,7 +601,7 @@ class StackedMLP:
         """Nothing to give back: the stack trained copies of the models."""
 
 
-_MINUS_ONES: dict[tuple, Tensor] = {}
+_MINUS_ONES: dict[tuple[Any, ...], Tensor] = {}
 
 
 def _minus_ones(k: int, b: int, like: Tensor) -> Tensor:
