@@ -41,8 +41,8 @@ import optuna
 
 from dnnlab import io
 from dnnlab.errors import DnnlabError
+from dnnlab.storage import HEARTBEAT_SECONDS, open_storage, worker_id
 from dnnlab.train import threads as thread_policy
-from dnnlab.tune.search import HEARTBEAT_SECONDS, open_storage, worker_id
 
 Record = dict[str, Any]
 
@@ -283,10 +283,10 @@ def run_shared(stages: tuple[Stage, ...], setup: Any, *, settings: dict[str, Any
     check_graph(stages)
     by_name = {s.name: s for s in stages}
     name = f"{study_name}-{digest(settings)}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)     # a line per trial is noise here
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = _open_study(url, name, stages, heartbeat)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     say(f"worker {worker_id()} on shared study {name!r}")
 
     def objective(trial) -> float:
@@ -323,9 +323,8 @@ def run_shared(stages: tuple[Stage, ...], setup: Any, *, settings: dict[str, Any
             time.sleep(POLL_SECONDS)        # every stage left is running elsewhere
             continue
         study.optimize(objective, n_trials=1, catch=())
-        if not any(t.state == optuna.trial.TrialState.RUNNING for t in _trials(study)):
-            continue
-        time.sleep(POLL_SECONDS if _only_blocked(study, by_name) else 0)
+        if _only_blocked(study, by_name):
+            time.sleep(POLL_SECONDS)        # do not cycle a queue of stages that must wait
 
 
 def _only_blocked(study, by_name: dict[str, Stage]) -> bool:
