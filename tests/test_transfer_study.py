@@ -87,7 +87,7 @@ def test_study_command_lists_every_registered_study(capsys):
     args = p.parse_args(["study", "transfer", "--seeds", "4", "--pretrained", "tuned",
                          "--device", "cpu"])
     assert (args.seeds, args.pretrained, args.device, args.quick) == (4, "tuned", "cpu", False)
-    assert args.func.__module__ == "dnnlab.studies.transfer"
+    assert args.func.__module__ == "dnnlab.studies.transfer.command"
     bare = p.parse_args(["study"])
     assert bare.func(bare) == 2                       # no study named: help, exit code 2
     shown = capsys.readouterr().out
