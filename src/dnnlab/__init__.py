@@ -27,7 +27,9 @@ from dnnlab.data import Dataset, from_arrays, load_dataset, standardized
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import MLP, build_mlp
 from dnnlab.report import learning_curves, line_plot, report_runs
+from dnnlab.studies import ablation as _ablation_study
 from dnnlab.studies import cifar10 as _cifar10_study
+from dnnlab.studies import cli as _study_cli
 from dnnlab.studies import transfer as _transfer_study
 from dnnlab.studies.explain import TOPICS, Finding, run_topics
 from dnnlab.runs import fit, train_many
@@ -37,8 +39,8 @@ from dnnlab.train.lr_finder import LRFinderResult, find_lr
 
 __version__ = "0.1.0"
 
-STUDIES: tuple[str, ...] = ("cifar10", "transfer")
-"""The exercises :func:`run_study` runs (``dnnlab study NAME`` on the command line)."""
+STUDIES: tuple[str, ...] = tuple(_study_cli.STUDIES)
+"""The studies :func:`run_study` runs (``dnnlab study NAME`` on the command line)."""
 
 
 def _quiet(*_args: Any, **_kwargs: Any) -> None:
@@ -47,12 +49,13 @@ def _quiet(*_args: Any, **_kwargs: Any) -> None:
 
 def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, seeds: int = 3,
               data_dir: str | Path | None = None, device: str = "auto", progress: bool = True,
-              **options: Any) -> dict[str, Any]:
+              config: str | Path | RunConfig | None = None, **options: Any) -> dict[str, Any]:
     """Run one of the chapter's exercises end to end and return its results (also in ``out``).
 
     Args:
         name: ``"cifar10"`` (the CIFAR-10 exercise: needs CIFAR-10 in ``data_dir``, the cache or
-            a download) or ``"transfer"`` (the MNIST transfer-learning exercise).
+            a download), ``"transfer"`` (the MNIST transfer-learning exercise) or ``"ablation"``
+            (the exercise's ladder of variants on the data and network of ``config``).
         out: the output folder for ``results.json``, ``report.html`` and the runs; default
             ``runs/NAME``.
         quick: a shortened run of the whole pipeline (minutes on a 2-core CPU) instead of the
@@ -61,6 +64,8 @@ def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, 
         data_dir: a folder holding the dataset files (default: ``$DNNLAB_DATA_DIR``, the cache).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         progress: print progress lines (default True).
+        config: ablation only: a TOML file (its ``[[variant]]`` tables add variants) or a
+            :class:`RunConfig` (then ``variants=`` gives them).
         **options: the study's own options, e.g. ``threads=2`` or ``resume=True`` (both);
             ``max_epochs``, ``patience``, ``search_epochs`` (cifar10); ``pretrained`` (transfer).
 
@@ -73,6 +78,13 @@ def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, 
         return _transfer_study.run(out or "runs/transfer", quick=quick, seeds=seeds,
                                    data_dir=None if data_dir is None else str(data_dir),
                                    device=device, log=print if progress else _quiet, **options)
+    if name == "ablation":
+        if config is None:
+            raise DnnlabError("run_study('ablation') needs config= (a TOML file or a RunConfig): "
+                              "the network and data its ladder of variants trains")
+        return _ablation_study.run(config, out or "runs/ablation", quick=quick, seeds=seeds,
+                                   device=device, progress=progress,
+                                   data_dir=None if data_dir is None else str(data_dir), **options)
     raise DnnlabError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}")
 
 
