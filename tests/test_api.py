@@ -122,11 +122,14 @@ def test_lr_finder_layer_stats_and_save_load(tmp_path):
 
 
 def test_studies_and_topics_by_name_refuse_unknown_names(tmp_path):
-    with pytest.raises(dnnlab.DnnlabError, match="unknown study 'cifar100'.*cifar10, transfer"):
+    with pytest.raises(dnnlab.DnnlabError, match="unknown study 'cifar100'.*transfer, cifar10, "
+                                                 "ablation"):
         dnnlab.run_study("cifar100", tmp_path)
+    with pytest.raises(dnnlab.DnnlabError, match="needs config="):
+        dnnlab.run_study("ablation", tmp_path)
     with pytest.raises(dnnlab.DnnlabError, match="unknown topic 'symetry'"):
         dnnlab.explain("symetry", tmp_path)
-    assert "symmetry" in dnnlab.TOPICS and dnnlab.STUDIES == ("cifar10", "transfer")
+    assert "symmetry" in dnnlab.TOPICS and dnnlab.STUDIES == ("transfer", "cifar10", "ablation")
 
 
 @pytest.mark.parametrize("topic", dnnlab.TOPICS)
