@@ -1,6 +1,7 @@
-"""Many workers, one job: `dnnlab sweep --storage` shared by processes (one SIGKILLed mid-run,
-its group redone, every variant in the summary exactly once), a sweep that resumes, and a
-`dnnlab tune` worker killed mid-trial whose trial is failed, retried and not counted."""
+"""Many workers, one job: `dnnlab sweep --storage` shared by processes through Optuna's storage (one
+SIGKILLed mid-group, its trial failed and retried, every variant in the summary exactly once), a
+sweep that resumes, and a `dnnlab tune` worker killed mid-trial whose trial is failed, retried and
+not counted."""
 
 import csv
 import os
@@ -9,9 +10,10 @@ import subprocess
 import sys
 import time
 
-import sqlalchemy as sa
+import optuna
+from optuna.trial import TrialState
 
-from dnnlab.dburl import with_driver
+from dnnlab.storage import open_storage
 from test_tune_workers import postgres_url  # noqa: F401  (the PostgreSQL server fixture)
 
 CONFIG = """
@@ -23,17 +25,18 @@ valid_size = 100
 [model]
 depth = 2
 [train]
-epochs = 6
+epochs = 40
 batch_size = 16
 patience = "none"
 progress = false
 device = "cpu"
 checkpoint_every = 0
 """
-WIDTHS = [4, 5, 6, 7]
+WIDTHS = [4, 5, 6, 7]            # 4 groups (a width is a shape), 2 learning rates in each
 LRS = [0.01, 0.02]
+EPOCHS = 40                      # about 2 s a group here: long enough to be killed in one
 AXES = ["--set", "model.width=" + ",".join(map(str, WIDTHS)), "--set",
-        "optim.lr=" + ",".join(map(str, LRS)), "--set", "train.epochs=6"]
+        "optim.lr=" + ",".join(map(str, LRS)), "--set", f"train.epochs={EPOCHS}"]
 
 
 def _env():
@@ -47,26 +50,27 @@ def _worker(config, storage, out, grace=3):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
 
 
-def _claims(storage):
-    engine = sa.create_engine(with_driver(storage))
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT grp, worker, state FROM dnnlab_sweep_claims")).all()
-    except sa.exc.SQLAlchemyError:
+def _trials(storage):
+    """The sweep study's trials (none before a worker has created it); ``storage`` is opened
+    once by the caller (:func:`open_storage`), not per look."""
+    names = optuna.study.get_all_study_names(storage=storage)
+    if not names:
         return []
-    finally:
-        engine.dispose()
+    assert len(names) == 1 and names[0].startswith("dnnlab-sweep-")
+    return optuna.load_study(study_name=names[0], storage=storage).get_trials()
 
 
 def _check_summary(out):
-    rows = list(csv.DictReader(open(out / "summary.csv")))
-    names = sorted(r["run"] for r in rows)
+    runs = list(csv.DictReader(open(out / "runs.csv")))
+    names = sorted(r["run"] for r in runs)
     expected = sorted(f"width={w}_lr={lr}_seed=42" for w in WIDTHS for lr in LRS)
     assert names == expected                       # every variant, exactly once
     assert "epochs" not in "".join(names)          # a one-value --set is not an axis
-    assert all(r["status"] == "completed" and r["epochs_run"] == "6" for r in rows)
+    assert all(r["status"] == "completed" and r["epochs_run"] == str(EPOCHS) for r in runs)
     for name in names:
         assert (out / name / "model.safetensors").is_file()
+    variants = list(csv.DictReader(open(out / "summary.csv")))
+    assert sorted(v["variant"] for v in variants) == sorted(n.removesuffix("_seed=42") for n in names)
 
 
 def test_two_postgres_workers_one_killed_every_variant_once(tmp_path, postgres_url):  # noqa: F811
@@ -74,25 +78,38 @@ def test_two_postgres_workers_one_killed_every_variant_once(tmp_path, postgres_u
     config.write_text(CONFIG)
     out = tmp_path / "sweep"
     victim = _worker(config, postgres_url, out)
-    deadline = time.time() + 60
-    while not any(w.endswith(f":{victim.pid}") and s == "running"
-                  for _, w, s in _claims(postgres_url)):
+    db = open_storage(postgres_url, 1)
+    deadline = time.time() + 90
+    while True:                                    # the victim trains a group, a few epochs in
+        running = [t for t in _trials(db) if t.state == TrialState.RUNNING
+                   and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        if running and all((out / run / "metrics.csv").is_file() and
+                           len((out / run / "metrics.csv").read_text().splitlines()) > 2
+                           for run in running[0].user_attrs["runs"]):
+            break
         assert time.time() < deadline and victim.poll() is None, victim.stdout.read()
-        time.sleep(0.1)
+        time.sleep(0.05)
+    killed_group = running[0].user_attrs["group"]
     survivor = _worker(config, postgres_url, out)
-    victim.send_signal(signal.SIGKILL)             # mid-group: its claim stays "running"
+    victim.send_signal(signal.SIGKILL)             # mid-group: its trial stays RUNNING
     victim.wait()
-    text, _ = survivor.communicate(timeout=180)
+    text, _ = survivor.communicate(timeout=240)
     assert survivor.returncode == 0, text
     _check_summary(out)
-    claims = _claims(postgres_url)
-    assert len(claims) == len(WIDTHS) and all(s == "done" for _, _, s in claims)
-    assert all(w.endswith(f":{survivor.pid}") for _, w, _ in claims)   # the dead one's redone
+    trials = _trials(db)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.user_attrs["group"] for t in complete) == sorted(
+        {t.user_attrs["group"] for t in trials if "group" in t.user_attrs})   # each group once
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["group"] for t in failed] == [killed_group]          # the killed one
+    redone = [t for t in complete if t.user_attrs["group"] == killed_group]
+    assert redone[0].user_attrs["worker"].endswith(f":{survivor.pid}")
+    assert redone[0].system_attrs.get("failed_trial") == failed[0].number    # Optuna's retry
 
 
 def test_sqlite_sweep_resumes_without_retraining(tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text(CONFIG.replace("epochs = 6", "epochs = 1"))
+    config.write_text(CONFIG)
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
     out = tmp_path / "sweep"
     first = _worker(config, storage, out)
@@ -105,6 +122,7 @@ def test_sqlite_sweep_resumes_without_retraining(tmp_path):
     assert again.returncode == 0, text
     _check_summary(out)
     assert (out / "width=4_lr=0.01_seed=42" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert len(_trials(open_storage(storage, 1))) == len(WIDTHS)   # nothing enqueued or run again
 
 
 TUNE = """
@@ -129,9 +147,6 @@ checkpoint_every = 0
 
 
 def test_killed_tune_worker_trial_is_retried_and_not_counted(tmp_path):
-    import optuna
-    from optuna.trial import TrialState
-
     config = tmp_path / "t.toml"
     config.write_text(TUNE)
     storage = f"sqlite:///{tmp_path / 'study.db'}"

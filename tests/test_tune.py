@@ -198,7 +198,8 @@ def test_register_adds_the_tune_command():
 def test_postgresql_urls_get_an_installed_driver():
     import importlib.util
 
-    from dnnlab.tune.search import _safe_url, with_driver
+    from dnnlab.storage import safe_url as _safe_url
+    from dnnlab.storage import with_driver
     url = with_driver("postgresql://u:secret@db.example/tune")
     if importlib.util.find_spec("psycopg") or importlib.util.find_spec("psycopg2"):
         assert url.startswith(("postgresql+psycopg://", "postgresql+psycopg2://"))

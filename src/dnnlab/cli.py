@@ -96,7 +96,8 @@ def cmd_sweep(args) -> int:
     out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out,
                 progress=cfg.train.progress, storage=args.storage, grace=args.grace)
     print(format_table(out))
-    print(f"sweep directory: {out} (summary.csv, report.html, one run directory per variant)")
+    print(f"sweep directory: {out} (summary.csv: one row per variant over its seeds; runs.csv: one "
+          "per model; report.html; one run directory per model)")
     return 0
 
 
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "postgresql://user:pw@host/db; re-running resumes it (default: none, one process)")
     sp.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
                     help="with --storage: a group whose worker sent no heartbeat for this long is "
-                    "redone by another worker (default 60.0)")
+                    "redone by another worker (at least 3; default 60.0)")
     with_threads(sp)
     sp.set_defaults(func=cmd_sweep)
 

@@ -1,9 +1,32 @@
-"""Database URLs shared by ``dnnlab tune`` and ``dnnlab sweep --storage``: the driver to use and
-a form fit for messages (no password)."""
+"""Work shared between processes and machines through an Optuna storage: ``dnnlab tune``'s trials,
+``dnnlab sweep --storage``'s groups.
+
+One mechanism for both: an RDB storage (SQLite for processes on one machine, PostgreSQL across
+machines) with heartbeats. A worker killed at any moment leaves a RUNNING trial whose heartbeat
+stops; after the grace period (``GRACE_BEATS`` missed heartbeats) the next worker to look marks it
+failed and Optuna's retry callback enqueues a copy (same parameters and user attributes), which a
+worker runs first. Every trial records which worker ran it (:func:`worker_id`).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
+import os
+import socket
+import time
+import warnings
+from typing import Any
+
+import optuna
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from dnnlab.errors import DnnlabError
+
+HEARTBEAT_SECONDS = 20           # a running trial's heartbeat; stale after GRACE_BEATS of them
+GRACE_BEATS = 3
+MAX_RETRY = 3                    # a trial whose workers die this often is left failed
+SQLITE_TIMEOUT_SECONDS = 120
 
 
 def with_driver(url: str) -> str:
@@ -24,3 +47,54 @@ def safe_url(url: str) -> str:
         cred, host = rest.rsplit("@", 1)
         return f"{scheme}://{cred.split(':')[0]}:***@{host}"
     return url
+
+
+def worker_id() -> str:
+    """This process as ``host:pid``: which worker ran a trial."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def retry_kwargs() -> dict[str, Any]:
+    """Optuna's retry of a dead worker's trial, under the names this Optuna version has
+    (``RetryHeartbeatStaleTrialCallback`` / ``heartbeat_stale_trial_callback`` since 4.9,
+    ``RetryFailedTrialCallback`` / ``failed_trial_callback`` before)."""
+    names = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    if "heartbeat_stale_trial_callback" in names:
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        return {"heartbeat_stale_trial_callback": retry}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
+
+
+def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats: a killed worker's trial is failed after
+    ``GRACE_BEATS * heartbeat`` seconds and retried (:func:`retry_kwargs`).
+
+    SQLite gets a long lock timeout so several local workers can share one file; creating the
+    tables is retried because workers that start together race to create them. A plain
+    ``postgresql://`` URL gets whichever PostgreSQL driver is installed (:func:`with_driver`).
+    """
+    if heartbeat < 1:
+        raise DnnlabError(f"--heartbeat {heartbeat}: give at least 1 second")
+    # heartbeats and fail_stale_trials are marked experimental; the warning is noise to a user
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    url = with_driver(url)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
+    last: Exception | None = None
+    for attempt in range(8):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=int(heartbeat),
+                                              grace_period=int(GRACE_BEATS * heartbeat),
+                                              **retry_kwargs(), **kwargs)
+        except (OperationalError, IntegrityError) as e:
+            last = e
+            time.sleep(0.25 * (attempt + 1))
+        except (ImportError, ModuleNotFoundError) as e:
+            raise DnnlabError(f"storage {url.split(':')[0]!r} needs a database driver that is not "
+                              f"installed ({e}); for PostgreSQL: pip install psycopg2-binary") from None
+        except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
+            raise DnnlabError(f"cannot open the Optuna storage {safe_url(url)}: {e}; check the URL "
+                              "(e.g. postgresql://user:password@host/dbname) and that the server "
+                              "is running") from None
+    raise DnnlabError(f"cannot open the Optuna storage {safe_url(url)}: {last}")

@@ -189,14 +189,17 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
 
 
 def pm(mean: float | None, std: float | None, scale: float = 100.0, digits: int = 2) -> str:
-    """``mean ± std`` as text, in percent by default (``98.91 ± 0.12``); a dash when missing.
+    """``mean ± std`` as text, in percent by default (``98.91 ± 0.12``); a dash when missing, the
+    mean alone when ``std`` is None (one seed has no spread to show).
 
     The unit is the caller's to write (``f"{pm(m, s)} %"``), so the one format reads the same in a
     table cell, whose header names the unit, and in a sentence.
     """
     if mean is None or math.isnan(mean):
         return "–"
-    return f"{mean * scale:.{digits}f} ± {(std or 0.0) * scale:.{digits}f}"
+    if std is None:
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
 def _betainc(a: float, b: float, x: float) -> float:

@@ -9,17 +9,24 @@ keys) are trained together; every other difference (another shape, another datas
 class subset ...) makes a group of its own, each group one engine run on its own data. A
 variant that fails (diverges, even in its first epoch) is recorded as failed with its reason; a
 group that cannot train at all (its data cannot be read) records each of its variants as failed;
-the sweep goes on and summary.csv lists every variant. Each variant gets a run
-directory like ``dnnlab train`` writes (its name made safe and bounded *before* any training:
-:func:`dnnlab.rundir.safe_name`), and the sweep a summary table and a report.
+the sweep goes on. Each trained model gets a run directory like ``dnnlab train`` writes (its name
+made safe and bounded *before* any training: :func:`dnnlab.rundir.safe_name`).
+
+**What a sweep writes**: ``runs.csv``, one row per model (a *variant* is the axis values; a
+*run* is a variant with one seed), and ``summary.csv``, one row per variant over its seeds
+(:func:`aggregate`: mean ± std, the 95% interval of the mean, and whether it is beyond seed
+noise from the best variant), the same rows as the terminal table (:func:`format_table`), and
+``report.html`` with one curve per variant and a band over its seeds.
 
 **Many workers** (``storage="sqlite:///..."`` or ``"postgresql://..."``): every process started
-with the same sweep and storage works on it. Groups are claimed in a claims table (an INSERT
-that only one worker can win, and a takeover UPDATE of a claim whose heartbeat is older than
-``grace`` seconds, so a killed worker's group is redone); a finished group's summary rows are
-stored with its claim in one transaction, keyed by run name, so the summary holds every variant
-exactly once. Re-running the command resumes the sweep: finished groups are skipped. The sweep
-folder is named by a hash of the sweep (config, grid, seeds), so every worker finds it.
+with the same sweep and storage works on it, through an Optuna study as ``dnnlab tune`` does
+(:mod:`dnnlab.storage`): each group is an enqueued trial whose user attribute ``group`` is its
+group key; workers run them with ``study.optimize``, whose heartbeats let a worker killed
+mid-group be noticed ``grace`` seconds later and its group retried. A finished group's rows are
+stored as its trial's user attribute ``rows``, and the summary is built from the completed
+trials, one per group, so it holds every variant exactly once. Re-running the command resumes
+the sweep: finished groups are skipped. The study is named by a hash of the sweep (config, grid,
+seeds), so every worker finds it, and so is the default sweep folder.
 """
 
 from __future__ import annotations
@@ -29,25 +36,27 @@ import hashlib
 import io as _io
 import itertools
 import json
-import os
-import socket
-import threading
+import math
+import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, OperationalError
+import optuna
+from optuna.trial import TrialState
 
 from dnnlab import config as config_mod
 from dnnlab import data as datasets  # called through the module, so tests can stand in data
 from dnnlab import io, rundir
+from dnnlab.analysis.stats import mean_interval, mean_std, pm, welch
 from dnnlab.config import PER_MODEL_KEYS, RunConfig, group_key
-from dnnlab.dburl import safe_url, with_driver
 from dnnlab.errors import ConfigError, DnnlabError
-from dnnlab.report import report_runs
+from dnnlab.report.runs import read_metrics
+from dnnlab.report.sweep import report_sweep
 from dnnlab.runs.recorded import train_many
 from dnnlab.runs.single import default_run_dir
+from dnnlab.storage import GRACE_BEATS, MAX_RETRY, open_storage, worker_id
 from dnnlab.train.callbacks import CsvLogger
 from dnnlab.train.checkpoint import save_model
 from dnnlab.train.driver import FitResult, Variant
@@ -55,12 +64,16 @@ from dnnlab.train.driver import FitResult, Variant
 # More models than this in one sweep is a typo, not an experiment: 10,000 of the book's 5 x 100
 # MNIST nets, stacked with their optimizer state and best/last-good copies, need about 30 GB.
 MAX_MODELS = 10_000
-GRACE_SECONDS = 60       # a claim whose heartbeat is older than this is redone by another worker
+GRACE_SECONDS = 60       # --grace: a group whose worker sent no heartbeat for this long is redone
+NOISE_LEVEL = 0.05       # Welch's test against the best variant, two-sided, at 5%
+INTERVAL = 0.95          # the interval of each mean over seeds
 
 
 def split_values(text: str) -> list[str]:
     """Split ``a,b,c`` on the commas that are not inside brackets or quotes."""
-    parts, depth, quote, cur = [], 0, "", []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, ""
     for ch in text:
         if quote:
             quote = "" if ch == quote else quote
@@ -109,149 +122,21 @@ def grid(sets: list[str]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
 
 
+def _axis_parts(overrides: dict[str, Any]) -> list[str]:
+    return [f"{k.split('.')[-1]}={v}" for k, v in overrides.items()]
+
+
+def variant_label(overrides: dict[str, Any]) -> str:
+    """The variant (its axis values, without the seed) as one safe name; ``base`` for a sweep
+    with no axis (only seeds)."""
+    parts = _axis_parts(overrides)
+    return rundir.safe_name("_".join(parts).replace(" ", "")) if parts else "base"
+
+
 def variant_name(overrides: dict[str, Any], seed: int) -> str:
-    """The variant's folder name: its axis values and seed, safe and bounded (long ones end in a
+    """The run's folder name: its axis values and seed, safe and bounded (long ones end in a
     hash of the whole name, so they stay unique)."""
-    parts = [f"{k.split('.')[-1]}={v}" for k, v in overrides.items()]
-    return rundir.safe_name("_".join(parts + [f"seed={seed}"]).replace(" ", ""))
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class Claims:
-    """The shared state of a sweep in a database: who works on which group, and the results.
-
-    ``claim`` is atomic in SQLite and PostgreSQL alike: a new claim is an INSERT that a primary
-    key lets only one worker win; a stale claim (no heartbeat for ``grace`` seconds: its worker
-    died) is taken over by an UPDATE whose WHERE re-checks the staleness under the row lock.
-    """
-
-    def __init__(self, url: str, sweep_id: str, grace: float = GRACE_SECONDS):
-        self.sweep, self.grace, self.me = sweep_id, grace, worker_id()
-        url = with_driver(url)
-        kwargs: dict[str, Any] = {"future": True}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 120}
-        try:
-            self.engine = sa.create_engine(url, **kwargs)
-        except (ImportError, ModuleNotFoundError) as e:
-            raise DnnlabError(f"--storage {safe_url(url)} needs a database driver that is not "
-                              f"installed ({e}); for PostgreSQL: pip install psycopg2-binary") from None
-        except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
-            raise DnnlabError(f"--storage {safe_url(url)}: not a usable database URL ({e})") from None
-        meta = sa.MetaData()
-        self.claims = sa.Table(
-            "dnnlab_sweep_claims", meta,
-            sa.Column("sweep", sa.String(64), primary_key=True),
-            sa.Column("grp", sa.String(64), primary_key=True),
-            sa.Column("worker", sa.String(300), nullable=False),
-            sa.Column("heartbeat", sa.Float, nullable=False),
-            sa.Column("state", sa.String(16), nullable=False))
-        self.rows_table = sa.Table(
-            "dnnlab_sweep_rows", meta,
-            sa.Column("sweep", sa.String(64), primary_key=True),
-            sa.Column("run", sa.String(300), primary_key=True),
-            sa.Column("grp", sa.String(64), nullable=False),
-            sa.Column("row", sa.Text, nullable=False))
-        last: Exception | None = None
-        for attempt in range(8):                # workers that start together race to create
-            try:
-                meta.create_all(self.engine)
-                return
-            except (OperationalError, IntegrityError) as e:
-                last = e
-                time.sleep(0.25 * (attempt + 1))
-            except Exception as e:  # noqa: BLE001
-                raise DnnlabError(f"--storage {safe_url(url)}: cannot open the database ({e}); "
-                                  "check the URL and that the server is running") from None
-        raise DnnlabError(f"--storage {safe_url(url)}: cannot create the sweep tables ({last})")
-
-    def _where(self, group: str):
-        c = self.claims.c
-        return sa.and_(c.sweep == self.sweep, c.grp == group)
-
-    def status(self) -> dict[str, tuple[str, str, float]]:
-        """group -> (state, worker, heartbeat) of every claimed group."""
-        c = self.claims.c
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(c.grp, c.state, c.worker, c.heartbeat)
-                                .where(c.sweep == self.sweep)).all()
-        return {g: (state, w, hb) for g, state, w, hb in rows}
-
-    def claim(self, group: str) -> bool:
-        """Take ``group`` if nobody has, or if its worker's heartbeat is stale."""
-        now = time.time()
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(self.claims.insert().values(sweep=self.sweep, grp=group, worker=self.me,
-                                                         heartbeat=now, state="running"))
-            return True
-        except IntegrityError:
-            pass
-        c = self.claims.c
-        with self.engine.begin() as conn:
-            res = conn.execute(self.claims.update()
-                               .where(self._where(group), c.state == "running",
-                                      c.heartbeat < now - self.grace)
-                               .values(worker=self.me, heartbeat=now))
-            return res.rowcount == 1
-
-    def beat(self, group: str) -> bool:
-        c = self.claims.c
-        with self.engine.begin() as conn:
-            res = conn.execute(self.claims.update()
-                               .where(self._where(group), c.worker == self.me, c.state == "running")
-                               .values(heartbeat=time.time()))
-            return res.rowcount == 1
-
-    def finish(self, group: str, rows: list[dict[str, Any]]) -> bool:
-        """Store ``rows`` and mark ``group`` done, in one transaction; False (nothing stored)
-        when the claim was taken over meanwhile (the other worker will store its own rows)."""
-        c = self.claims.c
-        with self.engine.begin() as conn:
-            res = conn.execute(self.claims.update()
-                               .where(self._where(group), c.worker == self.me, c.state == "running")
-                               .values(state="done", heartbeat=time.time()))
-            if res.rowcount != 1:
-                conn.rollback()
-                return False
-            r = self.rows_table.c
-            conn.execute(self.rows_table.delete().where(r.sweep == self.sweep, r.grp == group))
-            conn.execute(self.rows_table.insert(), [
-                {"sweep": self.sweep, "run": row["run"], "grp": group,
-                 "row": json.dumps(row, default=io._json_default)} for row in rows])
-        return True
-
-    def rows(self) -> list[dict[str, Any]]:
-        r = self.rows_table.c
-        with self.engine.connect() as conn:
-            texts = conn.execute(sa.select(r.row).where(r.sweep == self.sweep)).scalars().all()
-        return [json.loads(t) for t in texts]
-
-
-class _Heartbeat:
-    """Beats for a claimed group from a thread while the group trains."""
-
-    def __init__(self, claims: Claims, group: str):
-        self.claims, self.group, self.stop = claims, group, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(max(self.claims.grace / 4, 0.2)):
-            try:
-                self.claims.beat(self.group)
-            except Exception:  # noqa: BLE001 - a lost beat is retried; a dead DB ends the sweep later
-                pass
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+    return rundir.safe_name("_".join(_axis_parts(overrides) + [f"seed={seed}"]).replace(" ", ""))
 
 
 def sweep_id(cfg: RunConfig, combos: list[dict[str, Any]], seeds: int) -> str:
@@ -261,20 +146,26 @@ def sweep_id(cfg: RunConfig, combos: list[dict[str, Any]], seeds: int) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
+Members = list[tuple[dict[str, Any], int]]      # a group's variants: (axis values, seed)
+
+
 def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | None = None,
           *, progress: bool = True, storage: str | None = None,
           grace: float = GRACE_SECONDS) -> Path:
-    """Train every variant; write one run directory each plus ``summary.csv`` and ``report.html``.
+    """Train every variant; write one run directory each plus ``runs.csv``, ``summary.csv`` and
+    ``report.html``.
 
     ``sets`` are ``key=v1,v2,...`` axes (a one-value item is a fixed setting). With ``storage``
-    (a database URL) this process is one of any number of workers on the sweep (module docstring).
+    (a database URL) this process is one of any number of workers on the sweep, and ``grace`` is
+    how long a worker may miss its heartbeats before its group is redone (module docstring).
     """
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: need at least 1")
     if seeds > MAX_MODELS:
         raise ConfigError(f"--seeds {seeds}: at most {MAX_MODELS} models per sweep")
-    if grace <= 0:
-        raise ConfigError(f"--grace {grace}: give a number of seconds > 0")
+    if not grace >= GRACE_BEATS:
+        raise ConfigError(f"--grace {grace}: give at least {GRACE_BEATS} seconds ({GRACE_BEATS} "
+                          "missed heartbeats of 1 s)")
     fixed, axes = split_sets(sets)
     if fixed:
         cfg = config_mod.replace(cfg, **fixed)
@@ -283,11 +174,10 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         raise ConfigError(f"the sweep has {len(combos)} variants x {seeds} seeds = "
                           f"{len(combos) * seeds} models; at most {MAX_MODELS}: sweep fewer values "
                           "or seeds")
-    names: dict[str, tuple[dict[str, Any], int]] = {}
+    names: set[str] = set()
     for combo in combos:                              # validate every variant before any work
         config_mod.replace(cfg, **combo)
-        for s in range(seeds):
-            names[variant_name(combo, cfg.train.seed + s)] = (combo, cfg.train.seed + s)
+        names.update(variant_name(combo, cfg.train.seed + s) for s in range(seeds))
     if len(names) != len(combos) * seeds:
         raise ConfigError("two variants of the sweep get the same name; give each --set value "
                           "once")
@@ -300,7 +190,7 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         out = default_run_dir(cfg).with_name(
             f"{rundir.safe_name(cfg.name, 100)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     rundir.make_dir(out, "sweep folder")
-    groups: dict[str, list[tuple[dict[str, Any], int]]] = {}
+    groups: dict[str, Members] = {}
     for combo in combos:
         key = group_key(config_mod.replace(cfg, **combo))
         for s in range(seeds):
@@ -312,29 +202,81 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
                     for row in _train_group(cfg, members, out, progress)]
             _finish(out, rows)
         return out
-
-    claims = Claims(storage, sid, grace)
-    while True:
-        status = claims.status()
-        now = time.time()
-        open_groups = [g for g in groups if g not in status or (
-            status[g][0] == "running" and status[g][2] < now - grace)]
-        mine = next((g for g in open_groups if claims.claim(g)), None)
-        if mine is not None:
-            with _Heartbeat(claims, mine):
-                rows = _train_group(cfg, groups[mine], out, progress)
-            claims.finish(mine, rows)
-            continue
-        if all(status.get(g, ("",))[0] == "done" for g in groups):
-            break
-        time.sleep(min(grace / 4, 2.0))      # others are training the rest: wait, then look again
-    rows = claims.rows()
-    _finish(out, rows)
+    _finish(out, _shared(cfg, groups, out, progress, storage, f"dnnlab-sweep-{sid}", grace))
     return out
 
 
-def _train_group(cfg: RunConfig, members: list[tuple[dict[str, Any], int]], out: Path,
-                 progress: bool) -> list[dict[str, Any]]:
+def _shared(cfg: RunConfig, groups: dict[str, Members], out: Path, progress: bool, storage: str,
+            name: str, grace: float) -> list[dict[str, Any]]:
+    """Work on the sweep's groups with the other workers until every group is done; return the
+    rows of every group, each from exactly one completed trial.
+
+    Each pass: stale trials are failed (Optuna's retry enqueues them again); a group with no
+    waiting, running or completed trial is enqueued (the first pass, a retry lost with its
+    worker), unless it failed more than ``MAX_RETRY`` times, then its variants are recorded as
+    failed; then this worker runs a waiting trial, or waits while others train, until every
+    group is done and nothing waits. Workers that start together may enqueue a group twice: a
+    trial runs its group only if no other trial of the group has completed or is ahead of it (a
+    lower number, waiting or running), so the duplicate ends pruned and the group trains once.
+    """
+    heartbeat = max(1, round(grace / GRACE_BEATS))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=name,
+                                direction="maximize", load_if_exists=True)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_id())
+        key = trial.user_attrs.get("group")
+        if key not in groups:      # another worker took the waiting trial first: optuna made one
+            raise optuna.TrialPruned("no group: the waiting trial was taken by another worker")
+        if _ahead(study.get_trials(deepcopy=False), key, trial.number):
+            trial.set_user_attr("duplicate", True)
+            raise optuna.TrialPruned(f"group {key} is run by another trial")
+        rows = _train_group(cfg, groups[key], out, progress)
+        trial.set_user_attr("rows", rows)
+        return float(sum(r["status"] != "failed" for r in rows))
+
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        done: dict[str, list[dict[str, Any]]] = {}
+        for key, members in groups.items():
+            mine = sorted((t for t in trials if t.user_attrs.get("group") == key),
+                          key=lambda t: t.number)
+            complete = [t for t in mine if t.state == TrialState.COMPLETE]
+            failures = sum(t.state == TrialState.FAIL for t in mine)
+            if complete:
+                done[key] = complete[0].user_attrs["rows"]
+            elif any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in mine):
+                continue
+            elif failures > MAX_RETRY:
+                done[key] = [_write_failed_variant(
+                    cfg, combo, seed, out, f"its workers died or failed {failures} times on it; "
+                    "see their output") for combo, seed in members]
+            else:
+                study.enqueue_trial({}, user_attrs={
+                    "group": key, "runs": [variant_name(c, s) for c, s in members]})
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            try:               # a group to train, or a duplicate to prune: none is left waiting
+                study.optimize(objective, n_trials=1, catch=())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass           # our trial went stale (a stall past the grace) and was redone
+        elif len(done) == len(groups):
+            return [row for key in groups for row in done[key]]
+        else:
+            time.sleep(min(heartbeat, 2.0))    # others train the rest: wait, then look again
+
+
+def _ahead(trials: list[optuna.trial.FrozenTrial], key: str, number: int) -> bool:
+    """Whether another trial of group ``key`` has completed, or comes before trial ``number``
+    (lower number) and waits or runs: then ``number`` is a duplicate of it."""
+    return any(t.user_attrs.get("group") == key and t.number != number and (
+        t.state == TrialState.COMPLETE
+        or (t.number < number and t.state in (TrialState.WAITING, TrialState.RUNNING)))
+        for t in trials)
+
+
+def _train_group(cfg: RunConfig, members: Members, out: Path, progress: bool) -> list[dict[str, Any]]:
     """Train one group (one stack, one dataset) as one K-model run; write its variants' run
     directories. A group that cannot train records every variant as failed, with the reason."""
     shared = {k: v for k, v in members[0][0].items() if k not in PER_MODEL_KEYS}
@@ -347,71 +289,172 @@ def _train_group(cfg: RunConfig, members: list[tuple[dict[str, Any], int]], out:
         results = train_many(group_cfg, data, variants, device=cfg.train.device,
                              progress=progress, run_dirs=[out / n for n in names])
     except DnnlabError as e:
-        return [_write_failed(out / name, config_mod.replace(group_cfg, **v.overrides,
-                                                             **{"train.seed": v.seed, "name": name}),
-                              str(e)) for name, v in zip(names, variants)]
+        return [_write_failed_variant(cfg, combo, seed, out, str(e)) for combo, seed in members]
+    per_model = per_model_seconds(results)
     rows = []
-    for name, res in zip(names, results):
+    for (combo, seed), name, res, secs in zip(members, names, results, per_model):
         assert res.config is not None
         vcfg = config_mod.replace(res.config, name=name)
         with rundir.hold(out / name):
-            rows.append(_write_variant(out / name, vcfg, res))
+            rows.append(_write_variant(out / name, vcfg, res, secs)
+                        | {"variant": variant_label(combo), "seed": seed})
     return rows
 
 
-def _finish(out: Path, rows: list[dict[str, Any]]) -> None:
-    """summary.csv from every row; the report over the run directories present here."""
-    _write_summary(out, rows)
-    dirs = [out / r["run"] for r in rows if r.get("epochs_run")]   # failed before an epoch: no curve
-    dirs = [d for d in dirs if (d / "metrics.csv").is_file()]      # other workers' are elsewhere
-    if dirs:
-        report_runs(dirs, out)
+def per_model_seconds(results: list[FitResult]) -> list[float]:
+    """Each model's seconds per epoch as if it had trained alone on the stack's share: a stack
+    trains its K models in one epoch time, so each epoch's time is divided by the models still
+    training in it (early-stopped and diverged ones drop out), then the median over the model's
+    epochs is taken, as :attr:`FitResult.seconds_per_epoch` does for the stack's own time."""
+    live = Counter(e for r in results for e in r.history["epoch"])
+    return [statistics.median(s / live[e] for e, s in zip(r.history["epoch"], r.history["seconds"]))
+            if r.history["epoch"] else math.nan for r in results]
 
 
-SUMMARY_COLUMNS = ("run", "status", "best_epoch", "best_val_loss", "best_val_accuracy",
-                   "test_accuracy", "epochs_run", "seconds_per_epoch", "message")
+# runs.csv: one row per model. summary.csv: one per variant, over its seeds (see aggregate).
+RUN_COLUMNS = ("run", "variant", "seed", "status", "best_epoch", "best_val_loss",
+               "best_val_accuracy", "test_accuracy", "epochs_run", "seconds_per_epoch_per_model",
+               "message")
+METRICS = ("best_val_loss", "best_val_accuracy", "test_accuracy")
+SUMMARY_COLUMNS = ("variant", "seeds", "failed",
+                   *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95_low", "ci95_high")),
+                   "seconds_per_epoch_per_model", "welch_p_vs_best", "vs_best")
+RANKED_BY = "best_val_loss"
 
 
-def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult) -> dict[str, Any]:
-    """A variant's run directory: exactly the config it trained with, its curves, its model."""
+def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult, per_model: float) -> dict[str, Any]:
+    """A model's run directory: exactly the config it trained with, its curves, its weights."""
     io.write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
     CsvLogger(run_dir / "metrics.csv").write(res.history)
     summary = res.summary()
-    summary.update(name=cfg.name, status="failed" if res.status == "diverged" else res.status)
+    summary.update(name=cfg.name, status="failed" if res.status == "diverged" else res.status,
+                   seconds_per_epoch_per_model=per_model)
     io.write_json(run_dir / "summary.json", summary)
     save_model(res.model, run_dir / "model.safetensors", {"best_epoch": res.best_epoch})
-    return {"run": run_dir.name, **{k: summary.get(k) for k in SUMMARY_COLUMNS if k != "run"}}
+    return {"run": run_dir.name, **{k: summary.get(k) for k in RUN_COLUMNS if k != "run"}}
 
 
-def _write_failed(run_dir: Path, cfg: RunConfig, message: str) -> dict[str, Any]:
-    """The run directory of a variant whose group could not train: its config and why."""
-    rundir.make_dir(run_dir, "variant folder")
-    io.write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
-    io.write_json(run_dir / "summary.json", {"name": cfg.name, "status": "failed",
+def _write_failed_variant(cfg: RunConfig, combo: dict[str, Any], seed: int, out: Path,
+                          message: str) -> dict[str, Any]:
+    """The run directory of a model whose group could not train: its config and why."""
+    name = variant_name(combo, seed)
+    run_dir = rundir.make_dir(out / name, "variant folder")
+    vcfg = config_mod.replace(cfg, **combo, **{"train.seed": seed, "name": name})
+    io.write_text(run_dir / "config.toml", config_mod.to_toml(vcfg))
+    io.write_json(run_dir / "summary.json", {"name": name, "status": "failed",
                                              "message": message, "epochs_run": 0})
-    return {"run": run_dir.name, **{k: None for k in SUMMARY_COLUMNS if k != "run"},
-            "status": "failed", "epochs_run": 0, "message": message}
+    return {**{k: None for k in RUN_COLUMNS}, "run": name, "variant": variant_label(combo),
+            "seed": seed, "status": "failed", "epochs_run": 0, "message": message}
 
 
-def _write_summary(out: Path, rows: list[dict[str, Any]]) -> None:
-    rows.sort(key=lambda r: (r["best_val_loss"] is None, r["best_val_loss"] or 0.0, r["run"]))
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per variant over its seeds, best first (lowest mean best validation loss).
+
+    Per metric: the mean and sample std (ddof=1) over the seeds that trained (a failed seed has
+    no score and is counted in ``failed``), and the 95% confidence interval of the mean from
+    Student's t with n - 1 degrees of freedom (:func:`dnnlab.analysis.stats.mean_interval`).
+
+    Variants are ranked by the mean best validation loss: the number each run's best epoch was
+    chosen by, continuous where accuracy on a few thousand images moves in steps; test accuracy
+    is shown but never chooses (that would leak the test set into the choice).
+
+    *Beyond noise*: Welch's two-sided t-test of each variant's best validation losses against the
+    best variant's, at 5% (``welch_p_vs_best`` < 0.05). Welch's because it tests the difference
+    itself and does not assume the two spreads equal (a high learning rate scatters its seeds
+    more than a low one). Non-overlapping 95% intervals were the other candidate; they are a far
+    stricter test than they look (about p < 0.006 for equal spreads, and a level that shifts
+    with n and the spreads), so they would call real differences noise. Two caveats the report
+    repeats: with many variants, each tested at 5%, a few calls are chance; and the best is
+    chosen on these same numbers, so its lead is slightly flattered. Fewer than 2 seeds on
+    either side: no test, and a variant of one seed has no std (empty, not 0).
+    """
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_variant.setdefault(r["variant"], []).append(r)
+    out = []
+    for variant, runs in by_variant.items():
+        ok = [r for r in runs if r["status"] != "failed"]
+        row: dict[str, Any] = {"variant": variant, "seeds": len(ok), "failed": len(runs) - len(ok)}
+        for m in METRICS:
+            values = [r.get(m) for r in ok]
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std(values)
+            if len(ok) < 2:                         # one seed: no spread, not a spread of 0
+                row[f"{m}_std"] = None
+            row[f"{m}_ci95_low"], row[f"{m}_ci95_high"] = mean_interval(values, INTERVAL)
+        row["seconds_per_epoch_per_model"] = mean_std(
+            r.get("seconds_per_epoch_per_model") for r in ok)[0]
+        row["_ranked"] = [r.get(RANKED_BY) for r in ok]
+        out.append(row)
+    out.sort(key=lambda v: (v[f"{RANKED_BY}_mean"] is None, v[f"{RANKED_BY}_mean"] or 0.0,
+                            v["variant"]))
+    best = out[0] if out and out[0][f"{RANKED_BY}_mean"] is not None else None
+    for v in out:
+        test = welch(v["_ranked"], best["_ranked"]) if best is not None and v is not best else None
+        v["welch_p_vs_best"] = test[2] if test else None
+        v["vs_best"] = ("best" if v is best else "failed" if v["seeds"] == 0
+                        else "no test (1 seed)" if test is None
+                        else "worse beyond noise" if test[2] < NOISE_LEVEL else "within noise")
+    for v in out:
+        del v["_ranked"]
+    return out
+
+
+def _finish(out: Path, rows: list[dict[str, Any]]) -> None:
+    """runs.csv, summary.csv and the report, from every row; the curves from the run
+    directories present here (another machine's are elsewhere)."""
+    variants = aggregate(rows)
+    order = {v["variant"]: i for i, v in enumerate(variants)}
+    rows = sorted(rows, key=lambda r: (order[r["variant"]], r["seed"]))
+    _write_csv(out / "runs.csv", RUN_COLUMNS, rows)
+    _write_csv(out / "summary.csv", SUMMARY_COLUMNS, variants)
+    histories: dict[str, list[dict[str, list[float]]]] = {}
+    for r in rows:
+        if r.get("epochs_run") and (out / r["run"] / "metrics.csv").is_file():
+            histories.setdefault(r["variant"], []).append(read_metrics(out / r["run"]))
+    report_sweep(out, variants, rows, histories, ranked_by=RANKED_BY, level=NOISE_LEVEL)
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    io.write_text(out / "summary.csv", buf.getvalue())
+    io.write_text(path, buf.getvalue())
 
 
 def format_table(out: Path) -> str:
-    """summary.csv as the terminal table (every variant, failed ones with their status)."""
-    with open(out / "summary.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    """summary.csv as the terminal table: one line per variant over its seeds, best first, then
+    the failed runs with their reasons (from runs.csv)."""
+    def read(name: str) -> list[dict[str, str]]:
+        with open(out / name, encoding="utf-8") as f:
+            return list(csv.DictReader(f))
 
-    def num(r: dict[str, str], k: str, fmt: str) -> str:
-        return format(float(r[k]), fmt) if r.get(k) not in (None, "", "None") else "-"
-    lines = [f"{'run':<48} {'status':<14} {'best ep':>7} {'val loss':>9} {'val acc':>8} {'test acc':>8}"]
-    for r in rows:
-        lines.append(f"{r['run'][:48]:<48} {r['status']:<14} {r['best_epoch'] or '-':>7} "
-                     f"{num(r, 'best_val_loss', '.4f'):>9} {num(r, 'best_val_accuracy', '.4f'):>8} "
-                     f"{num(r, 'test_accuracy', '.4f'):>8}")
+    def num(r: dict[str, str], key: str) -> float | None:
+        return float(r[key]) if r.get(key) not in (None, "") else None
+
+    def ci(r: dict[str, str], m: str, scale: float, digits: int) -> str:
+        lo, hi = num(r, f"{m}_ci95_low"), num(r, f"{m}_ci95_high")
+        return "-" if lo is None or hi is None else f"[{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+    variants, runs = read("summary.csv"), read("runs.csv")
+    width = max([len("variant"), *(len(v["variant"]) for v in variants)])
+    width = min(width, 48)
+    lines = [f"{'variant':<{width}} {'seeds':>5}  {'val loss (mean ± std)':>21} {'95% CI':>17}  "
+             f"{'val acc %':>13}  {'test acc %':>13}  {'s/epoch/model':>13}  vs best (Welch, 5%)"]
+    for v in variants:
+        total = int(v["seeds"]) + int(v["failed"])
+        spe = num(v, "seconds_per_epoch_per_model")
+        p = num(v, "welch_p_vs_best")
+        verdict = v["vs_best"] + (f" (p={p:.2g})" if p is not None else "")
+        lines.append(
+            f"{v['variant'][:width]:<{width}} {v['seeds'] + '/' + str(total):>5}  "
+            f"{pm(num(v, 'best_val_loss_mean'), num(v, 'best_val_loss_std'), 1, 4):>21} "
+            f"{ci(v, 'best_val_loss', 1, 4):>17}  "
+            f"{pm(num(v, 'best_val_accuracy_mean'), num(v, 'best_val_accuracy_std')):>13}  "
+            f"{pm(num(v, 'test_accuracy_mean'), num(v, 'test_accuracy_std')):>13}  "
+            f"{'-' if spe is None else format(spe, '.3f'):>13}  {verdict}")
+    failed = [r for r in runs if r["status"] == "failed"]
+    if failed:
+        lines.append(f"failed runs ({len(failed)}):")
+        lines += [f"  {r['run']}: {r['message']}" for r in failed]
     return "\n".join(lines)

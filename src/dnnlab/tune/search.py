@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import io as _io
 import json
 import math
-import os
-import socket
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,23 +32,17 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dnnlab import io, rundir
 from dnnlab.config import RunConfig, replace, to_toml
 from dnnlab.data import load_from_config
 from dnnlab.data.splits import from_arrays
-from dnnlab.dburl import safe_url as _safe_url
-from dnnlab.dburl import with_driver
 from dnnlab.errors import DnnlabError
+from dnnlab.storage import HEARTBEAT_SECONDS, open_storage, worker_id
+from dnnlab.storage import safe_url as _safe_url
 from dnnlab.train import fit
 from dnnlab.tune.folds import stratified_kfold
 from dnnlab.tune.space import Param, apply, parse_space
-
-HEARTBEAT_SECONDS = 20           # a running trial's heartbeat; stale after GRACE_BEATS of them
-GRACE_BEATS = 3
-MAX_RETRY = 3                    # a trial whose workers die this often is left failed
-SQLITE_TIMEOUT_SECONDS = 120
 
 
 @dataclass
@@ -73,58 +63,8 @@ class TuneResult:
         return format_table(self.rows[:limit] if limit else self.rows)
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / 'study.db').resolve()}"
-
-
-def _retry_kwargs() -> dict[str, Any]:
-    """Optuna's retry of a dead worker's trial, under the names this Optuna version has
-    (``RetryHeartbeatStaleTrialCallback`` / ``heartbeat_stale_trial_callback`` since 4.9,
-    ``RetryFailedTrialCallback`` / ``failed_trial_callback`` before)."""
-    names = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
-    if "heartbeat_stale_trial_callback" in names:
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-        return {"heartbeat_stale_trial_callback": retry}
-    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
-
-
-def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS):
-    """An RDB storage with heartbeats: a killed worker's trial is failed after
-    ``GRACE_BEATS * heartbeat`` seconds and retried (:func:`_retry_kwargs`), never counted.
-
-    SQLite gets a long lock timeout so several local workers can share one file; creating the
-    tables is retried because workers that start together race to create them. A plain
-    ``postgresql://`` URL gets whichever PostgreSQL driver is installed (:func:`with_driver`).
-    """
-    if heartbeat < 1:
-        raise DnnlabError(f"--heartbeat {heartbeat}: give at least 1 second")
-    # heartbeats and fail_stale_trials are marked experimental; the warning is noise to a user
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    url = with_driver(url)
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
-    last: Exception | None = None
-    for attempt in range(8):
-        try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=int(heartbeat),
-                                              grace_period=int(GRACE_BEATS * heartbeat),
-                                              **_retry_kwargs(), **kwargs)
-        except (OperationalError, IntegrityError) as e:
-            last = e
-            time.sleep(0.25 * (attempt + 1))
-        except (ImportError, ModuleNotFoundError) as e:
-            raise DnnlabError(f"storage {url.split(':')[0]!r} needs a database driver that is not "
-                              f"installed ({e}); for PostgreSQL: pip install psycopg2-binary") from None
-        except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
-            raise DnnlabError(f"cannot open the Optuna storage {_safe_url(url)}: {e}; check the URL "
-                              "(e.g. postgresql://user:password@host/dbname) and that the server "
-                              "is running") from None
-    raise DnnlabError(f"cannot open the Optuna storage {_safe_url(url)}: {last}")
 
 
 def _counted(study) -> int:
