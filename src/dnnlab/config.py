@@ -57,7 +57,15 @@ INITIALIZERS = ("glorot_normal", "glorot_uniform", "glorot_truncated_normal",
                 "normal", "constant", "torch_default")
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw", "ftrl")
 SCHEDULES = ("none", "power", "exponential", "piecewise", "performance", "1cycle")
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic", "file")
+# The datasets by name, with the features and images of each, for the memory estimate and the
+# checks of a run's files (synthetic: the generator's default; a file is unknown until read:
+# counted as nothing, so only what is known is refused). The one list of dataset names: the data
+# layer's registry holds how to find each (dnnlab.data.registry, checked against this at import).
+DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (784, 70000), "fashion-mnist": (784, 70000),
+                                              "cifar10": (3072, 60000), "synthetic": (20, 1400),
+                                              "file": (1, 0)}
+DATASETS = tuple(DATASET_SHAPES)
+FIXED_SHAPE_DATASETS = ("mnist", "fashion-mnist", "cifar10")   # their features never change
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 
 INT_LIMIT = 2**53            # no integer setting needs more; huge ones fail here, not deep in torch
@@ -432,12 +440,6 @@ def describe_keys(keep: typing.Callable[[Key], bool] = lambda k: True, detail: b
                                    initial_indent="  ", subsequent_indent="      ")
                      for head, names in sections.items())
 
-
-# For the memory estimate: features and images of each dataset (synthetic: the generator's
-# default; a file is unknown until read: counted as nothing, so only what is known is refused).
-DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (784, 70000), "fashion-mnist": (784, 70000),
-                                              "cifar10": (3072, 60000), "synthetic": (20, 1400),
-                                              "file": (1, 0)}
 
 
 NONE = "none"   # how an optional value that is switched off is written in TOML (which has no null)

@@ -14,7 +14,7 @@ from pathlib import Path
 from dnnlab import rundir
 from dnnlab.analysis.sparsity import prune_run
 from dnnlab.cli_common import with_threads
-from dnnlab.config import DATASET_SHAPES, ModelConfig, load_config
+from dnnlab.config import DATASET_SHAPES, FIXED_SHAPE_DATASETS, ModelConfig, load_config
 from dnnlab.errors import DnnlabError
 from dnnlab.train import checkpoint as ckpt
 
@@ -29,9 +29,6 @@ def _line(name: str, scores: dict[str, float]) -> str:
         if f"{split}_accuracy" in scores:
             parts.append(f"{split} accuracy {scores[f'{split}_accuracy']:.4f}")
     return "  ".join(parts)
-
-
-REAL_DATASETS = ("mnist", "fashion-mnist", "cifar10")   # of fixed shape (synthetic is generated)
 
 
 def check_run(run_dir: str | Path) -> None:
@@ -52,7 +49,7 @@ def check_run(run_dir: str | Path) -> None:
     if dataclasses.asdict(model.config) != dataclasses.asdict(ModelConfig(**dataclasses.asdict(cfg.model))):
         raise DnnlabError(f"{path} holds another model than {run_dir / 'config.toml'} describes; "
                           "one of them was edited or replaced")
-    features = DATASET_SHAPES[cfg.data.name][0] if cfg.data.name in REAL_DATASETS else None
+    features = DATASET_SHAPES[cfg.data.name][0] if cfg.data.name in FIXED_SHAPE_DATASETS else None
     if features is not None and model.in_features != features:
         raise DnnlabError(f"{path} takes {model.in_features} input features but {cfg.data.name} "
                           f"has {features}; the run's files do not belong together")
