@@ -25,7 +25,7 @@ valid_size = 100
 [model]
 depth = 2
 [train]
-epochs = 40
+epochs = 60
 batch_size = 16
 patience = "none"
 progress = false
@@ -34,7 +34,7 @@ checkpoint_every = 0
 """
 WIDTHS = [4, 5, 6, 7]            # 4 groups (a width is a shape), 2 learning rates in each
 LRS = [0.01, 0.02]
-EPOCHS = 40                      # about 2 s a group here: long enough to be killed in one
+EPOCHS = 60                      # about 3 s a group here: long enough to be killed in one
 AXES = ["--set", "model.width=" + ",".join(map(str, WIDTHS)), "--set",
         "optim.lr=" + ",".join(map(str, LRS)), "--set", f"train.epochs={EPOCHS}"]
 
@@ -80,13 +80,13 @@ def test_two_postgres_workers_one_killed_every_variant_once(tmp_path, postgres_u
     victim = _worker(config, postgres_url, out)
     db = open_storage(postgres_url, 1)
     deadline = time.time() + 90
-    while True:                                    # the victim trains a group, a few epochs in
-        running = [t for t in _trials(db) if t.state == TrialState.RUNNING
-                   and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-        if running and all((out / run / "metrics.csv").is_file() and
-                           len((out / run / "metrics.csv").read_text().splitlines()) > 2
-                           for run in running[0].user_attrs["runs"]):
-            break
+    while True:            # the victim has trained a group for half a second (past its first
+        running = [t for t in _trials(db) if t.state == TrialState.RUNNING     # heartbeat) and
+                   and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]  # is still at it
+        if running:
+            time.sleep(0.5)
+            if _trials(db)[running[0].number].state == TrialState.RUNNING:
+                break
         assert time.time() < deadline and victim.poll() is None, victim.stdout.read()
         time.sleep(0.05)
     killed_group = running[0].user_attrs["group"]
