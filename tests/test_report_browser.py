@@ -184,7 +184,7 @@ def test_sweep_report_in_chromium(browser, tmp_path):
     assert main(["sweep", str(cfg), "--set", "optim.lr=1e-3,3e-3", "--epochs", "2", "--out", str(out),
                  "--threads", "1"]) == 0
     facts = check_in_browser(browser, out / "report.html", tmp_path / "sweep.png")
-    assert "Comparison of 2 runs" in facts["title"]
+    assert facts["title"] == "Sweep: 2 variants × 1 seed" and "vs best" in facts["text"]
 
 
 def test_explain_report_in_chromium(browser, tmp_path):

@@ -67,7 +67,7 @@ def variant_curves(histories: Histories, metrics: Sequence[str] = ("loss", "accu
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    handles: list[Any] = [Line2D([], [], color=c, linewidth=2, label=f"{name} ({len(runs)} seeds)")
+    handles: list[Any] = [Line2D([], [], color=c, linewidth=2, label=f"{name} ({_seeds(len(runs))})")
                           for c, (name, runs) in zip(colours, histories.items())]
     handles += [Line2D([], [], color="0.2", linestyle="--", label="train (mean)"),
                 Line2D([], [], color="0.2", linestyle="-", label="valid (mean)"),
@@ -77,6 +77,10 @@ def variant_curves(histories: Histories, metrics: Sequence[str] = ("loss", "accu
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' * (n != 1)}"
 
 
 def _ci(v: dict[str, Any], metric: str, scale: float, digits: int) -> str:
@@ -95,7 +99,7 @@ def report_sweep(out: Path, variants: list[dict[str, Any]], runs: list[dict[str,
     ``vs_best``; ``runs`` the per-model rows; ``histories`` each variant's seeds' curves.
     """
     n_seeds = max((v["seeds"] + v["failed"] for v in variants), default=0)
-    title = f"Sweep: {len(variants)} variants × {n_seeds} seeds"
+    title = f"Sweep: {len(variants)} variant{'s' * (len(variants) != 1)} × {_seeds(n_seeds)}"
     page = Page(title, f"{len(runs)} models; numbers over each variant's seeds, read from "
                 "runs.csv (one row per model) and summary.csv (one row per variant).")
     best = variants[0] if variants and variants[0]["vs_best"] == "best" else None
