@@ -10,7 +10,6 @@ in units of its standard error) and whether the seeds' accuracy ranges overlap.
 
 from __future__ import annotations
 
-import math
 import statistics
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from dnnlab.analysis.stats import welch
 from dnnlab.nn import build_mlp, init_
 from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
@@ -28,13 +28,10 @@ NOISE_T = 2.0   # |t| below this: the gap is under two standard errors, i.e. wit
 
 
 def welch_t(a: list[float], b: list[float]) -> float:
-    """Welch's t statistic of mean(a) - mean(b) (0 when both samples have no spread)."""
-    va, vb = statistics.variance(a), statistics.variance(b)
-    se = math.sqrt(va / len(a) + vb / len(b))
-    diff = statistics.fmean(a) - statistics.fmean(b)
-    if se == 0:
-        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
-    return diff / se
+    """Welch's t statistic of mean(a) - mean(b) (:func:`dnnlab.analysis.stats.welch`; 0 when
+    neither has a spread to judge by)."""
+    result = welch(a, b)
+    return 0.0 if result is None else result[0]
 
 
 @torch.no_grad()
