@@ -6,6 +6,7 @@ import re
 from matplotlib.figure import Figure
 
 from dnnlab.report import Page, learning_curves, line_plot, save_figure
+from dnnlab.report.sweep import variant_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -59,3 +60,51 @@ def test_save_figure_writes_png_and_line_plot_log_axes(tmp_path):
     path = save_figure(fig, tmp_path / "sub" / "lr.png")
     assert path.read_bytes().startswith(PNG_MAGIC)
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def _inside(fig, legend):
+    """The legend's drawn box lies within the figure's canvas (nothing cut at either edge)."""
+    fig.canvas.draw()
+    box, canvas = legend.get_window_extent(), fig.bbox
+    return (box.x0 >= canvas.x0 and box.x1 <= canvas.x1 and box.y0 >= canvas.y0
+            and box.y1 <= canvas.y1)
+
+
+def _histories(names):
+    return {name: {"epoch": [1, 2, 3], "loss": [3, 2, 1.5 + i / 10], "val_loss": [3, 2.5, 2 + i / 10],
+                   "accuracy": [.1, .2, .3], "val_accuracy": [.1, .15, .2]} for i, name in enumerate(names)}
+
+
+def test_a_sweeps_long_run_names_keep_the_legend_inside_the_figure():
+    # a sweep's curves.png: nine variants named by their values, the legend was cut at both ends
+    names = [f"lr={lr}_seed={s}" for lr in (0.0001, 0.0003, 0.001) for s in (42, 43, 44)]
+    fig = learning_curves(_histories(names))
+    legend = fig.legends[0]
+    assert _inside(fig, legend)
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[0] == "lr=0.0001_seed=42" and labels[-1] == "best epoch"
+    assert fig.get_figheight() > 4.0          # the rows the legend needed were added below
+    top = max(ax.get_window_extent().y1 for ax in fig.axes)
+    assert legend.get_window_extent().y1 < min(ax.get_window_extent().y0 for ax in fig.axes) < top
+
+
+def test_a_one_panel_figure_and_a_label_wider_than_the_figure_stay_inside():
+    # the transfer report's one-panel figure: five long labels in 5.2 inches
+    names = ["5 frozen layers + new head", "4 frozen layers + new head", "top two unfrozen",
+             "all unfrozen", "same net from scratch"]
+    fig = learning_curves(_histories(names), metrics=("accuracy",))
+    assert _inside(fig, fig.legends[0])
+    # one label longer than the figure is wide is wrapped onto lines, not cut
+    fig = learning_curves(_histories(["a very long run name " * 8]), metrics=("accuracy",))
+    legend = fig.legends[0]
+    assert _inside(fig, legend) and "\n" in legend.get_texts()[0].get_text()
+
+
+def test_a_sweeps_variant_curves_keep_a_grids_long_names_inside():
+    # dnnlab sweep's curves.png (seeds aggregated): a two-axis grid names its variants at length
+    names = [f"lr={lr}_batch_size={b}_activation=leaky_relu" for lr in (1e-4, 3e-4) for b in (32, 64, 128)]
+    runs = list(_histories(["s0", "s1", "s2"]).values())
+    fig = variant_curves({name: runs for name in names}, title="Sweep: 6 variants x 3 seeds")
+    legend = fig.legends[0]
+    assert _inside(fig, legend)
+    assert legend.get_texts()[0].get_text() == f"{names[0]} (3 seeds)"

@@ -109,7 +109,8 @@ class Page:
             try:
                 data = path.read_bytes()
             except OSError as e:
-                raise DnnlabError(f"cannot embed {path} in the report: {e.strerror}; check the path") from None
+                raise DnnlabError(f"cannot embed {path} in the report: {e.strerror}; check the "
+                                  "path") from None
             mime = mimetypes.guess_type(path.name)[0] or "image/png"
         uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
         cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""

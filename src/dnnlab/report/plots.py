@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib import colormaps
-from matplotlib._pylab_helpers import Gcf   # pyplot's figure registry (no pyplot import)
+from matplotlib._pylab_helpers import Gcf  # pyplot's figure registry (no pyplot import)
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from dnnlab.io import write_bytes
 
 DPI = 120
+MIN_LABEL_CHARS = 12   # a legend label is wrapped to no fewer characters a line
 _TITLES = {"loss": "Loss", "accuracy": "Accuracy"}
 
 
@@ -97,13 +100,44 @@ def learning_curves(histories: dict[str, dict[str, Sequence[float]]],
     if starred:
         handles.append(Line2D([], [], color="0.6", marker="*", markersize=11, markeredgecolor="black",
                               markeredgewidth=0.7, linestyle="none", label="best epoch"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7),
-               frameon=False, fontsize=9)
     if title:
         fig.suptitle(title)
+    outside_legend(fig, handles)
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def outside_legend(fig: Figure, handles: list, *, max_columns: int = 7,
+                   fontsize: float = 9) -> Legend:
+    """A legend under the axes of a constrained-layout figure, in as many columns as fit its width.
+
+    ``fig.legend(loc="outside lower center")`` centres the legend on the figure whatever its width,
+    so a legend wider than the figure loses both ends (a sweep's curves.png lost the left end of
+    its first run's name, "best epoch" became "bes"). Here the legend is measured (a draw without
+    rendering) and given fewer columns until it fits; a label wider than the figure on its own is
+    wrapped. The figure grows by the extra rows, so the axes keep their height. Returns the legend.
+    """
+    width = fig.bbox.width
+    ncol = max(1, min(len(handles), max_columns))
+    while True:
+        legend = fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
+                            fontsize=fontsize)
+        fig.draw_without_rendering()
+        box = legend.get_window_extent()
+        longest = max(len(line) for h in handles for line in h.get_label().splitlines())
+        if box.width <= width or (ncol == 1 and longest <= MIN_LABEL_CHARS):
+            break
+        legend.remove()
+        if ncol == 1:   # a label is wider than the figure: wrap the labels, shorter each time
+            chars = max(MIN_LABEL_CHARS, min(longest - 1, int(longest * width / box.width) - 2))
+            for h in handles:
+                h.set_label(textwrap.fill(" ".join(h.get_label().split()), chars))
+        ncol = max(1, min(ncol - 1, int(ncol * width / box.width)))
+    rows = math.ceil(len(handles) / ncol)
+    if rows > 1:   # the figure's height was chosen for one row of legend
+        fig.set_figheight(fig.get_figheight() + box.height * (rows - 1) / rows / fig.dpi)
+    return legend
 
 
 def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], *, xlabel: str, ylabel: str,

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dnnlab.analysis.stats import pm
 from dnnlab.report.html import Page
-from dnnlab.report.plots import _TITLES, _colours, save_figure
+from dnnlab.report.plots import _TITLES, _colours, outside_legend, save_figure
 
 Histories = dict[str, list[dict[str, list[float]]]]   # variant -> its seeds' metrics.csv columns
 # More curves than tab10's colours are a tangle again (and their legend squeezes the axes away):
@@ -72,10 +72,9 @@ def variant_curves(histories: Histories, metrics: Sequence[str] = ("loss", "accu
     handles += [Line2D([], [], color="0.2", linestyle="--", label="train (mean)"),
                 Line2D([], [], color="0.2", linestyle="-", label="valid (mean)"),
                 Patch(color="0.2", alpha=0.18, label="valid: seeds' range")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
-               frameon=False, fontsize=9)
     if title:
         fig.suptitle(title)
+    outside_legend(fig, handles, max_columns=4)
     return fig
 
 
