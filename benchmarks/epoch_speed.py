@@ -59,7 +59,7 @@ def dnnlab_epochs(x_tr, y_tr, x_va, y_va, epochs: int, device: str):
 def versions(name: str) -> dict:
     import importlib.metadata as md
     out = {}
-    wanted = ["torch"] + {"dnnlab": ["dnnlab"], "lightning": ["lightning"],
+    wanted = ["torch"] + {"dnnlab": ["dnnlab-ch11"], "lightning": ["lightning"],
               "keras": ["keras", "tensorflow", "jax", "jaxlib"]}.get(name, [])
     for pkg in wanted:
         try:

@@ -241,7 +241,7 @@ def test_path_and_label_are_refused_where_they_would_be_ignored(tmp_path):
 
 def test_parquet_reads_like_the_same_csv(tmp_path):
     pa = pytest.importorskip("pyarrow", reason="pyarrow is the optional 'files' extra (pip install "
-                             "'dnnlab[files]'); without it .parquet is refused with that hint")
+                             "-e '.[files]'); without it .parquet is refused with that hint")
     pq = pytest.importorskip("pyarrow.parquet")
     x, y = table(n=40, n_features=2)
     names = np.array(["low", "mid", "high"])[y]
@@ -299,5 +299,6 @@ def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)          # import pyarrow raises ImportError
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(DataError, match=r"t.parquet: reading .parquet needs pyarrow: pip install "
-                                        r"'dnnlab\[files\]' \(or save the table as .csv\)"):
+                                        r"-e '\.\[files\]' in the dnnlab checkout \(or save the "
+                                        r"table as .csv\)"):
         load(tmp_path / "t.parquet")

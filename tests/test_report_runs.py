@@ -9,6 +9,7 @@ import pytest
 
 from dnnlab.errors import DnnlabError
 from dnnlab.report import read_metrics, read_summary, report_runs
+from dnnlab.report.runs import select_run_dirs
 
 HEADER = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds"
 
@@ -96,3 +97,21 @@ def test_read_summary_and_damaged_metrics(two_runs, tmp_path):
     bad = make_run(tmp_path, "bad", [(1, "oops", 0.3, 1, 1, 1, 1)])
     with pytest.raises(DnnlabError, match="loss='oops'"):
         read_metrics(bad)
+
+
+def test_a_sweep_folder_stands_for_its_variants(two_runs, tmp_path):
+    # `dnnlab report runs/mnist04-5x100-*` matches a sweep's folder too: its variants are reported
+    a, b = two_runs
+    sweep = tmp_path / "mnist04-sweep"
+    sweep.mkdir()
+    (sweep / "summary.csv").write_text("run\n")
+    v2 = make_run(sweep, "lr=0.001_seed=0", [(1, 1.0, 0.5, 1.1, 0.45, 1e-3, 1.0)])
+    v1 = make_run(sweep, "lr=0.0003_seed=0", [(1, 1.2, 0.4, 1.3, 0.40, 3e-4, 1.0)])
+    (sweep / "report").mkdir()                           # the sweep's own report: not a run
+    (tmp_path / "empty").mkdir()
+    dirs, skipped = select_run_dirs([a, sweep, v1, tmp_path / "empty"])
+    assert dirs == [a, v1, v2]                           # name order, v1 once
+    assert skipped == [(tmp_path / "empty", "no metrics.csv: not a run directory, nor a folder of "
+                                             "run directories (a sweep's)")]
+    html = report_runs(dirs, tmp_path / "rep").read_text()
+    assert [r[0] for r in table_rows(html)] == ["elu", "lr=0.0003_seed=0", "lr=0.001_seed=0"]

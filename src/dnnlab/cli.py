@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
+import platform
 import sys
 from pathlib import Path
 
 import torch
 
+from dnnlab import __version__, rundir, runs
 from dnnlab import data as datasets
-from dnnlab import rundir, runs
 from dnnlab import train as training
 from dnnlab.analysis import prune_cli
 from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config, with_threads
@@ -30,6 +32,17 @@ from dnnlab.studies.explain import cli as explain_cli
 from dnnlab.train import threads
 from dnnlab.train.lr_finder import find_lr
 from dnnlab.tune import cli as tune_cli
+
+DISTRIBUTION = "dnnlab-ch11"   # pyproject.toml's [project] name; the index's "dnnlab" is another project
+
+
+def version() -> str:
+    """The installed distribution's version, or ``dnnlab.__version__`` for a source tree run
+    without installing (``PYTHONPATH=src``), where there is no distribution metadata."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
 
 
 def cmd_train(args) -> int:
@@ -89,7 +102,7 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    cfg = load_config(args.config, list(args.fixed or []))
+    cfg = load_config(args.config)
     flags = {"train.device": args.device, "data.data_dir": args.data_dir, "train.epochs": args.epochs}
     flags = {k: v for k, v in flags.items() if v is not None}
     cfg = replace(cfg, **flags) if flags else cfg
@@ -112,6 +125,8 @@ def cmd_export(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="dnnlab", description="Train deep MLPs and settle the questions of "
                "'Training Deep Neural Networks' by measurement.")
+    p.add_argument("--version", action="version", version=f"dnnlab {version()} ({DISTRIBUTION}; "
+                   f"torch {torch.__version__}, Python {platform.python_version()})")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     sp = sub.add_parser("train", help="train one model from a config")
@@ -150,8 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", metavar="KEY=V1,V2,...",
                     help="values to sweep, e.g. --set optim.lr=1e-4,3e-4,1e-3 (repeatable: grid); "
                     "a single value (--set train.epochs=2) is a fixed setting for every variant")
-    sp.add_argument("--fixed", action="append", metavar="KEY=VALUE",
-                    help="a single override applied to every variant")
     sp.add_argument("--seeds", type=int, default=1, help="seeds per variant (default 1)")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"),
                     help="where to train (default: the config's train.device)")

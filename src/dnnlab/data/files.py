@@ -11,7 +11,7 @@ standardized by the same :func:`dnnlab.data.splits.build`, so ``valid_size``, ``
 - ``.csv``: a header row naming the columns, then one row per example; ``label`` names the label
   column (default: the last one), every other column is a feature and must hold numbers. Read by
   numpy (no extra package); a malformed file is re-read line by line to name the first bad line.
-- ``.parquet``: the same table layout; needs pyarrow (``pip install 'dnnlab[files]'``).
+- ``.parquet``: the same table layout; needs pyarrow (``pip install -e '.[files]'`` in the checkout).
 
 Splits. A ``.npz`` with a test split keeps its order: validation is the first ``valid_size``
 rows of ``x_train``, as the book splits MNIST. A table (csv, parquet) or a ``.npz`` without
@@ -229,12 +229,12 @@ def _csv_problem(p: Path, columns: list[str], li: int) -> str | None:
 def _read_parquet(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Features (float32) and raw labels of a parquet table."""
     try:
-        # optional dependency: pyarrow (pip install 'dnnlab[files]'), imported only here
+        # optional dependency: pyarrow (pip install -e '.[files]'), imported only here
         import pyarrow as pa  # type: ignore[import-untyped]
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
     except ImportError:
-        raise DataError(f"{p}: reading .parquet needs pyarrow: pip install 'dnnlab[files]' "
-                        "(or save the table as .csv)") from None
+        raise DataError(f"{p}: reading .parquet needs pyarrow: pip install -e '.[files]' in "
+                        "the dnnlab checkout (or save the table as .csv)") from None
     try:
         table = pq.read_table(p)
     except (OSError, ValueError, pa.ArrowException) as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dnnlab import rundir
 from dnnlab.cli_common import with_threads
-from dnnlab.config import load_config, replace
+from dnnlab.config import KEYS, load_config, replace
 from dnnlab.doctor.probe import probe_run
 from dnnlab.doctor.report import examine, format_findings
 from dnnlab.errors import DnnlabError
@@ -69,8 +69,11 @@ def register(sub, with_config=None) -> None:
                     help="override a config value of the probe, e.g. --set model.init=he_normal")
     sp.add_argument("--epochs", type=int,
                     help=f"probe epochs (default: the config's, at most {PROBE_EPOCHS})")
-    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the probe trains")
-    sp.add_argument("--data-dir", help="folder holding the dataset files")
+    sp.add_argument("--device", choices=KEYS["train.device"].choices,
+                    help="where a CONFIG probe trains; auto = CUDA when present (default: the "
+                    "config's train.device)")
+    sp.add_argument("--data-dir", help=f"for a CONFIG probe: {KEYS['data.data_dir'].help}; "
+                    "overrides data.data_dir")
     sp.add_argument("--out", type=rundir.out_arg,
                     help="probe run directory (default runs/NAME-doctor-TIMESTAMP); for a RUN_DIR, "
                     "the folder for findings.json and doctor.html (default: the run directory, or "

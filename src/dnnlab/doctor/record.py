@@ -203,12 +203,13 @@ class TensorBoardLogger(Callback):
 
     def __init__(self, run_dir: str | Path, x_probe: torch.Tensor, y_probe: torch.Tensor, *,
                  histogram_every: int = 1, model: int = 0):
-        # optional dependency: tensorboard (pip install 'dnnlab[tensorboard]'), imported only here
+        # optional dependency: tensorboard (pip install -e '.[tensorboard]'), imported only here
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise DnnlabError("TensorBoard logging needs the tensorboard package; install it with "
-                              "pip install 'dnnlab[tensorboard]' or switch tensorboard off") from None
+                              "pip install -e '.[tensorboard]' in the dnnlab checkout, or switch "
+                              "tensorboard off") from None
         if histogram_every < 0:
             raise DnnlabError(f"histogram_every = {histogram_every}: use 0 (only at the start) "
                               "or a number of epochs >= 1")

@@ -146,10 +146,11 @@ def select_run_dirs(paths: list) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The run directories among ``paths``, and what was skipped and why.
 
     ``dnnlab report runs/mnist04-*`` gets whatever the shell's glob matched: besides the run
-    directories that can be a plot ``lr-find`` wrote, or a ``report/`` folder. Those are skipped
-    (and returned with the reason) rather than failing the whole report. A pattern the shell did
-    not expand (quoted, or on Windows) is expanded here. Only when nothing usable remains is it
-    an error, naming what was given.
+    directories that can be a sweep's folder, a plot ``lr-find`` wrote, or a ``report/`` folder.
+    A folder holding run directories (a sweep's: one per variant) stands for them, in name order.
+    The rest are skipped (and returned with the reason) rather than failing the whole report. A
+    pattern the shell did not expand (quoted, or on Windows) is expanded here. Only when nothing
+    usable remains is it an error, naming what was given.
     """
     expanded: list[Path] = []
     for raw in paths:
@@ -164,8 +165,12 @@ def select_run_dirs(paths: list) -> tuple[list[Path], list[tuple[Path, str]]]:
             skipped.append((p, "does not exist"))
         elif not p.is_dir():
             skipped.append((p, "not a directory"))
+        elif variants := sorted(c for c in p.iterdir() if is_run_dir(c)):
+            dirs.extend(variants)
         else:
-            skipped.append((p, "no metrics.csv: not a run directory"))
+            skipped.append((p, "no metrics.csv: not a run directory, nor a folder of run "
+                            "directories (a sweep's)"))
+    dirs = list(dict.fromkeys(dirs))   # a variant named both directly and through its sweep
     if not dirs:
         given = "; ".join(f"{p} ({why})" for p, why in skipped) or "nothing"
         raise DnnlabError(f"no run directory among the paths given ({given}); pass directories "

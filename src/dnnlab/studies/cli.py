@@ -12,6 +12,7 @@ import importlib
 
 from dnnlab import rundir
 from dnnlab.cli_common import with_threads
+from dnnlab.config import KEYS
 
 STUDIES: dict[str, str] = {
     "transfer": "dnnlab.studies.transfer",
@@ -29,14 +30,15 @@ def register(sub, with_config) -> None:
     names = sp.add_subparsers(dest="study", metavar="STUDY", parser_class=type(sp))
     for name, module_name in STUDIES.items():
         module = importlib.import_module(module_name)
-        p = names.add_parser(name, help=module.HELP,
-                             description=(module.__doc__ or module.HELP).split("\n\n")[0])
-        p.add_argument("--data-dir", help="folder holding the dataset files")
+        # HELP, not the docstring: help is printed as it stands, and docstrings are reST
+        p = names.add_parser(name, help=module.HELP, description=f"dnnlab study {name}: {module.HELP}.")
+        p.add_argument("--data-dir", help=KEYS["data.data_dir"].help)
         p.add_argument("--out", type=rundir.out_arg, help=f"output folder (default runs/{name})")
         p.add_argument("--quick", action="store_true",
                        help="a shortened run of the whole pipeline (CI: a few minutes on 2 cores)")
         p.add_argument("--seeds", type=int, default=3, help="seeds per experiment (default 3)")
-        p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train")
+        p.add_argument("--device", choices=KEYS["train.device"].choices,
+                       help=f"{KEYS['train.device'].help} (default auto)")
         if hasattr(module, "add_arguments"):
             module.add_arguments(p)
         with_threads(p)
