@@ -34,7 +34,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-
 import dnnlab_launch  # noqa: E402   (imports no torch)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

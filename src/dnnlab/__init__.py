@@ -21,18 +21,26 @@ from typing import Any
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval
 from dnnlab.analysis.stats import layer_stats
 from dnnlab.analysis.transfer import cache_features, freeze, reuse_layers, unfreeze
-from dnnlab.config import (DataConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig,
-                           TrainConfig, load_config, replace)
+from dnnlab.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    TrainConfig,
+    load_config,
+    replace,
+)
 from dnnlab.data import Dataset, from_arrays, load_dataset, standardized
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import MLP, build_mlp
 from dnnlab.report import learning_curves, line_plot, report_runs
+from dnnlab.runs import fit, train_many
 from dnnlab.studies import ablation as _ablation_study
 from dnnlab.studies import cifar10 as _cifar10_study
 from dnnlab.studies import cli as _study_cli
 from dnnlab.studies import transfer as _transfer_study
 from dnnlab.studies.explain import TOPICS, Finding, run_topics
-from dnnlab.runs import fit, train_many
 from dnnlab.train import Callback, Variant
 from dnnlab.train.checkpoint import load_model, save_model
 from dnnlab.train.lr_finder import LRFinderResult, find_lr

@@ -39,7 +39,8 @@ def _run_file(run_dir: str | Path, name: str) -> Path:
     """The path of ``name`` in ``run_dir``, or an error saying which of the two is missing."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DnnlabError(f"run directory {run_dir} does not exist; pass a directory written by `dnnlab train`")
+        raise DnnlabError(f"run directory {run_dir} does not exist; pass a directory written by "
+                          "`dnnlab train`")
     path = run_dir / name
     if not path.is_file():
         raise DnnlabError(f"{run_dir} is not a run directory: {name} is missing; "

@@ -3,7 +3,8 @@
 ``STUDIES`` maps a study's name to its module; a module provides ``HELP`` (one line),
 ``add_arguments(parser)`` for its own options and ``main(args) -> int``; every study gets
 ``--threads`` (:func:`dnnlab.cli_common.with_threads`), which ``dnnlab.cli`` applies around ``main``.
-Adding a study is one line here (and the Python API's ``dnnlab.STUDIES`` follows). Modules are imported by name when the parser is built.
+Adding a study is one line here (and the Python API's ``dnnlab.STUDIES`` follows). Modules
+are imported by name when the parser is built.
 """
 
 from __future__ import annotations
