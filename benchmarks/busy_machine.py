@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="seconds a measurement may take before it is stopped and reported "
                             "as slower than that (default 240)")
         p.add_argument("--spin", action="store_true",
-                       help="leave libgomp's spin-waiting on (do not set OMP_WAIT_POLICY), to "
+                       help="leave libgomp's default spin-waiting (do not set GOMP_SPINCOUNT), to "
                             "compare with the dnnlab command's setting")
     p = common.parser(__doc__, "busy_machine", own)
     p.set_defaults(n_train=6_400, n_valid=1_000, epochs=2)

@@ -7,13 +7,19 @@ the environment once, when torch loads it, so they must be in ``os.environ`` bef
 ``import torch``; ``import dnnlab`` imports torch, which is why this module stands outside the
 package (the console script ``dnnlab`` is :func:`main` here) and imports nothing heavy itself.
 
-:data:`OPENMP_ENV` is what is set: ``OMP_WAIT_POLICY=PASSIVE`` (libgomp's spin count becomes 0: a
-worker with nothing to do sleeps at once). A value the user set already is kept. Measured on the
-2-core machine beside one busy process, see benchmarks/README.md (busy machine).
+:data:`OPENMP_ENV` is what is set: ``GOMP_SPINCOUNT=10000``, a worker spins for some tens of
+microseconds at a barrier, then sleeps (libgomp's default spins for 300,000 rounds; a value the
+user set already is kept). Why not none at all (``OMP_WAIT_POLICY=PASSIVE``, a spin count of 0):
+the parallel regions of one step follow each other microseconds apart, and a worker that sleeps
+between them must be woken by the kernel each time, so two threads became slower than one even on
+a quiet machine; a short spin keeps the workers awake within a step and lets them sleep between
+steps and beside a busy process, where the thread policy (:mod:`dnnlab.train.threads`) gives
+torch one thread anyway. The figures (quiet and busy, spin counts 0 to the default) are in
+benchmarks/README.md (OpenMP wait policy).
 
 A library user who wants the same does, before importing torch or dnnlab::
 
-    import os; os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import os; os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 Importing :mod:`dnnlab` itself changes no environment.
 """
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import os
 
-OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+OPENMP_ENV = {"GOMP_SPINCOUNT": "10000"}
 
 
 def quiet_openmp() -> None:

@@ -264,7 +264,7 @@ def test_threads_n_is_in_force_while_the_command_runs(command, monkeypatch, keep
 
 
 def test_the_dnnlab_command_quiets_openmp_before_torch_is_imported():
-    """The console script's main sets OMP_WAIT_POLICY before the first import of torch (libgomp
+    """The console script's main sets GOMP_SPINCOUNT before the first import of torch (libgomp
     reads it once, when torch loads it); a value the user set is kept."""
     script = textwrap.dedent("""
         import os, sys
@@ -273,7 +273,7 @@ def test_the_dnnlab_command_quiets_openmp_before_torch_is_imported():
         class Watch:
             def find_spec(self, name, path=None, target=None):
                 if name == "torch" and "torch" not in seen:
-                    seen["torch"] = os.environ.get("OMP_WAIT_POLICY")
+                    seen["torch"] = os.environ.get("GOMP_SPINCOUNT")
                 return None
 
         sys.meta_path.insert(0, Watch())
@@ -282,21 +282,21 @@ def test_the_dnnlab_command_quiets_openmp_before_torch_is_imported():
         code = dnnlab_launch.main(["datasets"])
         print(code, seen.get("torch"), "dnnlab" in sys.modules)
     """)
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "0 PASSIVE True"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert out.stdout.strip().splitlines()[-1] == "0 10000 True"
+    env["GOMP_SPINCOUNT"] = "500"
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=120)
-    assert out.stdout.strip().splitlines()[-1] == "0 ACTIVE True"
+    assert out.stdout.strip().splitlines()[-1] == "0 500 True"
 
 
 def test_importing_dnnlab_sets_no_openmp_environment():
-    script = "import os, dnnlab; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    script = "import os, dnnlab; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "None", out.stderr
-    assert dnnlab_launch.OPENMP_ENV == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert dnnlab_launch.OPENMP_ENV == {"GOMP_SPINCOUNT": "10000"}
