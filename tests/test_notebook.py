@@ -52,6 +52,8 @@ def test_notebook_runs_in_a_real_kernel(tmp_path, monkeypatch):
     errors = [o for o in outputs if o.output_type == "error"]
     assert not errors
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    # issue 21: tqdm.auto warned "IProgress not found" at `import dnnlab` (no ipywidgets here)
+    assert "IProgress" not in text and "TqdmWarning" not in text
     assert f"dnnlab from {ROOT / 'src' / 'dnnlab' / '__init__.py'}" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 5, f"expected the notebook's figures as PNGs, got {len(images)}"

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain bar: tqdm.auto warns at import in a notebook without ipywidgets
 
 from dnnlab.data.formats import digest, gunzip, read_cifar_tar
 from dnnlab.data.registry import CIFAR_FILES, CIFAR_FOLDER, Spec, download_files, file_url
