@@ -176,7 +176,8 @@ class Progress(Callback):
     def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
         if self.bar is None:
             return None
-        self.bar.set_description(self._desc(run, epoch + 1))
+        going_on = epoch < run.epochs and bool(run.book.live_slots())   # stops applied (order)
+        self.bar.set_description(self._desc(run, epoch + 1 if going_on else epoch))
         if run.book.k == 1 and logs:
             m = next(iter(logs.values()))
             post = f"loss {m['loss']:.4f} acc {m['accuracy']:.4f}"
