@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dnnlab import _notebook  # noqa: F401  (first: tqdm.auto stays quiet in a notebook)
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval
 from dnnlab.analysis.stats import layer_stats
 from dnnlab.analysis.transfer import cache_features, freeze, reuse_layers, unfreeze
