@@ -49,12 +49,13 @@ from pathlib import Path
 import numpy as np
 
 from dnnlab.config import DATA_SUFFIXES
+from dnnlab.data.formats import NPZ_KEYS
 from dnnlab.data.splits import Dataset, build
 from dnnlab.errors import DataError
 
 SPLIT_SEED = 0          # the fixed shuffle of a file without a test split
 TEST_DIVISOR = 5        # ... whose first len // 5 rows become the test split
-TRAIN_KEYS, TEST_KEYS = ("x_train", "y_train"), ("x_test", "y_test")
+TRAIN_KEYS, TEST_KEYS = NPZ_KEYS[:2], NPZ_KEYS[2:]   # the Keras layout of formats.read_npz
 _SHOWN_COLUMNS = 8      # columns listed in a "no such column" message
 
 
@@ -144,7 +145,7 @@ def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.nda
                 raise DataError(f"{p} lacks {', '.join(missing or half)}; a data .npz holds x_train, "
                                 "y_train and, for a test split of its own, x_test and y_test (the "
                                 "Keras layout)")
-            arrays = {k: z[k] for k in (*TRAIN_KEYS, *TEST_KEYS) if k in present}
+            arrays = {k: z[k] for k in NPZ_KEYS if k in present}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{p} is not a readable .npz file ({e}); it is truncated, damaged or holds "
                         "pickled objects (never loaded)") from None
