@@ -174,6 +174,11 @@ def hidden_stats(stats: list[dict]) -> list[dict]:
 # distribution is all that is needed, and it is not worth scipy as a dependency.
 
 
+def _finite(values: Iterable[float | None]) -> list[float]:
+    """The values that are neither None nor NaN/inf (a seed that diverged, a metric not measured)."""
+    return [float(x) for x in values if x is not None and math.isfinite(float(x))]
+
+
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation (ddof=1) of the finite values.
 
@@ -182,7 +187,7 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
     out; std is 0.0 for one value; (None, None) when nothing is left, which JSON can hold (NaN
     it cannot).
     """
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    v = _finite(values)
     if not v:
         return None, None
     return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
@@ -263,7 +268,7 @@ def mean_interval(values: Iterable[float | None], level: float = 0.95) -> tuple[
     few seeds (with 3 seeds the 95% factor is 4.30, not the normal 1.96). (None, None) for fewer
     than two finite values: one seed says nothing about the spread.
     """
-    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    v = _finite(values)
     if len(v) < 2:
         return None, None
     mean, std = mean_std(v)
@@ -280,8 +285,8 @@ def welch(a: Iterable[float | None], b: Iterable[float | None]) -> tuple[float, 
     The degrees of freedom are Welch-Satterthwaite's. None when either side has fewer than two
     finite values. Both sides without any spread: p is 1 for equal means, 0 for different ones.
     """
-    xa = [float(x) for x in a if x is not None and math.isfinite(float(x))]
-    xb = [float(x) for x in b if x is not None and math.isfinite(float(x))]
+    xa = _finite(a)
+    xb = _finite(b)
     if len(xa) < 2 or len(xb) < 2:
         return None
     va, vb = statistics.variance(xa) / len(xa), statistics.variance(xb) / len(xb)
