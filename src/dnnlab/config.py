@@ -441,7 +441,6 @@ def describe_keys(keep: typing.Callable[[Key], bool] = lambda k: True, detail: b
                      for head, names in sections.items())
 
 
-
 NONE = "none"   # how an optional value that is switched off is written in TOML (which has no null)
 
 
@@ -548,10 +547,10 @@ def _validate(obj: Any, prefix: str) -> None:
     The one place the rules of :data:`KEYS` are applied, whether the section came
     from TOML, ``--set`` or Python code. A nested section given as a dict is built from it.
     """
+    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         key = _join(prefix, f.name)
-        section: type = type(obj)
-        tp = _hints(section)[f.name]
+        tp = hints[f.name]
         value = getattr(obj, f.name)
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             if isinstance(value, dict):
