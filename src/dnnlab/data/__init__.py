@@ -47,8 +47,8 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, classes: list
     ``name = "file"`` reads ``path`` (relative to the current directory) with ``label`` naming
     the label column of a table: :mod:`dnnlab.data.files`.
     """
-    options: dict[str, Any] = dict(classes=classes, per_class=per_class, valid_size=valid_size, limit=limit,
-                   standardize=standardize, seed=seed)
+    options: dict[str, Any] = dict(classes=classes, per_class=per_class, valid_size=valid_size,
+                                   limit=limit, standardize=standardize, seed=seed)
     if (name == FILE) != (path is not None):
         raise DataError(f"path = {path!r} with dataset {name!r}: a path is read exactly when the "
                         f"dataset is {FILE!r}")

@@ -28,8 +28,9 @@ import numpy as np
 from dnnlab.errors import DataError
 
 # IDX type codes -> numpy dtype (the values are big-endian)
-IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
-              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"),
+                                   0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+                                   0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 CIFAR_RECORD = 1 + 3 * 32 * 32
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
