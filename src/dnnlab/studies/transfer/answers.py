@@ -5,19 +5,23 @@ from typing import Any
 
 import numpy as np
 
-from dnnlab.studies.common import (
-    difference,
-    pm,
-)
+from dnnlab.studies.common import difference, pm
 from dnnlab.studies.transfer.plan import DROPOUT
 
 
-def _compared(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, bool]:
-    """'better by +0.21 points' / 'no better: -0.05 points, within the seeds' spread'."""
+def _test_acc(e: dict[str, Any]) -> str:
+    return pm(e["test_accuracy_mean"], e["test_accuracy_std"])
+
+
+def _gives(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, bool]:
+    """'gives a better model (+0.21 points): test accuracy A vs B %.' (or 'no clearly different
+    model ..., within the seeds' spread'), and whether ``a`` is clearly better than ``b``."""
     diff, clear = difference(a, b)
     if not clear:
-        return f"no clearly different model ({diff * 100:+.2f} points, within the seeds' spread)", False
-    return (f"a {'better' if diff > 0 else 'worse'} model ({diff * 100:+.2f} points)"), diff > 0
+        model = f"no clearly different model ({diff * 100:+.2f} points, within the seeds' spread)"
+    else:
+        model = f"a {'better' if diff > 0 else 'worse'} model ({diff * 100:+.2f} points)"
+    return f"gives {model}: test accuracy {_test_acc(a)} vs {_test_acc(b)} %.", clear and diff > 0
 
 
 def _first_epoch(runs: list[dict[str, Any]]) -> float:
@@ -28,14 +32,13 @@ def bn_verdict(r: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> tupl
     tuned, bn = r["digits04_tuned"], r["digits04_batchnorm"]
     v_tuned, v_bn = _first_epoch(runs["digits04_tuned"]), _first_epoch(runs["digits04_batchnorm"])
     faster = v_bn > v_tuned
-    model, better = _compared(bn, tuned)
+    gives, better = _gives(bn, tuned)
     per_epoch = (bn["train_seconds"] / bn["epochs_mean"]) / (tuned["train_seconds"] / tuned["epochs_mean"])
     text = (f"Batch norm {'learns faster' if faster else 'does not learn faster'} at first "
             f"({v_bn * 100:.2f} % validation accuracy after one epoch vs {v_tuned * 100:.2f} %), "
             f"reaches its lowest validation loss at epoch {bn['best_epoch_mean']:.1f} on average vs "
             f"{tuned['best_epoch_mean']:.1f}, and each epoch costs {per_epoch:.2f}x the time. It "
-            f"gives {model}: test accuracy {pm(bn['test_accuracy_mean'], bn['test_accuracy_std'])} "
-            f"vs {pm(tuned['test_accuracy_mean'], tuned['test_accuracy_std'])} %.")
+            f"{gives}")
     return text, faster and better
 
 
@@ -43,14 +46,12 @@ def dropout_verdict(r: dict[str, Any]) -> tuple[str, bool]:
     tuned, drop = r["digits04_tuned"], r["digits04_dropout"]
     gap = lambda e: e["train_accuracy_mean"] - e["valid_accuracy_mean"]  # noqa: E731
     narrower = gap(drop) < gap(tuned)
-    model, better = _compared(drop, tuned)
+    gives, better = _gives(drop, tuned)
     text = (f"Without dropout the tuned network fits its training images to "
             f"{tuned['train_accuracy_mean'] * 100:.2f} % vs {tuned['valid_accuracy_mean'] * 100:.2f} "
             f"% on validation (gap {gap(tuned) * 100:.2f} points). Dropout {DROPOUT} "
             f"{'narrows the gap to' if narrower else 'leaves a gap of'} {gap(drop) * 100:.2f} points "
-            f"and gives {model}: test accuracy "
-            f"{pm(drop['test_accuracy_mean'], drop['test_accuracy_std'])} vs "
-            f"{pm(tuned['test_accuracy_mean'], tuned['test_accuracy_std'])} %.")
+            f"and {gives}")
     return text, narrower and better
 
 
@@ -64,7 +65,6 @@ def speed_verdict(r: dict[str, Any]) -> tuple[str, bool]:
             f"{', '.join(f'{v:.1f}x' for v in c['speedup_values'])}; the book: 1.9 s -> 1.1 s, "
             f"1.7x). {'It trains the same model' if same else 'The models differ'}: the heads "
             f"differ by at most {c['max_head_difference']:.1e} after training, and the test "
-            f"accuracies are {pm(f5['test_accuracy_mean'], f5['test_accuracy_std'])} and "
-            f"{pm(c['test_accuracy_mean'], c['test_accuracy_std'])} %.")
+            f"accuracies are {_test_acc(f5)} and {_test_acc(c)} %.")
     return text, ok and same
 
