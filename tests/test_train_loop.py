@@ -181,3 +181,17 @@ def test_a_divergence_names_its_first_cause_before_the_learning_rate(tiny, tiny_
 def test_a_batch_larger_than_the_data_is_refused(tiny, tiny_cfg):
     with pytest.raises(DnnlabError, match="train.batch_size = 600 is larger than the 512"):
         fit(replace(tiny_cfg, **{"train.batch_size": 600}), tiny)
+
+
+def test_a_resumed_performance_schedule_goes_on_reducing_the_rate(tiny, tiny_cfg, tmp_path):
+    """The plateau schedule's state (best, wait, multiplier) resumes with each model's own
+    factor and patience: a resumed run's rates equal an uninterrupted run's."""
+    cfg = replace(tiny_cfg, **{"train.epochs": 8, "optim.lr": 1.0, "optim.name": "sgd",
+                               "optim.schedule.name": "performance",
+                               "optim.schedule.patience": 1, "optim.schedule.factor": 0.5})
+    whole = fit(cfg, tiny, tmp_path / "whole")
+    fit(replace(cfg, **{"train.epochs": 3}), tiny, tmp_path / "part")
+    resumed = fit(cfg, tiny, tmp_path / "part", resume=True)
+    assert len(set(whole.history["lr"])) > 2                # the rate was cut more than once
+    assert resumed.history["lr"] == whole.history["lr"]
+    assert resumed.history["val_loss"] == pytest.approx(whole.history["val_loss"], rel=1e-6)

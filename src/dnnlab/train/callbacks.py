@@ -124,10 +124,13 @@ class ReduceLROnPlateau(Callback):
 
     def __init__(self) -> None:
         self.plateaus: dict[int, Plateau] = {}
+        self._resumed: dict[int, dict[str, Any]] = {}    # saved states, until the configs are known
 
     def on_train_begin(self, run: Trainer) -> None:
         for i, c in enumerate(run.configs):
-            self.plateaus.setdefault(i, Plateau(c.optim))
+            self.plateaus[i] = Plateau(c.optim)           # each model's own factor and patience
+            if i in self._resumed:
+                self.plateaus[i].load(self._resumed[i])
             run.lr_scale[i] = self.plateaus[i].multiplier
 
     def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
@@ -140,10 +143,7 @@ class ReduceLROnPlateau(Callback):
         return {str(i): p.state() for i, p in self.plateaus.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plateaus = {}
-        for i, s in state.items():
-            self.plateaus[int(i)] = p = Plateau(config_mod.OptimConfig())
-            p.load(s)
+        self._resumed = {int(i): s for i, s in state.items()}
 
 
 class Progress(Callback):
