@@ -637,7 +637,7 @@ def _check_consistency(cfg: RunConfig) -> None:
 
 
 def _layer_sizes(cfg: RunConfig) -> list[int]:
-    features, _ = DATASET_SHAPES.get(cfg.data.name, (784, 70000))
+    features, _ = DATASET_SHAPES[cfg.data.name]
     classes = len(cfg.data.classes) if cfg.data.classes else 10
     return [features, *hidden_sizes(cfg.model), classes]
 
@@ -650,7 +650,7 @@ def estimate_bytes(cfg: RunConfig) -> int:
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     t = cfg.train
     activations = 4 * sum(sizes[1:]) * t.batch_size + 4 * max(sizes) * min(t.eval_batch_size, 10**6)
-    _, images = DATASET_SHAPES.get(cfg.data.name, (784, 70000))
+    _, images = DATASET_SHAPES[cfg.data.name]
     if cfg.data.limit is not None:
         images = min(images, cfg.data.limit + cfg.data.valid_size + 10000)
     return 4 * 6 * params + activations + 4 * sizes[0] * images
