@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from dnnlab.config import ConfigError, RunConfig, from_dict, read_toml, replace
+from dnnlab.config import ConfigError, RunConfig, flatten, from_dict, read_toml, replace
 from dnnlab.errors import DnnlabError
 from dnnlab.studies import common, engine
 from dnnlab.studies.ablation import plan
@@ -67,23 +67,12 @@ def user_variants(raw: list[Any], where: str) -> tuple[tuple[str, tuple[tuple[st
             raise ConfigError(f"{where}: [[variant]] name {name!r} is taken (by the ladder or "
                               "another variant); choose another")
         taken.add(name)
-        overrides = {k: v for k, v in _flat(table).items() if k != "name"}
+        overrides = {k: v for k, v in flatten(table).items() if k != "name"}
         if not overrides:
             raise ConfigError(f"{where}: [[variant]] {name!r} changes nothing; add dotted "
                               "overrides such as \"model.width\" = 300")
         out.append((name, tuple(sorted(overrides.items()))))
     return tuple(out)
-
-
-def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in table.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "tune":
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def read_config(path: str | Path) -> tuple[RunConfig, tuple]:
