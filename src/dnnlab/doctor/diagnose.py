@@ -478,12 +478,12 @@ def at_initialization(records: list[dict]) -> list[dict]:
     return [r for r in records if r["epoch"] == 0] if epochs and epochs[0] == 0 else []
 
 
-def present_at_init(kind: str, records: list[dict], cfg: RunConfig) -> bool | None:
-    """Whether the finding ``kind`` already shows in the epoch-0 record (None: no such record)."""
+def findings_at_init(records: list[dict], cfg: RunConfig) -> list[Diagnosis] | None:
+    """The signal findings the epoch-0 record already shows (None: no such record)."""
     first = at_initialization(records)
     if not first:
         return None
-    return any(f is not None and f.kind == kind for f in (c(first, cfg) for c in SIGNAL_CHECKS))
+    return [f for f in (c(first, cfg) for c in SIGNAL_CHECKS) if f is not None]
 
 
 def check_initialization(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
@@ -494,10 +494,7 @@ def check_initialization(records: list[dict], cfg: RunConfig) -> Diagnosis | Non
     is the init's doing, and every later symptom it started follows from it (see EXPLAINS).
     """
     fix = init_fix(cfg)
-    first = at_initialization(records)
-    if fix is None or not first:
-        return None
-    found = [f for f in (c(first, cfg) for c in SIGNAL_CHECKS) if f is not None]
+    found = findings_at_init(records, cfg) if fix is not None else None
     if not found:
         return None
     worst = max(found, key=lambda f: f.severity)
@@ -518,13 +515,14 @@ class Explains:
     how: str
 
 
-# Conditions on the symptom, pure functions of (symptom kind, records, config). "since_init": it
-# was in the epoch-0 record, before any step (the set-up's doing); "during_training": the epoch-0
-# record exists and did not have it (it developed as the weights moved).
+# Conditions on the symptom, pure functions of (symptom kind, the kinds found in the epoch-0
+# record, None when there is none). "since_init": it was in the epoch-0 record, before any step
+# (the set-up's doing); "during_training": the epoch-0 record exists and did not have it (it
+# developed as the weights moved).
 CONDITIONS = {
-    "always": lambda kind, records, cfg: True,
-    "since_init": lambda kind, records, cfg: present_at_init(kind, records, cfg) is True,
-    "during_training": lambda kind, records, cfg: present_at_init(kind, records, cfg) is False,
+    "always": lambda kind, at_init: True,
+    "since_init": lambda kind, at_init: at_init is not None and kind in at_init,
+    "during_training": lambda kind, at_init: at_init is not None and kind not in at_init,
 }
 
 _LR_GREW = "oversized steps moved the weights there during training (the epoch-0 record was healthy)"
@@ -560,9 +558,11 @@ def link_causes(found: list[Diagnosis], records: list[dict], cfg: RunConfig) -> 
     """Set each finding's ``follows_from`` from EXPLAINS, then order causes before their
     symptoms, keeping ``found``'s order (tier, then severity) wherever the relation is silent."""
     by_kind = {f.kind: f for f in found}
+    initial = findings_at_init(records, cfg)       # judged once, not once per rule
+    at_init = None if initial is None else {f.kind for f in initial}
     for rule in EXPLAINS:
         cause, symptom = by_kind.get(rule.cause), by_kind.get(rule.symptom)
-        if cause is not None and symptom is not None and CONDITIONS[rule.when](rule.symptom, records, cfg):
+        if cause is not None and symptom is not None and CONDITIONS[rule.when](rule.symptom, at_init):
             symptom.follows_from.append((rule.cause, rule.how))
     ordered: list[Diagnosis] = []
     waiting = list(found)
