@@ -195,3 +195,18 @@ def test_a_resumed_performance_schedule_goes_on_reducing_the_rate(tiny, tiny_cfg
     assert len(set(whole.history["lr"])) > 2                # the rate was cut more than once
     assert resumed.history["lr"] == whole.history["lr"]
     assert resumed.history["val_loss"] == pytest.approx(whole.history["val_loss"], rel=1e-6)
+
+
+def test_fit_tensors_refuses_non_finite_values_before_any_step(tiny, tiny_cfg):
+    """Tensors that did not come from a Dataset (cached features, a user's own) are checked by
+    fit_tensors itself; the message counts them."""
+    from dnnlab.errors import DataError
+    from dnnlab.nn.mlp import build_mlp
+    from dnnlab.train.driver import fit_tensors
+    x, y = tiny.train.tensors()
+    x = x.clone()
+    x[3, 2] = float("nan")
+    x[5, 0] = float("inf")
+    model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes, seed=0)
+    with pytest.raises(DataError, match="training data holds 2 non-finite values"):
+        fit_tensors(tiny_cfg, model, (x, y))

@@ -241,7 +241,6 @@ class Trainer:
         self.x, self.y = train
         self.valid = valid if valid is not None and len(valid[1]) else None
         self.test = test if test is not None and len(test[1]) else None
-        _check_finite(train, valid, test)
         self.n = len(self.y)
         if t.batch_size > self.n:
             raise ConfigError(f"train.batch_size = {t.batch_size} is larger than the {self.n} "
@@ -485,7 +484,6 @@ class Trainer:
                 improved.append(j)
         if improved:
             b.copy_rows_(self.best_snap, torch.tensor(improved, device=self.device))
-        self.epoch = epoch
         for cb in self.callbacks:
             asked = cb.on_epoch_end(self, epoch, logs)
             if asked and epoch < self.epochs:             # at the last epoch the run completes
@@ -640,9 +638,12 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
     tensors = to_device(data, resolve_device(cfg.train.device))
     if model is None:
         model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed)
-    return fit_tensors(cfg, model, tensors["train"], tensors.get("valid"), tensors.get("test"),
-                       run_dir=run_dir, resume=resume, callbacks=callbacks,
-                       evaluate_test=evaluate_test, data_fingerprint=data.fingerprint())
+    # a Dataset's arrays were checked for NaN and inf when it was made; its fingerprint (a hash
+    # of every split) is needed only where a run directory records it
+    return _fit_on_device(cfg, model, tensors["train"], tensors.get("valid"), tensors.get("test"),
+                          run_dir=run_dir, resume=resume, callbacks=callbacks,
+                          evaluate_test=evaluate_test,
+                          data_fingerprint=data.fingerprint() if run_dir is not None else None)
 
 
 def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
@@ -654,8 +655,20 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
     """:func:`fit` on (x, y) tensors already on the device (e.g. cached features).
 
     ``data_fingerprint`` identifies the arrays for a run directory (default: computed from the
-    tensors, as :meth:`dnnlab.data.Dataset.fingerprint` does).
+    tensors, as :meth:`dnnlab.data.Dataset.fingerprint` does). Non-finite values in the tensors
+    are refused here (a :class:`~dnnlab.data.Dataset` checks its own when it is made).
     """
+    _check_finite(train, valid, test)
+    return _fit_on_device(cfg, model, train, valid, test, run_dir=run_dir, resume=resume,
+                          callbacks=callbacks, evaluate_test=evaluate_test,
+                          data_fingerprint=data_fingerprint)
+
+
+def _fit_on_device(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
+                   valid: tuple[Tensor, Tensor] | None, test: tuple[Tensor, Tensor] | None, *,
+                   run_dir: str | Path | None, resume: bool, callbacks: Iterable[Callback],
+                   evaluate_test: bool, data_fingerprint: dict[str, str] | None) -> FitResult:
+    """The one body of :func:`fit` and :func:`fit_tensors`."""
     t = cfg.train
     device = train[0].device
     if t.deterministic:
