@@ -300,3 +300,11 @@ def test_compiled_step_equals_eager():
     fused, opt = _run_flat("nadam", cfgs, p0, grads, fused=True)
     assert opt.fused is not None                       # it compiled and stayed compiled
     torch.testing.assert_close(eager, fused, rtol=1e-5, atol=1e-6)
+
+
+def test_a_stack_shares_one_ftrl_power():
+    """The ftrl update is specialized on one lr_power (config.KEYS: it shapes a stack)."""
+    p, g = torch.zeros(2, 3), torch.zeros(2, 3)
+    hypers = hypers_of([OptimConfig(name="ftrl"), OptimConfig(name="ftrl", lr_power=-1.0)])
+    with pytest.raises(ConfigError, match="lr_power must be the same for every model"):
+        FlatOptimizer("ftrl", p, g, hypers)
