@@ -51,7 +51,7 @@ def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any],
     its seeds of the best validation loss; for each BN seed, the first epoch that gets at least as
     low, compared with the epochs the baseline needed to reach its best. Wall time is epochs x
     seconds per epoch, taken from ``timing`` (one model of each, measured alternately under the
-    same load: see :func:`~dnnlab.studies.cifar10_stages.time_epochs`) when given, else from the
+    same load: see :func:`~dnnlab.studies.ablation.stages.time_epochs`) when given, else from the
     final runs' own epoch times.
     """
     base_runs, bn_runs = baseline["runs"], batchnorm["runs"]
