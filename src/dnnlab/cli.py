@@ -102,9 +102,8 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    cfg = load_config(args.config)
-    flags = {"train.device": args.device, "data.data_dir": args.data_dir, "train.epochs": args.epochs}
-    flags = {k: v for k, v in flags.items() if v is not None}
+    cfg = load_config(args.config)        # its --set are the sweep's values, not overrides
+    flags = dedicated_flags(args)
     cfg = replace(cfg, **flags) if flags else cfg
     out = sweep(cfg, list(args.set or []), seeds=args.seeds, out=args.out,
                 progress=cfg.train.progress, storage=args.storage, grace=args.grace)
