@@ -276,3 +276,15 @@ def test_a_group_enqueued_twice_trains_once(tiny, tiny_cfg, tmp_path, monkeypatc
     assert all(t.user_attrs.get("duplicate") for t in trials if t.state == TrialState.PRUNED)
     assert {t.user_attrs["group"] for t in trials if t.state == TrialState.COMPLETE} == set(keys)
     assert [t.number for t in trials if t.state == TrialState.COMPLETE] == [0, 1]   # the earlier
+
+
+def test_groups_that_share_their_data_load_it_once(tiny_cfg, tmp_path, monkeypatch):
+    """Two shapes (two groups) on one [data] table: one load; another [data]: its own."""
+    import dnnlab.data as data_mod
+    real = data_mod.load_from_config
+    loads = []
+    monkeypatch.setattr(data_mod, "load_from_config",
+                        lambda cfg, **kw: loads.append(cfg.limit) or real(cfg, **kw))
+    cfg = replace(tiny_cfg, **{"train.epochs": 1, "data.valid_size": 100})
+    sweep(cfg, ["model.width=8,16", "data.limit=300,400"], out=tmp_path / "sw", progress=False)
+    assert sorted(loads) == [300, 400]

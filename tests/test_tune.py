@@ -211,7 +211,7 @@ def test_postgresql_urls_get_an_installed_driver():
 
 def test_a_trial_that_draws_a_data_key_trains_on_its_own_data(tmp_path, monkeypatch):
     """Issue 18: tune over data.limit trained every trial on the base config's data."""
-    import dnnlab.tune.search as search
+    import dnnlab.data as data_mod
     from dnnlab.data import load_from_config as real_load
     seen: list[int] = []
 
@@ -220,7 +220,7 @@ def test_a_trial_that_draws_a_data_key_trains_on_its_own_data(tmp_path, monkeypa
         seen.append(len(data.train))
         return data
 
-    monkeypatch.setattr(search, "load_from_config", load)
+    monkeypatch.setattr(data_mod, "load_from_config", load)
     cfg = tiny_tune_cfg(**{"tune": {"data.limit": [120, 300]}, "train.epochs": 1})
     objective = make_objective(cfg, parse_space(cfg), real_load(cfg.data), folds=2,
                                log=lambda s: None)

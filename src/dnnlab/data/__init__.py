@@ -18,6 +18,8 @@ Downloads: :mod:`dnnlab.data.download`. Splits, options and the fingerprint:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from dnnlab.data.status import dataset_status, format_status
 from dnnlab.data.synthetic import load_synthetic, synthetic
 from dnnlab.errors import DataError
 
-__all__ = ["Dataset", "Split", "NAMES", "load_dataset", "load_from_config", "from_arrays",
+__all__ = ["Dataset", "Split", "NAMES", "load_dataset", "load_from_config", "ConfigLoader", "from_arrays",
            "synthetic", "standardized", "dataset_status", "format_status"]
 
 
@@ -71,3 +73,22 @@ def load_from_config(cfg, *, download: bool = True, progress: bool = True) -> Da
                         per_class=cfg.per_class, valid_size=cfg.valid_size,
                         standardize=cfg.standardize, limit=cfg.limit, seed=cfg.seed,
                         download=download, progress=progress, path=cfg.path, label=cfg.label)
+
+
+class ConfigLoader:
+    """:func:`load_from_config` that loads each distinct ``[data]`` table once (sweep groups and
+    tune trials that share their data share one Dataset; those that differ get their own)."""
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+        self.loaded: dict[str, Dataset] = {}
+
+    @staticmethod
+    def key(cfg) -> str:
+        return json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
+
+    def __call__(self, cfg) -> Dataset:
+        key = self.key(cfg)
+        if key not in self.loaded:
+            self.loaded[key] = load_from_config(cfg, progress=self.progress)
+        return self.loaded[key]

@@ -196,18 +196,19 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         for s in range(seeds):
             groups.setdefault(key, []).append((combo, cfg.train.seed + s))
 
+    load = datasets.ConfigLoader(progress)   # groups that share their [data] share one load
     if storage is None:
         with rundir.hold(out, "sweep folder"):
             rows = [row for members in groups.values()
-                    for row in _train_group(cfg, members, out, progress)]
+                    for row in _train_group(cfg, members, out, progress, load)]
             _finish(out, rows)
         return out
-    _finish(out, _shared(cfg, groups, out, progress, storage, f"dnnlab-sweep-{sid}", grace))
+    _finish(out, _shared(cfg, groups, out, progress, storage, f"dnnlab-sweep-{sid}", grace, load))
     return out
 
 
 def _shared(cfg: RunConfig, groups: dict[str, Members], out: Path, progress: bool, storage: str,
-            name: str, grace: float) -> list[dict[str, Any]]:
+            name: str, grace: float, load: datasets.ConfigLoader) -> list[dict[str, Any]]:
     """Work on the sweep's groups with the other workers until every group is done; return the
     rows of every group, each from exactly one completed trial.
 
@@ -232,7 +233,7 @@ def _shared(cfg: RunConfig, groups: dict[str, Members], out: Path, progress: boo
         if _ahead(study.get_trials(deepcopy=False), key, trial.number):
             trial.set_user_attr("duplicate", True)
             raise optuna.TrialPruned(f"group {key} is run by another trial")
-        rows = _train_group(cfg, groups[key], out, progress)
+        rows = _train_group(cfg, groups[key], out, progress, load)
         trial.set_user_attr("rows", rows)
         return float(sum(r["status"] != "failed" for r in rows))
 
@@ -276,7 +277,8 @@ def _ahead(trials: list[optuna.trial.FrozenTrial], key: str, number: int) -> boo
         for t in trials)
 
 
-def _train_group(cfg: RunConfig, members: Members, out: Path, progress: bool) -> list[dict[str, Any]]:
+def _train_group(cfg: RunConfig, members: Members, out: Path, progress: bool,
+                 load: datasets.ConfigLoader) -> list[dict[str, Any]]:
     """Train one group (one stack, one dataset) as one K-model run; write its variants' run
     directories. A group that cannot train records every variant as failed, with the reason."""
     shared = {k: v for k, v in members[0][0].items() if k not in PER_MODEL_KEYS}
@@ -285,7 +287,7 @@ def _train_group(cfg: RunConfig, members: Members, out: Path, progress: bool) ->
                 for combo, seed in members]
     names = [variant_name(combo, seed) for combo, seed in members]
     try:
-        data = datasets.load_from_config(group_cfg.data)
+        data = load(group_cfg.data)
         results = train_many(group_cfg, data, variants, device=cfg.train.device,
                              progress=progress, run_dirs=[out / n for n in names])
     except DnnlabError as e:

@@ -20,9 +20,7 @@ runs first; failed trials never count. Every trial records which worker ran it (
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io as _io
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,7 +33,7 @@ from optuna.trial import TrialState
 
 from dnnlab import io, rundir
 from dnnlab.config import RunConfig, replace, to_toml
-from dnnlab.data import load_from_config
+from dnnlab.data import ConfigLoader, load_from_config
 from dnnlab.data.splits import from_arrays
 from dnnlab.errors import DnnlabError
 from dnnlab.storage import HEARTBEAT_SECONDS, open_storage, worker_id
@@ -84,20 +82,15 @@ def make_objective(cfg: RunConfig, params: list[Param], data, folds: int, log=pr
     the table's data keys) trains on the data its own config describes, loaded once per distinct
     ``[data]`` and cross-validated on its own folds; the others share ``data``.
     """
-    loaded = {json.dumps(dataclasses.asdict(cfg.data), sort_keys=True): data}
-
-    def data_of(tcfg: RunConfig):
-        key = json.dumps(dataclasses.asdict(tcfg.data), sort_keys=True)
-        if key not in loaded:
-            loaded[key] = load_from_config(tcfg.data)
-        return loaded[key]
+    data_of = ConfigLoader()
+    data_of.loaded[data_of.key(cfg.data)] = data          # the base config's: already loaded
 
     def objective(trial) -> float:
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
         values = {p.key: p.suggest(trial) for p in params}
         tcfg = replace(apply(cfg, values), **{"train.progress": False})
-        tdata = data_of(tcfg)
+        tdata = data_of(tcfg.data)
         x, y = tdata.train.x, tdata.train.y
         has_valid = len(tdata.valid) > 0
         scores: list[float] = []
