@@ -85,7 +85,7 @@ def train_seeds(cfg: RunConfig, data, seeds: list[int], root: Path, log,
         acc = _accuracies(res.model, data, device)
         runs.append({"seed": s, **acc, "train_seconds": train_seconds(res.history),
                      "epochs": res.epochs_run, "best_epoch": res.best_epoch,
-                     "history": res.history, "run_dir": str(root / f"seed{s}")})
+                     "history": res.history, "run_dir": str(run_dir)})
         log(f"  {cfg.name} seed {s}: test accuracy {acc['test_accuracy']:.4f} "
             f"(best epoch {res.best_epoch} of {res.epochs_run}, {runs[-1]['train_seconds']:.1f} s)")
     return runs
@@ -162,6 +162,16 @@ def draw_59(full, plan: Plan, seed: int):
                        class_names=full.class_names)
 
 
+def _nan_last(loss: float) -> float:
+    """A loss to minimize over, a NaN one (diverged) counted as the worst."""
+    return math.inf if math.isnan(loss) else loss
+
+
+def _lowest(grid: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The entry of ``grid`` with the lowest ``key`` (NaN counted as the worst)."""
+    return min(grid, key=lambda g: _nan_last(g[key]))
+
+
 def head_search(pretrained, n_layers: int, cfg: RunConfig, t: dict, log) -> dict[str, Any]:
     """Choose the head's optimizer and rate by best validation loss, on cached features."""
     model = reuse_layers(pretrained, n_layers, 5, seed=cfg.train.seed)
@@ -174,7 +184,7 @@ def head_search(pretrained, n_layers: int, cfg: RunConfig, t: dict, log) -> dict
             grid.append({"optimizer": opt, "lr": lr, "val_loss": res.best,
                          "val_accuracy": res.history["val_accuracy"][res.best_epoch - 1]
                          if res.best_epoch else math.nan})
-    best = min(grid, key=lambda g: g["val_loss"] if not math.isnan(g["val_loss"]) else math.inf)
+    best = _lowest(grid, "val_loss")
     log(f"  head search ({n_layers} layers): {best['optimizer']} lr {best['lr']:g} "
         f"(validation loss {best['val_loss']:.4f})")
     return {"best": best, "grid": grid}
@@ -195,7 +205,7 @@ def finetune_search(pretrained, head4: dict[str, Any], cfg: RunConfig, data, log
         fit(c, data, model=model, evaluate_test=False)
         res = fit(c, data, model=unfreeze(model), evaluate_test=False)
         grid.append({"optimizer": opt, "lr": lr * factor, "factor": factor, "val_loss": res.best})
-    best = min(grid, key=lambda g: g["val_loss"] if not math.isnan(g["val_loss"]) else math.inf)
+    best = _lowest(grid, "val_loss")
     log(f"  fine-tuning search: lr {best['lr']:g} = {best['factor']:g} x the head's "
         f"(validation loss {best['val_loss']:.4f})")
     return {"best": best, "grid": grid}
@@ -209,7 +219,7 @@ def scratch_search(arch, cfg: RunConfig, data, log) -> dict[str, Any]:
         res = fit(c, data, model=build_mlp(arch, data.n_features, data.n_classes,
                                            seed=cfg.train.seed), evaluate_test=False)
         grid.append({"optimizer": cfg.optim.name, "lr": lr, "val_loss": res.best})
-    best = min(grid, key=lambda g: g["val_loss"] if not math.isnan(g["val_loss"]) else math.inf)
+    best = _lowest(grid, "val_loss")
     log(f"  scratch search: lr {best['lr']:g} (validation loss {best['val_loss']:.4f})")
     return {"best": best, "grid": grid}
 
@@ -304,7 +314,7 @@ def digits59(plan: Plan, seeds: list[int], out: Path, pretrained: str, device: s
                             lambda m, v=variant: log(m.replace("layers)", f"layers, {v})")))
         choice[variant] = found["best"]["val_loss"]
         searches.setdefault("by_pretrained", {})[variant] = found
-    pretrained = min(choice, key=lambda v: choice[v] if not math.isnan(choice[v]) else math.inf)
+    pretrained = min(choice, key=lambda v: _nan_last(choice[v]))
     log(f"  reusing digits04_{pretrained}" + (" (lowest validation loss of a frozen-5 head)"
                                               if len(candidates) > 1 else ""))
     model0 = load_model(path(pretrained, seeds[0]), dev)
@@ -327,11 +337,10 @@ def digits59(plan: Plan, seeds: list[int], out: Path, pretrained: str, device: s
     results["frozen5"]["pretrained_unchanged"] = all(r["pretrained_unchanged"] for r in runs["frozen5"])
     for k in ("frozen5", "frozen4", "unfreeze2", "unfreeze_all", "scratch"):
         results[k]["trainable_parameters"] = runs[k][0]["trainable"]
-    for k, which, factor in (("frozen5", "head5", 1), ("frozen5_cached", "head5", 1),
-                             ("frozen4", "head4", 1), ("unfreeze2", "finetune", 1),
-                             ("unfreeze_all", "finetune", 1), ("scratch", "scratch", 1)):
+    for k, which in (("frozen5", "head5"), ("frozen5_cached", "head5"), ("frozen4", "head4"),
+                     ("unfreeze2", "finetune"), ("unfreeze_all", "finetune"), ("scratch", "scratch")):
         b = searches[which]["best"]
-        results[k]["optimizer"], results[k]["lr"] = b["optimizer"], b["lr"] * factor
+        results[k]["optimizer"], results[k]["lr"] = b["optimizer"], b["lr"]
     results["frozen5"]["pretrained"] = f"digits04_{pretrained}"
     results["frozen5"]["pretrained_choice"] = {f"digits04_{k}": v for k, v in choice.items()}
     return {"results": results, "runs": runs, "searches": searches, "pretrained": pretrained}
