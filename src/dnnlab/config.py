@@ -547,7 +547,8 @@ def _validate(obj: Any, prefix: str) -> None:
     The one place the rules of :data:`KEYS` are applied, whether the section came
     from TOML, ``--set`` or Python code. A nested section given as a dict is built from it.
     """
-    hints = _hints(type(obj))
+    section: type = type(obj)              # a dataclass type (mypy reads type(obj) as Any)
+    hints = _hints(section)
     for f in dataclasses.fields(obj):
         key = _join(prefix, f.name)
         tp = hints[f.name]
