@@ -32,8 +32,8 @@ def _probe(args, target: Path):
              "train.epochs": args.epochs if args.epochs is not None
              else min(cfg.train.epochs, PROBE_EPOCHS)}
     cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
-    run_dir = Path(args.out) if args.out else default_run_dir(cfg).with_name(
-        default_run_dir(cfg).name.replace(cfg.name, f"{cfg.name}-doctor", 1))
+    run_dir = (Path(args.out) if args.out
+               else default_run_dir(replace(cfg, name=f"{cfg.name}-doctor")))
     with rundir.hold(run_dir, "probe run directory"):
         if (run_dir / "config.toml").exists():
             raise DnnlabError(f"{run_dir} already holds a run; choose another --out")
