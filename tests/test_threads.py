@@ -73,6 +73,15 @@ def policy_on(m: FakeMachine, cores: int = 2) -> Policy:
     return p
 
 
+def risen_to_two(m: FakeMachine) -> Policy:
+    """A policy on ``m`` (quiet) that has taken its first reading and risen to both cores."""
+    p = policy_on(m)
+    p.adjust()
+    m.advance(1.0)
+    assert p.adjust() == 2
+    return p
+
+
 def test_policy_starts_at_one_thread_and_rises_on_a_quiet_machine(keep_threads):
     m = FakeMachine(others=0.05)
     p = policy_on(m)
@@ -83,10 +92,7 @@ def test_policy_starts_at_one_thread_and_rises_on_a_quiet_machine(keep_threads):
 
 def test_policy_drops_to_one_thread_beside_a_busy_process(keep_threads):
     m = FakeMachine(others=0.05)
-    p = policy_on(m)
-    p.adjust()
-    m.advance(1.0)
-    assert p.adjust() == 2
+    p = risen_to_two(m)
     m.others = 1.0                                              # python -c "while True: pass"
     m.advance(1.0)
     assert p.adjust() == 1 and torch.get_num_threads() == 1
@@ -168,10 +174,7 @@ def test_the_policy_leaves_a_count_set_by_other_code_alone(keep_threads):
 
 def test_cap_bounds_the_choice_but_a_fixed_count_wins(keep_threads):
     m = FakeMachine(others=0.0)
-    p = policy_on(m)
-    p.adjust()
-    m.advance(1.0)
-    assert p.adjust() == 2
+    p = risen_to_two(m)
     with p.capped(1):
         assert torch.get_num_threads() == 1
         m.advance(1.0)
