@@ -176,14 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     ok = all(verdicts)
     print(f"\n(s/epoch, median of rounds) target: policy within {TARGET}x of the best fixed count "
           f"in every row: {'met' if ok else 'NOT met'}")
-    out = Path(args.out) if args.out else common.RESULTS / f"busy_machine_{args.device}.json"
-    common.save(out, {"benchmark": "busy_machine", "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                      "machine": info, "target": TARGET, "met": ok,
-                      "workload": {"n_train": args.n_train, "n_valid": args.n_valid,
-                                   "warmup": args.warmup, "epochs": args.epochs,
-                                   "rounds": args.rounds, "timeout": args.timeout},
-                      "results": results})
-    print(f"results written to {out}")
+    common.save_results(args, "busy_machine", info, target=TARGET, met=ok,
+                        workload={"n_train": args.n_train, "n_valid": args.n_valid,
+                                  "warmup": args.warmup, "epochs": args.epochs,
+                                  "rounds": args.rounds, "timeout": args.timeout},
+                        results=results)
     return 0
 
 

@@ -215,6 +215,16 @@ def save(path: str | Path, obj: dict) -> Path:
     return write_json(path, obj)
 
 
+def save_results(args, benchmark: str, info: dict, **fields) -> Path:
+    """Write a benchmark's results to ``--out`` (default results/BENCHMARK_DEVICE.json), headed by
+    the benchmark's name, the date and the machine (:func:`machine`), and say where."""
+    out = Path(args.out) if args.out else RESULTS / f"{benchmark}_{args.device}.json"
+    save(out, {"benchmark": benchmark, "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+               "machine": info, **fields})
+    print(f"\nresults written to {out}")
+    return out
+
+
 def parser(doc: str, script: str, extra) -> argparse.ArgumentParser:
     """The options both benchmarks share, with ``extra(p)`` adding the script's own after
     ``--device``; ``parse`` then applies ``--quick``."""

@@ -151,16 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     print(common.table(rows, ["peer", "median s/epoch", "min s/epoch", "vs dnnlab (wall)",
                               "CPU s/epoch", "vs dnnlab (CPU)", "others' CPU"]))
 
-    out = Path(args.out) if args.out else common.RESULTS / f"epoch_speed_{args.device}.json"
-    common.save(out, {
-        "benchmark": "epoch_speed", "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": info,
-        "workload": {"model": "MLP 20x100 ELU, he_normal, softmax 10", "optimizer": "nadam",
-                     "lr": 1e-3, "batch_size": 32, "n_train": args.n_train,
-                     "n_valid": args.n_valid, "features": 3072, "warmup": args.warmup,
-                     "epochs": args.epochs, "rounds": args.rounds},
-        "results": runs})
-    print(f"\nresults written to {out}")
+    common.save_results(
+        args, "epoch_speed", info,
+        workload={"model": "MLP 20x100 ELU, he_normal, softmax 10", "optimizer": "nadam",
+                  "lr": 1e-3, "batch_size": 32, "n_train": args.n_train,
+                  "n_valid": args.n_valid, "features": 3072, "warmup": args.warmup,
+                  "epochs": args.epochs, "rounds": args.rounds},
+        results=runs)
     return 0
 
 

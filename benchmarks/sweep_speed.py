@@ -138,18 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     print(common.table(rows, ["K", "engine s/epoch", "model-epochs/s",
                               "K fits s/epoch (extrap.)", "engine speed-up"]))
 
-    out = Path(args.out) if args.out else common.RESULTS / f"sweep_speed_{args.device}.json"
-    common.save(out, {
-        "benchmark": "sweep_speed", "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "machine": info,
-        "workload": {"model": "MLP 20x100 ELU, he_normal, softmax 10", "optimizer": "nadam",
-                     "lr": "K values log-spaced in [1e-4, 1e-3]", "batch_size": 32,
-                     "n_train": args.n_train, "n_valid": args.n_valid, "features": 3072,
-                     "warmup": args.warmup, "epochs": args.epochs, "rounds": args.rounds},
-        "sequential": "extrapolated: K x the measured seconds per epoch of one fit",
-        "single_fit": runs["fit"],
-        "engine": [runs[f"engine:{k}"] for k in ks]})
-    print(f"\nresults written to {out}")
+    common.save_results(
+        args, "sweep_speed", info,
+        workload={"model": "MLP 20x100 ELU, he_normal, softmax 10", "optimizer": "nadam",
+                  "lr": "K values log-spaced in [1e-4, 1e-3]", "batch_size": 32,
+                  "n_train": args.n_train, "n_valid": args.n_valid, "features": 3072,
+                  "warmup": args.warmup, "epochs": args.epochs, "rounds": args.rounds},
+        sequential="extrapolated: K x the measured seconds per epoch of one fit",
+        single_fit=runs["fit"], engine=[runs[f"engine:{k}"] for k in ks])
     return 0
 
 
