@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from dnnlab.studies.common import difference, pm
-from dnnlab.studies.transfer.plan import DROPOUT
+from dnnlab.studies.transfer.plan import BOOK_SECONDS, DROPOUT
 
 
 def _test_acc(e: dict[str, Any]) -> str:
@@ -24,13 +24,15 @@ def _gives(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, bool]:
     return f"gives {model}: test accuracy {_test_acc(a)} vs {_test_acc(b)} %.", clear and diff > 0
 
 
-def _first_epoch(runs: list[dict[str, Any]]) -> float:
+def first_epoch_accuracy(runs: list[dict[str, Any]]) -> float:
+    """The validation accuracy after the first epoch, mean over the seeds' runs."""
     return float(np.mean([r["history"]["val_accuracy"][0] for r in runs]))
 
 
 def bn_verdict(r: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> tuple[str, bool]:
     tuned, bn = r["digits04_tuned"], r["digits04_batchnorm"]
-    v_tuned, v_bn = _first_epoch(runs["digits04_tuned"]), _first_epoch(runs["digits04_batchnorm"])
+    v_tuned = first_epoch_accuracy(runs["digits04_tuned"])
+    v_bn = first_epoch_accuracy(runs["digits04_batchnorm"])
     faster = v_bn > v_tuned
     gives, better = _gives(bn, tuned)
     per_epoch = (bn["train_seconds"] / bn["epochs_mean"]) / (tuned["train_seconds"] / tuned["epochs_mean"])
@@ -57,13 +59,15 @@ def dropout_verdict(r: dict[str, Any]) -> tuple[str, bool]:
 
 def speed_verdict(r: dict[str, Any]) -> tuple[str, bool]:
     f5, c = r["frozen5"], r["frozen5_cached"]
+    book5, book_cached = BOOK_SECONDS["frozen5"], BOOK_SECONDS["frozen5_cached"]
     ok = c["speedup"] >= 5
     same = c["max_head_difference"] < 1e-4
     text = (f"Caching the frozen layers' outputs cuts training from {f5['train_seconds']:.2f} s to "
             f"{c['train_seconds']:.2f} s ({c['cache_seconds']:.3f} s of it computing the cache): "
             f"{c['speedup']:.1f}x faster (per seed: "
-            f"{', '.join(f'{v:.1f}x' for v in c['speedup_values'])}; the book: 1.9 s -> 1.1 s, "
-            f"1.7x). {'It trains the same model' if same else 'The models differ'}: the heads "
+            f"{', '.join(f'{v:.1f}x' for v in c['speedup_values'])}; the book: {book5} s -> "
+            f"{book_cached} s, {book5 / book_cached:.1f}x). "
+            f"{'It trains the same model' if same else 'The models differ'}: the heads "
             f"differ by at most {c['max_head_difference']:.1e} after training, and the test "
             f"accuracies are {_test_acc(f5)} and {_test_acc(c)} %.")
     return text, ok and same

@@ -4,11 +4,9 @@
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dnnlab.report import Page, learning_curves, line_plot
 from dnnlab.studies.common import book_rows, book_verdict, pm
-from dnnlab.studies.transfer.answers import bn_verdict, dropout_verdict, speed_verdict
+from dnnlab.studies.transfer.answers import bn_verdict, dropout_verdict, first_epoch_accuracy, speed_verdict
 from dnnlab.studies.transfer.plan import BOOK, BOOK_SECONDS, HEAD_LRS, HEAD_OPTIMIZERS, LABELS, VARIANTS_04
 
 
@@ -68,8 +66,7 @@ def write_report(out: Path, results: dict[str, Any], part1: dict, part2: dict) -
     page.table([{"variant": LABELS[k].split(": ", 1)[1],
                  "best epoch (mean)": r[k]["best_epoch_mean"], "epochs run": r[k]["epochs_mean"],
                  "s / epoch": r[k]["train_seconds"] / r[k]["epochs_mean"],
-                 "val acc after epoch 1 (%)": float(np.mean(
-                     [x["history"]["val_accuracy"][0] for x in runs1[k]])) * 100,
+                 "val acc after epoch 1 (%)": first_epoch_accuracy(runs1[k]) * 100,
                  "test acc (%)": pm(r[k]["test_accuracy_mean"], r[k]["test_accuracy_std"])}
                 for k in VARIANTS_04], formats={"best epoch (mean)": ".1f", "epochs run": ".1f",
                                                 "s / epoch": ".2f", "val acc after epoch 1 (%)": ".2f"})
