@@ -357,8 +357,8 @@ class StackedMLP:
         """In a training step on a CPU with several threads: batch norm (``one``) runs on one
         thread, everything else on all of them. torch's batch norm sums in an order that depends
         on the thread count (its products do not: checked for these shapes), so a step's result
-        stays the same whatever threads it is given (the CIFAR-10 study changes them between
-        epochs, :class:`~dnnlab.studies.cifar10.CoreShare`)."""
+        stays the same whatever threads it is given (the thread policy changes them while a
+        run trains, :mod:`dnnlab.train.threads`)."""
         if self._threads is not None:
             want = 1 if one else self._threads
             if torch.get_num_threads() != want:
