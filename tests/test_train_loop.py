@@ -210,3 +210,33 @@ def test_fit_tensors_refuses_non_finite_values_before_any_step(tiny, tiny_cfg):
     model = build_mlp(tiny_cfg.model, tiny.n_features, tiny.n_classes, seed=0)
     with pytest.raises(DataError, match="training data holds 2 non-finite values"):
         fit_tensors(tiny_cfg, model, (x, y))
+
+
+def test_a_deterministic_run_keeps_its_thread_count_whatever_the_load(tiny, tiny_cfg,
+                                                                       monkeypatch):
+    """The thread policy changes torch's threads as the machine's load changes, and a matrix
+    product's rounding changes with them; train.deterministic keeps the count the run started
+    with, so a rerun gives the same bits."""
+    import dnnlab.train.threads as threads
+    flips = []
+
+    def loaded_machine():                       # the load changes at every host sync
+        torch.set_num_threads(1 if torch.get_num_threads() > 1 else 2)
+        flips.append(torch.get_num_threads())
+        return torch.get_num_threads()
+
+    cfg = replace(tiny_cfg, **{"train.epochs": 2, "train.batch_size": 8})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        steady = fit(replace(cfg, **{"train.deterministic": True}), tiny, evaluate_test=False)
+        monkeypatch.setattr(threads, "adjust", loaded_machine)
+        again = fit(replace(cfg, **{"train.deterministic": True}), tiny, evaluate_test=False)
+        assert flips == [] and torch.get_num_threads() == 1        # the policy never ran
+        fit(cfg, tiny, evaluate_test=False)                        # without: it adapts
+        assert flips
+    finally:
+        torch.set_num_threads(before)
+    assert again.history["loss"] == steady.history["loss"]
+    for a, b in zip(again.model.parameters(), steady.model.parameters()):
+        assert torch.equal(a, b)

@@ -318,7 +318,10 @@ class TrainConfig:
     checkpoint_every: int = key(5, lo=0, hi=10**6, resume=True,
                                 help="epochs between checkpoints; 0 = only best and final")
     eval_batch_size: int = key(4096, lo=1, hi=10**8, resume=True, help="evaluation batch size")
-    deterministic: bool = key(False, help="torch's deterministic algorithms")
+    deterministic: bool = key(False, help="bit-identical reruns: torch's deterministic "
+                              "algorithms, and the thread count fixed for the run (the adaptive "
+                              "policy changes it with the machine's load, and a product's "
+                              "rounding with it)")
     fast: bool = key(True, help="the stacked MLP's lean step when the model allows it")
     progress: bool = key(True, resume=True, help="print a progress line per epoch")
     record_every: int = key(1, lo=0, hi=10**6, resume=True,

@@ -274,8 +274,8 @@ class Trainer:
         self.steps_done = 0
         self._batch_buffers: dict[int, tuple[Tensor, Tensor]] = {}   # see batch()
         extra: list[Callback] = [EarlyStopping(), ReduceLROnPlateau()]
-        if self.device.type == "cpu":
-            extra.append(ThreadPolicy())
+        if self.device.type == "cpu" and not t.deterministic:
+            extra.append(ThreadPolicy())    # threads follow the load: results to float rounding
         if progress and t.progress:
             extra.append(Progress())
         self.callbacks = sorted([*extra, *callbacks], key=lambda cb: cb.order)

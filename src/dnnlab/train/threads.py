@@ -18,7 +18,9 @@ a pure function), and ``torch.set_num_threads`` runs only when it changes. Betwe
 costs one clock read.
 
 A fixed choice switches the adaptation off: ``dnnlab ... --threads N``, :func:`fixed` (a context
-manager), or ``OMP_NUM_THREADS`` in the environment. :func:`cap` bounds the adaptive choice for a
+manager), ``OMP_NUM_THREADS`` in the environment, or ``train.deterministic`` (the trainer then
+attaches no policy): a product's rounding depends on the thread count, so only a run whose count
+never changes reruns to the bit. :func:`cap` bounds the adaptive choice for a
 block without fixing it (the explain topics' tiny nets run on one thread unless told otherwise).
 The policy moves only threads it set itself: if other code calls ``torch.set_num_threads``
 afterwards, it leaves that setting alone.
