@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dnnlab.config import ConfigError, RunConfig, load_config, replace
+from dnnlab.errors import DnnlabError
 from dnnlab.tune import apply, parse_space, stratified_kfold, tune
 from dnnlab.tune.search import make_objective
 
@@ -207,6 +208,44 @@ def test_postgresql_urls_get_an_installed_driver():
     assert with_driver("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
     assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
     assert "secret" not in _safe_url("postgresql://u:secret@db.example/tune")
+
+
+def test_opening_a_storage_retries_a_lost_race_and_names_a_lasting_failure(tmp_path, monkeypatch):
+    """Workers starting together on an empty PostgreSQL database race to create Optuna's tables;
+    the loser's ``relation "alembic_version" already exists`` (a ProgrammingError, seen in CI) is
+    retried like a lock. An error that lasts is reported once, naming the URL without its password
+    and what to check."""
+    import optuna
+    from sqlalchemy.exc import ProgrammingError
+
+    from dnnlab import storage
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def racing(url, **kw):
+        calls.append(url)
+        if len(calls) < 3:
+            raise ProgrammingError("CREATE TABLE alembic_version", {},
+                                   Exception('relation "alembic_version" already exists'))
+        return real(url, **kw)
+
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    opened = storage.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    assert isinstance(opened, real) and len(calls) == 3
+
+    def down(url, **kw):
+        calls.append(url)
+        raise ProgrammingError("SELECT 1", {}, Exception("server closed the connection"))
+
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", down)
+    with pytest.raises(DnnlabError) as e:
+        storage.open_storage("postgresql://u:secret@db.example/tune")
+    assert len(calls) == storage.OPEN_ATTEMPTS
+    message = str(e.value)
+    assert "server closed the connection" in message and "check the URL" in message
+    assert "secret" not in message and "u:***@db.example/tune" in message
 
 
 def test_a_trial_that_draws_a_data_key_trains_on_its_own_data(tmp_path, monkeypatch):

@@ -173,3 +173,37 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
     ran = finish(start_workers(2, config, postgres_url, tmp_path, trials=8))
     check_study(postgres_url, ran, 8)
     assert all(ran), ran                                           # both workers took part
+
+
+# Each process waits for the same moment, then opens the storage: on an empty database they all
+# find no tables and race to create Optuna's schema.
+OPEN_AT = """
+import sys, time
+from dnnlab.storage import open_storage
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+open_storage(sys.argv[1])
+"""
+
+
+def test_workers_opening_an_empty_postgresql_database_at_once(postgres_url):
+    """Workers started together on a new database all open it: losing the race to create a table
+    ("relation ... already exists", seen in CI) is retried, not reported as a bad URL."""
+    import psycopg2
+    host = postgres_url.rsplit("/", 1)[0]
+    port = int(host.rsplit(":", 1)[1])
+    failures = []
+    for round_ in range(3):
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE race{round_}")
+        conn.close()
+        at = time.time() + 5.0
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, f"{host}/race{round_}", str(at)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(8)]
+        for p in procs:
+            out, _ = p.communicate(timeout=120)
+            if p.returncode != 0:
+                failures.append(out[-600:])
+    assert not failures, failures[0]

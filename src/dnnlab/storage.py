@@ -19,7 +19,7 @@ import warnings
 from typing import Any
 
 import optuna
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from dnnlab.errors import DnnlabError
 
@@ -27,6 +27,7 @@ HEARTBEAT_SECONDS = 20           # a running trial's heartbeat; stale after GRAC
 GRACE_BEATS = 3
 MAX_RETRY = 3                    # a trial whose workers die this often is left failed
 SQLITE_TIMEOUT_SECONDS = 120
+OPEN_ATTEMPTS = 8                # opening the storage: tries, 0.25 s, 0.5 s, ... apart
 
 
 def with_driver(url: str) -> str:
@@ -69,8 +70,11 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
     """An RDB storage with heartbeats: a killed worker's trial is failed after
     ``GRACE_BEATS * heartbeat`` seconds and retried (:func:`retry_kwargs`).
 
-    SQLite gets a long lock timeout so several local workers can share one file; creating the
-    tables is retried because workers that start together race to create them. A plain
+    SQLite gets a long lock timeout so several local workers can share one file. Workers that
+    start together on an empty database race to create Optuna's tables: the losers see a
+    duplicate table (PostgreSQL's ``relation ... already exists``, a ``ProgrammingError``), a
+    duplicate row (``IntegrityError``) or a lock (``OperationalError``), so any database error is
+    retried a few times before it is reported. A plain
     ``postgresql://`` URL gets whichever PostgreSQL driver is installed (:func:`with_driver`).
     """
     if heartbeat < 1:
@@ -81,20 +85,24 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
-    last: Exception | None = None
-    for attempt in range(8):
+    for attempt in range(OPEN_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, heartbeat_interval=int(heartbeat),
                                               grace_period=int(GRACE_BEATS * heartbeat),
                                               **retry_kwargs(), **kwargs)
-        except (OperationalError, IntegrityError) as e:
-            last = e
+        except DBAPIError as e:          # the driver's errors: a lost race, a lock, a dead server
+            if attempt == OPEN_ATTEMPTS - 1:
+                raise _cannot_open(url, e) from None
             time.sleep(0.25 * (attempt + 1))
         except (ImportError, ModuleNotFoundError) as e:
             raise DnnlabError(f"storage {url.split(':')[0]!r} needs a database driver that is not "
                               f"installed ({e}); for PostgreSQL: pip install psycopg2-binary") from None
         except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
-            raise DnnlabError(f"cannot open the Optuna storage {safe_url(url)}: {e}; check the URL "
-                              "(e.g. postgresql://user:password@host/dbname) and that the server "
-                              "is running") from None
-    raise DnnlabError(f"cannot open the Optuna storage {safe_url(url)}: {last}")
+            raise _cannot_open(url, e) from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _cannot_open(url: str, error: Exception) -> DnnlabError:
+    return DnnlabError(f"cannot open the Optuna storage {safe_url(url)}: {error}; check the URL "
+                       "(e.g. postgresql://user:password@host/dbname) and that the server is "
+                       "running")
