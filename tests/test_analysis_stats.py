@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnnlab.analysis.stats import hidden_stats, layer_stats
+from dnnlab.analysis.stats import compare, hidden_stats, layer_stats
 from dnnlab.config import RunConfig, replace
 from dnnlab.errors import DnnlabError
 from dnnlab.nn import build_mlp
@@ -99,3 +99,18 @@ def test_dead_units_are_seen_through_a_batch_norm_after_the_activation():
         model.hidden[0].linear.bias[:4] = -1e3
     stats = hidden_stats(layer_stats(model, torch.randn(128, 5), train=True))
     assert stats[0]["dead"] == pytest.approx(0.5)
+
+
+def test_compare_is_the_labs_one_noise_rule():
+    same = compare([0.50, 0.51, 0.49], [0.50, 0.51, 0.49])
+    assert same["difference"] == 0.0 and not same["beyond_noise"]
+    apart = compare([0.60, 0.61, 0.59], [0.50, 0.51, 0.49])
+    assert apart["difference"] == pytest.approx(0.10) and apart["beyond_noise"]
+    assert apart["welch_t"] == pytest.approx(0.10 / (2 * 0.0001 / 3) ** 0.5)
+    one = compare([0.6], [0.5])
+    assert one["p"] is None and one["difference"] == pytest.approx(0.1)
+    # 2.5 standard errors apart with 3 seeds a side: Welch's p is 0.067, within noise (the
+    # "two standard errors" rule some verdicts used to apply would have called it real)
+    near = compare([0.5204, 0.5304, 0.5104], [0.50, 0.51, 0.49])
+    assert near["welch_t"] == pytest.approx(2.5, rel=1e-3) and near["p"] == pytest.approx(0.067, abs=2e-3)
+    assert near["beyond_noise"] is False

@@ -12,7 +12,6 @@ import pytest
 from dnnlab import cli
 from dnnlab.errors import ConfigError
 from dnnlab.studies.ablation import command, run
-from dnnlab.studies.ablation.answers import against_baseline
 from dnnlab.studies.ablation.plan import VARIANTS, variant_config
 from dnnlab.studies.ablation.stages import stages
 
@@ -78,16 +77,6 @@ def test_ladder_and_a_user_variant_on_a_data_file(config, tmp_path):
     html = (out / "report.html").read_text()
     assert "wide" in html and "vs baseline" in html and "doctor" in html
     assert (out / "runs" / "mine-wide-seed0" / "config.toml").is_file()
-
-
-def test_welch_comparison_against_the_baseline():
-    same = against_baseline([0.50, 0.51, 0.49], [0.50, 0.51, 0.49])
-    assert same["difference"] == 0.0 and not same["beyond_noise"]
-    apart = against_baseline([0.50, 0.51, 0.49], [0.60, 0.61, 0.59])
-    assert apart["difference"] == pytest.approx(0.10) and apart["beyond_noise"]
-    assert apart["welch_t"] == pytest.approx(0.10 / np.sqrt(2 * 0.0001 / 3))
-    one = against_baseline([0.5], [0.6])
-    assert one["p"] is None and one["difference"] == pytest.approx(0.1)
 
 
 def test_user_variants_are_stages_declared_once():

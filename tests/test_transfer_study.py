@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 from dnnlab.studies.common import book_rows, draw_per_class, mean_std, pm, summarize
@@ -94,11 +95,20 @@ def test_study_command_lists_every_registered_study(capsys):
     assert all(name in shown for name in STUDIES)
 
 
-def test_difference_respects_the_seed_spread():
-    from dnnlab.studies.common import difference
-    a = {"test_accuracy_mean": 0.9930, "test_accuracy_std": 0.0007, "n_seeds": 3}
-    b = {"test_accuracy_mean": 0.9925, "test_accuracy_std": 0.0011, "n_seeds": 3}
-    diff, clear = difference(a, b)
-    assert diff == pytest.approx(0.0005) and not clear
-    c = {"test_accuracy_mean": 0.9960, "test_accuracy_std": 0.0005, "n_seeds": 3}
-    assert difference(c, b)[1]
+def test_a_transfer_verdict_calls_a_difference_real_by_the_labs_one_rule():
+    """'better model' only when Welch's p over the seeds' test accuracies is under 0.05
+    (:func:`dnnlab.analysis.stats.compare`): a gap of 2.5 standard errors over 3 seeds is not."""
+    from dnnlab.studies.transfer.answers import _gives
+
+    def entry(values):
+        return {"test_accuracy_values": values, "test_accuracy_mean": float(np.mean(values)),
+                "test_accuracy_std": float(np.std(values, ddof=1))}
+    base = entry([0.9900, 0.9910, 0.9890])
+    near = entry([0.99204, 0.99304, 0.99104])              # t = 2.5, p = 0.067
+    text, better = _gives(near, base)
+    assert not better and "no clearly different model (+0.20 points" in text
+    far = entry([0.9950, 0.9960, 0.9940])
+    text, better = _gives(far, base)
+    assert better and "a better model (+0.50 points)" in text
+    text, better = _gives(base, far)
+    assert not better and "a worse model (-0.50 points)" in text

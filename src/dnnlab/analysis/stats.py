@@ -169,9 +169,12 @@ def hidden_stats(stats: list[dict]) -> list[dict]:
     return [s for s in stats if not s["output"]]
 
 
-# Over seeds: the one mean ± std of the lab (studies, sweeps, reports), its interval and the test
-# that says whether two variants differ beyond seed noise. Pure Python on purpose: the Student t
-# distribution is all that is needed, and it is not worth scipy as a dependency.
+# Over seeds: the one mean ± std of the lab (studies, sweeps, reports), its interval and the one
+# rule that says whether two variants differ beyond seed noise (:func:`compare`). Pure Python on
+# purpose: the Student t distribution is all that is needed, and it is not worth scipy as a
+# dependency.
+
+NOISE_LEVEL = 0.05   # two means differ beyond seed noise when Welch's two-sided p is below this
 
 
 def _finite(values: Iterable[float | None]) -> list[float]:
@@ -296,3 +299,26 @@ def welch(a: Iterable[float | None], b: Iterable[float | None]) -> tuple[float, 
     t = diff / math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
     return t, df, 2.0 * t_cdf(-abs(t), df)
+
+
+def compare(a: Iterable[float | None], b: Iterable[float | None]) -> dict[str, float | bool | None]:
+    """Whether ``a``'s seeds differ from ``b``'s beyond seed noise: the lab's one rule, used by
+    every study, sweep and explain topic that calls a difference real.
+
+    Returns ``difference`` (mean(a) - mean(b)), ``welch_t``, ``p`` (two-sided, :func:`welch`) and
+    ``beyond_noise`` (p < :data:`NOISE_LEVEL`). With 3 seeds a side that needs |t| above about
+    2.8-4.3 (Welch's degrees of freedom lie between 2 and 4), not the "two standard errors" of a
+    normal approximation, which calls too many seed-noise gaps real. ``welch_t`` is None where
+    neither side has any spread (t would be infinite); ``p`` and ``beyond_noise`` are None with
+    under 2 finite values on a side, and everything is None when a side has none.
+    """
+    xa, xb = _finite(a), _finite(b)
+    if not xa or not xb:
+        return {"difference": None, "welch_t": None, "p": None, "beyond_noise": None}
+    diff = statistics.fmean(xa) - statistics.fmean(xb)
+    test = welch(xa, xb)
+    if test is None:
+        return {"difference": diff, "welch_t": None, "p": None, "beyond_noise": None}
+    t, _, p = test
+    return {"difference": diff, "welch_t": t if math.isfinite(t) else None, "p": p,
+            "beyond_noise": p < NOISE_LEVEL}

@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from dnnlab.analysis.stats import pm
+from dnnlab.analysis.stats import NOISE_LEVEL, pm
 from dnnlab.report.html import Page
 from dnnlab.report.plots import _TITLES, _colours, outside_legend, save_figure
 
@@ -90,7 +90,7 @@ def _ci(v: dict[str, Any], metric: str, scale: float, digits: int) -> str:
 
 
 def report_sweep(out: Path, variants: list[dict[str, Any]], runs: list[dict[str, Any]],
-                 histories: Histories, *, ranked_by: str, level: float) -> Path:
+                 histories: Histories, *, ranked_by: str) -> Path:
     """Write ``curves.png`` (when any run has curves here) and ``report.html`` into ``out``.
 
     ``variants`` are the per-variant rows (best first) with ``{metric}_mean``, ``_std``,
@@ -115,7 +115,7 @@ def report_sweep(out: Path, variants: list[dict[str, Any]], runs: list[dict[str,
         f"the confidence interval of that mean from Student's t with n − 1 degrees of freedom "
         f"(with 3 seeds it is ±4.30 standard errors). Variants are ranked by mean best validation "
         f"loss; 'vs best' is Welch's two-sided t-test of each variant's best validation losses "
-        f"against the best variant's, at {level:.0%}. With many variants a few such calls are "
+        f"against the best variant's, at {NOISE_LEVEL:.0%}. With many variants a few such calls are "
         f"chance, and the best is picked on these same numbers, so its lead is slightly flattered. "
         f"Test accuracy is shown, never used to choose. Seconds per epoch are per model: a stack "
         f"trains K models in one epoch time, divided here by the models training in it.")

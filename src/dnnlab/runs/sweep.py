@@ -49,7 +49,7 @@ from optuna.trial import TrialState
 from dnnlab import config as config_mod
 from dnnlab import data as datasets  # called through the module, so tests can stand in data
 from dnnlab import io, rundir
-from dnnlab.analysis.stats import mean_interval, mean_std, pm, welch
+from dnnlab.analysis.stats import compare, mean_interval, mean_std, pm
 from dnnlab.config import PER_MODEL_KEYS, RunConfig, group_key
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.report.runs import read_metrics
@@ -65,7 +65,6 @@ from dnnlab.train.driver import FitResult, Variant
 # MNIST nets, stacked with their optimizer state and best/last-good copies, need about 30 GB.
 MAX_MODELS = 10_000
 GRACE_SECONDS = 60       # --grace: a group whose worker sent no heartbeat for this long is redone
-NOISE_LEVEL = 0.05       # Welch's test against the best variant, two-sided, at 5%
 INTERVAL = 0.95          # the interval of each mean over seeds
 
 
@@ -361,7 +360,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     is shown but never chooses (that would leak the test set into the choice).
 
     *Beyond noise*: Welch's two-sided t-test of each variant's best validation losses against the
-    best variant's, at 5% (``welch_p_vs_best`` < 0.05). Welch's because it tests the difference
+    best variant's, at 5% (``welch_p_vs_best`` < ``NOISE_LEVEL``, the lab's one rule:
+    :func:`dnnlab.analysis.stats.compare`). Welch's because it tests the difference
     itself and does not assume the two spreads equal (a high learning rate scatters its seeds
     more than a low one). Non-overlapping 95% intervals were the other candidate; they are a far
     stricter test than they look (about p < 0.006 for equal spreads, and a level that shifts
@@ -391,11 +391,11 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             v["variant"]))
     best = out[0] if out and out[0][f"{RANKED_BY}_mean"] is not None else None
     for v in out:
-        test = welch(v["_ranked"], best["_ranked"]) if best is not None and v is not best else None
-        v["welch_p_vs_best"] = test[2] if test else None
+        test = compare(v["_ranked"], best["_ranked"]) if best is not None and v is not best else None
+        v["welch_p_vs_best"] = test["p"] if test else None
         v["vs_best"] = ("best" if v is best else "failed" if v["seeds"] == 0
-                        else "no test (1 seed)" if test is None
-                        else "worse beyond noise" if test[2] < NOISE_LEVEL else "within noise")
+                        else "no test (1 seed)" if test is None or test["p"] is None
+                        else "worse beyond noise" if test["beyond_noise"] else "within noise")
     for v in out:
         del v["_ranked"]
     return out
@@ -413,7 +413,7 @@ def _finish(out: Path, rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if r.get("epochs_run") and (out / r["run"] / "metrics.csv").is_file():
             histories.setdefault(r["variant"], []).append(read_metrics(out / r["run"]))
-    report_sweep(out, variants, rows, histories, ranked_by=RANKED_BY, level=NOISE_LEVEL)
+    report_sweep(out, variants, rows, histories, ranked_by=RANKED_BY)
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:

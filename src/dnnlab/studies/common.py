@@ -43,17 +43,6 @@ def summarize(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, 
     return out
 
 
-def difference(a: dict[str, Any], b: dict[str, Any], key: str = "test_accuracy") -> tuple[float, bool]:
-    """``a``'s mean minus ``b``'s, and whether it exceeds twice its standard error.
-
-    ``a`` and ``b`` are :func:`summarize` outputs; with a few seeds a gap smaller than two
-    standard errors is within the seed-to-seed spread and should not be called a difference.
-    """
-    diff = a[f"{key}_mean"] - b[f"{key}_mean"]
-    se = math.sqrt(a[f"{key}_std"] ** 2 / max(a["n_seeds"], 1) + b[f"{key}_std"] ** 2 / max(b["n_seeds"], 1))
-    return diff, abs(diff) > 2 * se
-
-
 @dataclass
 class Stopwatch:
     """Wall-clock seconds of a block; synchronizes CUDA first, so queued work is counted."""

@@ -8,18 +8,16 @@ printed at the end of the run and shown as a verdict in the report.
 
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any
 
-from dnnlab.analysis.stats import mean_std, pm, welch
+from dnnlab.analysis.stats import mean_std, pm
 from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes, settle_layer
 
 # Whether the SELU net self-normalizes is the doctor's judgement (one judgement for dnnlab doctor,
 # dnnlab explain selu and this study): every hidden layer from the first third of the stack on
 # within SELF_NORM_TOL of mean 0 and std 1 (Klambauer et al.'s fixed point).
 MEAN_BAND = SELF_NORM_TOL
-ALPHA = 0.05      # a variant differs from the baseline beyond seed noise when Welch's p is below
 STD_BAND = (1 - SELF_NORM_TOL, 1 + SELF_NORM_TOL)
 
 
@@ -208,20 +206,6 @@ def mc_dropout_answer(mc: dict[str, Any]) -> dict[str, Any]:
         f"{100 * out['val_plain_ece']:.2f}% ({'better' if better_calibrated else 'not better'} "
         f"calibrated), at {cost_text}.")
     return out
-
-
-def against_baseline(baseline: list[float | None], other: list[float | None]) -> dict[str, Any]:
-    """``other``'s mean accuracy minus the baseline's and Welch's test over the seeds (t, two-sided
-    p); beyond seed noise when p < ALPHA. t, p and the verdict are None with under 2 seeds."""
-    a, b = mean_std(other)[0], mean_std(baseline)[0]
-    if a is None or b is None:
-        return {"difference": None, "welch_t": None, "p": None, "beyond_noise": None}
-    test = welch(other, baseline)
-    if test is None:
-        return {"difference": a - b, "welch_t": None, "p": None, "beyond_noise": None}
-    t, _, p = test
-    return {"difference": a - b, "welch_t": t if math.isfinite(t) else None, "p": p,
-            "beyond_noise": p < ALPHA}
 
 
 def comparison_text(c: dict[str, Any]) -> str:

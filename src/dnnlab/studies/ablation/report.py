@@ -17,9 +17,10 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from dnnlab.analysis.stats import NOISE_LEVEL, compare
 from dnnlab.report import Page, learning_curves, line_plot
 from dnnlab.studies import common
-from dnnlab.studies.ablation.answers import against_baseline, comparison_text, mean_std
+from dnnlab.studies.ablation.answers import comparison_text, mean_std
 from dnnlab.studies.ablation.plan import TITLES, TRAINED, VARIANTS, Protocol
 
 Book = dict[str, tuple[float, float]]     # variant -> the book's validation accuracy (low, high)
@@ -91,9 +92,9 @@ def build_results(stages: dict[str, Any], answers: dict[str, Any], proto: Protoc
         r["max_epochs"] = stages[name if name != "mc_dropout" else "alpha_dropout"][
             "final"]["config"]["train"]["epochs"]
         for split in ("val", "test"):
-            r[f"{split}_vs_baseline"] = against_baseline(
-                [p[f"{split}_accuracy"] for p in base],
-                [p[f"{split}_accuracy"] for p in r["per_seed"]])
+            r[f"{split}_vs_baseline"] = compare(
+                [p[f"{split}_accuracy"] for p in r["per_seed"]],
+                [p[f"{split}_accuracy"] for p in base])
         top = stages["doctor"]["top_finding"].get(name if name != "mc_dropout" else "alpha_dropout")
         r["doctor"] = top
     results["answers"] = {k: v for k, v in answers.items()}
@@ -287,7 +288,7 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
         "seeds of each variant" + ("; the book's figures are its single runs on the validation "
                                    "set. " if book else ". ") +
         "'vs baseline' is the variant's mean minus the baseline's with Welch's t over the seeds: "
-        "|t| under 2 (two standard errors) is within seed noise. 's / epoch' is the training "
+        f"a two-sided p under {NOISE_LEVEL:g} is beyond seed noise. 's / epoch' is the training "
         "time of one epoch of one model "
         f"(the fastest of {proto.timing_repeats} measurements on {proto.timing_steps} batches, "
         "taken in alternation with the other variants, so that a change of the machine's load "

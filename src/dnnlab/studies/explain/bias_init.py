@@ -4,8 +4,9 @@ The same 3x100 He/ELU net is trained on MNIST with Nadam from several seeds, wit
 initializations: zeros (the default), the constant 1 (004's "my practice"), and random biases
 drawn like the weights (each layer's He normal). A seed fixes the kernels and the batch order,
 so the three variants of one seed differ only in their biases. The question is answered by
-comparing the gap between variants with the spread between seeds: Welch's t statistic (the gap
-in units of its standard error) and whether the seeds' accuracy ranges overlap.
+comparing the gap between variants with the spread between seeds by the lab's one rule
+(:func:`dnnlab.analysis.stats.compare`: Welch's t-test, beyond seed noise when p < 0.05), and
+whether the seeds' accuracy ranges overlap.
 """
 
 from __future__ import annotations
@@ -17,21 +18,13 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dnnlab.analysis.stats import welch
+from dnnlab.analysis.stats import NOISE_LEVEL, compare
 from dnnlab.nn import build_mlp, init_
 from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
 QUESTION = "Is it OK to initialize the bias terms to 0?"
 VARIANTS = ("zeros", "constant 1", "random (like weights)")
-NOISE_T = 2.0   # |t| below this: the gap is under two standard errors, i.e. within seed noise
-
-
-def welch_t(a: list[float], b: list[float]) -> float:
-    """Welch's t statistic of mean(a) - mean(b) (:func:`dnnlab.analysis.stats.welch`; 0 when
-    neither has a spread to judge by)."""
-    result = welch(a, b)
-    return 0.0 if result is None else result[0]
 
 
 @torch.no_grad()
@@ -49,18 +42,27 @@ def set_biases(model, variant: str, seed: int) -> None:
             layer.bias.copy_(draw[:, 0])
 
 
+def _t_text(c: dict) -> str:
+    return "t = n/a (no spread)" if c["welch_t"] is None else f"t = {c['welch_t']:+.2f}"
+
+
+def _p_text(c: dict) -> str:
+    return "n/a" if c["p"] is None else f"{c['p']:.2g}"
+
+
 def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     """(verdict, confirms, refutes) from the measurements alone: per-variant accuracy summaries
-    (``numbers["accuracy"]``) and Welch t statistics against zeros (``welch_t_vs_zeros``)."""
-    summary, t_stats = numbers["accuracy"], numbers["welch_t_vs_zeros"]
+    (``numbers["accuracy"]``) and each variant against zeros (``numbers["vs_zeros"]``,
+    :func:`~dnnlab.analysis.stats.compare`: difference, Welch t, p, beyond_noise)."""
+    summary, vs = numbers["accuracy"], numbers["vs_zeros"]
     n_seeds = numbers["seeds"]
-    within = {v: abs(t) < NOISE_T for v, t in t_stats.items()}
-    zero_fine = all(t < NOISE_T for t in t_stats.values())   # nothing clearly beats zeros
+    within = {v: not c["beyond_noise"] for v, c in vs.items()}
+    better = [v for v in VARIANTS[1:] if not within[v] and vs[v]["difference"] > 0]
+    worse = [v for v in VARIANTS[1:] if not within[v] and vs[v]["difference"] < 0]
+    zero_fine = not better                                   # nothing clearly beats zeros
     parts = [f"{v} {summary[v]['mean']:.2%} ± {summary[v]['std']:.2%}" for v in VARIANTS]
-    gaps = ", ".join(f"{v} vs zeros t = {t_stats[v]:+.2f}" for v in VARIANTS[1:])
+    gaps = ", ".join(f"{v} vs zeros {_t_text(vs[v])}, p = {_p_text(vs[v])}" for v in VARIANTS[1:])
     same = [v for v in VARIANTS[1:] if within[v]]
-    worse = [v for v in VARIANTS[1:] if t_stats[v] <= -NOISE_T]
-    better = [v for v in VARIANTS[1:] if t_stats[v] >= NOISE_T]
     if not better and not worse:
         head = "Yes: the bias start makes no difference beyond seed noise"
     elif not better:
@@ -72,7 +74,7 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     else:
         head = f"Not quite: {' and '.join(better)} biases beat zeros beyond seed noise"
     text = (f"{head}: test accuracy over {n_seeds} seeds (mean ± std) {'; '.join(parts)}; "
-            f"Welch {gaps} (|t| < {NOISE_T:g} = within noise).")
+            f"Welch {gaps} (p < {NOISE_LEVEL:g}: beyond seed noise).")
 
     confirms, refutes = [], []
     book = ["000 answer 2 (book)", "001 answer 2 (book's answer)", "003 answer 2 (book)"]
@@ -101,15 +103,13 @@ def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
 
     summary = {v: {"mean": statistics.fmean(a), "std": statistics.stdev(a), "min": min(a),
                    "max": max(a), "per_seed": a} for v, a in acc.items()}
-    t_stats = {v: welch_t(acc[v], acc["zeros"]) for v in VARIANTS[1:]}
+    vs_zeros = {v: compare(acc[v], acc["zeros"]) for v in VARIANTS[1:]}
     overlap = {v: min(max(acc[v]), max(acc["zeros"])) >= max(min(acc[v]), min(acc["zeros"]))
                for v in VARIANTS[1:]}
     numbers = {"seeds": len(seeds), "train_images": len(data.train), "epochs": epochs,
                "zeros_mean_accuracy": summary["zeros"]["mean"],
                "zeros_seed_std": summary["zeros"]["std"],
-               "t_constant_vs_zeros": t_stats["constant 1"],
-               "t_random_vs_zeros": t_stats["random (like weights)"],
-               "accuracy": summary, "welch_t_vs_zeros": t_stats, "seed_ranges_overlap": overlap}
+               "accuracy": summary, "vs_zeros": vs_zeros, "seed_ranges_overlap": overlap}
     return Measurement(numbers, {"curves": curves})
 
 

@@ -5,7 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from dnnlab.studies.common import difference, pm
+from dnnlab.analysis.stats import compare
+from dnnlab.studies.common import pm
 from dnnlab.studies.transfer.plan import BOOK_SECONDS, DROPOUT
 
 
@@ -15,8 +16,11 @@ def _test_acc(e: dict[str, Any]) -> str:
 
 def _gives(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, bool]:
     """'gives a better model (+0.21 points): test accuracy A vs B %.' (or 'no clearly different
-    model ..., within the seeds' spread'), and whether ``a`` is clearly better than ``b``."""
-    diff, clear = difference(a, b)
+    model ..., within the seeds' spread'), and whether ``a`` is clearly better than ``b``: beyond
+    seed noise by the lab's one rule (:func:`~dnnlab.analysis.stats.compare`, Welch's p < 0.05)
+    on the seeds' test accuracies."""
+    c = compare(a["test_accuracy_values"], b["test_accuracy_values"])
+    diff, clear = c["difference"], bool(c["beyond_noise"])
     if not clear:
         model = f"no clearly different model ({diff * 100:+.2f} points, within the seeds' spread)"
     else:
