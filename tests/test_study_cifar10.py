@@ -167,7 +167,7 @@ def test_finder_minimum_ignores_the_start_of_the_sweep_and_gives_1cycle_candidat
     losses = [2.0] + [2.3] * 15 + [2.1, 1.9, 1.7, 1.8, 2.5, 4.0, None, None, None]
     m = finder_minimum(lrs, losses)
     assert m == pytest.approx(lrs[18])                            # not lrs[0]
-    assert onecycle_candidates({"minimum": 0.3}) == (0.03, 0.09, 0.3)
+    assert onecycle_candidates({"minimum": 0.3}) == (0.03, 0.09, 0.3, 0.9)
 
 
 # ------------------------------------------------------------------ the pipeline on tiny data

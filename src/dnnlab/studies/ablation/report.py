@@ -21,7 +21,7 @@ from dnnlab.analysis.stats import NOISE_LEVEL, compare
 from dnnlab.report import Page, learning_curves, line_plot
 from dnnlab.studies import common
 from dnnlab.studies.ablation.answers import comparison_text, mean_std
-from dnnlab.studies.ablation.plan import TITLES, TRAINED, VARIANTS, Protocol
+from dnnlab.studies.ablation.plan import ONECYCLE_PEAKS, TITLES, TRAINED, VARIANTS, Protocol
 
 Book = dict[str, tuple[float, float]]     # variant -> the book's validation accuracy (low, high)
 
@@ -386,7 +386,8 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
         "Inputs: as the base config's [data] table prepares them for the baseline and BN; "
         "standardized with training-split statistics for the SELU, alpha-dropout and 1cycle nets.",
         f"1cycle: SGD, batch {proto.onecycle_batch}, {proto.onecycle_epochs} epochs, the "
-        "alpha-dropout net, peak rate searched among the LR finder's minimum / 10, / 3 and / 1.",
+        "alpha-dropout net, peak rate searched among the LR finder's minimum times "
+        f"{', '.join(f'{f:g}' for f in ONECYCLE_PEAKS)}.",
         f"MC Dropout: {proto.mc_samples} stochastic passes of the alpha-dropout models, only the "
         "dropout layers sampling (batch norm, where present, stays in inference mode).",
         "Alpha dropout: one layer after the last hidden layer, as in the book's solution.",

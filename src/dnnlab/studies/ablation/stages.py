@@ -29,7 +29,7 @@ from dnnlab.doctor.report import examine
 from dnnlab.errors import DnnlabError, TrainingDiverged
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.runs import fit, train_many
-from dnnlab.studies.ablation.plan import TRAINED, Protocol, variant_config
+from dnnlab.studies.ablation.plan import ONECYCLE_PEAKS, TRAINED, Protocol, variant_config
 from dnnlab.studies.engine import Say, Stage, cached
 from dnnlab.train import Variant, evaluate, resolve_device
 from dnnlab.train.callbacks import CsvLogger
@@ -120,12 +120,10 @@ def finder_minimum(lrs: list[float], losses: list[float], skip: float = 0.1) -> 
 
 
 def onecycle_candidates(finder: dict[str, Any]) -> tuple[float, ...]:
-    """Peak rates worth trying for 1cycle: the finder's minimum / 10 (the rule for a constant
-    rate), / 3, and the minimum itself. 1cycle only touches its peak briefly, after a warm-up from
-    a tenth of it, so it tolerates rates near the minimum; which one is best for a 15-epoch cycle
-    is measured, not assumed."""
+    """Peak rates worth trying for 1cycle: the finder's minimum times each of
+    :data:`~.plan.ONECYCLE_PEAKS`; which is best for a whole cycle is measured, not assumed."""
     m = finder["minimum"]
-    return tuple(float(f"{m * f:.3g}") for f in (0.1, 0.3, 1.0))
+    return tuple(float(f"{m * f:.3g}") for f in ONECYCLE_PEAKS)
 
 
 def seconds_per_epoch(histories: list[dict[str, list]]) -> float | None:
@@ -457,11 +455,12 @@ def stages(user: tuple[str, ...] = ()) -> tuple[Stage, ...]:
                      functools.partial(train_variant, name=name), version=version, **extra)
 
     # versions: alpha_dropout 2, one_cycle 3 (and mc_dropout 2, timing 2, which use those models):
-    # one alpha dropout layer before the output, as in the book; one_cycle's peak rate searched.
+    # one alpha dropout layer before the output, as in the book; one_cycle's peak rate searched
+    # (4: up to 3x the finder's minimum, plan.ONECYCLE_PEAKS).
     return (
         variant("batchnorm"), variant("selu"), variant("baseline"),
         variant("alpha_dropout", ("selu",), _selu_lr, version=2),
-        variant("one_cycle", ("alpha_dropout",), _alpha_dropout_rate, version=3),
+        variant("one_cycle", ("alpha_dropout",), _alpha_dropout_rate, version=4),
         Stage("selu_stats", ("selu",), "SELU layer statistics", selu_stats_stage,
               takes=_selu_lr, own=("stats_examples",)),
         Stage("mc_dropout", ("alpha_dropout",), "MC Dropout on the alpha-dropout models",
