@@ -19,7 +19,7 @@ from dnnlab import __version__, rundir, runs
 from dnnlab import data as datasets
 from dnnlab import train as training
 from dnnlab.analysis import prune_cli
-from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config, with_threads
+from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config, with_flags, with_threads
 from dnnlab.config import RESUME_KEYS, load_config, replace
 from dnnlab.doctor import cli as doctor_cli
 from dnnlab.errors import DnnlabError
@@ -165,11 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="values to sweep, e.g. --set optim.lr=1e-4,3e-4,1e-3 (repeatable: grid); "
                     "a single value (--set train.epochs=2) is a fixed setting for every variant")
     sp.add_argument("--seeds", type=int, default=1, help="seeds per variant (default 1)")
-    sp.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                    help="where to train (default: the config's train.device)")
-    sp.add_argument("--data-dir", help="folder holding the dataset files (default: the config's "
-                    "data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
-    sp.add_argument("--epochs", type=int, help="override train.epochs (default: the config's)")
+    with_flags(sp)
     sp.add_argument("--out", type=rundir.out_arg, help="sweep directory (default "
                     "runs/NAME-sweep-TIMESTAMP, or runs/NAME-sweep-HASH with --storage)")
     sp.add_argument("--storage", metavar="URL", help="share the sweep between workers (processes "

@@ -41,6 +41,13 @@ def with_config(sp: argparse.ArgumentParser, required: bool = True, epochs: bool
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a config key, e.g. --set optim.lr=3e-4 (repeatable; the keys "
                          "are listed below)")
+    with_flags(sp, epochs=epochs)
+
+
+def with_flags(sp: argparse.ArgumentParser, epochs: bool | str = True) -> None:
+    """Add the dedicated flags ``--device``, ``--data-dir`` and ``--epochs`` (their help from the
+    key table; ``epochs`` False leaves ``--epochs`` out, a string is its help), each overriding
+    its config key (:func:`dedicated_flags`). Every command that reads a config takes them here."""
     device = KEYS["train.device"]
     sp.add_argument("--device", choices=device.choices,
                     help=f"{device.help} (default: the config's {device.name})")
@@ -48,7 +55,8 @@ def with_config(sp: argparse.ArgumentParser, required: bool = True, epochs: bool
     sp.add_argument("--data-dir", help=f"{data_dir.help}; overrides {data_dir.name}")
     if epochs:
         key = KEYS["train.epochs"]
-        sp.add_argument("--epochs", type=int, help=f"{key.help} (default: the config's {key.name})")
+        sp.add_argument("--epochs", type=int, help=epochs if isinstance(epochs, str) else
+                        f"{key.help} (default: the config's {key.name})")
 
 
 def with_threads(sp: argparse.ArgumentParser) -> None:

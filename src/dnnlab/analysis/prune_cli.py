@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dnnlab import rundir
 from dnnlab.analysis.sparsity import prune_run
-from dnnlab.cli_common import with_threads
+from dnnlab.cli_common import with_flags, with_threads
 from dnnlab.config import DATASET_SHAPES, FIXED_SHAPE_DATASETS, ModelConfig, load_config
 from dnnlab.errors import DnnlabError
 from dnnlab.train import checkpoint as ckpt
@@ -91,10 +91,7 @@ def register(sub, with_config) -> None:
     sp.add_argument("--epochs", type=int, default=2,
                     help="fine-tuning epochs (0: prune only; default 2)")
     sp.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
-    sp.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                    help="where to fine-tune (default: the run's train.device)")
-    sp.add_argument("--data-dir", help="folder holding the dataset files (default: the run's "
-                    "data.data_dir, then $DNNLAB_DATA_DIR, the cache, a download)")
+    with_flags(sp, epochs=False)                   # its --epochs are fine-tuning epochs
     sp.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
     with_threads(sp)
     sp.set_defaults(func=cmd_prune)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnnlab import rundir
-from dnnlab.cli_common import with_threads
-from dnnlab.config import KEYS, load_config, replace
+from dnnlab.cli_common import dedicated_flags, with_flags, with_threads
+from dnnlab.config import load_config, replace
 from dnnlab.doctor.probe import probe_run
 from dnnlab.doctor.report import examine, format_findings
 from dnnlab.errors import DnnlabError
@@ -28,10 +28,8 @@ PROBE_EPOCHS = 10
 def _probe(args, target: Path):
     """Train the probe of a CONFIG.toml into its own run directory and examine it there."""
     cfg = load_config(target, list(args.set or []))
-    flags = {"train.device": args.device, "data.data_dir": args.data_dir,
-             "train.epochs": args.epochs if args.epochs is not None
-             else min(cfg.train.epochs, PROBE_EPOCHS)}
-    cfg = replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    cfg = replace(cfg, **{"train.epochs": min(cfg.train.epochs, PROBE_EPOCHS),
+                          **dedicated_flags(args)})
     run_dir = (Path(args.out) if args.out
                else default_run_dir(replace(cfg, name=f"{cfg.name}-doctor")))
     with rundir.hold(run_dir, "probe run directory"):
@@ -67,13 +65,7 @@ def register(sub, with_config=None) -> None:
                     help="a run directory with layers.csv, or a config to probe-train")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a config value of the probe, e.g. --set model.init=he_normal")
-    sp.add_argument("--epochs", type=int,
-                    help=f"probe epochs (default: the config's, at most {PROBE_EPOCHS})")
-    sp.add_argument("--device", choices=KEYS["train.device"].choices,
-                    help="where a CONFIG probe trains; auto = CUDA when present (default: the "
-                    "config's train.device)")
-    sp.add_argument("--data-dir", help=f"for a CONFIG probe: {KEYS['data.data_dir'].help}; "
-                    "overrides data.data_dir")
+    with_flags(sp, epochs=f"probe epochs (default: the config's, at most {PROBE_EPOCHS})")
     sp.add_argument("--out", type=rundir.out_arg,
                     help="probe run directory (default runs/NAME-doctor-TIMESTAMP); for a RUN_DIR, "
                     "the folder for findings.json and doctor.html (default: the run directory, or "
