@@ -79,6 +79,11 @@ def test_safe_names_stay_in_their_folder_and_are_bounded(tmp_path):
     na, nb = rundir.safe_name(a), rundir.safe_name(b)
     assert len(na) <= rundir.MAX_NAME and na != nb
     assert rundir.safe_name("lr=0.001_seed=42") == "lr=0.001_seed=42"
+    # default output paths from a config's name: one rule (train, sweep, lr-find)
+    p = rundir.named(tmp_path, "../" * 40 + "n" * 300, "lr-find.png")
+    assert p.parent == tmp_path and p.name.endswith("-lr-find.png") and len(p.name) <= 112
+    stamped = rundir.named(tmp_path, "mnist 5x100").name
+    assert stamped.startswith("mnist-5x100-") and len(stamped) == len("mnist-5x100-20261207-043015")
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])

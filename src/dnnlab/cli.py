@@ -85,8 +85,7 @@ def cmd_datasets(args) -> int:
 def cmd_lr_find(args) -> int:
     cfg = config_from_args(args)
     # the plot's name is built from the config's name: kept inside the folder, checked before work
-    out = rundir.check_free(rundir.child(args.out or "runs",
-                                         f"{rundir.safe_name(cfg.name, 100)}-lr-find.png"))
+    out = rundir.check_free(rundir.named(args.out or "runs", cfg.name, "lr-find.png"))
     rundir.make_dir(out.parent)
     data = datasets.load_from_config(cfg.data)
     device = training.resolve_device(cfg.train.device)

@@ -43,6 +43,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,18 @@ def safe_name(name: str, limit: int = MAX_NAME) -> str:
         digest = hashlib.sha256(str(name).encode("utf-8", "surrogatepass")).hexdigest()[:10]
         clean = f"{clean[:limit - 11].rstrip('.-')}-{digest}"
     return clean
+
+
+def named(parent: str | Path, name: str, tag: str | None = None) -> Path:
+    """``parent/NAME-TAG``: the one rule for a default output path built from a config's name.
+    NAME is made safe and cut to 100 characters (:func:`safe_name`), so the path stays inside
+    ``parent``; TAG defaults to the time (``20261207-043015``), so runs do not collide."""
+    return child(parent, f"{safe_name(name, 100)}-{timestamp() if tag is None else tag}")
+
+
+def timestamp() -> str:
+    """The time as default output names carry it: ``20261207-043015``."""
+    return time.strftime("%Y%m%d-%H%M%S")
 
 
 def child(parent: str | Path, name: str) -> Path:

@@ -18,7 +18,6 @@ What this adds around :func:`dnnlab.runs.fit`, so a run directory can be trusted
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,8 @@ from dnnlab.train.state import LAST, read_start, refuse_changes
 
 
 def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
-    """``root/NAME-TIMESTAMP``, the name made safe (:func:`dnnlab.rundir.safe_name`)."""
-    return rundir.child(root, f"{rundir.safe_name(cfg.name, 100)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    """``root/NAME-TIMESTAMP``, the name made safe (:func:`dnnlab.rundir.named`)."""
+    return rundir.named(root, cfg.name)
 
 
 def _run_dir_of(run_dir: Path) -> Path:

@@ -55,7 +55,6 @@ from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.report.runs import read_metrics
 from dnnlab.report.sweep import report_sweep
 from dnnlab.runs.recorded import train_many
-from dnnlab.runs.single import default_run_dir
 from dnnlab.storage import GRACE_BEATS, MAX_RETRY, open_storage, worker_id
 from dnnlab.train.callbacks import CsvLogger
 from dnnlab.train.checkpoint import save_model
@@ -184,10 +183,9 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
     if out is not None:
         out = Path(out)
     elif storage is not None:
-        out = rundir.child("runs", f"{rundir.safe_name(cfg.name, 100)}-sweep-{sid}")
+        out = rundir.named("runs", cfg.name, f"sweep-{sid}")
     else:
-        out = default_run_dir(cfg).with_name(
-            f"{rundir.safe_name(cfg.name, 100)}-sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+        out = rundir.named("runs", cfg.name, f"sweep-{rundir.timestamp()}")
     rundir.make_dir(out, "sweep folder")
     groups: dict[str, Members] = {}
     for combo in combos:
