@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 
 import numpy as np
 import pytest
@@ -222,24 +223,28 @@ def test_opening_a_storage_retries_a_lost_race_and_names_a_lasting_failure(tmp_p
     real = optuna.storages.RDBStorage
     calls = []
 
-    def racing(url, **kw):
-        calls.append(url)
-        if len(calls) < 3:
-            raise ProgrammingError("CREATE TABLE alembic_version", {},
-                                   Exception('relation "alembic_version" already exists'))
-        return real(url, **kw)
+    class Racing(real):
+        def __init__(self, url, **kw):
+            calls.append(url)
+            if len(calls) < 3:
+                raise ProgrammingError("CREATE TABLE alembic_version", {},
+                                       Exception('relation "alembic_version" already exists'))
+            super().__init__(url, **kw)
+    Racing.__init__.__signature__ = inspect.signature(real.__init__)   # retry_kwargs reads it
 
     monkeypatch.setattr(storage.time, "sleep", lambda s: None)
-    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
     opened = storage.open_storage(f"sqlite:///{tmp_path / 'race.db'}")
     assert isinstance(opened, real) and len(calls) == 3
 
-    def down(url, **kw):
-        calls.append(url)
-        raise ProgrammingError("SELECT 1", {}, Exception("server closed the connection"))
+    class Down(real):
+        def __init__(self, url, **kw):
+            calls.append(url)
+            raise ProgrammingError("SELECT 1", {}, Exception("server closed the connection"))
+    Down.__init__.__signature__ = inspect.signature(real.__init__)
 
     calls.clear()
-    monkeypatch.setattr(optuna.storages, "RDBStorage", down)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Down)
     with pytest.raises(DnnlabError) as e:
         storage.open_storage("postgresql://u:secret@db.example/tune")
     assert len(calls) == storage.OPEN_ATTEMPTS
