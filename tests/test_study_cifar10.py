@@ -20,6 +20,7 @@ from dnnlab.studies.ablation import plan
 from dnnlab.studies.ablation import stages as ladder_stages
 from dnnlab.studies.ablation.answers import batchnorm_answer, epochs_to_reach, mc_dropout_answer, selu_answer
 from dnnlab.studies.ablation.report import shortfall_note
+from dnnlab.studies.cifar10 import plan as study_plan
 from dnnlab.studies.cifar10.plan import (
     BOOK,
     FULL,
@@ -168,6 +169,29 @@ def test_finder_minimum_ignores_the_start_of_the_sweep_and_gives_1cycle_candidat
     m = finder_minimum(lrs, losses)
     assert m == pytest.approx(lrs[18])                            # not lrs[0]
     assert onecycle_candidates({"minimum": 0.3}) == (0.03, 0.09, 0.3, 0.9)
+
+
+def test_the_studys_lr_finder_reruns_to_the_bit_whatever_the_thread_count():
+    """1cycle's candidates are multiples of the finder's minimum, so the finder runs on one thread
+    (FINDER_THREADS): the same curve whether the process had 1 or 2 threads before, which it then
+    gets back."""
+    import torch
+
+    from dnnlab.data import synthetic
+    data = synthetic(n_train=2048, n_valid=64, n_test=64, n_features=3072, n_classes=10, seed=0)
+    cfg = study_plan.variant_config("one_cycle", QUICK, dropout=0.1, device="cpu")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, depth=3, width=100))
+    before = torch.get_num_threads()
+    curves = []
+    try:
+        for n in (2, 1, 2):
+            torch.set_num_threads(n)
+            rec = ladder_stages.lr_finder(cfg, data, 60, device="cpu")
+            assert torch.get_num_threads() == n
+            curves.append((rec["losses"], rec["minimum"]))
+    finally:
+        torch.set_num_threads(before)
+    assert curves[0] == curves[1] == curves[2]
 
 
 # ------------------------------------------------------------------ the pipeline on tiny data
