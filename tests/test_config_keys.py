@@ -179,7 +179,8 @@ def test_help_texts_come_from_the_table():
     ({"data": {"name": "file"}}, r"data.name = 'file' needs data.path"),
     ({"data": {"path": "x.npz"}}, r"data.path is read only when data.name = 'file'"),
     ({"data": {"name": "file", "path": "x.txt"}}, r"data.path = 'x.txt': expected a file ending"),
-    ({"data": {"name": "file", "path": "x.npz", "label": "y"}}, r"data.label names the label column"),
+    ({"data": {"name": "file", "path": "x.npz", "label": "y"}},
+     r"data.label = 'y' names the label column .* a .npz holds its labels in y_train"),
 ])
 def test_degenerate_settings_are_refused_with_the_bound(raw, message):
     with pytest.raises(ConfigError, match=message):

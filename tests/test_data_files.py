@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from cli_helpers import run_cli
+from dnnlab.config import from_dict
 from dnnlab.data import load_dataset
 from dnnlab.data.files import SPLIT_SEED, TEST_DIVISOR
-from dnnlab.errors import DataError
+from dnnlab.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(3)
 
@@ -215,7 +216,7 @@ def test_unreadable_files_are_one_line(tmp_path):
     cases = {"empty.csv": "empty.csv is empty (0 bytes)",
              "junk.npz": "junk.npz is not a readable .npz file",
              "obj.npz": "holds pickled objects (never loaded)",
-             "t.txt": "cannot read .txt; data.path must end in .npz, .csv, .parquet",
+             "t.txt": "t.txt': expected a file ending in .npz, .csv, .parquet",
              "dir.csv": "dir.csv is not a file",
              "missing.parquet": "missing.parquet: cannot read it (No such file or directory)",
              "two\nlines.csv": "data.path = '.*two\\\\nlines.csv' holds control characters"}
@@ -225,16 +226,22 @@ def test_unreadable_files_are_one_line(tmp_path):
 
 
 def test_path_and_label_are_refused_where_they_would_be_ignored(tmp_path):
+    """One rule (config.source_problem) for the config, load_dataset and load_file: the same
+    message from each."""
     x, y = table()
     np.savez(tmp_path / "a.npz", x_train=x, y_train=y)
-    with pytest.raises(DataError, match="a .npz holds its labels in y_train and y_test"):
+    with pytest.raises(DataError, match="data.label = 'y' names the label column of a .csv or "
+                       ".parquet data.path; a .npz holds its labels in y_train and y_test"):
         load(tmp_path / "a.npz", label="y")
-    with pytest.raises(DataError, match="a path is read exactly when the dataset is 'file'"):
+    with pytest.raises(DataError, match="data.path is read only when data.name = 'file' "
+                       r"\(it is 'mnist'\)"):
         load_dataset("mnist", path=tmp_path / "a.npz")
-    with pytest.raises(DataError, match="a path is read exactly when the dataset is 'file'"):
+    with pytest.raises(DataError, match="data.name = 'file' needs data.path"):
         load_dataset("file")
-    with pytest.raises(DataError, match="label = 'y' names a column of a data file"):
+    with pytest.raises(DataError, match="data.label = 'y' names .*; dataset 'synthetic' has none"):
         load_dataset("synthetic", label="y")
+    with pytest.raises(ConfigError, match="data.label = 'y' names .*; dataset 'synthetic' has none"):
+        from_dict({"data": {"name": "synthetic", "label": "y"}})
 
 
 # -- .parquet ---------------------------------------------------------------------------------------

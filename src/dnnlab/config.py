@@ -61,9 +61,10 @@ SCHEDULES = ("none", "power", "exponential", "piecewise", "performance", "1cycle
 # checks of a run's files (synthetic: the generator's default; a file is unknown until read:
 # counted as nothing, so only what is known is refused). The one list of dataset names: the data
 # layer's registry holds how to find each (dnnlab.data.registry, checked against this at import).
+FILE_DATASET = "file"   # data.name of the user's own .npz, .csv or .parquet (data.path)
 DATASET_SHAPES: dict[str, tuple[int, int]] = {"mnist": (784, 70000), "fashion-mnist": (784, 70000),
                                               "cifar10": (3072, 60000), "synthetic": (20, 1400),
-                                              "file": (1, 0)}
+                                              FILE_DATASET: (1, 0)}
 DATASETS = tuple(DATASET_SHAPES)
 FIXED_SHAPE_DATASETS = ("mnist", "fashion-mnist", "cifar10")   # their features never change
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
@@ -574,6 +575,26 @@ def _join(prefix: str, name: str) -> str:
 DATA_SUFFIXES = (".npz", ".csv", ".parquet")   # what data.name = "file" reads
 
 
+def source_problem(name: str, path: str | Path | None, label: str | None) -> str | None:
+    """What is wrong with where a ``[data]`` table reads from, or None: the one rule for the
+    config, ``data.load_dataset`` and ``data.load_file``. A path is read exactly when the dataset
+    is :data:`FILE_DATASET`, and must end in one of :data:`DATA_SUFFIXES`; ``label`` names a column of a
+    .csv or .parquet file (a .npz holds its labels in y_train and y_test)."""
+    if name == FILE_DATASET and path is None:
+        return f"data.name = {FILE_DATASET!r} needs data.path, a .npz, .csv or .parquet file"
+    if path is not None and name != FILE_DATASET:
+        return (f"data.path is read only when data.name = {FILE_DATASET!r} (it is {name!r}); set "
+                f"data.name = {FILE_DATASET!r} or leave data.path out")
+    if path is not None and not str(path).lower().endswith(DATA_SUFFIXES):
+        return f"data.path = {str(path)!r}: expected a file ending in {', '.join(DATA_SUFFIXES)}"
+    if label is not None and (path is None or str(path).lower().endswith(".npz")):
+        where = "a .npz holds its labels in y_train and y_test" if path is not None else \
+            f"dataset {name!r} has none"
+        return (f"data.label = {label!r} names the label column of a .csv or .parquet data.path; "
+                f"{where}")
+    return None
+
+
 def _check_consistency(cfg: RunConfig) -> None:
     """The rules that tie keys together (each key's own bounds are :meth:`Key.check`'s): settings
     that are each in range but together break a run, refused before any work starts."""
@@ -620,18 +641,9 @@ def _check_consistency(cfg: RunConfig) -> None:
     if d.valid_size == 0 and s.name == "performance":
         raise ConfigError("optim.schedule.name = 'performance' watches val_loss but "
                           "data.valid_size = 0: set data.valid_size > 0 or another schedule")
-    if d.name == "file" and d.path is None:
-        raise ConfigError("data.name = 'file' needs data.path, a .npz, .csv or .parquet file")
-    if d.path is not None:
-        if d.name != "file":
-            raise ConfigError(f"data.path is read only when data.name = 'file' (it is "
-                              f"{d.name!r}); set data.name = 'file' or leave data.path out")
-        if not d.path.lower().endswith(DATA_SUFFIXES):
-            raise ConfigError(f"data.path = {d.path!r}: expected a file ending in "
-                              f"{', '.join(DATA_SUFFIXES)}")
-    if d.label is not None and (d.path is None or d.path.lower().endswith(".npz")):
-        raise ConfigError("data.label names the label column of a .csv or .parquet data.path; "
-                          "a .npz file holds its labels in y")
+    problem = source_problem(d.name, d.path, d.label)
+    if problem:
+        raise ConfigError(problem)
     if d.classes is not None and len(set(d.classes)) < 2:
         raise ConfigError(f"data.classes = {d.classes}: a classifier needs 2 or more classes")
     if not cfg.name or any(ord(c) < 32 for c in cfg.name) or len(cfg.name) > 200:

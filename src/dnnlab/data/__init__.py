@@ -23,9 +23,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dnnlab.config import source_problem
 from dnnlab.data.files import load_file
 from dnnlab.data.locate import decode, obtain
-from dnnlab.data.registry import FILE, GENERATED, NAMES, get_spec
+from dnnlab.data.registry import GENERATED, NAMES, get_spec
 from dnnlab.data.splits import Dataset, Split, build, from_arrays, standardized
 from dnnlab.data.status import dataset_status, format_status
 from dnnlab.data.synthetic import load_synthetic, synthetic
@@ -51,11 +52,9 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, classes: list
     """
     options: dict[str, Any] = dict(classes=classes, per_class=per_class, valid_size=valid_size,
                                    limit=limit, standardize=standardize, seed=seed)
-    if (name == FILE) != (path is not None):
-        raise DataError(f"path = {path!r} with dataset {name!r}: a path is read exactly when the "
-                        f"dataset is {FILE!r}")
-    if label is not None and name != FILE:
-        raise DataError(f"label = {label!r} names a column of a data file; dataset {name!r} has none")
+    problem = source_problem(name, path, label)
+    if problem:
+        raise DataError(problem)
     if path is not None:     # name == FILE (checked above)
         return load_file(path, label=label, **options)
     if name == GENERATED:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnnlab.config import DATA_SUFFIXES
+from dnnlab.config import FILE_DATASET, source_problem
 from dnnlab.data.formats import NPZ_KEYS
 from dnnlab.data.splits import Dataset, build
 from dnnlab.errors import DataError
@@ -64,13 +64,9 @@ def load_file(path: str | Path, *, label: str | None = None, **options) -> Datas
     if not str(path).isprintable():     # every message below starts with the path, on one line
         raise DataError(f"data.path = {str(path)!r} holds control characters; name a file")
     p = Path(path).expanduser().absolute()
-    suffix = p.suffix.lower()
-    if suffix not in DATA_SUFFIXES:
-        raise DataError(f"{p}: cannot read {suffix or 'a file without a suffix'}; data.path must "
-                        f"end in {', '.join(DATA_SUFFIXES)}")
-    if label is not None and suffix == ".npz":
-        raise DataError(f"{p}: data.label names a column of a .csv or .parquet file; a .npz "
-                        "holds its labels in y_train and y_test")
+    problem = source_problem(FILE_DATASET, p, label)
+    if problem:
+        raise DataError(problem)
     try:
         st = p.stat()
     except OSError as e:

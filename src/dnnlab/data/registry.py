@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnnlab.config import DATASETS
+from dnnlab.config import DATASETS, FILE_DATASET
 from dnnlab.errors import DataError
 
 DIGITS = [str(i) for i in range(10)]
@@ -91,7 +91,7 @@ SPECS: dict[str, Spec] = {
 }
 
 GENERATED = "synthetic"
-FILE = "file"     # the user's own .npz, .csv or .parquet (dnnlab.data.files)
+FILE = FILE_DATASET  # the user's own .npz, .csv or .parquet (dnnlab.data.files)
 NAMES = DATASETS  # the config's one list; every name but these two has a Spec here
 if set(SPECS) | {GENERATED, FILE} != set(NAMES):
     raise ImportError(f"dnnlab.data.registry: the specs {sorted(SPECS)} do not match "
