@@ -106,11 +106,32 @@ def test_compare_is_the_labs_one_noise_rule():
     assert same["difference"] == 0.0 and not same["beyond_noise"]
     apart = compare([0.60, 0.61, 0.59], [0.50, 0.51, 0.49])
     assert apart["difference"] == pytest.approx(0.10) and apart["beyond_noise"]
-    assert apart["welch_t"] == pytest.approx(0.10 / (2 * 0.0001 / 3) ** 0.5)
+    assert apart["t"] == pytest.approx(0.10 / (2 * 0.0001 / 3) ** 0.5)
     one = compare([0.6], [0.5])
     assert one["p"] is None and one["difference"] == pytest.approx(0.1)
     # 2.5 standard errors apart with 3 seeds a side: Welch's p is 0.067, within noise (the
     # "two standard errors" rule some verdicts used to apply would have called it real)
     near = compare([0.5204, 0.5304, 0.5104], [0.50, 0.51, 0.49])
-    assert near["welch_t"] == pytest.approx(2.5, rel=1e-3) and near["p"] == pytest.approx(0.067, abs=2e-3)
+    assert near["t"] == pytest.approx(2.5, rel=1e-3) and near["p"] == pytest.approx(0.067, abs=2e-3)
     assert near["beyond_noise"] is False
+    assert near["test"] == "welch"
+
+
+def test_compare_paired_by_seed_removes_the_spread_both_sides_share():
+    """The same three models read two ways: each seed gains 0.010-0.012, while the seeds
+    themselves lie 0.05 apart. Welch sees only the seed spread; the paired test sees the gain."""
+    plain = [0.50, 0.55, 0.60]
+    mc = [0.511, 0.560, 0.612]
+    welch_view = compare(mc, plain)
+    paired = compare(mc, plain, paired=True)
+    assert welch_view["beyond_noise"] is False and welch_view["p"] > 0.5
+    assert paired["test"] == "paired" and paired["beyond_noise"] is True
+    assert paired["difference"] == pytest.approx(0.011)
+    assert paired["t"] == pytest.approx(0.011 / (0.001 / 3 ** 0.5))       # sd of (11, 10, 12) e-3
+    assert paired["p"] == pytest.approx(0.0030, abs=3e-4)                  # t = 19.05, df = 2
+    # a pair with a missing side is left out; too few pairs: no test
+    assert compare([0.5, None, 0.6], [0.4, 0.5, 0.5], paired=True)["difference"] == pytest.approx(0.1)
+    assert compare([0.5, None, None], [0.4, 0.5, 0.5], paired=True)["p"] is None
+    assert compare([0.5, 0.6], [0.4, 0.5, 0.5], paired=False)["test"] == "welch"
+    with pytest.raises(ValueError, match="pairs need one value per seed"):
+        compare([0.5, 0.6], [0.4, 0.5, 0.5], paired=True)

@@ -65,8 +65,8 @@ def _bias_numbers(t_const: float, t_random: float):
     acc = {v: {"mean": 0.95, "std": 0.002} for v in bias_init.VARIANTS}
 
     def vs(t):
-        return {"difference": 0.001 * t, "welch_t": t, "p": 0.01 if abs(t) >= 3 else 0.4,
-                "beyond_noise": abs(t) >= 3}
+        return {"difference": 0.001 * t, "t": t, "p": 0.01 if abs(t) >= 3 else 0.4,
+                "beyond_noise": abs(t) >= 3, "test": "paired"}
     return {"seeds": 5, "accuracy": acc,
             "vs_zeros": {"constant 1": vs(t_const), "random (like weights)": vs(t_random)}}
 

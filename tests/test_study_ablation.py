@@ -66,7 +66,7 @@ def test_ladder_and_a_user_variant_on_a_data_file(config, tmp_path):
         r = saved[name]
         assert len(r["per_seed"]) == 2 and 0.0 <= r["val_accuracy_mean"] <= 1.0
         assert r["seconds_per_epoch"] > 0
-        assert set(r["val_vs_baseline"]) == {"difference", "welch_t", "p", "beyond_noise"}
+        assert set(r["val_vs_baseline"]) == {"difference", "t", "p", "beyond_noise", "test"}
         assert "doctor" in r and (r["doctor"] is None or "title" in r["doctor"]), r["doctor"]
     assert saved["baseline"]["val_vs_baseline"]["difference"] == 0.0
     wide = json.loads((out / "stages" / "wide.json").read_text())["record"]

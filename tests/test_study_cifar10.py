@@ -151,6 +151,13 @@ def test_mc_dropout_answer_compares_with_plain_inference():
     assert a["beats_plain"] and a["better_calibrated"]
     assert a["accuracy_gain_val"] == pytest.approx(0.02) and a["cost_ratio"] == pytest.approx(50)
     assert "50x" in a["text"] and "52.0%" in a["text"] and "4.00%" in a["text"]
+    assert a["val_vs_plain"]["test"] == "paired" and a["val_vs_plain"]["beyond_noise"]
+    # the same mean gain, but one seed gains and one loses: paired by seed it is seed noise
+    for s, gain in zip(per, (0.05, -0.02, 0.03)):
+        s["val"]["mc"] = ev(0.50 + gain, 1.2, 0.04, 0.5)
+    noisy = mc_dropout_answer({"n_samples": 50, "test_images": 10000, "per_seed": per})
+    assert noisy["accuracy_gain_val"] == pytest.approx(0.02) and not noisy["beats_plain"]
+    assert "does not beat (within seed noise)" in noisy["text"] and "paired p = 0.4" in noisy["text"]
 
 
 def test_shortfall_note_names_the_reasons():

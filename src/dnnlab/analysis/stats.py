@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -301,24 +302,59 @@ def welch(a: Iterable[float | None], b: Iterable[float | None]) -> tuple[float, 
     return t, df, 2.0 * t_cdf(-abs(t), df)
 
 
-def compare(a: Iterable[float | None], b: Iterable[float | None]) -> dict[str, float | bool | None]:
+def _differences(a: Iterable[float | None], b: Iterable[float | None]) -> list[float]:
+    """a[i] - b[i] for the pairs whose sides are both finite."""
+    return [float(x) - float(y) for x, y in zip(a, b) if x is not None and y is not None
+            and math.isfinite(float(x)) and math.isfinite(float(y))]
+
+
+def paired_t(a: Iterable[float | None], b: Iterable[float | None]) -> tuple[float, float, float] | None:
+    """The paired t-test of mean(a - b) over pairs (a[i], b[i]): (t, degrees of freedom, two-sided
+    p). A pair with a None or non-finite side is left out; None under 2 pairs. Differences with no
+    spread: p is 1 for a zero mean, 0 otherwise."""
+    d = _differences(a, b)
+    if len(d) < 2:
+        return None
+    mean, sd = statistics.fmean(d), statistics.stdev(d)
+    if sd == 0.0:
+        return (0.0, math.inf, 1.0) if mean == 0 else (math.copysign(math.inf, mean), math.inf, 0.0)
+    t = mean / (sd / math.sqrt(len(d)))
+    return t, len(d) - 1.0, 2.0 * t_cdf(-abs(t), len(d) - 1.0)
+
+
+def compare(a: Iterable[float | None], b: Iterable[float | None], *,
+            paired: bool = False) -> dict[str, Any]:
     """Whether ``a``'s seeds differ from ``b``'s beyond seed noise: the lab's one rule, used by
     every study, sweep and explain topic that calls a difference real.
 
-    Returns ``difference`` (mean(a) - mean(b)), ``welch_t``, ``p`` (two-sided, :func:`welch`) and
-    ``beyond_noise`` (p < :data:`NOISE_LEVEL`). With 3 seeds a side that needs |t| above about
-    2.8-4.3 (Welch's degrees of freedom lie between 2 and 4), not the "two standard errors" of a
-    normal approximation, which calls too many seed-noise gaps real. ``welch_t`` is None where
-    neither side has any spread (t would be infinite); ``p`` and ``beyond_noise`` are None with
-    under 2 finite values on a side, and everything is None when a side has none.
+    Returns ``difference`` (mean(a) - mean(b)), ``t``, ``p`` (two-sided), ``beyond_noise``
+    (p < :data:`NOISE_LEVEL`) and ``test``, the test that gave them:
+
+    * ``"welch"`` (default): two independent sets of seeds (:func:`welch`). With 3 seeds a side
+      a real difference needs |t| above about 2.8-4.3 (Welch's degrees of freedom lie between 2
+      and 4), not the "two standard errors" of a normal approximation, which calls too many
+      seed-noise gaps real.
+    * ``"paired"`` (``paired=True``): ``a[i]`` and ``b[i]`` share seed ``i`` (the same trained
+      model measured two ways, as MC Dropout against plain inference, or two variants whose
+      every draw but one is the same); the test is on the per-seed differences
+      (:func:`paired_t`), which removes the spread between seeds that both sides share.
+
+    ``t`` is None where there is no spread (it would be infinite); ``p`` and ``beyond_noise`` are
+    None with under 2 values (pairs) to test, and everything is None when a side has none.
     """
+    a, b = list(a), list(b)
+    if paired and len(a) != len(b):
+        raise ValueError(f"compare(paired=True): {len(a)} values against {len(b)}; pairs need "
+                         "one value per seed on each side")
     xa, xb = _finite(a), _finite(b)
-    if not xa or not xb:
-        return {"difference": None, "welch_t": None, "p": None, "beyond_noise": None}
-    diff = statistics.fmean(xa) - statistics.fmean(xb)
-    test = welch(xa, xb)
-    if test is None:
-        return {"difference": diff, "welch_t": None, "p": None, "beyond_noise": None}
-    t, _, p = test
-    return {"difference": diff, "welch_t": t if math.isfinite(t) else None, "p": p,
-            "beyond_noise": p < NOISE_LEVEL}
+    kind = "paired" if paired else "welch"
+    pairs = _differences(a, b) if paired else []
+    if not xa or not xb or (paired and not pairs):
+        return {"difference": None, "t": None, "p": None, "beyond_noise": None, "test": kind}
+    diff = statistics.fmean(pairs) if paired else statistics.fmean(xa) - statistics.fmean(xb)
+    result = paired_t(a, b) if paired else welch(xa, xb)
+    if result is None:
+        return {"difference": diff, "t": None, "p": None, "beyond_noise": None, "test": kind}
+    t, _, p = result
+    return {"difference": diff, "t": t if math.isfinite(t) else None, "p": p,
+            "beyond_noise": p < NOISE_LEVEL, "test": kind}

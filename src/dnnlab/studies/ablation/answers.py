@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from dnnlab.analysis.stats import mean_std, pm
+from dnnlab.analysis.stats import compare, mean_std, pm
 from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes, settle_layer
 
 # Whether the SELU net self-normalizes is the doctor's judgement (one judgement for dnnlab doctor,
@@ -188,7 +188,19 @@ def mc_dropout_answer(mc: dict[str, Any]) -> dict[str, Any]:
     gain_val = out["val_mc_accuracy"] - out["val_plain_accuracy"]
     gain_test = out["test_mc_accuracy"] - out["test_plain_accuracy"]
     cost = out["test_mc_seconds"] / out["test_plain_seconds"] if out["test_plain_seconds"] else None
-    beats = gain_val > 0 and gain_test > 0
+    # the same models, read two ways: paired by seed (the lab's one noise rule)
+    tests = {split: compare([s[split]["mc"]["accuracy"] for s in seeds],
+                            [s[split]["plain"]["accuracy"] for s in seeds], paired=True)
+             for split in ("val", "test")}
+    out["val_vs_plain"], out["test_vs_plain"] = tests["val"], tests["test"]
+    real = tests["val"]["beyond_noise"]        # None: one seed, nothing to test
+    beats = gain_val > 0 and gain_test > 0 and real is not False
+    if real is None:
+        verdict = ("beats" if beats else "does not beat") + " (one seed: untested)"
+    elif real:
+        verdict = "beats" if beats else "does worse than" if gain_val < 0 else "does not beat"
+    else:
+        verdict = "does not beat (within seed noise)"
     better_calibrated = out["val_mc_ece"] < out["val_plain_ece"]
     out.update(accuracy_gain_val=gain_val, accuracy_gain_test=gain_test, cost_ratio=cost,
                beats_plain=beats, better_calibrated=better_calibrated)
@@ -197,15 +209,21 @@ def mc_dropout_answer(mc: dict[str, Any]) -> dict[str, Any]:
                  f"for the {mc.get('test_images', 10000):,} test images)") if cost else "n/a"
     out["text"] = (
         f"MC Dropout ({mc['n_samples']} samples, same trained models) "
-        f"{'beats' if beats else 'does not beat'} plain inference: validation accuracy "
+        f"{verdict} plain inference: validation accuracy "
         f"{pct(out['val_mc_accuracy'])} vs {pct(out['val_plain_accuracy'])} "
-        f"({100 * gain_val:+.2f} points), test {pct(out['test_mc_accuracy'])} vs "
-        f"{pct(out['test_plain_accuracy'])} ({100 * gain_test:+.2f} points). "
+        f"({100 * gain_val:+.2f} points, {_p_text(tests['val'])}), test "
+        f"{pct(out['test_mc_accuracy'])} vs {pct(out['test_plain_accuracy'])} "
+        f"({100 * gain_test:+.2f} points, {_p_text(tests['test'])}). "
         f"Mean predictive entropy {out['val_mc_entropy']:.3f} vs {out['val_plain_entropy']:.3f} "
         f"nats, expected calibration error {100 * out['val_mc_ece']:.2f}% vs "
         f"{100 * out['val_plain_ece']:.2f}% ({'better' if better_calibrated else 'not better'} "
         f"calibrated), at {cost_text}.")
     return out
+
+
+def _p_text(c: dict[str, Any]) -> str:
+    """``paired p = 0.41`` (or why there is no test) for a sentence."""
+    return f"{c['test']} p = {c['p']:.2g}" if c["p"] is not None else "no test: under 2 seeds"
 
 
 def comparison_text(c: dict[str, Any]) -> str:
@@ -215,5 +233,5 @@ def comparison_text(c: dict[str, Any]) -> str:
     head = f"{100 * c['difference']:+.1f} pts"
     if c["p"] is None:
         return head + " (under 2 seeds: no test)"
-    t = "no spread" if c["welch_t"] is None else f"t = {c['welch_t']:+.1f}"
+    t = "no spread" if c["t"] is None else f"t = {c['t']:+.1f}"
     return f"{head}, {t}, p = {c['p']:.2g} ({'beyond' if c['beyond_noise'] else 'within'} noise)"

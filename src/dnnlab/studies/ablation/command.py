@@ -208,7 +208,7 @@ def comparison(r: dict[str, Any]) -> str:
     c = r["val_vs_baseline"]
     if c["difference"] is None:
         return "-"
-    t = "" if c["welch_t"] is None else f" t={c['welch_t']:+.1f}"
+    t = "" if c["t"] is None else f" t={c['t']:+.1f}"
     return f"{100 * c['difference']:+.1f}{t}" + (" *" if c["beyond_noise"] else "")
 
 

@@ -5,8 +5,9 @@ initializations: zeros (the default), the constant 1 (004's "my practice"), and 
 drawn like the weights (each layer's He normal). A seed fixes the kernels and the batch order,
 so the three variants of one seed differ only in their biases. The question is answered by
 comparing the gap between variants with the spread between seeds by the lab's one rule
-(:func:`dnnlab.analysis.stats.compare`: Welch's t-test, beyond seed noise when p < 0.05), and
-whether the seeds' accuracy ranges overlap.
+(:func:`dnnlab.analysis.stats.compare`, beyond seed noise when p < 0.05), paired by seed: a
+seed's three variants share their kernels and batch order, so the test is on each seed's
+difference, and whether the seeds' accuracy ranges overlap.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def set_biases(model, variant: str, seed: int) -> None:
 
 
 def _t_text(c: dict) -> str:
-    return "t = n/a (no spread)" if c["welch_t"] is None else f"t = {c['welch_t']:+.2f}"
+    return "t = n/a (no spread)" if c["t"] is None else f"t = {c['t']:+.2f}"
 
 
 def _p_text(c: dict) -> str:
@@ -53,7 +54,7 @@ def _p_text(c: dict) -> str:
 def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     """(verdict, confirms, refutes) from the measurements alone: per-variant accuracy summaries
     (``numbers["accuracy"]``) and each variant against zeros (``numbers["vs_zeros"]``,
-    :func:`~dnnlab.analysis.stats.compare`: difference, Welch t, p, beyond_noise)."""
+    :func:`~dnnlab.analysis.stats.compare` paired by seed: difference, t, p, beyond_noise)."""
     summary, vs = numbers["accuracy"], numbers["vs_zeros"]
     n_seeds = numbers["seeds"]
     within = {v: not c["beyond_noise"] for v, c in vs.items()}
@@ -74,7 +75,7 @@ def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
     else:
         head = f"Not quite: {' and '.join(better)} biases beat zeros beyond seed noise"
     text = (f"{head}: test accuracy over {n_seeds} seeds (mean ± std) {'; '.join(parts)}; "
-            f"Welch {gaps} (p < {NOISE_LEVEL:g}: beyond seed noise).")
+            f"paired t over the seeds: {gaps} (p < {NOISE_LEVEL:g}: beyond seed noise).")
 
     confirms, refutes = [], []
     book = ["000 answer 2 (book)", "001 answer 2 (book's answer)", "003 answer 2 (book)"]
@@ -103,7 +104,7 @@ def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
 
     summary = {v: {"mean": statistics.fmean(a), "std": statistics.stdev(a), "min": min(a),
                    "max": max(a), "per_seed": a} for v, a in acc.items()}
-    vs_zeros = {v: compare(acc[v], acc["zeros"]) for v in VARIANTS[1:]}
+    vs_zeros = {v: compare(acc[v], acc["zeros"], paired=True) for v in VARIANTS[1:]}
     overlap = {v: min(max(acc[v]), max(acc["zeros"])) >= max(min(acc[v]), min(acc["zeros"]))
                for v in VARIANTS[1:]}
     numbers = {"seeds": len(seeds), "train_images": len(data.train), "epochs": epochs,
