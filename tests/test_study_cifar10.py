@@ -139,6 +139,11 @@ def test_selu_answer_tells_normalized_from_drifting():
     drifted = selu_answer({**stats, "final": grow})
     assert drifted["self_normalizes"] and not drifted["stays_normalized_when_trained"]
     assert "Training does not keep it there" in drifted["text"]
+    assert "the last (layer 20) at" in a["text"]
+    short = {**stats, "combos": [{**c, "at_init": c["at_init"][:4], "trained": c["trained"][:4]}
+                                 for c in stats["combos"]], "final": flat[:4]}
+    text = selu_answer(short)["text"]          # a 4-layer net (study ablation on the user's config)
+    assert "the last (layer 4) at" in text and "layer 20" not in text
 
 
 def test_mc_dropout_answer_compares_with_plain_inference():

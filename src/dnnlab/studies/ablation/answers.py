@@ -114,19 +114,21 @@ def _band(layers: list[dict[str, float | None]]) -> dict[str, Any]:
     finite = all(v is not None for v in means + stds)
     if not finite:
         return {"finite": False, "normalized": False, "max_abs_mean": None, "std_min": None,
-                "std_max": None, "last_mean": None, "last_std": None, "settles_at_layer": None}
+                "std_max": None, "last_mean": None, "last_std": None, "settles_at_layer": None,
+                "layers": len(layers)}
     max_abs = max(abs(m) for m in means)
     return {"finite": True, "normalized": self_normalizes(means, stds),
             "settles_at_layer": settle_layer(means, stds), "max_abs_mean": max_abs,
             "std_min": min(stds), "std_max": max(stds), "last_mean": means[-1],
-            "last_std": stds[-1]}
+            "last_std": stds[-1], "layers": len(layers)}
 
 
 def _describe(label: str, b: dict[str, Any]) -> str:
     if not b["finite"]:
         return f"{label}: the activations overflowed (inf/NaN)"
     return (f"{label}: |mean| <= {b['max_abs_mean']:.2f}, std {b['std_min']:.2f}-"
-            f"{b['std_max']:.2f}, layer 20 at {b['last_mean']:+.2f} / {b['last_std']:.2f}")
+            f"{b['std_max']:.2f}, the last (layer {b['layers']}) at {b['last_mean']:+.2f} / "
+            f"{b['last_std']:.2f}")
 
 
 def selu_answer(stats: dict[str, Any]) -> dict[str, Any]:
