@@ -112,3 +112,25 @@ def test_bad_variant_tables_are_one_line(tmp_path, capsys, variant, message):
     code = cli.main(["study", "ablation", str(cfg), "--out", str(tmp_path / "o"), "--quick"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_a_search_candidate_that_blew_up_does_not_flatten_the_plot():
+    """A 1cycle peak whose loss reached 4.8e11 sat on a linear axis that made every other
+    candidate a flat line at 0: the axis stops at 10x the median loss and the outlier is a
+    labelled triangle on its top edge; a rate too low to learn (1.5) stays on the plot."""
+    from matplotlib.figure import Figure
+
+    from dnnlab.studies.ablation.report import SEARCH_CAP, _cap_outliers
+    ax = Figure().subplots()
+    ax.plot([1e-5, 1e-4, 1e-3, 1e-2], [1.5, 0.9, 0.35, 0.4])
+    ax.plot([0.1, 0.3, 1.0, 3.0], [0.8, 0.41, 0.27, 4.8e11])
+    _cap_outliers(ax)
+    low, top = ax.get_ylim()
+    assert top == pytest.approx(SEARCH_CAP * 0.8) and low < 0.27      # median of the 8 losses
+    marks = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [3.0]
+    assert [t.get_text() for t in ax.texts] == ["4.8e+11"]
+    calm = Figure().subplots()
+    calm.plot([1e-5, 1e-4], [1.5, 0.3])
+    _cap_outliers(calm)
+    assert not [line for line in calm.get_lines() if line.get_marker() == "^"]

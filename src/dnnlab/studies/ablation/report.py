@@ -196,6 +196,30 @@ def _finder_figure(stages: dict[str, Any]) -> Figure:
     return fig
 
 
+SEARCH_CAP = 10.0   # the search plot shows losses up to 10x the median; higher ones sit on its top
+
+
+def _cap_outliers(ax) -> None:
+    """A candidate rate that blew up (a loss of 1e11) would flatten every other line: the y axis
+    stops at SEARCH_CAP x the median loss (a rate too low to learn stays far below it), and each
+    point above it is drawn as a triangle on the top edge, labelled with its value."""
+    points = [(x, y, line.get_color()) for line in ax.get_lines()
+              for x, y in zip(line.get_xdata(), line.get_ydata()) if math.isfinite(y)]
+    if not points:
+        return
+    ys = sorted(y for _, y, _ in points)
+    cap = SEARCH_CAP * ys[len(ys) // 2]
+    high = [(x, y, c) for x, y, c in points if y > cap]
+    if not high:
+        return
+    ax.set_ylim(ys[0] - 0.05 * (cap - ys[0]), cap)
+    for x, y, color in high:
+        ax.plot([x], [cap], "^", ms=9, color=color, clip_on=False, zorder=5)
+        ax.annotate(f"{y:.2g}", (x, cap), xytext=(0, -14), textcoords="offset points",
+                    ha="center", fontsize=7, color=color)
+    ax.set_ylabel(f"best validation loss of the search (▲: above {cap:.2g})")
+
+
 def _search_figure(stages: dict[str, Any]) -> Figure:
     grid = None
     ys = {}
@@ -220,6 +244,7 @@ def _search_figure(stages: dict[str, Any]) -> Figure:
                 "s--", color="C4", label=f"one_cycle peak rate ({oc['epochs']}-epoch cycles)")
         ax.plot([oc["best"]], [next(r["val_loss"] for r in oc["rows"] if r["value"] == oc["best"])],
                 "*", ms=12, color="C4")
+    _cap_outliers(ax)
     ax.legend(title=f"lines: {epochs} epochs per rate; star: kept", fontsize=8, title_fontsize=8)
     return fig
 
@@ -332,9 +357,9 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
         f"Each variant's candidate rates ({', '.join(f'{v:.3g}' for v in proto.lr_grid)}) were "
         f"trained at once with the K-model engine for {proto.search_epochs} epoch(s) from the same "
         "initial weights; the rate with the lowest validation loss was kept. For 1cycle the LR "
-        "finder's minimum (past the first 10% of the sweep) gives three peak rates, its tenth, "
-        "third and itself, each trained for the whole cycle at once. The LR-finder curve of every "
-        "variant is shown too.")
+        "finder's minimum (past the first 10% of the sweep) times "
+        f"{', '.join(f'{f:g}' for f in ONECYCLE_PEAKS)} gives the peak rates, each trained for "
+        "the whole cycle at once. The LR-finder curve of every variant is shown too.")
     page.figure(_search_figure(stages), "Best validation loss of each candidate rate.")
     rows = []
     for name in trained_names(stages):
