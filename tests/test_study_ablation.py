@@ -76,6 +76,7 @@ def test_ladder_and_a_user_variant_on_a_data_file(config, tmp_path):
     assert res["wide"]["lr"] == wide["lr"]
     html = (out / "report.html").read_text()
     assert "wide" in html and "vs baseline" in html and "doctor" in html
+    assert "statistics of the 3 hidden layers" in html and "layer 20" not in html   # depth 3
     assert (out / "runs" / "mine-wide-seed0" / "config.toml").is_file()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dnnlab.analysis.stats import NOISE_LEVEL, compare
 from dnnlab.report import Page, learning_curves, line_plot
@@ -272,6 +273,7 @@ def _selu_figure(stats: dict[str, Any]) -> Figure:
                 yscale="log")
     for ax in axes:
         ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # layers are whole numbers
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False, fontsize=8)
     fig.suptitle(f"SELU net: dashed = at initialization, solid = after {stats['epochs']} epoch(s)")
@@ -388,8 +390,9 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
                  "status": r["status"]} for r in rs["rows"]],
                formats={"dropout": ".0%", "val loss": ".4f", "val accuracy": ".2%"})
 
-    page.heading("SELU: activation statistics of the 20 layers")
     st = stages["selu_stats"]
+    page.heading(f"SELU: activation statistics of the {len(st['combos'][0]['at_init'])} hidden "
+                 "layers")
     page.paragraph(
         f"Mean and std of each hidden layer's output on {st['examples']} validation images, for "
         f"standardized vs raw inputs and LeCun vs He normal init, at initialization and after "
