@@ -225,3 +225,14 @@ def test_deep_python_structures_are_measured_without_recursion():
         config.apply_overrides({"tune": {"x": value}}, ["optim.lr=0.1"])
     # a key path deeper than MAX_NESTING inside a string is a string, not a key
     assert load_config(None, ["name=" + repr(".".join("a" * 40))]).name == ".".join("a" * 40)
+
+
+def test_a_table_another_command_reads_is_named_with_its_command():
+    """An ablation config ([[variant]] tables) given to train or explain: the error says which
+    command reads those tables instead of only listing the allowed keys."""
+    with pytest.raises(ConfigError, match=r"unknown key 'variant' in the top level; .*"
+                       r"\[\[variant\]\] tables are read by dnnlab study ablation only"):
+        from_dict({"variant": [{"name": "wide", "model.width": 64}]})
+    with pytest.raises(ConfigError) as plain:
+        from_dict({"varient": 1})
+    assert "study ablation" not in str(plain.value)

@@ -525,6 +525,12 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+# Top-level tables that one command reads beside the run config (and strips before building it);
+# anywhere else they are unknown keys, and the error says which command they belong to.
+VARIANT_TABLE = "variant"      # [[variant]]: the ablation study's user variants
+COMMAND_TABLES = {VARIANT_TABLE: "dnnlab study ablation"}
+
+
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     """Build section ``cls`` from a raw TOML table: unknown keys fail here, values are checked
     by the section's ``__post_init__`` (:func:`_validate`)."""
@@ -535,8 +541,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = [k for k in raw if k not in fields]
     if unknown:
         where = f"[{prefix}]" if prefix else "the top level"
+        owner = COMMAND_TABLES.get(unknown[0]) if not prefix else None
+        hint = (f" ([[{unknown[0]}]] tables are read by {owner} only: run that, or take them "
+                "out)" if owner else "")
         raise ConfigError(f"unknown key '{_join(prefix, unknown[0])}' in {where}; "
-                          f"allowed: {', '.join(fields)}")
+                          f"allowed: {', '.join(fields)}{hint}")
     kwargs = {}
     for name, value in raw.items():
         tp = hints[name]

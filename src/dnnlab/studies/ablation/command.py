@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from dnnlab.config import ConfigError, RunConfig, flatten, from_dict, read_toml, replace
+from dnnlab.config import VARIANT_TABLE, ConfigError, RunConfig, flatten, from_dict, read_toml, replace
 from dnnlab.errors import DnnlabError
 from dnnlab.studies import common, engine
 from dnnlab.studies.ablation import plan
@@ -48,7 +48,6 @@ from dnnlab.train import resolve_device
 
 HELP = "the exercise's ablation ladder (BN, SELU, alpha/MC dropout, 1cycle) on your config's data"
 DEFAULT_OUT = Path("runs/ablation")
-VARIANT_TABLE = "variant"
 
 
 def user_variants(raw: list[Any], where: str) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
