@@ -287,7 +287,8 @@ def _momentum_numbers(quad_worse: bool, net_worse: bool):
     nets = {"0.9": net(0, 0.162, 0.162, 0.942), "0.99999": net(6, 2.304, 0.611, 0.113)}
     if not net_worse:
         nets["0.99999"] = net(1, 0.121, 0.118, 0.951)
-    return {"quadratic": quad, "net": nets, "quadratic_steps": 3000, "net_epochs": 12}
+    return {"quadratic": quad, "net": nets, "quadratic_steps": 3000, "net_epochs": 12,
+            "data": "mydata.csv"}
 
 
 def test_momentum_verdict_flips_with_the_measurements():
@@ -295,6 +296,7 @@ def test_momentum_verdict_flips_with_the_measurements():
             "002 answer 5 (oscillations, overshooting, slow convergence)"]
     text, confirms, refutes = momentum.verdict(_momentum_numbers(True, True))
     assert text.startswith("It overshoots and oscillates instead of converging: on f = ")
+    assert "on a 3x100 net on mydata.csv (SGD" in text and "MNIST" not in text   # the run's data
     assert "0.9 overshoots the minimum by 53% of the start distance, crosses it 7 times and " \
         "converges in 247 steps" in text
     assert "0.99999 overshoots by 99%, crosses it 95 times and has not converged after 3000 " \
