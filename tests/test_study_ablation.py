@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dnnlab import cli
+from dnnlab.analysis.stats import compare
 from dnnlab.errors import ConfigError
 from dnnlab.studies.ablation import command, run
 from dnnlab.studies.ablation.plan import VARIANTS, variant_config
@@ -135,3 +136,29 @@ def test_a_search_candidate_that_blew_up_does_not_flatten_the_plot():
     calm.plot([1e-5, 1e-4], [1.5, 0.3])
     _cap_outliers(calm)
     assert not [line for line in calm.get_lines() if line.get_marker() == "^"]
+
+
+def test_a_search_whose_best_is_the_end_of_its_grid_says_so():
+    """A kept rate at the end of the grid means the search may have stopped short: results.json,
+    the report's table and the terminal say so; a candidate that diverged does not count as tried."""
+    from dnnlab.studies.ablation.answers import edge_note, grid_edge
+
+    def search(best, losses):
+        return {"best": best, "rows": [{"value": v, "val_loss": l}
+                                       for v, l in zip((1e-4, 1e-3, 1e-2), losses)]}
+    assert grid_edge(search(1e-2, (0.9, 0.5, 0.4))) == "largest"
+    assert grid_edge(search(1e-4, (0.4, 0.5, 0.9))) == "smallest"
+    assert grid_edge(search(1e-3, (0.9, 0.4, 0.5))) is None
+    assert grid_edge(search(1e-3, (0.9, 0.4, None))) == "largest"     # 1e-2 diverged: not tried
+    assert grid_edge(None) is None
+    assert edge_note("largest") == "the largest rate tried: a larger one may be better"
+    results = {"baseline": {"lr": 0.01, "search_edge": "largest", "val_accuracy_mean": 0.9,
+                            "val_accuracy_std": 0.01, "test_accuracy_mean": 0.9,
+                            "test_accuracy_std": 0.01, "best_epoch_mean": 2.0,
+                            "seconds_per_epoch": 0.1, "doctor": None,
+                            "val_vs_baseline": compare([0.9, 0.91], [0.9, 0.91])},
+               "shortened": False, "wall_seconds": 1.0, "device": "cpu",
+               "answers": {k: {"text": k} for k in ("batchnorm", "selu", "mc_dropout")}}
+    text = command.summary_text(results, ["baseline"])
+    assert ("note: baseline's rate 0.01 is the largest rate tried: a larger one may be better "
+            "(the search stopped at its edge)") in text

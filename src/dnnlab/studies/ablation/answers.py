@@ -223,6 +223,27 @@ def mc_dropout_answer(mc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def grid_edge(search: dict[str, Any] | None) -> str | None:
+    """``"largest"`` or ``"smallest"`` when the value a search kept is the end of its grid (of
+    the candidates that trained to a finite loss), else None. A best at the edge means the search
+    may have stopped short: a rate beyond it could be better, and nothing measured says not."""
+    if not search:
+        return None
+    tried = [r["value"] for r in search["rows"] if r["val_loss"] is not None]
+    if len(tried) < 2:
+        return None
+    return ("largest" if search["best"] == max(tried) else
+            "smallest" if search["best"] == min(tried) else None)
+
+
+def edge_note(edge: str | None) -> str:
+    """The report's and the terminal's words for :func:`grid_edge`."""
+    if edge is None:
+        return ""
+    beyond = "larger" if edge == "largest" else "smaller"
+    return f"the {edge} rate tried: a {beyond} one may be better"
+
+
 def _p_text(c: dict[str, Any]) -> str:
     """``paired p = 0.41`` (or why there is no test) for a sentence."""
     return f"{c['test']} p = {c['p']:.2g}" if c["p"] is not None else "no test: under 2 seeds"

@@ -40,7 +40,7 @@ from dnnlab.config import VARIANT_TABLE, ConfigError, RunConfig, flatten, from_d
 from dnnlab.errors import DnnlabError
 from dnnlab.studies import common, engine
 from dnnlab.studies.ablation import plan
-from dnnlab.studies.ablation.answers import batchnorm_answer, mc_dropout_answer, selu_answer
+from dnnlab.studies.ablation.answers import batchnorm_answer, edge_note, mc_dropout_answer, selu_answer
 from dnnlab.studies.ablation.plan import LADDER, VARIANTS, Protocol
 from dnnlab.studies.ablation.report import Book, build_results, doctor_text, variant_names, write_report
 from dnnlab.studies.ablation.stages import Setup, data, stages
@@ -190,6 +190,11 @@ def summary_text(results: dict[str, Any], names: list[str], book: Book | None = 
         cells += [f"{r['best_epoch_mean']:>7.1f}",
                   f"{spe if spe is not None else float('nan'):>8.2f} ", doctor_text(r["doctor"])]
         lines.append(" ".join(cells))
+    for name in names:
+        note = edge_note(results[name].get("search_edge"))
+        if note and name != "mc_dropout":            # mc_dropout reuses alpha_dropout's models
+            lines.append(f"note: {name}'s rate {results[name]['lr']:.3g} is {note} (the search "
+                         "stopped at its edge)")
     if results["shortened"] and book:
         lines.append(f"(shortened run: at most {results['max_epochs']} epochs, patience "
                      f"{results['patience']}; the book's protocol is 100 and 20)")

@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from dnnlab.analysis.stats import NOISE_LEVEL, compare
 from dnnlab.report import Page, learning_curves, line_plot
 from dnnlab.studies import common
-from dnnlab.studies.ablation.answers import comparison_text, mean_std
+from dnnlab.studies.ablation.answers import comparison_text, edge_note, grid_edge, mean_std
 from dnnlab.studies.ablation.plan import ONECYCLE_PEAKS, TITLES, TRAINED, VARIANTS, Protocol
 
 Book = dict[str, tuple[float, float]]     # variant -> the book's validation accuracy (low, high)
@@ -64,6 +64,7 @@ def build_results(stages: dict[str, Any], answers: dict[str, Any], proto: Protoc
             results[name]["dropout"] = rec["dropout"]
         if name == "one_cycle":
             results[name]["optimizer"] = "sgd"
+        results[name]["search_edge"] = grid_edge(rec.get("search"))
     mc, alpha = answers["mc_dropout"], results["alpha_dropout"]
     per = stages["mc_dropout"]["per_seed"]
     mc_val = mean_std([s["val"]["mc"]["accuracy"] for s in per])
@@ -75,7 +76,7 @@ def build_results(stages: dict[str, Any], answers: dict[str, Any], proto: Protoc
         "best_epoch_mean": alpha["best_epoch_mean"], "seconds_per_epoch": alpha["seconds_per_epoch"],
         "engine_seconds_per_epoch": alpha["engine_seconds_per_epoch"],
         "models_at_once": alpha["models_at_once"], "seeds": alpha["seeds"],
-        "n_samples": mc["n_samples"],
+        "search_edge": alpha["search_edge"], "n_samples": mc["n_samples"],
         "plain_val_accuracy_mean": mc["val_plain_accuracy"],
         "plain_test_accuracy_mean": mc["test_plain_accuracy"],
         "entropy": {"mc": mc["val_mc_entropy"], "plain": mc["val_plain_entropy"]},
@@ -370,7 +371,8 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
                     "peaks " + ", ".join(f"{r['value']:.3g}" for r in s["rows"]))
         rows.append({"variant": name, "chosen lr": results[name]["lr"], "searched": searched,
                      "finder suggestion (min / 10)": f["suggestion"],
-                     "finder min-loss lr": f["min_lr"]})
+                     "finder min-loss lr": f["min_lr"],
+                     "note": edge_note(results[name]["search_edge"])})
     page.table(rows, formats={"chosen lr": ".3g", "finder suggestion (min / 10)": ".3g",
                               "finder min-loss lr": ".3g"})
     oc = stages["one_cycle"].get("search")
