@@ -288,3 +288,25 @@ def test_groups_that_share_their_data_load_it_once(tiny_cfg, tmp_path, monkeypat
     cfg = replace(tiny_cfg, **{"train.epochs": 1, "data.valid_size": 100})
     sweep(cfg, ["model.width=8,16", "data.limit=300,400"], out=tmp_path / "sw", progress=False)
     assert sorted(loads) == [300, 400]
+
+
+def test_a_best_at_the_end_of_a_numeric_axis_gets_a_note(tiny, tiny_cfg, tmp_path, monkeypatch):
+    """The best variant's value is the largest (or smallest) of an axis of 3 or more numbers: the
+    sweep may have stopped short, and summary.csv, the table and the report say so. Two values
+    or a non-numeric axis: no note."""
+    from dnnlab.runs.sweep import edge_notes
+    axes = [("optim.lr", [1e-4, 1e-3, 1e-2]), ("model.width", [8, 16]),
+            ("model.activation", ["relu", "elu", "selu"])]
+    assert edge_notes({"optim.lr": 1e-2, "model.width": 16, "model.activation": "selu"}, axes) == [
+        "the best variant's optim.lr = 0.01 is the largest value swept: a larger one may do better"]
+    assert edge_notes({"optim.lr": 1e-4}, axes)[0].startswith(
+        "the best variant's optim.lr = 0.0001 is the smallest value swept")
+    assert edge_notes({"optim.lr": 1e-3}, axes) == []
+    import dnnlab.data as data_mod
+    monkeypatch.setattr(data_mod, "load_from_config", lambda cfg, **kw: tiny)
+    cfg = replace(tiny_cfg, **{"train.epochs": 2})
+    out = sweep(cfg, ["optim.lr=1e-7,1e-6,1e-2"], out=tmp_path / "sw", progress=False)
+    best = _csv(out / "summary.csv")[0]
+    assert best["variant"] == "lr=0.01" and "is the largest value swept" in best["note"]
+    assert "note: the best variant's optim.lr = 0.01 is the largest" in format_table(out)
+    assert "is the largest value swept" in (out / "report.html").read_text()

@@ -108,7 +108,8 @@ def report_sweep(out: Path, variants: list[dict[str, Any]], runs: list[dict[str,
         text = (f"Best: {best['variant']} (mean best validation loss "
                 f"{pm(best[f'{ranked_by}_mean'], best[f'{ranked_by}_std'], 1, 4)}). "
                 f"Worse beyond seed noise: {', '.join(beyond) or 'none'}. "
-                f"Within noise of the best: {', '.join(within) or 'none'}.")
+                f"Within noise of the best: {', '.join(within) or 'none'}."
+                + (f" Note: {best['note']}." if best.get("note") else ""))
         page.verdict(text, ok=None)
     page.paragraph(
         f"Each number is the mean ± sample std (ddof=1) over the seeds that trained; the 95% CI is "

@@ -198,10 +198,29 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         with rundir.hold(out, "sweep folder"):
             rows = [row for members in groups.values()
                     for row in _train_group(cfg, members, out, progress, load)]
-            _finish(out, rows)
+            _finish(out, rows, combos, _axes(axes))
         return out
-    _finish(out, _shared(cfg, groups, out, progress, storage, f"dnnlab-sweep-{sid}", grace, load))
+    _finish(out, _shared(cfg, groups, out, progress, storage, f"dnnlab-sweep-{sid}", grace, load),
+            combos, _axes(axes))
     return out
+
+
+def edge_notes(best: dict[str, Any], axes: list[tuple[str, list[Any]]]) -> list[str]:
+    """For each numeric axis of 3 or more values, a note when the best variant's value is its
+    largest or smallest: the sweep may have stopped short of a better value, and nothing it
+    measured says otherwise. (With 2 values one of them is always an end: no note.)"""
+    notes = []
+    for key, values in axes:
+        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numeric) < 3 or len(numeric) != len(values) or key not in best:
+            continue
+        end = ("largest" if best[key] == max(numeric) else
+               "smallest" if best[key] == min(numeric) else None)
+        if end:
+            beyond = "larger" if end == "largest" else "smaller"
+            notes.append(f"the best variant's {key} = {best[key]} is the {end} value swept: a "
+                         f"{beyond} one may do better")
+    return notes
 
 
 def _shared(cfg: RunConfig, groups: dict[str, Members], out: Path, progress: bool, storage: str,
@@ -317,7 +336,7 @@ RUN_COLUMNS = ("run", "variant", "seed", "status", "best_epoch", "best_val_loss"
 METRICS = ("best_val_loss", "best_val_accuracy", "test_accuracy")
 SUMMARY_COLUMNS = ("variant", "seeds", "failed",
                    *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci95_low", "ci95_high")),
-                   "seconds_per_epoch_per_model", "welch_p_vs_best", "vs_best")
+                   "seconds_per_epoch_per_model", "welch_p_vs_best", "vs_best", "note")
 RANKED_BY = "best_val_loss"
 
 
@@ -399,10 +418,15 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _finish(out: Path, rows: list[dict[str, Any]]) -> None:
+def _finish(out: Path, rows: list[dict[str, Any]], combos: list[dict[str, Any]],
+            axes: list[tuple[str, list[Any]]]) -> None:
     """runs.csv, summary.csv and the report, from every row; the curves from the run
-    directories present here (another machine's are elsewhere)."""
+    directories present here (another machine's are elsewhere). The best variant's row carries
+    :func:`edge_notes` in its ``note`` column."""
     variants = aggregate(rows)
+    if variants and variants[0]["vs_best"] == "best":
+        best = {variant_label(c): c for c in combos}.get(variants[0]["variant"], {})
+        variants[0]["note"] = "; ".join(edge_notes(best, axes))
     order = {v["variant"]: i for i, v in enumerate(variants)}
     rows = sorted(rows, key=lambda r: (order[r["variant"]], r["seed"]))
     _write_csv(out / "runs.csv", RUN_COLUMNS, rows)
@@ -453,6 +477,7 @@ def format_table(out: Path) -> str:
             f"{pm(num(v, 'best_val_accuracy_mean'), num(v, 'best_val_accuracy_std')):>13}  "
             f"{pm(num(v, 'test_accuracy_mean'), num(v, 'test_accuracy_std')):>13}  "
             f"{'-' if spe is None else format(spe, '.3f'):>13}  {verdict}")
+    lines += [f"note: {v['note']}" for v in variants if v.get("note")]
     failed = [r for r in runs if r["status"] == "failed"]
     if failed:
         lines.append(f"failed runs ({len(failed)}):")
