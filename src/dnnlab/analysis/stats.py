@@ -175,7 +175,7 @@ def hidden_stats(stats: list[dict]) -> list[dict]:
 # purpose: the Student t distribution is all that is needed, and it is not worth scipy as a
 # dependency.
 
-NOISE_LEVEL = 0.05   # two means differ beyond seed noise when Welch's two-sided p is below this
+NOISE_LEVEL = 0.05   # two means differ beyond seed noise when the test's two-sided p is below this
 
 
 def _finite(values: Iterable[float | None]) -> list[float]:
@@ -358,3 +358,13 @@ def compare(a: Iterable[float | None], b: Iterable[float | None], *,
     t, _, p = result
     return {"difference": diff, "t": t if math.isfinite(t) else None, "p": p,
             "beyond_noise": p < NOISE_LEVEL, "test": kind}
+
+
+def grid_end(best: float, values: Iterable[float]) -> str | None:
+    """``"largest"`` or ``"smallest"`` when ``best`` is that end of a grid of 3 or more distinct
+    values, else None: a search or sweep whose best is an end may have stopped short of a better
+    value, and nothing it measured says otherwise (of 2 values one is always an end)."""
+    grid = sorted(set(values))
+    if len(grid) < 3:
+        return None
+    return "largest" if best == grid[-1] else "smallest" if best == grid[0] else None

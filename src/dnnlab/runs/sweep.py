@@ -49,7 +49,7 @@ from optuna.trial import TrialState
 from dnnlab import config as config_mod
 from dnnlab import data as datasets  # called through the module, so tests can stand in data
 from dnnlab import io, rundir
-from dnnlab.analysis.stats import compare, mean_interval, mean_std, pm
+from dnnlab.analysis.stats import compare, grid_end, mean_interval, mean_std, pm
 from dnnlab.config import PER_MODEL_KEYS, RunConfig, group_key
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.report.runs import read_metrics
@@ -206,16 +206,14 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
 
 
 def edge_notes(best: dict[str, Any], axes: list[tuple[str, list[Any]]]) -> list[str]:
-    """For each numeric axis of 3 or more values, a note when the best variant's value is its
-    largest or smallest: the sweep may have stopped short of a better value, and nothing it
-    measured says otherwise. (With 2 values one of them is always an end: no note.)"""
+    """For each numeric axis, a note when the best variant's value is its largest or smallest
+    (:func:`dnnlab.analysis.stats.grid_end`): the sweep may have stopped short."""
     notes = []
     for key, values in axes:
-        numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if len(numeric) < 3 or len(numeric) != len(values) or key not in best:
+        if key not in best or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      for v in values):
             continue
-        end = ("largest" if best[key] == max(numeric) else
-               "smallest" if best[key] == min(numeric) else None)
+        end = grid_end(best[key], values)
         if end:
             beyond = "larger" if end == "largest" else "smaller"
             notes.append(f"the best variant's {key} = {best[key]} is the {end} value swept: a "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from dnnlab.analysis.stats import compare, mean_std, pm
+from dnnlab.analysis.stats import compare, grid_end, mean_std, pm
 from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes, settle_layer
 
 # Whether the SELU net self-normalizes is the doctor's judgement (one judgement for dnnlab doctor,
@@ -224,16 +224,11 @@ def mc_dropout_answer(mc: dict[str, Any]) -> dict[str, Any]:
 
 
 def grid_edge(search: dict[str, Any] | None) -> str | None:
-    """``"largest"`` or ``"smallest"`` when the value a search kept is the end of its grid (of
-    the candidates that trained to a finite loss), else None. A best at the edge means the search
-    may have stopped short: a rate beyond it could be better, and nothing measured says not."""
+    """:func:`~dnnlab.analysis.stats.grid_end` of the value a search kept, among every candidate
+    it tried (one that diverged was tried: it says a value past it is no better)."""
     if not search:
         return None
-    tried = [r["value"] for r in search["rows"] if r["val_loss"] is not None]
-    if len(tried) < 2:
-        return None
-    return ("largest" if search["best"] == max(tried) else
-            "smallest" if search["best"] == min(tried) else None)
+    return grid_end(search["best"], [r["value"] for r in search["rows"]])
 
 
 def edge_note(edge: str | None) -> str:
