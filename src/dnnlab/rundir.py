@@ -86,6 +86,20 @@ def child(parent: str | Path, name: str) -> Path:
     return Path(parent) / safe_name(name)
 
 
+def run_file(run_dir: str | Path, name: str, error: type[DnnlabError] = DnnlabError,
+             hint: str = "pass a folder 'dnnlab train' printed") -> Path:
+    """``run_dir / name``, or ``error`` saying which is missing: the folder, or the file in it
+    (the one check of every command that reads a run: report, doctor, prune, resume)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise error(f"run directory {run_dir} does not exist; {hint}")
+    path = run_dir / name
+    if not path.is_file():
+        raise error(f"{run_dir}: {name} is missing, and a run directory with no {name} cannot be "
+                    f"read; {hint}")
+    return path
+
+
 def make_dir(path: str | Path, what: str = "output folder") -> Path:
     """Create ``path`` (and its parents); an OS refusal becomes one line naming the path."""
     path = Path(path)

@@ -2,21 +2,16 @@
 
 Registered by :mod:`dnnlab.cli` through ``_extra_commands``; the work is
 :func:`dnnlab.analysis.sparsity.prune_run`. The run directory is held while pruning writes into it
-(:func:`dnnlab.rundir.hold`: not while it trains), and its files are checked first
-(:func:`check_run`), so a damaged or mismatched run is one line naming the file.
+(:func:`dnnlab.rundir.hold`: not while it trains); ``prune_run`` checks its files first, so a
+damaged or mismatched run is one line naming the file.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 from dnnlab import rundir
 from dnnlab.analysis.sparsity import prune_run
 from dnnlab.cli_common import with_flags, with_threads
-from dnnlab.config import DATASET_SHAPES, FIXED_SHAPE_DATASETS, ModelConfig, load_config
 from dnnlab.errors import DnnlabError
-from dnnlab.train import checkpoint as ckpt
 
 
 def _pct(x: float) -> str:
@@ -31,35 +26,7 @@ def _line(name: str, scores: dict[str, float]) -> str:
     return "  ".join(parts)
 
 
-def check_run(run_dir: str | Path) -> None:
-    """Check a finished run before pruning it: its config.toml is valid, model.safetensors is
-    intact (checksum, shapes: :func:`ckpt.load_model`) and describes the model and the number of
-    input features that the config does."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DnnlabError(f"run directory {run_dir} does not exist; pass a folder 'dnnlab train' "
-                          "printed")
-    for name in ("config.toml", "model.safetensors"):
-        if not (run_dir / name).is_file():
-            raise DnnlabError(f"{run_dir} has no {name}; pass a run directory that 'dnnlab train' "
-                              "finished (it prints the folder at the end)")
-    cfg = load_config(run_dir / "config.toml")
-    path = run_dir / "model.safetensors"
-    model = ckpt.load_model(path)
-    if dataclasses.asdict(model.config) != dataclasses.asdict(ModelConfig(**dataclasses.asdict(cfg.model))):
-        raise DnnlabError(f"{path} holds another model than {run_dir / 'config.toml'} describes; "
-                          "one of them was edited or replaced")
-    features = DATASET_SHAPES[cfg.data.name][0] if cfg.data.name in FIXED_SHAPE_DATASETS else None
-    if features is not None and model.in_features != features:
-        raise DnnlabError(f"{path} takes {model.in_features} input features but {cfg.data.name} "
-                          f"has {features}; the run's files do not belong together")
-    if cfg.data.classes and len(cfg.data.classes) != model.n_classes:
-        raise DnnlabError(f"{path} has {model.n_classes} outputs but data.classes has "
-                          f"{len(cfg.data.classes)} classes; the run's files do not belong together")
-
-
 def cmd_prune(args) -> int:
-    check_run(args.run_dir)
     with rundir.hold(args.run_dir, wait="prune it when its training has ended"):
         try:
             report = prune_run(args.run_dir, args.sparsity, args.epochs, data_dir=args.data_dir,

@@ -27,6 +27,7 @@ first and third need; L1 and FTRL are plain config settings of :func:`dnnlab.tra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -38,8 +39,8 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from dnnlab import data as datasets
-from dnnlab import io
-from dnnlab.config import load_config, replace
+from dnnlab import io, rundir
+from dnnlab.config import DATASET_SHAPES, FIXED_SHAPE_DATASETS, ModelConfig, RunConfig, load_config, replace
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train import evaluate, fit, resolve_device
@@ -290,6 +291,21 @@ def _label(target: float) -> str:
     return f"pruned-{target:g}"
 
 
+def check_belongs(model: nn.Module, cfg: RunConfig, model_path: Path, config_path: Path) -> None:
+    """Refuse a run whose model.safetensors is not the model its config.toml describes (one of
+    them edited or replaced): another architecture, input width or number of classes."""
+    if dataclasses.asdict(model.config) != dataclasses.asdict(ModelConfig(**dataclasses.asdict(cfg.model))):
+        raise DnnlabError(f"{model_path} holds another model than {config_path} describes; "
+                          "one of them was edited or replaced")
+    features = DATASET_SHAPES[cfg.data.name][0] if cfg.data.name in FIXED_SHAPE_DATASETS else None
+    if features is not None and model.in_features != features:
+        raise DnnlabError(f"{model_path} takes {model.in_features} input features but "
+                          f"{cfg.data.name} has {features}; the run's files do not belong together")
+    if cfg.data.classes and len(cfg.data.classes) != model.n_classes:
+        raise DnnlabError(f"{model_path} has {model.n_classes} outputs but data.classes has "
+                          f"{len(cfg.data.classes)} classes; the run's files do not belong together")
+
+
 def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
               data_dir: str | None = None, device: str | None = None, lr: float | None = None,
               progress: bool = True) -> dict[str, Any]:
@@ -304,12 +320,13 @@ def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
     if finetune_epochs < 0:
         raise DnnlabError(f"--epochs {finetune_epochs}: the number of fine-tuning epochs must be >= 0")
     run_dir = Path(run_dir)
-    for name in ("config.toml", "model.safetensors"):
-        if not (run_dir / name).is_file():
-            raise DnnlabError(f"{run_dir} has no {name}; pass a run directory that 'dnnlab train' "
-                              "finished (it prints the folder at the end)")
+    hint = "pass a run directory that 'dnnlab train' finished (it prints the folder at the end)"
+    config_path = rundir.run_file(run_dir, "config.toml", hint=hint)
+    model_path = rundir.run_file(run_dir, "model.safetensors", hint=hint)
     t0 = time.perf_counter()
-    cfg = load_config(run_dir / "config.toml")
+    cfg = load_config(config_path)
+    model = load_model(model_path)                     # checksum and shapes, on the CPU first
+    check_belongs(model, cfg, model_path, config_path)
     changes: dict[str, Any] = {"train.progress": progress}
     if data_dir is not None:
         changes["data.data_dir"] = data_dir
@@ -320,7 +337,7 @@ def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
     cfg = replace(cfg, **changes)
     data = datasets.load_from_config(cfg.data, progress=progress)   # via the package: patchable
     dev = resolve_device(cfg.train.device)
-    model = load_model(run_dir / "model.safetensors", dev)
+    model = model.to(dev)
     tensors = to_device(data, dev)
 
     def scores() -> dict[str, float]:

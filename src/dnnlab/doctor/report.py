@@ -14,6 +14,7 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from dnnlab import rundir
 from dnnlab.config import RunConfig, load_config
 from dnnlab.doctor.diagnose import Diagnosis, diagnose, epochs_recorded, hidden_at
 from dnnlab.doctor.record import LAYERS_CSV, read_layers
@@ -46,16 +47,12 @@ class Examination:
 def load_run(run_dir: str | Path) -> tuple[list[dict], dict, RunConfig, str, str]:
     """(records, history, config, status, message) of a run directory."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DnnlabError(f"{run_dir} is not a directory; pass a run directory (or a CONFIG.toml "
-                          "to run a short probe)")
-    if not (run_dir / "config.toml").is_file():
-        raise DnnlabError(f"{run_dir} is not a run directory (no config.toml); pass a folder "
-                          "written by 'dnnlab train'")
+    config = rundir.run_file(run_dir, "config.toml", hint="pass a folder 'dnnlab train' printed "
+                             "(or a CONFIG.toml to run a short probe)")
     if not (run_dir / LAYERS_CSV).is_file():
         raise DnnlabError(f"{run_dir} has no {LAYERS_CSV}: it was trained without layer "
                           "recording; run 'dnnlab doctor CONFIG.toml' to probe its config")
-    cfg = load_config(run_dir / "config.toml")
+    cfg = load_config(config)
     records = read_layers(run_dir / LAYERS_CSV)
     history = read_metrics(run_dir) if (run_dir / "metrics.csv").is_file() else {}
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}

@@ -35,23 +35,10 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
 MAX_METRICS_BYTES = 64 * 2**20
 
 
-def _run_file(run_dir: str | Path, name: str) -> Path:
-    """The path of ``name`` in ``run_dir``, or an error saying which of the two is missing."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DnnlabError(f"run directory {run_dir} does not exist; pass a directory written by "
-                          "`dnnlab train`")
-    path = run_dir / name
-    if not path.is_file():
-        raise DnnlabError(f"{run_dir} is not a run directory: {name} is missing; "
-                          "pass a directory written by `dnnlab train`")
-    return path
-
-
 def read_metrics(run_dir: str | Path) -> dict[str, list[float]]:
     """The columns of ``metrics.csv`` as float lists; empty cells (a metric not measured that
     epoch) become NaN so every column has one entry per epoch."""
-    path = _run_file(run_dir, "metrics.csv")
+    path = rundir.run_file(run_dir, "metrics.csv")
     try:
         if path.stat().st_size > MAX_METRICS_BYTES:
             raise DnnlabError(f"{path} is larger than {MAX_METRICS_BYTES >> 20} MiB; it is not a "
@@ -96,7 +83,7 @@ def read_summary(run_dir: str | Path) -> dict:
 
     A "running" status whose run no live process holds becomes "interrupted".
     """
-    path = _run_file(run_dir, "summary.json")
+    path = rundir.run_file(run_dir, "summary.json")
     summary = read_json(path)
     if not isinstance(summary, dict):
         raise DnnlabError(f"{path} is not a JSON object; the file is damaged")

@@ -36,9 +36,8 @@ def default_run_dir(cfg: RunConfig, root: str | Path = "runs") -> Path:
 
 
 def _run_dir_of(run_dir: Path) -> Path:
-    if not (run_dir / "config.toml").is_file():
-        raise ResumeRefused(f"--resume {run_dir}: not a run directory (no config.toml); pass the "
-                            "folder a previous 'dnnlab train' printed")
+    rundir.run_file(run_dir, "config.toml", ResumeRefused,
+                    "--resume takes the folder a previous 'dnnlab train' printed")
     if not (run_dir / LAST).is_file():
         raise ResumeRefused(f"--resume {run_dir}: it has no checkpoint to resume from ({LAST}); "
                             "start it anew without --resume")
