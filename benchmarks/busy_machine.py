@@ -131,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = common.parse(p, argv, worker)
     if args is None:                                # this process was a worker
         return 0
-    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = [w for w in workloads if w not in WORKLOADS]
-    if unknown:
-        p.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
+    workloads = common.choose(p, args.workloads, WORKLOADS, "workload")
     import torch  # the parent only reads the versions
 
     from dnnlab.train import threads as policy

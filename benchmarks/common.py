@@ -225,6 +225,15 @@ def save_results(args, benchmark: str, info: dict, **fields) -> Path:
     return out
 
 
+def choose(p: argparse.ArgumentParser, text: str, allowed, what: str) -> list[str]:
+    """The comma-separated names in ``text``, each one of ``allowed`` (else a usage error)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        p.error(f"unknown {what} {unknown[0]!r}; choose from {', '.join(allowed)}")
+    return names
+
+
 def parser(doc: str, script: str, extra) -> argparse.ArgumentParser:
     """The options both benchmarks share, with ``extra(p)`` adding the script's own after
     ``--device``; ``parse`` then applies ``--quick``."""

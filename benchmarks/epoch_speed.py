@@ -114,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = common.parse(p, argv, worker)
     if args is None:                                # this process was a worker
         return 0
-    names = [n.strip() for n in args.peers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONTENDERS]
-    if unknown:
-        p.error(f"unknown peer {unknown[0]!r}; choose from {', '.join(CONTENDERS)}")
+    names = common.choose(p, args.peers, CONTENDERS, "peer")
     info = common.machine(args.device, args.threads)
     print(f"machine: {info['cpu']} ({info['cpu_count']} CPUs), {args.threads} threads, "
           f"torch {info['torch']}" + (f", GPU {info['gpu']}" if "gpu" in info else ""))
