@@ -175,11 +175,22 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
     assert all(ran), ran                                           # both workers took part
 
 
-# Each process waits for the same moment, then opens the storage: on an empty database they all
-# find no tables and race to create Optuna's schema.
+# Each process waits for the same moment, then opens the storage. Alembic checks whether its
+# version table exists, then creates it. A pause between the two (injected here), longer for each
+# later process, makes every process find no table and all but the first create it after the
+# first has committed it: "relation ... already exists", every time, as CI met it by chance.
 OPEN_AT = """
 import sys, time
+import sqlalchemy
+import alembic.runtime.migration as migration
 from dnnlab.storage import open_storage
+
+def ensure_slowly(self, purge=False):
+    exists = sqlalchemy.inspect(self.connection).has_table(self._version.name)
+    time.sleep(0.3 + 0.8 * int(sys.argv[3]))
+    if not exists:
+        self._version.create(self.connection)
+migration.MigrationContext._ensure_version_table = ensure_slowly
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 open_storage(sys.argv[1])
 """
@@ -191,19 +202,18 @@ def test_workers_opening_an_empty_postgresql_database_at_once(postgres_url):
     import psycopg2
     host = postgres_url.rsplit("/", 1)[0]
     port = int(host.rsplit(":", 1)[1])
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE DATABASE race")
+    conn.close()
+    at = time.time() + 5.0
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, f"{host}/race", str(at), str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(4)]
     failures = []
-    for round_ in range(3):
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE race{round_}")
-        conn.close()
-        at = time.time() + 5.0
-        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, f"{host}/race{round_}", str(at)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for _ in range(8)]
-        for p in procs:
-            out, _ = p.communicate(timeout=120)
-            if p.returncode != 0:
-                failures.append(out[-600:])
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        if p.returncode != 0:
+            failures.append(out[-600:])
     assert not failures, failures[0]
