@@ -308,11 +308,9 @@ def _differences(a: Iterable[float | None], b: Iterable[float | None]) -> list[f
             and math.isfinite(float(x)) and math.isfinite(float(y))]
 
 
-def paired_t(a: Iterable[float | None], b: Iterable[float | None]) -> tuple[float, float, float] | None:
-    """The paired t-test of mean(a - b) over pairs (a[i], b[i]): (t, degrees of freedom, two-sided
-    p). A pair with a None or non-finite side is left out; None under 2 pairs. Differences with no
-    spread: p is 1 for a zero mean, 0 otherwise."""
-    d = _differences(a, b)
+def _one_sample_t(d: list[float]) -> tuple[float, float, float] | None:
+    """The t-test of mean(d) = 0 (on paired differences: the paired t-test): (t, n - 1,
+    two-sided p); None under 2 values; no spread: p is 1 for a zero mean, 0 otherwise."""
     if len(d) < 2:
         return None
     mean, sd = statistics.fmean(d), statistics.stdev(d)
@@ -337,7 +335,7 @@ def compare(a: Iterable[float | None], b: Iterable[float | None], *,
     * ``"paired"`` (``paired=True``): ``a[i]`` and ``b[i]`` share seed ``i`` (the same trained
       model measured two ways, as MC Dropout against plain inference, or two variants whose
       every draw but one is the same); the test is on the per-seed differences
-      (:func:`paired_t`), which removes the spread between seeds that both sides share.
+      (the paired t-test), which removes the spread between seeds that both sides share.
 
     ``t`` is None where there is no spread (it would be infinite); ``p`` and ``beyond_noise`` are
     None with under 2 values (pairs) to test, and everything is None when a side has none.
@@ -352,7 +350,7 @@ def compare(a: Iterable[float | None], b: Iterable[float | None], *,
     if not xa or not xb or (paired and not pairs):
         return {"difference": None, "t": None, "p": None, "beyond_noise": None, "test": kind}
     diff = statistics.fmean(pairs) if paired else statistics.fmean(xa) - statistics.fmean(xb)
-    result = paired_t(a, b) if paired else welch(xa, xb)
+    result = _one_sample_t(pairs) if paired else welch(xa, xb)
     if result is None:
         return {"difference": diff, "t": None, "p": None, "beyond_noise": None, "test": kind}
     t, _, p = result
