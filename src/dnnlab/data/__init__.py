@@ -55,7 +55,7 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, classes: list
     problem = source_problem(name, path, label)
     if problem:
         raise DataError(problem)
-    if path is not None:     # name == FILE (checked above)
+    if path is not None:     # name is FILE_DATASET (source_problem checked it)
         return load_file(path, label=label, **options)
     if name == GENERATED:
         return load_synthetic(**options)

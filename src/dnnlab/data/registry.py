@@ -91,9 +91,8 @@ SPECS: dict[str, Spec] = {
 }
 
 GENERATED = "synthetic"
-FILE = FILE_DATASET  # the user's own .npz, .csv or .parquet (dnnlab.data.files)
 NAMES = DATASETS  # the config's one list; every name but these two has a Spec here
-if set(SPECS) | {GENERATED, FILE} != set(NAMES):
+if set(SPECS) | {GENERATED, FILE_DATASET} != set(NAMES):   # FILE_DATASET: dnnlab.data.files
     raise ImportError(f"dnnlab.data.registry: the specs {sorted(SPECS)} do not match "
                       f"config.DATASETS {NAMES}")
 
