@@ -33,6 +33,10 @@ def test_prune_command_user_errors(with_prune, tmp_path, capsys):
     assert cli.main(["prune", str(tmp_path), "--sparsity", "0.5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dnnlab: error:") and "config.toml" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []                     # refused: no lock file left behind
+    missing = tmp_path / "no-such-run"
+    assert cli.main(["prune", str(missing), "--sparsity", "0.5"]) == 2
+    assert "does not exist" in capsys.readouterr().err and not missing.exists()   # not created
     with pytest.raises(SystemExit) as e:
         cli.main(["prune", str(tmp_path)])
     assert e.value.code == 2

@@ -9,7 +9,7 @@ damaged or mismatched run is one line naming the file.
 from __future__ import annotations
 
 from dnnlab import rundir
-from dnnlab.analysis.sparsity import prune_run
+from dnnlab.analysis.sparsity import prune_run, run_files
 from dnnlab.cli_common import with_flags, with_threads
 from dnnlab.errors import DnnlabError
 
@@ -27,6 +27,7 @@ def _line(name: str, scores: dict[str, float]) -> str:
 
 
 def cmd_prune(args) -> int:
+    run_files(args.run_dir)          # before hold, which would create a missing folder
     with rundir.hold(args.run_dir, wait="prune it when its training has ended"):
         try:
             report = prune_run(args.run_dir, args.sparsity, args.epochs, data_dir=args.data_dir,

@@ -291,6 +291,15 @@ def _label(target: float) -> str:
     return f"pruned-{target:g}"
 
 
+def run_files(run_dir: str | Path) -> tuple[Path, Path]:
+    """(config.toml, model.safetensors) of a finished run, or one line saying which is missing.
+    Checked before anything touches the folder: ``dnnlab prune`` calls it before it holds (and so
+    creates) the run directory."""
+    hint = "pass a run directory that 'dnnlab train' finished (it prints the folder at the end)"
+    return (rundir.run_file(run_dir, "config.toml", hint=hint),
+            rundir.run_file(run_dir, "model.safetensors", hint=hint))
+
+
 def check_belongs(model: nn.Module, cfg: RunConfig, model_path: Path, config_path: Path) -> None:
     """Refuse a run whose model.safetensors is not the model its config.toml describes (one of
     them edited or replaced): another architecture, input width or number of classes."""
@@ -320,9 +329,7 @@ def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
     if finetune_epochs < 0:
         raise DnnlabError(f"--epochs {finetune_epochs}: the number of fine-tuning epochs must be >= 0")
     run_dir = Path(run_dir)
-    hint = "pass a run directory that 'dnnlab train' finished (it prints the folder at the end)"
-    config_path = rundir.run_file(run_dir, "config.toml", hint=hint)
-    model_path = rundir.run_file(run_dir, "model.safetensors", hint=hint)
+    config_path, model_path = run_files(run_dir)
     t0 = time.perf_counter()
     cfg = load_config(config_path)
     model = load_model(model_path)                     # checksum and shapes, on the CPU first
