@@ -308,3 +308,51 @@ def test_a_stack_shares_one_ftrl_power():
     hypers = hypers_of([OptimConfig(name="ftrl"), OptimConfig(name="ftrl", lr_power=-1.0)])
     with pytest.raises(ConfigError, match="lr_power must be the same for every model"):
         FlatOptimizer("ftrl", p, g, hypers)
+
+
+def test_the_config_and_the_registry_name_the_same_optimizers():
+    """config.OPTIMIZERS (torch-free, below the optimizers) lists exactly the registered records,
+    in order: an optimizer added to one and not the other fails here."""
+    from dnnlab import config
+    from dnnlab.optim.flat import OPTIMIZERS as RECORDS
+    assert tuple(RECORDS) == config.OPTIMIZERS
+    assert {n for n, r in RECORDS.items() if r.uses_eps} == {
+        "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw"}
+
+
+def test_an_optimizer_is_one_record():
+    """ARCHITECTURE.md's worked example: a new rule (signSGD with a per-model momentum and a host
+    counter) is one OptimInfo; FlatOptimizer steps it, saves and compacts its state, with no
+    other change. A second record of one name is refused."""
+    from dnnlab.optim import flat
+
+    def rule(p, g, s, k, c, tmp, nesterov, power):
+        buf = s["momentum_buffer"].mul_(k["momentum"]).add_(g)
+        p.addcmul_(torch.sign(buf), c[0])
+
+    info = flat.OptimInfo(
+        "signsgd", rule, uses_eps=False,
+        state=lambda h, p: ({"momentum_buffer": torch.zeros_like(p)},
+                            {"momentum": flat._col(h["momentum"], p)}),
+        coefficients=lambda h, lrs, steps, momenta, host: [-lrs],
+        host=lambda h: {"calls": np.zeros(len(h["lr"]))})
+    flat.register(info)
+    try:
+        with pytest.raises(ValueError, match="registered twice"):
+            flat.register(info)
+        cfgs = [OptimConfig(lr=0.1, momentum=0.0), OptimConfig(lr=0.2, momentum=0.5),
+                OptimConfig(lr=0.3, momentum=0.9)]
+        p0 = torch.randn(3, N, dtype=torch.float64)
+        grads = torch.randn(3, 3, N, dtype=torch.float64)
+        p, opt = _run_flat("signsgd", cfgs, p0, grads, dtype=torch.float64)
+        for i, c in enumerate(cfgs):                     # the rule by hand, model by model
+            w, m = p0[i].clone(), torch.zeros(N, dtype=torch.float64)
+            for g in grads[:, i]:
+                m = c.momentum * m + g
+                w = w - c.lr * torch.sign(m)
+            torch.testing.assert_close(p[i], w, rtol=0, atol=1e-12)
+        assert set(opt.state_tensors()) == {"momentum_buffer", "t", "calls"}
+        opt.select_(torch.tensor([2]), p[2:].clone(), torch.zeros(1, N, dtype=torch.float64))
+        assert opt.k["momentum"].flatten().tolist() == [0.9] and opt.host["calls"].shape == (1,)
+    finally:
+        del flat.OPTIMIZERS["signsgd"]

@@ -55,6 +55,9 @@ INITIALIZERS = ("glorot_normal", "glorot_uniform", "glorot_truncated_normal",
                 "he_normal", "he_uniform", "he_truncated_normal",
                 "lecun_normal", "lecun_uniform", "lecun_truncated_normal",
                 "normal", "constant", "torch_default")
+# The names optim.name accepts: each is one record in dnnlab.optim.flat.OPTIMIZERS (the rule, its
+# state, its flags), which this torch-free layer cannot import; tests/test_optim_flat.py checks
+# that the two agree.
 OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw", "ftrl")
 SCHEDULES = ("none", "power", "exponential", "piecewise", "performance", "1cycle")
 # The datasets by name, with the features and images of each, for the memory estimate and the

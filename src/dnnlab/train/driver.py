@@ -40,7 +40,7 @@ from dnnlab.data.batching import batch_slices, epoch_permutation
 from dnnlab.data.splits import split_fingerprint
 from dnnlab.errors import CheckpointError, ConfigError, DataError, DnnlabError, ResumeRefused
 from dnnlab.nn.mlp import build_mlp
-from dnnlab.optim.flat import FlatOptimizer, clip_
+from dnnlab.optim.flat import OPTIMIZERS, FlatOptimizer, clip_
 from dnnlab.optim.schedules import check_schedule, rates
 from dnnlab.train import state as run_state
 from dnnlab.train.backend import Backend, Snapshot, make_backend
@@ -206,7 +206,7 @@ def divergence_cause(cfg: RunConfig, start_max_abs: float) -> str:
         if value * o.lr > 0.5 or value > 1.0:
             return (f"{key} = {value:.3g} is so large that the penalty alone throws the weights "
                     f"around (with optim.lr = {o.lr:.3g}); use a value around 1e-4 to 1e-2")
-    if o.name in ("adagrad", "rmsprop", "adam", "adamax", "nadam", "adamw") and o.eps < 1e-10:
+    if OPTIMIZERS[o.name].uses_eps and o.eps < 1e-10:
         return (f"optim.eps = {o.eps:.3g} is too small for {o.name}: a parameter whose gradients "
                 "stay near 0 gets a step of lr * g / eps; use the default 1e-7")
     return (f"Try a lower optim.lr (now {o.lr:.3g}) or gradient clipping "
