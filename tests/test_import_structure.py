@@ -9,7 +9,9 @@ Both checks read the source with ``ast``; nothing is imported.
   edge to ``a.b.c``; ``from a.b import y`` is an edge to ``a.b.y`` when that is a module, else to
   ``a.b`` (taking a submodule from a package needs the package's ``__init__`` to have started, not
   to have finished, so ``from dnnlab import io`` is an edge to ``dnnlab.io`` only). Imports under
-  ``if TYPE_CHECKING:`` do not run and are no edges.
+  ``if TYPE_CHECKING:`` count as edges too: they do not run, but a module that needs another's
+  types for its own contract depends on it (issue 27: the callbacks once hid a circle with the
+  driver there).
 """
 
 from __future__ import annotations
@@ -51,19 +53,10 @@ def _absolute(module: str, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def _is_type_checking(node: ast.AST) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
-
-
 def _imports(tree: ast.Module):
-    """Yield (import node, inside a function?) for every import that can run."""
+    """Yield (import node, inside a function?) for every import, ``if TYPE_CHECKING:`` ones too."""
     def walk(node: ast.AST, in_function: bool):
         for child in ast.iter_child_nodes(node):
-            if _is_type_checking(child):
-                continue
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 yield child, in_function
             yield from walk(child, in_function or isinstance(
@@ -156,6 +149,9 @@ def test_find_cycle_reports_the_cycle():
 
 def test_graph_sees_the_edges():
     graph = import_graph()
+    typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import dnnlab.io\n")
+    assert [ast.unparse(n) for n, _ in _imports(typed)][-1] == "import dnnlab.io"
+    assert "dnnlab.train.driver" not in graph["dnnlab.train.callbacks"]    # a RunView instead
     assert "dnnlab.errors" in graph["dnnlab.cli"]
     assert "dnnlab.io" in graph["dnnlab.studies.explain"]        # from dnnlab import io
     assert "dnnlab" not in graph["dnnlab.studies.explain"]

@@ -44,9 +44,9 @@ from dnnlab.config import DATASET_SHAPES, FIXED_SHAPE_DATASETS, ModelConfig, Run
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train import evaluate, fit, resolve_device
-from dnnlab.train.callbacks import Callback, Logs, Stops
+from dnnlab.train.callbacks import Callback, Logs, RunView, Stops
 from dnnlab.train.checkpoint import load_model, save_model
-from dnnlab.train.driver import Trainer, to_device
+from dnnlab.train.driver import to_device
 
 
 def kernel_parameters(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -225,7 +225,7 @@ class PruningCallback(Callback):
         if self.masks is not None:
             self.masks = apply_masks_(self.model, self.masks)
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         if self.masks is not None:
             apply_masks_(self.model, self.masks)
         self.epoch_sparsity.append(sparsity(self.model))

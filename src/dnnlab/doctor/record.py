@@ -37,8 +37,8 @@ from dnnlab.analysis.stats import layer_stats
 from dnnlab.config import RunConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.io import write_text
-from dnnlab.train.callbacks import Callback, Logs, Stops
-from dnnlab.train.driver import FitResult, Trainer
+from dnnlab.train.callbacks import Callback, Logs, RunView, Stops
+from dnnlab.train.results import FitResult
 
 LAYERS_CSV = "layers.csv"
 TENSORBOARD_DIR = "tensorboard"
@@ -97,11 +97,11 @@ class LayerRecorder(Callback):
     def state_key(self) -> str:
         return f"LayerRecorder.{self.model}"
 
-    def on_train_begin(self, run: Trainer) -> None:
+    def on_train_begin(self, run: RunView) -> None:
         if run.start_epoch == 1:                    # the net at initialization (not on resume)
             self.record(0, run.model(self.model))
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         if self.model in logs and epoch % self.every == 0:
             self.record(epoch, run.model(self.model))
         return None
@@ -223,11 +223,11 @@ class TensorBoardLogger(Callback):
     def state_key(self) -> str:
         return f"TensorBoardLogger.{self.model}"
 
-    def on_train_begin(self, run: Trainer) -> None:
+    def on_train_begin(self, run: RunView) -> None:
         if run.start_epoch == 1:
             self.histograms(0, run.model(self.model))
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         if self.model not in logs:
             return None
         for key, value in logs[self.model].items():
@@ -238,7 +238,7 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
         return None
 
-    def on_train_end(self, run: Trainer, results: list[FitResult] | None) -> None:
+    def on_train_end(self, run: RunView, results: list[FitResult] | None) -> None:
         self.close()
 
     def histograms(self, epoch: int, model: nn.Module) -> None:

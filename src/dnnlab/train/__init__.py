@@ -8,7 +8,8 @@ Runs from a config, with their run directories, records and sweeps, are one laye
 """
 
 from dnnlab.train.callbacks import Callback
-from dnnlab.train.driver import FitResult, Variant, evaluate, fit, predict_proba, resolve_device, train_many
+from dnnlab.train.driver import evaluate, fit, predict_proba, resolve_device, train_many
+from dnnlab.train.results import FitResult, Variant
 
 __all__ = ["Callback", "FitResult", "Variant", "evaluate", "fit", "predict_proba",
            "resolve_device", "train_many"]

@@ -1,14 +1,14 @@
 """The per-model bookkeeping of one training run: history, best epoch, who still trains.
 
-One :class:`Book` per run holds, for each of the K models (by model index, the variant's position;
-the stack's rows may be fewer once finished models are dropped):
+One :class:`Book` per run holds, for each of the K models (by model index, the variant's position):
 
 * ``history``: one list per metric column (what metrics.csv holds);
 * ``best`` / ``best_epoch``: the best monitored value so far (stored as ``sign * value``, so
   smaller is better whatever the metric) and its epoch, 0 before any;
 * ``ended``: model -> (status, message) for a model that stopped (early, by a callback) or
-  diverged; a model not in it still trains;
-* ``ids``: the slot map, row of the stack -> model index.
+  diverged; a model not in it still trains (:meth:`Book.training`).
+
+Which row of the stack holds which model is not its business: :class:`dnnlab.train.stack.Stack`.
 
 Its :meth:`state_dict` is plain JSON, part of the resume state.
 """
@@ -36,15 +36,14 @@ class Book:
         self.history: list[dict[str, list[float]]] = [{c: [] for c in METRIC_COLUMNS}
                                                       for _ in range(k)]
         self.ended: dict[int, tuple[str, str]] = {}
-        self.ids = np.arange(k)
 
     @property
     def k(self) -> int:
         return len(self.history)
 
-    def live_slots(self) -> list[int]:
-        """Rows of the stack whose model still trains."""
-        return [j for j, i in enumerate(self.ids) if int(i) not in self.ended]
+    def training(self) -> list[int]:
+        """The models still training, in model order."""
+        return [i for i in range(self.k) if i not in self.ended]
 
     def record(self, i: int, metrics: dict[str, float]) -> bool:
         """Append model i's epoch metrics; True when the monitored value improved on the best."""
@@ -77,8 +76,7 @@ class Book:
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best.tolist(), "best_epoch": self.best_epoch.tolist(),
-                "history": self.history, "ended": {str(i): list(v) for i, v in self.ended.items()},
-                "ids": self.ids.tolist()}
+                "history": self.history, "ended": {str(i): list(v) for i, v in self.ended.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         k = self.k
@@ -91,4 +89,5 @@ class Book:
         self.best_epoch = np.array(state["best_epoch"], dtype=int)
         self.history = [{c: list(h[c]) for c in METRIC_COLUMNS} for h in state["history"]]
         self.ended = {int(i): (str(s), str(m)) for i, (s, m) in state["ended"].items()}
-        self.ids = np.array(state["ids"], dtype=int)
+        # an older state also holds "ids" (the stack's rows, now train/stack.py's): a resumable
+        # run has one model, so they were [0], what the stack starts with; they are ignored

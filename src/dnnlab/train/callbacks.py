@@ -5,9 +5,11 @@ stopping, the plateau schedule, the progress bar, metrics.csv with checkpoints a
 state (:class:`RunWriter`), the thread policy, the doctor's layer records, TensorBoard, and user
 code. :func:`dnnlab.train.fit` and :func:`dnnlab.train.train_many` take the same objects.
 
-A callback sees the run (:class:`dnnlab.train.driver.Trainer`) and the K models by *model index*
-(the variant's position), never by row of the stack. The hooks, in the order they run (Keras'
-names; every hook is optional, the base class does nothing):
+A callback sees the run as a :class:`RunView` (declared here, the trainer implements it: the
+configs, the book, the epochs and steps, model i now or at its best, its rate multiplier, the
+state to checkpoint) and the K models by *model index* (the variant's position), never by row
+of the stack. The hooks, in the order they run (Keras' names; every hook is optional, the base
+class does nothing):
 
 ``on_train_begin(run)``
     before the first step (``run.start_epoch`` says where a resumed run goes on).
@@ -15,10 +17,9 @@ names; every hook is optional, the base class does nothing):
     before the epoch's first step.
 ``on_steps_end(run, epoch, losses, lo, hi)``
     at each host sync (every ``CHECK_EVERY`` steps and at the epoch's end, never per step: a
-    per-step sync would cost more than the step). ``losses`` is the epoch's (steps, K) per-step
-    loss on the device, rows ``[lo, hi)`` new since the last call, columns by stack row
-    (``run.book.ids`` maps them to models). Reading it syncs: only callbacks that need the
-    step losses (the LR finder) do.
+    per-step sync would cost more than the step). ``losses`` maps each model in the stack to its
+    loss at the epoch's steps ``[lo, hi)``, new since the last call: a (hi - lo,) tensor on the
+    device. Reading it syncs: only callbacks that need the step losses (the LR finder) do.
 ``on_epoch_end(run, epoch, logs) -> stops``
     after the epoch's divergence check and evaluation; ``logs`` maps each model still
     training to its metrics (epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds). It may
@@ -41,11 +42,11 @@ import csv
 import io as _io
 import math
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm  # the plain bar: tqdm.auto warns in a notebook without ipywidgets
 
 from dnnlab import config as config_mod
@@ -54,12 +55,57 @@ from dnnlab.optim.schedules import Plateau
 from dnnlab.train import checkpoint as ckpt
 from dnnlab.train import state as run_state
 from dnnlab.train import threads
-
-if TYPE_CHECKING:
-    from dnnlab.train.driver import FitResult, Trainer
+from dnnlab.train.book import Book
+from dnnlab.train.results import FitResult
 
 Logs = dict[int, dict[str, float]]
 Stops = Collection[int] | Mapping[int, str] | None
+
+
+class RunView(Protocol):
+    """What a callback sees of the run (:class:`dnnlab.train.driver.Trainer` is one): models by
+    model index only, and nothing of the stack's rows, the optimizer or the loop's buffers."""
+
+    @property
+    def configs(self) -> Sequence[config_mod.RunConfig]:
+        """Model i's full config at ``configs[i]``."""
+        ...
+
+    @property
+    def book(self) -> Book:
+        """Per-model history, best epoch and value, who has ended (:mod:`dnnlab.train.book`)."""
+        ...
+
+    @property
+    def epochs(self) -> int:
+        """``train.epochs``: the last epoch."""
+        ...
+
+    @property
+    def steps_per_epoch(self) -> int:
+        ...
+
+    @property
+    def max_steps(self) -> int | None:
+        """The run ends after this many steps (the LR finder's), else None."""
+        ...
+
+    @property
+    def start_epoch(self) -> int:
+        """The first epoch this run trains: > 1 after a resume."""
+        ...
+
+    def model(self, i: int, *, best: bool = False) -> nn.Module:
+        """Model i with its live (or best) weights, to read: a copy on the stacked backend."""
+        ...
+
+    def set_lr_scale(self, i: int, scale: float) -> None:
+        """Model i's rate multiplier, from the next epoch on."""
+        ...
+
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        """Everything a resume after ``epoch`` needs (what the run writer checkpoints)."""
+        ...
 
 
 class Callback:
@@ -71,20 +117,21 @@ class Callback:
     def state_key(self) -> str:
         return type(self).__name__
 
-    def on_train_begin(self, run: Trainer) -> None:
+    def on_train_begin(self, run: RunView) -> None:
         """Before the first step."""
 
-    def on_epoch_begin(self, run: Trainer, epoch: int) -> None:
+    def on_epoch_begin(self, run: RunView, epoch: int) -> None:
         """Before the epoch's first step."""
 
-    def on_steps_end(self, run: Trainer, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+    def on_steps_end(self, run: RunView, epoch: int, losses: Mapping[int, Tensor], lo: int,
+                     hi: int) -> None:
         """At a host sync: steps ``[lo, hi)`` of the epoch are done."""
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         """After the epoch: return the models to stop, or None."""
         return None
 
-    def on_train_end(self, run: Trainer, results: list[FitResult] | None) -> None:
+    def on_train_end(self, run: RunView, results: list[FitResult] | None) -> None:
         """After training (``results`` None when it raised)."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -101,7 +148,7 @@ class EarlyStopping(Callback):
     def __init__(self) -> None:
         self.wait: dict[int, int] = {}
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         stops = {}
         for i in logs:
             self.wait[i] = 0 if run.book.best_epoch[i] == epoch else self.wait.get(i, 0) + 1
@@ -126,17 +173,17 @@ class ReduceLROnPlateau(Callback):
         self.plateaus: dict[int, Plateau] = {}
         self._resumed: dict[int, dict[str, Any]] = {}    # saved states, until the configs are known
 
-    def on_train_begin(self, run: Trainer) -> None:
+    def on_train_begin(self, run: RunView) -> None:
         for i, c in enumerate(run.configs):
             self.plateaus[i] = Plateau(c.optim)           # each model's own factor and patience
             if i in self._resumed:
                 self.plateaus[i].load(self._resumed[i])
-            run.lr_scale[i] = self.plateaus[i].multiplier
+            run.set_lr_scale(i, self.plateaus[i].multiplier)
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         for i, m in logs.items():
             self.plateaus[i].update(m["val_loss"])
-            run.lr_scale[i] = self.plateaus[i].multiplier
+            run.set_lr_scale(i, self.plateaus[i].multiplier)
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -155,7 +202,7 @@ class Progress(Callback):
     def __init__(self) -> None:
         self.bar: Any = None
 
-    def on_train_begin(self, run: Trainer) -> None:
+    def on_train_begin(self, run: RunView) -> None:
         total = run.epochs * run.steps_per_epoch if run.max_steps is None else run.max_steps
         self.bar = tqdm(total=total, initial=(run.start_epoch - 1) * run.steps_per_epoch,
                         unit="step", dynamic_ncols=True, file=sys.stderr, leave=True,
@@ -163,20 +210,21 @@ class Progress(Callback):
                                    "{postfix}]")
         self.bar.set_description(self._desc(run, run.start_epoch))
 
-    def _desc(self, run: Trainer, epoch: int) -> str:
+    def _desc(self, run: RunView, epoch: int) -> str:
         where = f"epoch {min(epoch, run.epochs)}/{run.epochs}"
         if run.book.k == 1:
             return where
-        return f"{len(run.book.live_slots())} of {run.book.k} models training, {where}"
+        return f"{len(run.book.training())} of {run.book.k} models training, {where}"
 
-    def on_steps_end(self, run: Trainer, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+    def on_steps_end(self, run: RunView, epoch: int, losses: Mapping[int, Tensor], lo: int,
+                     hi: int) -> None:
         if self.bar is not None and hi > lo:
             self.bar.update(hi - lo)
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         if self.bar is None:
             return None
-        going_on = epoch < run.epochs and bool(run.book.live_slots())   # stops applied (order)
+        going_on = epoch < run.epochs and bool(run.book.training())   # stops applied (order)
         self.bar.set_description(self._desc(run, epoch + 1 if going_on else epoch))
         if run.book.k == 1 and logs:
             m = next(iter(logs.values()))
@@ -193,7 +241,7 @@ class Progress(Callback):
         if self.bar is not None:
             self.bar.set_postfix_str(text)
 
-    def on_train_end(self, run: Trainer, results: list[FitResult] | None) -> None:
+    def on_train_end(self, run: RunView, results: list[FitResult] | None) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -204,10 +252,11 @@ class ThreadPolicy(Callback):
     at every epoch start and host sync; the trainer attaches it to every CPU run. A fixed
     ``--threads N`` (or :func:`dnnlab.train.threads.fixed`) makes it do nothing."""
 
-    def on_epoch_begin(self, run: Trainer, epoch: int) -> None:
+    def on_epoch_begin(self, run: RunView, epoch: int) -> None:
         threads.adjust()
 
-    def on_steps_end(self, run: Trainer, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+    def on_steps_end(self, run: RunView, epoch: int, losses: Mapping[int, Tensor], lo: int,
+                     hi: int) -> None:
         threads.adjust()
 
 
@@ -252,7 +301,7 @@ class RunWriter(Callback):
         self.data_fingerprint = data_fingerprint
         self.metrics = CsvLogger(self.run_dir / "metrics.csv")
 
-    def on_train_begin(self, run: Trainer) -> None:
+    def on_train_begin(self, run: RunView) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.run_dir.rglob(".*.tmp"):   # left by a write that was killed midway
             stale.unlink(missing_ok=True)
@@ -261,7 +310,7 @@ class RunWriter(Callback):
             run_state.write_start(self.run_dir, self.cfg, self.data_fingerprint)
         self._summary({"status": "running", "resumed": self.resumed})
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: Logs) -> Stops:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         """After every stop of the epoch: metrics.csv, the resume state, checkpoints."""
         if 0 not in logs:
             return None
@@ -277,7 +326,7 @@ class RunWriter(Callback):
                             "best.safetensors", meta)
         return None
 
-    def on_train_end(self, run: Trainer, results: list[FitResult] | None) -> None:
+    def on_train_end(self, run: RunView, results: list[FitResult] | None) -> None:
         if results is None:
             return
         (result,) = results

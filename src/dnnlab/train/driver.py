@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +35,14 @@ from torch import Tensor, nn
 from dnnlab import config as config_mod
 from dnnlab.config import PER_MODEL_KEYS, RunConfig
 from dnnlab.data import Dataset, Split
-from dnnlab.data.batching import batch_slices, epoch_permutation
+from dnnlab.data.batching import batch_slices
 from dnnlab.data.splits import split_fingerprint
 from dnnlab.errors import CheckpointError, ConfigError, DataError, DnnlabError, ResumeRefused
 from dnnlab.nn.mlp import build_mlp
-from dnnlab.optim.flat import OPTIMIZERS, FlatOptimizer, clip_
+from dnnlab.optim.flat import OPTIMIZERS
 from dnnlab.optim.schedules import check_schedule, rates
 from dnnlab.train import state as run_state
-from dnnlab.train.backend import Backend, Snapshot, make_backend
+from dnnlab.train.backend import Backend, make_backend
 from dnnlab.train.book import METRICS, Book
 from dnnlab.train.callbacks import (
     Callback,
@@ -54,6 +53,12 @@ from dnnlab.train.callbacks import (
     RunWriter,
     ThreadPolicy,
 )
+from dnnlab.train.results import FitResult, Variant
+from dnnlab.train.stack import Stack
+
+__all__ = ["CHECK_EVERY", "FitResult", "Trainer", "Variant", "divergence_cause", "evaluate", "fit",
+           "fit_tensors", "predict_proba", "resolve_device", "to_device", "train_many",
+           "variant_configs"]
 
 CHECK_EVERY = 64          # steps between divergence checks (one host sync each)
 # Fuse (torch.compile) the optimizer update when a run makes at least this many parameter-updates
@@ -63,49 +68,6 @@ FUSE_MIN_WORK = 3e9
 # A weight this large before the first step did not come from any initializer: a loaded or
 # edited checkpoint scaled it (He init of a 784-input layer draws |w| < 0.2).
 HUGE_START_WEIGHT = 1e3
-
-
-@dataclass
-class Variant:
-    """One model of the K: its seed (init, batch order) and its per-model config overrides."""
-    seed: int
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class FitResult:
-    """What training one model produced. ``model`` holds the restored-best weights (if asked)."""
-    model: nn.Module
-    history: dict[str, list[float]]
-    best_epoch: int
-    best: float
-    monitor: str
-    status: str                       # completed | stopped_early | diverged
-    message: str = ""
-    test: dict[str, float] = field(default_factory=dict)
-    run_dir: Path | None = None
-    variant: Variant | None = None    # train_many: which variant this is
-    config: RunConfig | None = None   # the model's own full config
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.history["epoch"])
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        s = self.history["seconds"]
-        return float(sorted(s)[len(s) // 2]) if s else float("nan")
-
-    def summary(self) -> dict[str, Any]:
-        h = self.history
-        i = h["epoch"].index(self.best_epoch) if self.best_epoch in h["epoch"] else None
-        out = {"status": self.status, "message": self.message, "monitor": self.monitor,
-               "best_epoch": self.best_epoch, "best": self.best, "epochs_run": self.epochs_run,
-               "best_val_loss": h["val_loss"][i] if i is not None else None,
-               "best_val_accuracy": h["val_accuracy"][i] if i is not None else None,
-               "seconds_per_epoch": self.seconds_per_epoch, "total_seconds": sum(h["seconds"])}
-        out.update(self.test)
-        return out
 
 
 # ---------------------------------------------------------------------- devices and evaluation
@@ -173,14 +135,6 @@ def variant_configs(cfg: RunConfig, variants: list[Variant]) -> list[RunConfig]:
     return configs
 
 
-def _column(values: list[float | None], default: float, like: Tensor) -> Tensor | None:
-    """A (K, 1) device column of per-model values (None -> default); None if all are default."""
-    vals = [default if v is None else float(v) for v in values]
-    if all(v == default for v in vals):
-        return None
-    return torch.tensor(vals, dtype=like.dtype, device=like.device).view(-1, 1)
-
-
 def divergence_cause(cfg: RunConfig, start_max_abs: float) -> str:
     """Why a model's loss or weights became non-finite: the first cause that applies, with its
     fix, before the learning rate (which is blamed only when nothing else explains it).
@@ -223,9 +177,9 @@ class Trainer:
     configured schedule (the LR finder's ramp); ``max_steps`` ends the run after that many steps.
     ``test`` is evaluated on each finished model (its best weights) before ``on_train_end``.
 
-    What callbacks read: ``configs``, ``book`` (per-model history, best, ended, slot map),
-    ``epochs``, ``steps_per_epoch``, ``max_steps``, ``start_epoch``, :meth:`model`, ``lr_scale``
-    (per-model rate multipliers, written by the plateau schedule) and :meth:`state_dict`.
+    The trainer speaks model indices only: the rows of the backend, and everything that follows
+    them (optimizer, snapshots, per-model columns), are the :class:`~dnnlab.train.stack.Stack`'s.
+    Callbacks see it as a :class:`~dnnlab.train.callbacks.RunView`.
     """
 
     def __init__(self, backend: Backend, configs: list[RunConfig], train: tuple[Tensor, Tensor],
@@ -233,7 +187,7 @@ class Trainer:
                  *, callbacks: Iterable[Callback] = (), progress: bool = True,
                  rate_fn: Callable[[np.ndarray], np.ndarray] | None = None,
                  max_steps: int | None = None, variants: list[Variant] | None = None):
-        self.backend, self.configs = backend, configs
+        self.configs = configs
         t = configs[0].train
         if t.monitor not in METRICS:
             raise ConfigError(f"train.monitor = {t.monitor!r} is not a logged metric; choose one "
@@ -256,20 +210,15 @@ class Trainer:
         self.device = self.x.device
         self.batch_sizes = torch.tensor([e - s for s, e in self.slices], device=self.device,
                                         dtype=torch.float32)
-        self.opt = FlatOptimizer.from_configs([c.optim for c in configs], backend.flat,
-                                              backend.grad)
         steps = self.steps_per_epoch * self.epochs if max_steps is None else max_steps
-        if t.fast and backend.flat.numel() * steps >= FUSE_MIN_WORK:
-            self.opt.fuse()
+        self.stack = Stack(backend, configs,
+                           fuse=t.fast and backend.flat.numel() * steps >= FUSE_MIN_WORK)
         self.rate_fn, self.max_steps = rate_fn, max_steps
         self.variants = variants or [Variant(c.train.seed) for c in configs]
         k = len(configs)
         self.book = Book(k, t.monitor, [c.train.min_delta for c in configs])
         self.lr_scale = np.ones(k)
         self.results: list[FitResult | None] = [None] * k
-        self.start_max_abs = backend.flat.abs().amax(1).cpu().numpy()
-        self.best_snap: Snapshot = backend.snapshot()
-        self.good_snap: Snapshot = backend.snapshot()
         self.start_epoch = 1
         self.steps_done = 0
         self._batch_buffers: dict[int, tuple[Tensor, Tensor]] = {}   # see batch()
@@ -283,40 +232,25 @@ class Trainer:
         if len(set(keys)) != len(keys):
             raise DnnlabError(f"two callbacks share the state_key {_first_repeat(keys)!r}; give "
                               "each callback a state_key of its own")
-        self._columns()
 
-    # ------------------------------------------------------------------ per-model columns
-    def _columns(self) -> None:
-        cs = [self.configs[i] for i in self.book.ids]
-        like = self.backend.flat
-        self.l1 = _column([c.model.l1 for c in cs], 0.0, like)
-        self.l2 = _column([c.model.l2 for c in cs], 0.0, like)
-        self.clip_value = _column([c.optim.clip_value for c in cs], math.inf, like)
-        self.clip_norm = _column([c.optim.clip_norm for c in cs], math.inf, like)
-        self.global_clip_norm = _column([c.optim.global_clip_norm for c in cs], math.inf, like)
-        mn = _column([c.model.max_norm for c in cs], math.inf, like)
-        self.max_norm = None if mn is None else mn.view(-1, 1, 1)
-        if self.max_norm is not None and self.backend.k == 1:
-            self.max_norm = self.max_norm.view(1, 1)
-        self.seeds = [c.train.seed for c in cs]
-        self.segments = self.backend.segments       # each parameter tensor's columns (clipping)
-        self.shared_batches = len(set(self.seeds)) == 1
-
+    # ------------------------------------------------------------------ what callbacks see
     def model(self, i: int, *, best: bool = False) -> nn.Module:
         """Model i (a model index) with its live or its best weights (read it: see
         :meth:`Backend.model_at`)."""
-        j = int(np.flatnonzero(self.book.ids == i)[0])
-        return self.backend.model_at(j, self.best_snap if best else None)
+        return self.stack.model(i, best=best)
+
+    def set_lr_scale(self, i: int, scale: float) -> None:
+        """Model i's rate multiplier from the next epoch on (the plateau schedule's)."""
+        self.lr_scale[i] = scale
 
     # ------------------------------------------------------------------ one epoch's inputs
-    def lr_table(self, epoch0: int) -> tuple[Tensor, np.ndarray]:
+    def lr_table(self, epoch0: int) -> tuple[Tensor, dict[int, float]]:
         """The optimizer's (steps, C, K, 1) coefficients for epoch ``epoch0`` (0-based) and each
-        slot's rate at the epoch's end (what is logged)."""
+        model's rate at the epoch's end (what is logged)."""
         spe = self.steps_per_epoch
         steps = epoch0 * spe + np.arange(spe)
-        live = set(self.book.live_slots())
-        lrs, moms, logged = [], [], []
-        for j, i in enumerate(self.book.ids):
+        lrs, moms, logged = {}, {}, {}
+        for i in self.stack.models:
             c = self.configs[i].optim
             if self.rate_fn is not None:
                 lr, mom, end = self.rate_fn(steps), None, self.rate_fn(steps[-1:] + 1)
@@ -324,19 +258,11 @@ class Trainer:
                 lr, mom = rates(c, steps, epoch0, spe, self.epochs)
                 end, _ = rates(c, np.array([(epoch0 + 1) * spe]), epoch0, spe, self.epochs)
             mult = self.lr_scale[i]
-            lrs.append(lr * mult * (1.0 if j in live else 0.0))
-            moms.append(mom if mom is not None else np.full(spe, c.momentum))
-            logged.append(end[0] * mult)
-        moms_arr = np.stack(moms, 1) if any(self.configs[i].optim.schedule.name == "1cycle"
-                                            for i in self.book.ids) else None
-        return self.opt.table(np.stack(lrs, axis=1), moms_arr), np.array(logged)
-
-    def permutation(self, epoch0: int) -> Tensor:
-        """(n,) batch order when the models share a seed, else (K, n), one per model seed."""
-        perms = {s: epoch_permutation(self.n, s, epoch0, self.device) for s in set(self.seeds)}
-        if self.shared_batches:
-            return perms[self.seeds[0]]
-        return torch.stack([perms[s] for s in self.seeds])
+            lrs[i] = lr * mult * (0.0 if i in self.book.ended else 1.0)
+            moms[i] = mom if mom is not None else np.full(spe, c.momentum)
+            logged[i] = float(end[0] * mult)
+        one_cycle = any(self.configs[i].optim.schedule.name == "1cycle" for i in self.stack.models)
+        return self.stack.table(lrs, moms if one_cycle else None), logged
 
     def batch(self, perm: Tensor, s: int, e: int) -> tuple[Tensor, Tensor]:
         """The batch [s, e) of this epoch, gathered on the device: (B, D) shared, or (K, B, D)."""
@@ -351,7 +277,7 @@ class Trainer:
         xb, yb = self._batch_buffers[key]
         torch.index_select(self.x, 0, flat_idx, out=xb)
         torch.index_select(self.y, 0, flat_idx, out=yb)
-        if self.shared_batches:
+        if self.stack.shared_batches:
             return xb, yb
         k, b = idx.shape
         return xb.view(k, b, *self.x.shape[1:]), yb.view(k, b)
@@ -362,17 +288,16 @@ class Trainer:
         try:
             for cb in self.callbacks:
                 cb.on_train_begin(self)
-            for j in range(len(self.book.ids)):             # ended before a resume
-                i = int(self.book.ids[j])
+            for i in self.stack.models:                     # ended before a resume
                 if i in self.book.ended:
-                    self._finish(j, *self.book.ended[i])
+                    self._finish(i, *self.book.ended[i])
             for epoch in range(self.start_epoch, self.epochs + 1):
-                if not self.book.live_slots():
+                if not self.book.training():
                     break
                 self._epoch(epoch)
                 self._compact()
-            for j in self.book.live_slots():
-                self._finish(j, "completed", "")
+            for i in self.book.training():
+                self._finish(i, "completed", "")
             results = [r for r in self.results if r is not None]
             self._evaluate_test(results)
         except BaseException:
@@ -385,29 +310,20 @@ class Trainer:
 
     def _epoch(self, epoch: int) -> None:
         """One epoch: every step of every live model, then :meth:`_end_epoch`."""
-        b, opt = self.backend, self.opt
+        stack = self.stack
         t0 = time.perf_counter()
         for cb in self.callbacks:
             cb.on_epoch_begin(self, epoch)
         table, self.logged_lr = self.lr_table(epoch - 1)   # per-step coefficients
-        perm = self.permutation(epoch - 1)                 # each model's batch order
+        perm = stack.batch_order(self.n, epoch - 1)        # each model's batch order
         spe = self.steps_per_epoch
-        losses = torch.zeros(spe, b.k, device=self.device)  # per-step loss, on the device
-        correct = torch.zeros(b.k, device=self.device, dtype=torch.long)
-        b.train()
+        losses = torch.zeros(spe, stack.k, device=self.device)   # per-step loss, on the device
+        correct = torch.zeros(stack.k, device=self.device, dtype=torch.long)
+        stack.backend.train()
         checked = i = 0
         for i, (s, e) in enumerate(self.slices):
             xb, yb = self.batch(perm, s, e)
-            loss, hits = b.train_step(xb, yb)             # forward, backward into b.grad
-            if self.l1 is not None or self.l2 is not None:
-                loss = loss + add_penalty_(b, self.l1, self.l2)
-            if self.clip_value is not None or self.clip_norm is not None or \
-                    self.global_clip_norm is not None:
-                clip_(b.grad, self.clip_value, self.clip_norm, self.global_clip_norm,
-                      self.segments)
-            opt.step(table[i])                            # every model's update at once
-            if self.max_norm is not None:
-                apply_max_norm_(b, self.max_norm)
+            loss, hits = stack.step(xb, yb, table[i])
             losses[i] = loss
             correct += hits
             self.steps_done += 1
@@ -416,7 +332,7 @@ class Trainer:
                 self._check(epoch, losses, checked, i + 1)
                 self._steps_end(epoch, losses, checked, i + 1)
                 checked = i + 1
-                if not self.book.live_slots():
+                if not self.book.training():
                     break
             if last:
                 break
@@ -424,66 +340,83 @@ class Trainer:
         self._end_epoch(epoch, losses[:i + 1], correct, checked, time.perf_counter() - t0)
 
     def _steps_end(self, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
+        by_model = self.stack.per_model(losses[lo:hi])
         for cb in self.callbacks:
-            cb.on_steps_end(self, epoch, losses, lo, hi)
+            cb.on_steps_end(self, epoch, by_model, lo, hi)
 
     def _check(self, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
         """Mid-epoch divergence check of steps [lo, hi): models whose loss or weights are not
         finite get their last good weights back and stop; the others' weights become good."""
-        ok = torch.isfinite(losses[lo:hi]).all(0) & torch.isfinite(self.backend.flat).all(1)
-        self._mark_diverged(epoch, losses, lo, ok.cpu().numpy())
-        rows = self.book.live_slots()
-        if rows:
-            self.backend.copy_rows_(self.good_snap, torch.tensor(rows, device=self.device))
+        ok = torch.isfinite(losses[lo:hi]).all(0) & self.stack.weights_finite()
+        self._mark_diverged(epoch, losses, lo, self.stack.per_model(ok.cpu().numpy()))
+        self.stack.keep_good(self.book.training())
 
-    def _mark_diverged(self, epoch: int, losses: Tensor, lo: int, ok: np.ndarray) -> None:
-        for j in self.book.live_slots():
-            if ok[j]:
+    def _mark_diverged(self, epoch: int, losses: Tensor, lo: int, ok: Mapping[int, Any]) -> None:
+        """Models still training whose ``ok`` is False end as diverged, with their last good
+        weights back and the cause (:func:`divergence_cause`)."""
+        for i in self.book.training():
+            if ok[i]:
                 continue
-            i = int(self.book.ids[j])
-            col = losses[lo:, j].cpu().numpy()
+            col = self.stack.per_model(losses[lo:])[i].cpu().numpy()
             bad = np.flatnonzero(~np.isfinite(col))
             where = (f"the loss became {col[bad[0]]} at epoch {epoch}, step {lo + bad[0] + 1}"
                      if len(bad) else f"the weights became non-finite at epoch {epoch}")
+            cause = divergence_cause(self.configs[i], float(self.stack.start_max_abs[i]))
             self.book.end(i, "diverged", f"{where}; training stopped with the last good weights "
-                          f"kept. {divergence_cause(self.configs[i], float(self.start_max_abs[i]))}")
-            self.backend.restore_rows_(self.good_snap, torch.tensor([j], device=self.device))
+                          f"kept. {cause}")
+            self.stack.restore_good(i)
 
     def _end_epoch(self, epoch: int, losses: Tensor, correct: Tensor, checked: int,
                    seconds: float) -> None:
-        """One host sync for the epoch: divergence, metrics, best weights, then the callbacks
-        (early stopping, plateau, progress, writer ...), then finished models are exported."""
-        b = self.backend
-        finite = torch.isfinite(losses[checked:]).all(0) & torch.isfinite(b.flat).all(1)
+        """The epoch's one host sync, then its jobs in order: the divergence check, each model's
+        metrics and best weights, the callbacks' stops, the export of the models that ended."""
+        sums = self._epoch_sums(losses, correct, checked)
+        ok = {i: s[4] > 0 and np.isfinite(s[0]) and (np.isfinite(s[2]) or self.valid is None)
+              for i, s in sums.items()}
+        self._mark_diverged(epoch, losses, checked, ok)
+        self.stack.keep_good(self.book.training())         # checked: now these weights are good
+        logs = self._record(epoch, sums, float(self.batch_sizes[:len(losses)].sum()), seconds)
+        self._callback_stops(epoch, logs)
+        for i in self.stack.models:                        # ended this epoch: exported now,
+            if i in self.book.ended and self.results[i] is None:   # before any compaction
+                self._finish(i, *self.book.ended[i])
+
+    def _epoch_sums(self, losses: Tensor, correct: Tensor, checked: int) -> dict[int, np.ndarray]:
+        """Per model, in one host sync: [summed loss, correct, summed val loss, val correct,
+        all finite since the last check (1 or 0)]."""
+        stack = self.stack
+        finite = torch.isfinite(losses[checked:]).all(0) & stack.weights_finite()
         loss_sum = (losses * self.batch_sizes[:len(losses), None]).sum(0)
-        n_seen = float(self.batch_sizes[:len(losses)].sum())
         if self.valid is not None:
-            val_loss, val_correct = b.evaluate(*self.valid, self.eval_batch)
+            val_loss, val_correct = stack.evaluate(*self.valid, self.eval_batch)
         else:
-            val_loss = torch.full((b.k,), math.nan, device=self.device)
-            val_correct = torch.zeros(b.k, device=self.device)
+            val_loss = torch.full((stack.k,), math.nan, device=self.device)
+            val_correct = torch.zeros(stack.k, device=self.device)
         sums: np.ndarray = torch.stack([loss_sum, correct.to(loss_sum.dtype), val_loss,
                                         val_correct.to(loss_sum.dtype),
                                         finite.to(loss_sum.dtype)]).cpu().double().numpy()
+        return stack.per_model(sums)
+
+    def _record(self, epoch: int, sums: Mapping[int, np.ndarray], n_seen: float,
+                seconds: float) -> Logs:
+        """Each model still training: its epoch's metrics into the book, its weights kept as
+        its best when the monitored metric improved. Returns the logs the callbacks get."""
         n_valid = len(self.valid[1]) if self.valid is not None else 1
-        ok = (sums[4] > 0) & np.isfinite(sums[0]) & (np.isfinite(sums[2]) | (self.valid is None))
-        self._mark_diverged(epoch, losses, checked, ok)
-        live = self.book.live_slots()
-        if live:                                           # checked: now these weights are good
-            b.copy_rows_(self.good_snap, torch.tensor(live, device=self.device))
         logs: Logs = {}
         improved = []
-        for j in live:
-            i = int(self.book.ids[j])
-            logs[i] = {"epoch": epoch, "loss": float(sums[0, j] / n_seen),
-                       "accuracy": float(sums[1, j] / n_seen),
-                       "val_loss": float(sums[2, j] / n_valid),
-                       "val_accuracy": float(sums[3, j] / n_valid) if self.valid is not None
-                       else math.nan, "lr": float(self.logged_lr[j]), "seconds": seconds}
+        for i in self.book.training():
+            s = sums[i]
+            logs[i] = {"epoch": epoch, "loss": float(s[0] / n_seen),
+                       "accuracy": float(s[1] / n_seen), "val_loss": float(s[2] / n_valid),
+                       "val_accuracy": float(s[3] / n_valid) if self.valid is not None
+                       else math.nan, "lr": self.logged_lr[i], "seconds": seconds}
             if self.book.record(i, logs[i]):
-                improved.append(j)
-        if improved:
-            b.copy_rows_(self.best_snap, torch.tensor(improved, device=self.device))
+                improved.append(i)
+        self.stack.keep_best(improved)
+        return logs
+
+    def _callback_stops(self, epoch: int, logs: Logs) -> None:
+        """``on_epoch_end`` of every callback, in order; the models one stops end at once."""
         for cb in self.callbacks:
             asked = cb.on_epoch_end(self, epoch, logs)
             if asked and epoch < self.epochs:             # at the last epoch the run completes
@@ -492,18 +425,14 @@ class Trainer:
                 for i, why in reasons.items():
                     if i in logs:
                         self.book.end(i, "stopped_early", why)
-        for j, i in enumerate(self.book.ids.tolist()):   # ended this epoch: exported now,
-            if int(i) in self.book.ended and self.results[i] is None:   # before any compaction
-                self._finish(j, *self.book.ended[int(i)])
 
-    def _finish(self, j: int, status: str, message: str) -> None:
-        """Export the model in slot j (best, last good or live weights) as its result."""
-        i = int(self.book.ids[j])
+    def _finish(self, i: int, status: str, message: str) -> None:
+        """Export model i (best, last good or live weights) as its result."""
         self.book.end(i, status, message)
         restore = self.configs[i].train.restore_best and self.book.best_epoch[i] > 0
-        snap = self.best_snap if restore else (self.good_snap if status == "diverged" else None)
+        weights = "best" if restore else ("good" if status == "diverged" else "live")
         self.results[i] = FitResult(
-            model=self.backend.export(j, snap), history=self.book.history[i],
+            model=self.stack.export(i, weights), history=self.book.history[i],
             best_epoch=int(self.book.best_epoch[i]), best=self.book.best_value(i),
             monitor=self.book.monitor, status=status, message=message,
             variant=self.variants[i], config=self.configs[i])
@@ -518,16 +447,9 @@ class Trainer:
 
     def _compact(self) -> None:
         """Drop finished models from the stack when fewer than half are still training."""
-        live = self.book.live_slots()
-        if not live or len(live) * 2 >= len(self.book.ids):
-            return
-        keep = torch.tensor(live, device=self.device)
-        self.backend.select_(keep)
-        self.opt.select_(keep, self.backend.flat, self.backend.grad)
-        self.best_snap = self.backend.select_snapshot(self.best_snap, keep)
-        self.good_snap = self.backend.select_snapshot(self.good_snap, keep)
-        self.book.ids = self.book.ids[live]
-        self._columns()
+        live = self.book.training()
+        if live and len(live) * 2 < self.stack.k:
+            self.stack.compact(live)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self, epoch: int) -> dict[str, Any]:
@@ -536,9 +458,10 @@ class Trainer:
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
+        stack = self.stack.state_dict()
         return {"epoch": epoch, "steps_done": self.steps_done,
-                "backend": self.backend.state_dict(), "optim": self.opt.state_tensors(),
-                "book": self.book.state_dict(), "best": dict(self.best_snap), "rng": rng,
+                "backend": stack["backend"], "optim": stack["optim"],
+                "book": self.book.state_dict(), "best": stack["best"], "rng": rng,
                 "callbacks": {cb.state_key: s for cb in self.callbacks if (s := cb.state_dict())}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -547,11 +470,7 @@ class Trainer:
         if not 0 <= epoch <= self.epochs:
             raise ResumeRefused(f"the saved state is after epoch {epoch}, beyond train.epochs = "
                                 f"{self.epochs}; resume with --epochs {epoch} or more")
-        self.backend.load_state_dict(state["backend"])
-        self.opt.load_state_tensors(state["optim"])
-        for key, value in state["best"].items():
-            self.best_snap[key].copy_(value)
-        self.good_snap = self.backend.snapshot()
+        self.stack.load_state_dict(state)
         self.book.load_state_dict(state["book"])
         if any(len(h["epoch"]) > epoch for h in self.book.history):
             raise ValueError(f"its history is longer than its epoch {epoch}")
@@ -583,33 +502,6 @@ def _check_finite(*splits: tuple[Tensor, Tensor] | None) -> None:
             if bad:
                 raise DataError(f"the {name} data holds {bad} non-finite values (NaN or inf); "
                                 "clean or impute them before training")
-
-
-# ---------------------------------------------------------------------- written once, both backends
-@torch.no_grad()
-def add_penalty_(backend: Backend, l1: Tensor | None, l2: Tensor | None) -> Tensor:
-    """Keras' L1L2 on every dense kernel: add ``l1 * sign(w) + 2 * l2 * w`` to the kernels'
-    gradients and return each model's penalty ``l1 * sum|w| + l2 * sum(w**2)`` (K,). The kernels
-    are the first ``n_kernel`` columns of ``flat`` in both backends."""
-    w = backend.flat[:, :backend.n_kernel]
-    g = backend.grad[:, :backend.n_kernel]
-    total = torch.zeros(backend.k, device=w.device)
-    if l1 is not None:
-        total += l1[:, 0] * torch.linalg.vector_norm(w, 1, dim=1)
-        g.addcmul_(torch.sign(w), l1)
-    if l2 is not None:
-        total += l2[:, 0] * torch.linalg.vector_norm(w, 2, dim=1).square()
-        g.addcmul_(w, 2.0 * l2)
-    return total
-
-
-@torch.no_grad()
-def apply_max_norm_(backend: Backend, c: Tensor) -> None:
-    """Keras' ``max_norm(c)`` on the hidden kernels: each unit's incoming weight vector is
-    rescaled to norm ``c`` when longer (as torch.renorm, with its 1e-7)."""
-    for w, dim in backend.max_norm_views:
-        norm = torch.linalg.vector_norm(w, 2, dim=dim, keepdim=True)
-        w.mul_(torch.where(norm > c, c / (norm + 1e-7), 1.0))
 
 
 # ---------------------------------------------------------------------- entry points

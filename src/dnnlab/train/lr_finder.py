@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from dnnlab.config import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.io import write_bytes
 from dnnlab.train.backend import make_backend
-from dnnlab.train.callbacks import Callback, Progress
+from dnnlab.train.callbacks import Callback, Progress, RunView
 from dnnlab.train.driver import Trainer
 
 
@@ -111,15 +112,16 @@ class _StepLosses(Callback):
         self.progress = progress
         self.shown = ""
 
-    def on_steps_end(self, run: Trainer, epoch: int, losses: Tensor, lo: int, hi: int) -> None:
-        new = losses[lo:hi, 0].tolist()
+    def on_steps_end(self, run: RunView, epoch: int, losses: Mapping[int, Tensor], lo: int,
+                     hi: int) -> None:
+        new = losses[0].tolist()
         self.losses += new
         for v in new:
             if math.isfinite(v):
                 self.shown = f"smoothed loss {self.smooth.add(v):.4f}"
         self._show()
 
-    def on_epoch_end(self, run: Trainer, epoch: int, logs: dict[int, dict[str, float]]) -> None:
+    def on_epoch_end(self, run: RunView, epoch: int, logs: dict[int, dict[str, float]]) -> None:
         self._show()                        # not the epoch's mean batch loss
 
     def _show(self) -> None:
