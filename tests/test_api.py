@@ -1,5 +1,6 @@
 """The Python API: ``import dnnlab`` exposes the workflow, typed and documented, and changes nothing."""
 
+import dataclasses
 import inspect
 import os
 import subprocess
@@ -139,3 +140,25 @@ def test_every_explain_topic_draws_its_figure_as_a_figure(topic):
     sig = inspect.signature(module.figure)
     assert "path" not in sig.parameters and sig.return_annotation in (Figure, "Figure")
     assert module.figure.__doc__
+
+
+def test_every_study_is_one_registered_study_with_one_run_signature(monkeypatch, tmp_path):
+    """run_study and `dnnlab study` read one registry (studies/cli.py): each entry's package
+    declares its Study (name, parts, entries), and run_study calls every one the same way."""
+    from dnnlab.studies import cli as study_cli
+    from dnnlab.studies.study import Study
+    for name in dnnlab.STUDIES:
+        study = study_cli.load(name)
+        assert isinstance(study, Study) and study.name == name and study.help
+        params = inspect.signature(study.run).parameters
+        assert {"quick", "seeds", "data_dir", "device", "progress"} <= set(params), name
+        assert (next(iter(params)) == "config") == study.takes_config, name
+    seen = []
+    transfer = study_cli.load("transfer")
+    monkeypatch.setattr("dnnlab.studies.transfer.STUDY", dataclasses.replace(
+        transfer, run=lambda *a, **kw: seen.append((a, kw)) or {"ok": 1}))
+    assert dnnlab.run_study("transfer", tmp_path, quick=True, progress=False, resume=True) == {"ok": 1}
+    assert seen == [((tmp_path,), {"quick": True, "seeds": 3, "data_dir": None, "device": "auto",
+                                   "progress": False, "resume": True})]
+    with pytest.raises(dnnlab.DnnlabError, match="takes no config="):
+        dnnlab.run_study("transfer", tmp_path, config=dnnlab.RunConfig())

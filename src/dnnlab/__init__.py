@@ -37,10 +37,7 @@ from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import MLP, build_mlp
 from dnnlab.report import learning_curves, line_plot, report_runs
 from dnnlab.runs import fit, train_many
-from dnnlab.studies import ablation as _ablation_study
-from dnnlab.studies import cifar10 as _cifar10_study
 from dnnlab.studies import cli as _study_cli
-from dnnlab.studies import transfer as _transfer_study
 from dnnlab.studies.explain import TOPICS, Finding, run_topics
 from dnnlab.train import Callback, Variant
 from dnnlab.train.checkpoint import load_model, save_model
@@ -50,10 +47,6 @@ __version__ = "0.1.0"
 
 STUDIES: tuple[str, ...] = tuple(_study_cli.STUDIES)
 """The studies :func:`run_study` runs (``dnnlab study NAME`` on the command line)."""
-
-
-def _quiet(*_args: Any, **_kwargs: Any) -> None:
-    """A ``log`` function that prints nothing (``progress=False``)."""
 
 
 def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, seeds: int = 3,
@@ -80,21 +73,16 @@ def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, 
 
     Returns the dict written to ``results.json``. Same as ``dnnlab study NAME``.
     """
-    if name == "cifar10":
-        return _cifar10_study.run(Path(out or "runs/cifar10"), data_dir=data_dir, quick=quick,
-                                  seeds=seeds, device=device, progress=progress, **options)
-    if name == "transfer":
-        return _transfer_study.run(out or "runs/transfer", quick=quick, seeds=seeds,
-                                   data_dir=None if data_dir is None else str(data_dir),
-                                   device=device, log=print if progress else _quiet, **options)
-    if name == "ablation":
-        if config is None:
-            raise DnnlabError("run_study('ablation') needs config= (a TOML file or a RunConfig): "
-                              "the network and data its ladder of variants trains")
-        return _ablation_study.run(config, out or "runs/ablation", quick=quick, seeds=seeds,
-                                   device=device, progress=progress,
-                                   data_dir=None if data_dir is None else str(data_dir), **options)
-    raise DnnlabError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}")
+    study = _study_cli.load(name)            # the one registry, as `dnnlab study NAME` reads it
+    if study.takes_config and config is None:
+        raise DnnlabError(f"run_study({name!r}) needs config= (a TOML file or a RunConfig): "
+                          "the network and data its ladder of variants trains")
+    if not study.takes_config and config is not None:
+        raise DnnlabError(f"run_study({name!r}) takes no config=: the study trains its own "
+                          "networks; drop config=, or run the 'ablation' study on it")
+    return study.run(*([config] if study.takes_config else []), out or f"runs/{name}",
+                     quick=quick, seeds=seeds, data_dir=None if data_dir is None else str(data_dir),
+                     device=device, progress=progress, **options)
 
 
 def explain(topics: str | list[str], out: str | Path = "runs/explain", *, quick: bool = False,

@@ -49,16 +49,19 @@ HELP = "the MNIST transfer-learning exercise (digits 0-4 -> 5-9), against the bo
 
 def run(out: str | Path = "runs/transfer", *, quick: bool = False, seeds: int = 3,
         data_dir: str | None = None, device: str = "auto", pretrained: str = "auto",
-        threads: int | None = 1, resume: bool = False,
-        log: Callable[[str], None] = SAY) -> dict[str, Any]:
+        threads: int | None = 1, resume: bool = False, progress: bool = True,
+        log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the whole study into ``out`` (report.html, results.json, runs); return the results.
 
     ``pretrained`` names the 0-4 variant whose saved models part 2 reuses (default, tuned,
     batchnorm or dropout); "auto" picks the one whose frozen layers give the lowest validation
     loss of a trained head on the first seed's 5-9 images (validation data only). ``threads`` caps
     torch's CPU threads for the study (:func:`dnnlab.train.threads.cap`: the policy chooses below
-    it, a fixed ``--threads N`` wins; None: no cap).
+    it, a fixed ``--threads N`` wins; None: no cap). Progress lines go to ``log`` (default: stderr,
+    ``[transfer] ...``, none with ``progress=False``).
     """
+    if log is None:
+        log = SAY if progress else engine.Say("transfer", False)
     if pretrained not in ("auto", *PRETRAINED):
         raise DnnlabError(f"pretrained = {pretrained!r}; choose auto, {', '.join(PRETRAINED)}")
     t0 = time.perf_counter()
