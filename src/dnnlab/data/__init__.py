@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dnnlab.config import source_problem
+from dnnlab.config import DataConfig, source_problem
 from dnnlab.data.files import load_file
 from dnnlab.data.locate import decode, obtain
 from dnnlab.data.registry import GENERATED, NAMES, get_spec
@@ -66,7 +66,7 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, classes: list
                  class_names=list(spec.class_names), source=str(found.path), **options)
 
 
-def load_from_config(cfg, *, download: bool = True, progress: bool = True) -> Dataset:
+def load_from_config(cfg: DataConfig, *, download: bool = True, progress: bool = True) -> Dataset:
     """``load_dataset`` driven by a :class:`dnnlab.config.DataConfig` (the ``[data]`` table)."""
     return load_dataset(cfg.name, data_dir=cfg.data_dir, classes=cfg.classes,
                         per_class=cfg.per_class, valid_size=cfg.valid_size,
@@ -83,10 +83,10 @@ class ConfigLoader:
         self.loaded: dict[str, Dataset] = {}
 
     @staticmethod
-    def key(cfg) -> str:
+    def key(cfg: DataConfig) -> str:
         return json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
 
-    def __call__(self, cfg) -> Dataset:
+    def __call__(self, cfg: DataConfig) -> Dataset:
         key = self.key(cfg)
         if key not in self.loaded:
             self.loaded[key] = load_from_config(cfg, progress=self.progress)

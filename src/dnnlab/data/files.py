@@ -45,6 +45,7 @@ import functools
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ TRAIN_KEYS, TEST_KEYS = NPZ_KEYS[:2], NPZ_KEYS[2:]   # the Keras layout of forma
 _SHOWN_COLUMNS = 8      # columns listed in a "no such column" message
 
 
-def load_file(path: str | Path, *, label: str | None = None, **options) -> Dataset:
+def load_file(path: str | Path, *, label: str | None = None, **options: Any) -> Dataset:
     """The Dataset in ``path`` (.npz, .csv or .parquet) with the data-layer ``options`` applied."""
     if not str(path).isprintable():     # every message below starts with the path, on one line
         raise DataError(f"data.path = {str(path)!r} holds control characters; name a file")

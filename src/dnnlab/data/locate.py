@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -173,7 +173,7 @@ def decode(found: Found) -> Raw:
 
 
 @functools.lru_cache(maxsize=3)
-def _decode(found: Found, stamps: tuple) -> Raw:
+def _decode(found: Found, stamps: tuple[Any, ...]) -> Raw:
     spec, what = found.spec, str(found.path)
     if found.kind == "npz":
         if found.strict and file_digest(found.path, "sha256") != spec.npz_sha256:

@@ -35,7 +35,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def tensors(self, device="cpu"):
+    def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` as torch tensors on ``device`` (sharing memory with the arrays on the CPU)."""
         return torch.as_tensor(self.x).to(device), torch.as_tensor(self.y).to(device)
 

@@ -9,6 +9,7 @@ the official one (your own data in the same format is fine, it just is not vouch
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from dnnlab.data.formats import digest, file_digest, read_cifar_tar, read_file
 from dnnlab.data.locate import Found, locate
@@ -32,7 +33,7 @@ def _matches(found: Found) -> bool:
     return all(digest(data, spec.digest) == spec.checksums[n] for n, data in blobs.items())
 
 
-def dataset_status(data_dir: str | Path | None = None) -> list[dict]:
+def dataset_status(data_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """One row per dataset: name, found, location, place, format, checksum, size (bytes)."""
     rows = []
     for name, spec in SPECS.items():
@@ -55,7 +56,7 @@ def _size(n: int) -> str:
     return "-" if n == 0 else f"{n / 1e6:.1f} MB"
 
 
-def format_status(rows: list[dict]) -> str:
+def format_status(rows: list[dict[str, Any]]) -> str:
     """The table ``dnnlab datasets`` prints, with a hint on how to get what is missing."""
     header = ("dataset", "found", "checksum", "size", "location")
     table = [header] + [(r["name"], "yes" if r["found"] else "no", r["checksum"], _size(r["size"]),

@@ -8,6 +8,8 @@ number of features: a linear model reaches about 90% with the defaults (98% with
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from dnnlab.data.splits import Dataset, build, from_arrays
@@ -43,7 +45,7 @@ def synthetic(n_train: int = 1000, n_valid: int = 200, n_test: int = 200, n_feat
     return ds
 
 
-def load_synthetic(**options) -> Dataset:
+def load_synthetic(**options: Any) -> Dataset:
     """The fixed ``synthetic`` dataset through the same split/select/standardize path as real data."""
     rng = np.random.default_rng(0)
     x, y = blobs(POOL_TRAIN + POOL_TEST, POOL_FEATURES, POOL_CLASSES, rng)

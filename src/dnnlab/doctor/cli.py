@@ -10,13 +10,15 @@ leaving the run's files to the one process that writes them.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Any
 
 from dnnlab import rundir
 from dnnlab.cli_common import dedicated_flags, with_flags, with_threads
 from dnnlab.config import load_config, replace
 from dnnlab.doctor.probe import probe_run
-from dnnlab.doctor.report import examine, format_findings
+from dnnlab.doctor.report import Examination, examine, format_findings
 from dnnlab.errors import DnnlabError
 from dnnlab.runs import default_run_dir
 
@@ -25,7 +27,7 @@ from dnnlab.runs import default_run_dir
 PROBE_EPOCHS = 10
 
 
-def _probe(args, target: Path):
+def _probe(args: argparse.Namespace, target: Path) -> Examination:
     """Train the probe of a CONFIG.toml into its own run directory and examine it there."""
     cfg = load_config(target, list(args.set or []))
     cfg = replace(cfg, **{"train.epochs": min(cfg.train.epochs, PROBE_EPOCHS),
@@ -41,7 +43,7 @@ def _probe(args, target: Path):
         return examine(run_dir)
 
 
-def cmd_doctor(args) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if target.is_dir():
         if args.set:
@@ -59,7 +61,7 @@ def cmd_doctor(args) -> int:
     return 0
 
 
-def register(sub, with_config=None) -> None:
+def register(sub: Any, with_config: Any = None) -> None:
     sp = sub.add_parser("doctor", help="what is wrong with a run, and the chapter's remedy")
     sp.add_argument("target", metavar="RUN_DIR|CONFIG.toml",
                     help="a run directory with layers.csv, or a config to probe-train")

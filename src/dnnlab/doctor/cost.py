@@ -14,6 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ from dnnlab.train import fit
 BUDGET = 0.05   # issue 14: recording may cost at most 5% of an epoch
 
 
-def measure(n_train: int = 45000, repeats: int = 5, threads: int = 1, device: str = "cpu") -> dict:
+def measure(n_train: int = 45000, repeats: int = 5, threads: int = 1, device: str = "cpu") -> dict[str, Any]:
     torch.set_num_threads(threads)
     data = synthetic(n_train=n_train, n_valid=5000, n_test=0, n_features=3072, n_classes=10)
     cfg = replace(RunConfig(), **{"name": "cost", "model.depth": 20, "model.width": 100,

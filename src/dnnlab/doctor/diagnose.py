@@ -18,7 +18,9 @@ symptom names the finding it follows from and how.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dnnlab.config import RunConfig
 
@@ -112,7 +114,7 @@ class Diagnosis:
         return (f"{self.measure}{at} = {_num(self.value)} (threshold {_num(self.threshold)}: "
                 f"{self.why})")
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "title": self.title, "evidence": self.evidence(),
                 "layer": self.layer, "epoch": self.epoch, "step": self.step,
                 "value": self.value, "threshold": self.threshold, "remedy": self.remedy,
@@ -128,17 +130,17 @@ def _num(v: float) -> str:
 
 
 # --- helpers over the records -------------------------------------------------------------------
-def epochs_recorded(records: list[dict]) -> list[int]:
+def epochs_recorded(records: list[dict[str, Any]]) -> list[int]:
     return sorted({r["epoch"] for r in records})
 
 
-def hidden_at(records: list[dict], epoch: int) -> list[dict]:
+def hidden_at(records: list[dict[str, Any]], epoch: int) -> list[dict[str, Any]]:
     """The hidden layers' rows of one record, in layer order."""
     return sorted((r for r in records if r["epoch"] == epoch and not r["output"]),
                   key=lambda r: r["layer"])
 
 
-def _last_hidden(records: list[dict]) -> tuple[int | None, list[dict]]:
+def _last_hidden(records: list[dict[str, Any]]) -> tuple[int | None, list[dict[str, Any]]]:
     epochs = epochs_recorded(records)
     if not epochs:
         return None, []
@@ -202,7 +204,7 @@ def _useful(alternatives: list[list[str]], cfg: RunConfig) -> list[list[str]]:
     """Drop suggestions the config already follows (``model.init=glorot_normal`` when it is)."""
     raw = cfg.to_dict()
 
-    def current(key: str):
+    def current(key: str) -> Any:
         node = raw
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -215,7 +217,7 @@ def _useful(alternatives: list[list[str]], cfg: RunConfig) -> list[list[str]]:
 
 
 # --- the checks (pure functions) ----------------------------------------------------------------
-def gradient_ratio(hidden: list[dict]) -> float | None:
+def gradient_ratio(hidden: list[dict[str, Any]]) -> float | None:
     """First hidden layer's back-propagated signal over the last hidden layer's (None if unknown)."""
     if len(hidden) < 2:
         return None
@@ -224,10 +226,10 @@ def gradient_ratio(hidden: list[dict]) -> float | None:
         return None
     if first == 0 or last == 0:
         return None    # a layer that passes no signal at all is dead or saturated: those checks say so
-    return first / last
+    return float(first / last)
 
 
-def check_unstable_gradients(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
+def check_unstable_gradients(records: list[dict[str, Any]], cfg: RunConfig) -> Diagnosis | None:
     """Vanishing or exploding gradients at the latest record (what the net is like now)."""
     epoch, hidden = _last_hidden(records)
     ratio = gradient_ratio(hidden)
@@ -247,7 +249,7 @@ def check_unstable_gradients(records: list[dict], cfg: RunConfig) -> Diagnosis |
         step=hidden[0]["step"])
 
 
-def check_dead_units(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
+def check_dead_units(records: list[dict[str, Any]], cfg: RunConfig) -> Diagnosis | None:
     epoch, hidden = _last_hidden(records)
     if not hidden:
         return None
@@ -271,7 +273,7 @@ def check_dead_units(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
         explanation=why, layer=worst["layer"], epoch=epoch, step=worst["step"])
 
 
-def check_saturated_units(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
+def check_saturated_units(records: list[dict[str, Any]], cfg: RunConfig) -> Diagnosis | None:
     epoch, hidden = _last_hidden(records)
     if not hidden:
         return None
@@ -313,7 +315,7 @@ def self_normalizes(means: list[float], stds: list[float]) -> bool:
     return at is not None and at <= max(1, int(len(means) * SELF_NORM_SETTLE_FRACTION))
 
 
-def check_self_normalization(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
+def check_self_normalization(records: list[dict[str, Any]], cfg: RunConfig) -> Diagnosis | None:
     """SELU nets only: does the stack sit at the fixed point at the first record (the setup)?
 
     Judged at initialization because that is what the chapter's conditions (standardized inputs,
@@ -362,12 +364,12 @@ def _lr_remedy(cfg: RunConfig, factor: float) -> list[str]:
     return [f"optim.lr={cfg.optim.lr * factor:.1g}"]
 
 
-def max_update_ratio(hidden: list[dict]) -> float | None:
+def max_update_ratio(hidden: list[dict[str, Any]]) -> float | None:
     values = [r["update_ratio"] for r in hidden if not math.isnan(r["update_ratio"])]
     return max(values) if values else None
 
 
-def check_learning_rate_too_high(records: list[dict], history: dict, cfg: RunConfig,
+def check_learning_rate_too_high(records: list[dict[str, Any]], history: dict[str, Any], cfg: RunConfig,
                                  status: str = "completed", message: str = "") -> Diagnosis | None:
     lr = cfg.optim.lr
     alts = [["optim.clip_norm=1.0"], ["optim.schedule.name=1cycle"]]
@@ -407,7 +409,8 @@ def check_learning_rate_too_high(records: list[dict], history: dict, cfg: RunCon
     return None
 
 
-def check_learning_rate_too_low(records: list[dict], history: dict, cfg: RunConfig) -> Diagnosis | None:
+def check_learning_rate_too_low(records: list[dict[str, Any]], history: dict[str, Any],
+                                cfg: RunConfig) -> Diagnosis | None:
     losses = [v for v in history.get("loss", []) if not math.isnan(v)]
     trained = [e for e in epochs_recorded(records) if e > 0]
     if not losses or not trained:
@@ -431,7 +434,7 @@ def check_learning_rate_too_low(records: list[dict], history: dict, cfg: RunConf
         step=hidden[0]["step"] if hidden else None)
 
 
-def check_overfitting(history: dict, cfg: RunConfig) -> Diagnosis | None:
+def check_overfitting(history: dict[str, Any], cfg: RunConfig) -> Diagnosis | None:
     val = history.get("val_loss", [])
     train = history.get("loss", [])
     epochs = history.get("epoch", list(range(1, len(val) + 1)))
@@ -472,13 +475,13 @@ def check_overfitting(history: dict, cfg: RunConfig) -> Diagnosis | None:
 SIGNAL_CHECKS = (check_unstable_gradients, check_dead_units, check_saturated_units)
 
 
-def at_initialization(records: list[dict]) -> list[dict]:
+def at_initialization(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The epoch-0 record (the net before its first step); empty when recording began later."""
     epochs = epochs_recorded(records)
     return [r for r in records if r["epoch"] == 0] if epochs and epochs[0] == 0 else []
 
 
-def findings_at_init(records: list[dict], cfg: RunConfig) -> list[Diagnosis] | None:
+def findings_at_init(records: list[dict[str, Any]], cfg: RunConfig) -> list[Diagnosis] | None:
     """The signal findings the epoch-0 record already shows (None: no such record)."""
     first = at_initialization(records)
     if not first:
@@ -486,7 +489,7 @@ def findings_at_init(records: list[dict], cfg: RunConfig) -> list[Diagnosis] | N
     return [f for f in (c(first, cfg) for c in SIGNAL_CHECKS) if f is not None]
 
 
-def check_initialization(records: list[dict], cfg: RunConfig) -> Diagnosis | None:
+def check_initialization(records: list[dict[str, Any]], cfg: RunConfig) -> Diagnosis | None:
     """The set-up itself: the net is broken before its first step (a signal finding in the
     epoch-0 record) and its init does not suit its activation (or its biases start negative).
 
@@ -497,6 +500,7 @@ def check_initialization(records: list[dict], cfg: RunConfig) -> Diagnosis | Non
     found = findings_at_init(records, cfg) if fix is not None else None
     if not found:
         return None
+    assert fix is not None                 # found is None without a fix
     worst = max(found, key=lambda f: f.severity)
     return Diagnosis(
         kind="bad_initialization", title="Bad initialization: the net is broken before its first step",
@@ -519,7 +523,7 @@ class Explains:
 # record, None when there is none). "since_init": it was in the epoch-0 record, before any step
 # (the set-up's doing); "during_training": the epoch-0 record exists and did not have it (it
 # developed as the weights moved).
-CONDITIONS = {
+CONDITIONS: dict[str, Callable[[str, Any], bool]] = {
     "always": lambda kind, at_init: True,
     "since_init": lambda kind, at_init: at_init is not None and kind in at_init,
     "during_training": lambda kind, at_init: at_init is not None and kind not in at_init,
@@ -554,7 +558,7 @@ EXPLAINS: tuple[Explains, ...] = (
 )
 
 
-def link_causes(found: list[Diagnosis], records: list[dict], cfg: RunConfig) -> list[Diagnosis]:
+def link_causes(found: list[Diagnosis], records: list[dict[str, Any]], cfg: RunConfig) -> list[Diagnosis]:
     """Set each finding's ``follows_from`` from EXPLAINS, then order causes before their
     symptoms, keeping ``found``'s order (tier, then severity) wherever the relation is silent."""
     by_kind = {f.kind: f for f in found}
@@ -574,8 +578,8 @@ def link_causes(found: list[Diagnosis], records: list[dict], cfg: RunConfig) -> 
     return ordered
 
 
-def diagnose(records: list[dict], history: dict, cfg: RunConfig, status: str = "completed",
-             message: str = "") -> list[Diagnosis]:
+def diagnose(records: list[dict[str, Any]], history: dict[str, Any], cfg: RunConfig,
+             status: str = "completed", message: str = "") -> list[Diagnosis]:
     """Every finding, ranked: tier (set-up, signal, units, learning rate, generalization), then
     severity, with every cause moved above the symptoms it explains (EXPLAINS). An empty list
     means no finding."""

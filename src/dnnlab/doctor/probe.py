@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnnlab.config import RunConfig, replace
-from dnnlab.data import load_from_config
+from dnnlab.data import Dataset, load_from_config
 from dnnlab.doctor.record import callbacks_for
-from dnnlab.train import fit
+from dnnlab.train import FitResult, fit
 
 
-def probe_run(cfg: RunConfig, run_dir: str | Path, *, data=None, record_every: int = 1,
-              tensorboard: bool = False):
+def probe_run(cfg: RunConfig, run_dir: str | Path, *, data: Dataset | None = None,
+              record_every: int = 1, tensorboard: bool = False) -> FitResult:
     """Train ``cfg`` into ``run_dir`` with layer records from initialization on.
 
     The recorder (``train.record_every``) records the net before the first step, so a net that

@@ -29,6 +29,7 @@ import csv
 import io as _io
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ class LayerRecorder(Callback):
         self.x, self.y = x_probe, y_probe
         self.steps_per_epoch, self.every = int(steps_per_epoch), int(every)
         self.model = int(model)
-        self.rows: list[dict] = []
+        self.rows: list[dict[str, Any]] = []
         self._previous: dict[str, torch.Tensor] = {}
         self._previous_step: int | None = None
         self._loaded = False
@@ -107,7 +108,7 @@ class LayerRecorder(Callback):
         return None
 
     # ------------------------------------------------------------------------------------------
-    def record(self, epoch: int, model: nn.Module) -> list[dict]:
+    def record(self, epoch: int, model: nn.Module) -> list[dict[str, Any]]:
         """Measure ``model`` now, append the rows, rewrite ``layers.csv`` atomically."""
         if not self._loaded:
             self._keep_earlier_rows(epoch)
@@ -143,7 +144,7 @@ class LayerRecorder(Callback):
             self.rows = [r for r in read_layers(self.path) if r["epoch"] < epoch]
 
 
-def format_rows(rows: list[dict]) -> str:
+def format_rows(rows: list[dict[str, Any]]) -> str:
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
@@ -152,7 +153,7 @@ def format_rows(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _fmt(v) -> str:
+def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return str(int(v))
     if v is None:
@@ -165,7 +166,7 @@ def _fmt(v) -> str:
 _INT_COLUMNS = ("epoch", "step", "layer", "units", "output")
 
 
-def read_layers(path: str | Path) -> list[dict]:
+def read_layers(path: str | Path) -> list[dict[str, Any]]:
     """``layers.csv`` back as a list of dicts (numbers as int / float, ``output`` as bool)."""
     path = Path(path)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -37,14 +38,14 @@ PANELS = (("act_mean", "activation mean", False), ("act_std", "activation std", 
 class Examination:
     run_dir: Path
     findings: list[Diagnosis]
-    records: list[dict]
-    history: dict
+    records: list[dict[str, Any]]
+    history: dict[str, Any]
     cfg: RunConfig
     status: str
     report: Path | None = None
 
 
-def load_run(run_dir: str | Path) -> tuple[list[dict], dict, RunConfig, str, str]:
+def load_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any], RunConfig, str, str]:
     """(records, history, config, status, message) of a run directory."""
     run_dir = Path(run_dir)
     config = rundir.run_file(run_dir, "config.toml", hint="pass a folder 'dnnlab train' printed "
@@ -111,7 +112,7 @@ def format_findings(findings: list[Diagnosis]) -> str:
     return "\n".join(lines)
 
 
-def layer_figure(records: list[dict]) -> Figure:
+def layer_figure(records: list[dict[str, Any]]) -> Figure:
     """Per-layer statistics across training: x = hidden layer, one line per record (colour = epoch)."""
     epochs = epochs_recorded(records)
     cmap = colormaps["viridis"]

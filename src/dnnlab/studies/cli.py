@@ -12,6 +12,7 @@ the parser is built.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from dnnlab import rundir
 from dnnlab.cli_common import with_threads
@@ -36,7 +37,7 @@ def load(name: str) -> Study:
     return study
 
 
-def register(sub, with_config) -> None:
+def register(sub: Any, with_config: Any) -> None:
     """Add ``study`` with one sub-command per entry of ``STUDIES``."""
     sp = sub.add_parser("study", help="run one of the chapter's exercises end to end: "
                         + ", ".join(STUDIES),
