@@ -167,7 +167,7 @@ class EarlyStopping(Callback):
 
 class ReduceLROnPlateau(Callback):
     """The ``performance`` schedule (Keras' ReduceLROnPlateau on val_loss): each model's rate
-    multiplier, ``run.lr_scale[i]``, which the next epoch's rate table uses."""
+    multiplier (``run.set_lr_scale(i, x)``), which the next epoch's rate table uses."""
 
     def __init__(self) -> None:
         self.plateaus: dict[int, Plateau] = {}
