@@ -36,6 +36,8 @@ from dnnlab.analysis.stats import compare, difference_interval
 
 SUPPORTED, REFUTED, NOT_SETTLED = "supported", "refuted", "not settled"
 OUTCOMES = (SUPPORTED, REFUTED, NOT_SETTLED)
+ROW_COLUMNS = ("claim", "outcome", "effect [95% interval]", "test", "p", "confirms", "refutes")
+EVERY_SEED = "every seed must agree"
 MIN_SEEDS = 3   # no verdict from fewer seeds (2 give a t-test with 1 degree of freedom)
 
 
@@ -63,6 +65,7 @@ class Verdict:
     asserted_by: tuple[str, ...] = ()
     denied_by: tuple[str, ...] = ()
     note: str = ""
+    samples: str = "seeds"          # what the evidence's values are: seeds, or timing repeats
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -92,11 +95,14 @@ class Verdict:
         over 3 seeds, p = 0.004``."""
         unit = f" {self.unit}" if self.unit else ""
         parts = []
+        if self.test == EVERY_SEED:
+            held = [x for v in self.evidence.values() for x in v if x]
+            return f"held at {len(held)} of {self.seeds} {self.samples}, {EVERY_SEED}"
         if self.effect is not None:
             ci = (f" [{self._num(self.interval[0])}, {self._num(self.interval[1])}]"
                   if self.interval else "")
             parts.append(f"{self._num(self.effect)}{unit}{ci}")
-        parts.append(f"{self.test} over {self.seeds} seed{'s' if self.seeds != 1 else ''}")
+        parts.append(f"{self.test} over {self.seeds} {self.samples}")
         if self.p is not None:
             parts.append(f"p = {self.p:.2g}")
         if self.margin is not None:
@@ -108,13 +114,25 @@ class Verdict:
         note = f"; {self.note}" if self.note else ""
         return f"{self.outcome.capitalize()}: {self.claim} ({self.numbers()}{note})"
 
+    def row(self) -> dict[str, str]:
+        """The verdict as a report row (columns :data:`ROW_COLUMNS`): every report shows its
+        verdicts the same way."""
+        effect = "–" if self.effect is None else self.numbers().split(", ")[0]
+        return {"claim": self.claim + (f" ({self.note})" if self.note else ""),
+                "outcome": self.outcome, "effect [95% interval]": effect,
+                "test": f"{self.test}, {self.seeds} {self.samples}",
+                "p": "–" if self.p is None else f"{self.p:.2g}",
+                "confirms": ", ".join(c.split(" (")[0] for c in self.confirms) or "–",
+                "refutes": ", ".join(c.split(" (")[0] for c in self.refutes) or "–"}
+
     def to_json(self) -> dict[str, Any]:
         return {"claim": self.claim, "outcome": self.outcome, "test": self.test,
                 "evidence": {k: list(v) for k, v in self.evidence.items()},
                 "effect": self.effect, "interval": list(self.interval) if self.interval else None,
                 "p": self.p, "margin": self.margin, "unit": self.unit, "scale": self.scale,
                 "asserted_by": list(self.asserted_by), "denied_by": list(self.denied_by),
-                "note": self.note, "confirms": self.confirms, "refutes": self.refutes}
+                "note": self.note, "samples": self.samples, "confirms": self.confirms,
+                "refutes": self.refutes}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Verdict:
@@ -123,7 +141,8 @@ class Verdict:
                    interval=tuple(d["interval"]) if d.get("interval") else None,  # type: ignore[arg-type]
                    p=d.get("p"), margin=d.get("margin"), unit=d.get("unit", ""),
                    scale=d.get("scale", 1.0), asserted_by=tuple(d.get("asserted_by", ())),
-                   denied_by=tuple(d.get("denied_by", ())), note=d.get("note", ""))
+                   denied_by=tuple(d.get("denied_by", ())), note=d.get("note", ""),
+                   samples=d.get("samples", "seeds"))
 
 
 def _sides(a, b) -> tuple[list[float | None], list[float | None], bool]:
@@ -209,7 +228,7 @@ def every_seed(claim: str, flags: Iterable[bool | None], *, name: str = "holds",
     if len(known) >= MIN_SEEDS and len(known) == len(f):
         outcome = SUPPORTED if all(known) else REFUTED if not any(known) else NOT_SETTLED
     share = sum(known) / len(known) if known else None
-    return Verdict(claim=claim, outcome=outcome, test="every seed agrees",
+    return Verdict(claim=claim, outcome=outcome, test=EVERY_SEED,
                    evidence={name: [None if x is None else float(x) for x in f]},
                    effect=share, **kw)
 
@@ -238,5 +257,5 @@ def headline(verdicts: Sequence[Verdict]) -> str:
     return outcomes.pop() if len(outcomes) == 1 else "mixed"
 
 
-__all__ = ["MIN_SEEDS", "NOT_SETTLED", "OUTCOMES", "REFUTED", "SUPPORTED", "Verdict", "differs",
-           "every_seed", "headline", "same", "sources", "spread"]
+__all__ = ["MIN_SEEDS", "NOT_SETTLED", "OUTCOMES", "REFUTED", "ROW_COLUMNS", "SUPPORTED",
+           "Verdict", "differs", "every_seed", "headline", "same", "sources", "spread"]

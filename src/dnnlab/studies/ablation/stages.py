@@ -30,7 +30,7 @@ from dnnlab.errors import DnnlabError, TrainingDiverged
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.runs import fit, train_many
 from dnnlab.studies.ablation.plan import ONECYCLE_PEAKS, TRAINED, Protocol, variant_config
-from dnnlab.studies.engine import Say, Stage, cached
+from dnnlab.studies.engine import Say, Stage, cached, failed
 from dnnlab.train import Variant, evaluate, resolve_device, threads
 from dnnlab.train.callbacks import CsvLogger
 from dnnlab.train.checkpoint import load_model, save_model
@@ -45,6 +45,7 @@ FINDER_RANGE = (1e-6, 10.0)
 # whether the sweep was the first of its process). A few seconds of one thread make it rerun to
 # the bit.
 FINDER_THREADS = 1
+TIMING_LR = 1e-3     # the rate of a timing slice at most (see time_epochs)
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
@@ -257,6 +258,7 @@ def time_epochs(configs: dict[str, RunConfig], datasets: dict[str, Dataset], ste
     best estimate of the code's own cost. Validation is not included.
     """
     per_step: dict[str, list[float]] = {name: [] for name in configs}
+    failed: dict[str, str] = {}
     for _ in range(repeats):
         for name, cfg in configs.items():
             data = datasets[name]
@@ -265,17 +267,23 @@ def time_epochs(configs: dict[str, RunConfig], datasets: dict[str, Dataset], ste
             sub = dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]),
                                       valid=Split(data.valid.x[:bs], data.valid.y[:bs]))
             # the schedule is left out: a rate change per step costs nothing measurable, and
-            # 1cycle refuses runs as short as a timing slice of a tiny dataset
+            # 1cycle refuses runs as short as a timing slice of a tiny dataset. So is the rate:
+            # 1cycle's peak, run as a constant rate, diverges before a slice ends (the README's
+            # example did), and a step costs the same at any rate.
             run_cfg = replace(cfg, **{"train.epochs": 1, "train.progress": False,
-                                      "train.device": device, "optim.schedule.name": "none"})
+                                      "train.device": device, "optim.schedule.name": "none",
+                                      "optim.lr": min(cfg.optim.lr, TIMING_LR)})
             res = fit(run_cfg, sub, evaluate_test=False)
+            if not res.history["seconds"]:       # diverged before its slice ended: say so
+                failed[name] = f"the timing slice ended before one epoch ({res.status})"
+                continue
             per_step[name].append(res.history["seconds"][0] / math.ceil(n / bs))
-    out = {}
+    out: dict[str, float | None] = {}
     for name, cfg in configs.items():
         full_steps = math.ceil(len(datasets[name].train) / cfg.train.batch_size)
-        out[name] = min(per_step[name]) * full_steps
+        out[name] = min(per_step[name]) * full_steps if per_step[name] else None
     return {"seconds_per_epoch": out, "steps": steps, "repeats": repeats,
-            "per_step": per_step}
+            "per_step": per_step, "failed_variants": failed}
 
 
 # ---------------------------------------------------------------------------- the stages
@@ -441,11 +449,11 @@ def _alpha_dropout_rate(done: dict[str, Any]) -> dict[str, Any]:
 
 
 def _every_chosen(done: dict[str, Any], *, trained: tuple[str, ...]) -> dict[str, Any]:
-    return {n: _chosen(done, n) for n in trained}
+    return {n: _chosen(done, n) for n in trained if failed(done.get(n)) is None}
 
 
 def _variant_names(done: dict[str, Any], *, trained: tuple[str, ...]) -> dict[str, Any]:
-    return {"variants": list(trained)}
+    return {"variants": [n for n in trained if failed(done.get(n)) is None]}
 
 
 def stages(user: tuple[str, ...] = ()) -> tuple[Stage, ...]:
@@ -461,7 +469,8 @@ def stages(user: tuple[str, ...] = ()) -> tuple[Stage, ...]:
                      "dropout-rate and LR searches, final runs",
                      functools.partial(train_variant, name=name), version=version, **extra)
 
-    # versions: alpha_dropout 2, one_cycle 3 (and mc_dropout 2, timing 2, which use those models):
+    # versions: alpha_dropout 2, one_cycle 3 (and mc_dropout 2, timing 2, which use those models;
+    # timing 3: a slice runs at most at TIMING_LR, so that 1cycle's peak cannot diverge in it):
     # one alpha dropout layer before the output, as in the book; one_cycle's peak rate searched
     # (4: up to 3x the finder's minimum, plan.ONECYCLE_PEAKS; 5: the finder on one thread).
     return (
@@ -474,9 +483,9 @@ def stages(user: tuple[str, ...] = ()) -> tuple[Stage, ...]:
               mc_dropout_stage, takes=_alpha_chosen, own=("mc_samples",), version=2),
         *(variant(n) for n in user),
         Stage("doctor", trained, "the doctor's top finding per variant", doctor_stage,
-              takes=functools.partial(_variant_names, trained=trained)),
+              takes=functools.partial(_variant_names, trained=trained), partial=True),
         Stage("timing", (*trained, "selu_stats", "mc_dropout", "doctor"),
               "seconds per epoch, one model of each variant", timing_stage,
               takes=functools.partial(_every_chosen, trained=trained),
-              own=("timing_steps", "timing_repeats"), version=2, threads=1),
+              own=("timing_steps", "timing_repeats"), version=3, threads=1, partial=True),
     )
