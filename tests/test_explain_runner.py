@@ -215,3 +215,32 @@ def test_explain_help_says_what_stays_fixed_on_own_data(capsys):
     assert "--config" in out and "every topic runs on that data" in out
     for topic in explain.FIXED_PART:
         assert f"{topic}: " in out
+
+
+class _Loaded(Exception):
+    """Raised by the stand-in loader once it has seen a topic's [data] table."""
+
+
+def test_the_users_standardize_reaches_every_topic(monkeypatch, tmp_path):
+    """Every topic trains on the user's [data] table as written: standardize = true stays true
+    (and false stays false) whatever the topic would pick on MNIST; the limit is lowered to
+    the topic's budget only when the user's is larger."""
+    from dnnlab.studies.explain import base
+    seen = []
+
+    def loader(table, progress=False):
+        seen.append(table)
+        raise _Loaded
+
+    monkeypatch.setattr(base, "load_from_config", loader)
+    for standardize in (True, False):
+        user = DataConfig(name="synthetic", standardize=standardize, classes=[0, 1], limit=10**6,
+                          valid_size=40)
+        for topic in TOPICS:
+            seen.clear()
+            with pytest.raises(_Loaded):
+                explain.run_topic(topic, tmp_path, quick=True, data=user)
+            table = seen[0]
+            assert table.standardize is standardize, topic
+            assert (table.name, table.classes, table.valid_size) == ("synthetic", [0, 1], 40), topic
+            assert table.limit < 10**6, topic

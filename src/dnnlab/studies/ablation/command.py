@@ -118,6 +118,7 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
     raw, _ = data(setup)
     say(raw.summary())
     settings = {**setup.proto.to_dict(), "seeds": setup.seeds,
+                **({"first_seed": setup.first_seed} if setup.first_seed else {}),
                 "train_images": len(raw.train), "base": setup.base.to_dict(),
                 "user": [[n, dict(o)] for n, o in setup.user]}
     declared = stages(tuple(n for n, _ in setup.user))
@@ -197,9 +198,10 @@ def run(config: str | Path | RunConfig, out: str | Path = DEFAULT_OUT, *, quick:
         max_epochs: int | None = None, patience: int | None = None,
         search_epochs: int | None = None, threads: int | None = None, workers: int | None = None,
         variants: tuple = (), storage: str | None = None, heartbeat: int | None = None,
-        data_dir: str | None = None) -> dict[str, Any]:
+        data_dir: str | None = None, first_seed: int = 0) -> dict[str, Any]:
     """The ablation study of ``config`` (a path: its ``[[variant]]`` tables are the user variants;
-    a RunConfig: ``variants`` gives them as (name, ((key, value), ...)) pairs)."""
+    a RunConfig: ``variants`` gives them as (name, ((key, value), ...)) pairs). ``first_seed``:
+    the final runs train seeds ``first_seed`` on (benchmarks/verdict_stability.py varies it)."""
     check_options(seeds, workers, max_epochs=max_epochs, patience=patience,
                   search_epochs=search_epochs)
     base, user = (config, tuple(variants)) if isinstance(config, RunConfig) else read_config(config)
@@ -208,7 +210,7 @@ def run(config: str | Path | RunConfig, out: str | Path = DEFAULT_OUT, *, quick:
     proto: Protocol = plan.from_config(base, quick, max_epochs=max_epochs, patience=patience,
                                        search_epochs=search_epochs)
     setup = Setup(base=base, proto=proto, seeds=seeds, device=device, out=Path(out),
-                  say=engine.Say("ablation", progress), user=user)
+                  say=engine.Say("ablation", progress), user=user, first_seed=first_seed)
     return run_study(setup, study="ablation", title=f"Ablation: the chapter-11 ladder on "
                      f"{base.name} ({base.data.name} data)", resume=resume, workers=workers,
                      threads=threads, storage=storage, heartbeat=heartbeat)

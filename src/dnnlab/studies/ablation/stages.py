@@ -142,8 +142,9 @@ def seconds_per_epoch(histories: list[dict[str, list]]) -> float | None:
 
 
 def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progress: bool,
-                models_dir: Path | None = None) -> tuple[dict[str, Any], list]:
-    """The final runs of one variant: ``seeds`` models at once, each evaluated on valid and test.
+                models_dir: Path | None = None, first_seed: int = 0) -> tuple[dict[str, Any], list]:
+    """The final runs of one variant: ``seeds`` models at once (seeds ``first_seed`` on), each
+    evaluated on valid and test.
 
     Returns the record and the trained models (best weights restored); with ``models_dir`` each
     model is also saved there as ``<name>-seed<k>.safetensors``, and records what its layers do
@@ -154,8 +155,10 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
     t0 = time.perf_counter()
     cfg = replace(cfg, **{"train.progress": progress})
     run_dirs = None if models_dir is None else [
-        models_dir.parent / "runs" / f"{cfg.name}-seed{s}" for s in range(seeds)]
-    results = train_many(cfg, data, [Variant(seed=s) for s in range(seeds)], device=device,
+        models_dir.parent / "runs" / f"{cfg.name}-seed{s}"
+        for s in range(first_seed, first_seed + seeds)]
+    results = train_many(cfg, data, [Variant(seed=s) for s in range(first_seed, first_seed + seeds)],
+                         device=device,
                          progress=progress, run_dirs=run_dirs)
     wall = time.perf_counter() - t0
     valid, test = _tensors(data.valid, dev), _tensors(data.test, dev)
@@ -182,10 +185,12 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
     return record, models
 
 
-def load_models(cfg: RunConfig, seeds: int, models_dir: Path, device: str) -> list:
+def load_models(cfg: RunConfig, seeds: int, models_dir: Path, device: str,
+                first_seed: int = 0) -> list:
     """The first ``seeds`` models :func:`train_seeds` saved (the later stages read them back)."""
     dev = resolve_device(device)
-    return [load_model(models_dir / f"{cfg.name}-seed{s}.safetensors", dev) for s in range(seeds)]
+    return [load_model(models_dir / f"{cfg.name}-seed{s}.safetensors", dev)
+            for s in range(first_seed, first_seed + seeds)]
 
 
 def mc_dropout(models: list, data: Dataset, n_samples: int, *, device: str) -> dict[str, Any]:
@@ -298,6 +303,7 @@ class Setup:
     say: Say
     bars: bool = False                   # training bars (one process only: they would interleave)
     user: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()   # (name, overrides) per user variant
+    first_seed: int = 0                  # the final runs train seeds first_seed, first_seed + 1, ...
 
     @property
     def models_dir(self) -> Path:
@@ -382,7 +388,8 @@ def train_variant(setup: Setup, inputs: dict[str, Any], *, name: str) -> dict[st
     cfg = setup.config(name, {"lr": lr, "dropout": dropout})
     say(f"{name}: lr {lr:.3g}; training {setup.seeds} seeds at once for up to "
         f"{cfg.train.epochs} epochs")
-    rec["final"], _ = train_seeds(cfg, train, setup.seeds, models_dir=setup.models_dir, **kw)
+    rec["final"], _ = train_seeds(cfg, train, setup.seeds, models_dir=setup.models_dir,
+                                  first_seed=setup.first_seed, **kw)
     accs = ", ".join(f"{r['val_accuracy']:.4f}" for r in rec["final"]["runs"])
     say(f"{name}: validation accuracy per seed {accs}")
     return rec
@@ -391,7 +398,8 @@ def train_variant(setup: Setup, inputs: dict[str, Any], *, name: str) -> dict[st
 def mc_dropout_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
     setup.say(f"MC Dropout: {setup.proto.mc_samples} passes per model")
     cfg = setup.config("alpha_dropout", inputs)
-    return mc_dropout(load_models(cfg, setup.seeds, setup.models_dir, setup.device),
+    return mc_dropout(load_models(cfg, setup.seeds, setup.models_dir, setup.device,
+                                  setup.first_seed),
                       data(setup)[1], setup.proto.mc_samples, device=setup.device)
 
 
@@ -399,7 +407,8 @@ def selu_stats_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
     setup.say("SELU layer statistics: standardized/raw inputs x LeCun/He init")
     cfg = setup.config("selu", {"lr": inputs["selu_lr"]})
     raw, std = data(setup)
-    seed0 = load_models(cfg, 1, setup.models_dir, setup.device)[0]     # only seed 0's is measured
+    seed0 = load_models(cfg, 1, setup.models_dir, setup.device,
+                        setup.first_seed)[0]                            # only the first is measured
     return selu_statistics(cfg, raw, std, setup.proto, device=setup.device, progress=setup.bars,
                            final_model=seed0)
 
@@ -414,8 +423,9 @@ def timing_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_dir(setup: Setup, name: str, seed: int = 0) -> Path:
-    """Where :func:`train_seeds` recorded variant ``name``'s seed ``seed`` (for the doctor)."""
-    return setup.models_dir.parent / "runs" / f"{setup.config(name).name}-seed{seed}"
+    """Where :func:`train_seeds` recorded variant ``name``'s ``seed``-th seed (for the doctor)."""
+    return (setup.models_dir.parent / "runs" /
+            f"{setup.config(name).name}-seed{setup.first_seed + seed}")
 
 
 def doctor_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
