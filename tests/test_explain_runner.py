@@ -197,7 +197,7 @@ def test_explain_runs_on_the_data_a_config_names(fake, tmp_path, monkeypatch, ca
     ds = source.load(200, 50, seed=1, standardize=True)
     assert len(ds.train) == 200 and abs(float(ds.train.x.mean())) > 1e-2
     assert source.notes == ["trained on your data.standardize = false; this experiment assumes "
-                            "standardized inputs"]
+                            "standardized inputs (set it to true to see it as meant)"]
     assert data_from_args(None, ["data.name=synthetic"]).name == "synthetic"
     assert data_from_args(None, []) is None
 

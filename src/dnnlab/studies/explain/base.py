@@ -83,11 +83,11 @@ class DataSource:
 
     def load(self, n_train: int, valid: int, seed: int, *, standardize: bool = False) -> Dataset:
         """The topic's examples; ``standardize`` is what the topic asks for, which the user's
-        own table overrides (and a note says so)."""
+        own table overrides (a note says so where the topic needs standardized inputs)."""
         table = self.table(n_train, valid, seed, standardize=standardize)
-        if table.standardize != standardize:
-            note = (f"trained on your data.standardize = {str(table.standardize).lower()}; this "
-                    f"experiment assumes {'standardized' if standardize else 'raw'} inputs")
+        if standardize and not table.standardize:     # only a need is worth a note: raw
+            note = ("trained on your data.standardize = false; this experiment assumes "
+                    "standardized inputs (set it to true to see it as meant)")
             if note not in self.notes:
                 self.notes.append(note)
         self.loaded.append(table)
