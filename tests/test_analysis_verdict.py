@@ -85,3 +85,11 @@ def test_sources_collect_confirms_and_refutes_once_each():
     c = every_seed("z", [True, False, True], asserted_by=("004 answer 1",))
     confirms, refutes = sources([a, b, c])
     assert confirms == list(BOOK) and refutes == list(WRONG) + list(BOOK) + ["003 card"]
+
+
+def test_a_report_row_keeps_the_whole_interval():
+    v = differs("a > b", [2.0, 2.1, 2.2], [1.0, 1.1, 1.0], unit="pts", scale=100)
+    row = v.row()
+    assert row["effect [95% interval]"] == v.effect_text() and row["effect [95% interval]"].endswith("]")
+    assert row["outcome"] == SUPPORTED and row["test"] == "Welch's t, 3 seeds"
+    assert every_seed("x", [True] * 3).row()["effect [95% interval]"] == "held at 3 of 3 seeds"

@@ -99,15 +99,25 @@ class Verdict:
             held = [x for v in self.evidence.values() for x in v if x]
             return f"held at {len(held)} of {self.seeds} {self.samples}, {EVERY_SEED}"
         if self.effect is not None:
-            ci = (f" [{self._num(self.interval[0])}, {self._num(self.interval[1])}]"
-                  if self.interval else "")
-            parts.append(f"{self._num(self.effect)}{unit}{ci}")
+            parts.append(self.effect_text())
         parts.append(f"{self.test} over {self.seeds} {self.samples}")
         if self.p is not None:
             parts.append(f"p = {self.p:.2g}")
         if self.margin is not None:
             parts.append(f"noise floor ±{abs(self.margin * self.scale):.3g}{unit}")
         return ", ".join(parts)
+
+    def effect_text(self) -> str:
+        """``+3.8 pts [+2.1, +5.5]``: the effect and its 95% interval ("held at 3 of 3 seeds" for
+        :func:`every_seed`); a dash without an effect."""
+        if self.test == EVERY_SEED:
+            return self.numbers().split(", ")[0]
+        if self.effect is None:
+            return "–"
+        unit = f" {self.unit}" if self.unit else ""
+        ci = (f" [{self._num(self.interval[0])}, {self._num(self.interval[1])}]"
+              if self.interval else "")
+        return f"{self._num(self.effect)}{unit}{ci}"
 
     def sentence(self) -> str:
         """``Supported: <claim> (<numbers>)``: how the terminal and the report print it."""
@@ -117,9 +127,8 @@ class Verdict:
     def row(self) -> dict[str, str]:
         """The verdict as a report row (columns :data:`ROW_COLUMNS`): every report shows its
         verdicts the same way."""
-        effect = "–" if self.effect is None else self.numbers().split(", ")[0]
         return {"claim": self.claim + (f" ({self.note})" if self.note else ""),
-                "outcome": self.outcome, "effect [95% interval]": effect,
+                "outcome": self.outcome, "effect [95% interval]": self.effect_text(),
                 "test": f"{self.test}, {self.seeds} {self.samples}",
                 "p": "–" if self.p is None else f"{self.p:.2g}",
                 "confirms": ", ".join(c.split(" (")[0] for c in self.confirms) or "–",
