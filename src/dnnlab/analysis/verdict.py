@@ -136,7 +136,8 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         return {"claim": self.claim, "outcome": self.outcome, "test": self.test,
-                "evidence": {k: list(v) for k, v in self.evidence.items()},
+                "evidence": {k: [x if x is None or math.isfinite(x) else None for x in v]
+                             for k, v in self.evidence.items()},   # JSON holds no NaN or inf
                 "effect": self.effect, "interval": list(self.interval) if self.interval else None,
                 "p": self.p, "margin": self.margin, "unit": self.unit, "scale": self.scale,
                 "asserted_by": list(self.asserted_by), "denied_by": list(self.denied_by),
