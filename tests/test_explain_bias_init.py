@@ -32,10 +32,10 @@ def finding(tmp_path_factory):
 
 def test_random_biases_are_within_seed_noise_of_zeros(finding):
     _, f = finding
-    assert len(f.per_seed) == 3
+    assert len(f.per_seed) == bias_init.TOPIC.quick["seeds"] == 5
     random, one = f.verdicts
     assert random.test == "paired t" and random.p >= 0.05 and random.outcome != "refuted"
-    assert all(len(v) == 3 for v in random.evidence.values())
+    assert all(len(v) == 5 for v in random.evidence.values())
     # p >= 0.05 alone does not confirm "no difference": only an interval within the noise does
     assert ("000 answer 2 (book)" in f.confirms) == (random.outcome == "supported")
     assert "000 answer 2 (book)" not in f.refutes

@@ -128,5 +128,5 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 
 TOPIC = Topic(name="bias-init", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
-              quick=dict(seeds=3, n_train=1024, valid=1000, epochs=2),
-              full=dict(seeds=5, n_train=10000, valid=5000, epochs=5))
+              quick=dict(seeds=5, n_train=1024, valid=1000, epochs=2),
+              full=dict(seeds=8, n_train=10000, valid=5000, epochs=5))

@@ -198,5 +198,5 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 
 TOPIC = Topic(name="momentum", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
-              quick=dict(seeds=3, steps=1000, n_train=1024, valid=1000, epochs=4),
-              full=dict(seeds=5, steps=3000, n_train=3200, valid=2000, epochs=12))
+              quick=dict(seeds=5, steps=1000, n_train=1024, valid=1000, epochs=4),
+              full=dict(seeds=8, steps=3000, n_train=3200, valid=2000, epochs=12))
