@@ -4,6 +4,7 @@
 import pytest
 import torch
 
+from dnnlab.analysis.stats import mean_std, pm
 from dnnlab.config import RunConfig, replace
 from dnnlab.nn import build_mlp
 from dnnlab.studies.explain import bias_init, run_topic
@@ -31,20 +32,21 @@ def finding(tmp_path_factory):
 
 def test_random_biases_are_within_seed_noise_of_zeros(finding):
     _, f = finding
-    n = f.numbers
-    assert n["seeds"] == 3
-    random = n["vs_zeros"]["random (like weights)"]
-    assert random["beyond_noise"] is False and random["p"] >= 0.05
-    acc = n["accuracy"]
-    assert all(len(acc[v]["per_seed"]) == 3 for v in bias_init.VARIANTS)
-    assert "000 answer 2 (book)" in f.confirms            # follows from p >= 0.05 above
-    if n["vs_zeros"]["constant 1"]["beyond_noise"]:
+    assert len(f.per_seed) == bias_init.TOPIC.quick["seeds"] == 5
+    random, one = f.verdicts
+    assert random.test == "paired t" and random.p >= 0.05 and random.outcome != "refuted"
+    assert all(len(v) == 5 for v in random.evidence.values())
+    # p >= 0.05 alone does not confirm "no difference": only an interval within the noise does
+    assert ("000 answer 2 (book)" in f.confirms) == (random.outcome == "supported")
+    assert "000 answer 2 (book)" not in f.refutes
+    if one.outcome == "refuted":
         assert any(a.startswith("004 answer 2") for a in f.refutes)
-        assert "did worse than zeros" in f.verdict or "beat zeros" in f.verdict
+        assert "did worse" in f.verdict or "beat zeros" in f.verdict
 
 
 def test_finding_fields_and_figure(finding):
     out, f = finding
     assert f.topic == "bias-init" and f.question == bias_init.QUESTION
     assert f.figure == out / "bias_init.png" and f.figure.stat().st_size > 10_000
-    assert f"{100 * f.numbers['zeros_mean_accuracy']:.2f}%" in f.verdict
+    zeros = [r["zeros_accuracy"] for r in f.per_seed]
+    assert f"zeros {pm(*mean_std(zeros))} %" in f.verdict

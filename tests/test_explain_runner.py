@@ -9,18 +9,26 @@ import torch
 from matplotlib.figure import Figure
 
 from dnnlab import cli
+from dnnlab.analysis.verdict import differs
 from dnnlab.config import DataConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.io import read_json
 from dnnlab.studies import explain
 from dnnlab.studies.explain import TOPICS, resolve, run_topics
-from dnnlab.studies.explain.base import Measurement, Topic
+from dnnlab.studies.explain.base import Answer, Measurement, Topic
 from dnnlab.studies.explain.cli import data_from_args, register
 
 FAKE = "fake-topic"
 
 
-def _fake_module(verdict="Stand-in verdict: 3 of 4 measured.", fail=False, seen=None):
+def _answer(runs):
+    """Supported when the seeds' ``measured`` beat 0.5 beyond noise."""
+    claim = differs("the stand-in measures above one half", [r["measured"] for r in runs], 0.5,
+                    asserted_by=("000 answer 9 (book)",), denied_by=("002 answer 9 (wrong)",))
+    return Answer("Stand-in verdict: 3 of 4 measured", (claim,))
+
+
+def _fake_module(fail=False, seen=None):
     """A topic module declaring a stand-in Topic: measure records its arguments in ``seen``."""
     mod = types.ModuleType("dnnlab.studies.explain.fake_topic")
 
@@ -30,7 +38,8 @@ def _fake_module(verdict="Stand-in verdict: 3 of 4 measured.", fail=False, seen=
                          "threads": torch.get_num_threads()})
         if fail:
             raise DnnlabError("the stand-in topic failed on purpose")
-        return Measurement({"measured": 0.75, "nested": {"a": [1, 2, 3]}, "seed": seed},
+        return Measurement({"measured": 0.75 + 0.01 * (seed % 3), "nested": {"a": [1, 2, 3]},
+                            "seed": seed},
                            {"line": [0, sizes["n"]]})
 
     def figure(n, drawing):
@@ -39,9 +48,9 @@ def _fake_module(verdict="Stand-in verdict: 3 of 4 measured.", fail=False, seen=
         fig.suptitle(n["data"])
         return fig
 
-    mod.TOPIC = Topic(name=FAKE, question="Is the stand-in question answered?", quick={"n": 1},
-                      full={"n": 100}, measure=measure,
-                      verdict=lambda n: (verdict, ["000 answer 9 (book)"], ["002 answer 9 (wrong)"]),
+    mod.TOPIC = Topic(name=FAKE, question="Is the stand-in question answered?",
+                      quick={"n": 1, "seeds": 3}, full={"n": 100, "seeds": 3}, measure=measure,
+                      verdict=_answer,
                       figure=figure)
     return mod
 
@@ -77,21 +86,25 @@ def test_run_topics_writes_results_and_report(fake, tmp_path, capsys):
     findings = run_topics([fake], tmp_path, quick=True, seed=3)
     assert findings[fake].seconds >= 0
     out = capsys.readouterr().out
-    assert "Stand-in verdict: 3 of 4 measured." in out and "measured=0.75" in out
+    assert "Stand-in verdict: 3 of 4 measured [supported]" in out and "measured=0.75" in out
+    assert "  - Supported: the stand-in measures above one half (+0.26 [" in out
     # each seed answer is decoded in the terminal too, not only in report.html
     assert "  confirms 000 answer 9 (book) — source 000: the book\n" in out
     assert "  refutes 002 answer 9 (wrong) — source 002: an unattributed notebook\n" in out
     results = read_json(tmp_path / "results.json")
     r = results[fake]
-    assert r["verdict"] == "Stand-in verdict: 3 of 4 measured."
+    assert r["verdict"].startswith("Stand-in verdict: 3 of 4 measured. Supported: the stand-in")
+    assert r["outcome"] == "supported" and r["verdicts"][0]["outcome"] == "supported"
+    assert r["verdicts"][0]["evidence"]["a"] == [0.75, 0.76, 0.77]     # seeds 3, 4, 5
     assert r["confirms"] == ["000 answer 9 (book)"] and r["refutes"] == ["002 answer 9 (wrong)"]
     assert r["numbers"]["measured"] == 0.75 and r["quick"] is True and r["seed"] == 3
-    assert r["data"] == "MNIST" and r["numbers"]["data"] == "MNIST"
+    assert [p["seed"] for p in r["per_seed"]] == [3, 4, 5]
+    assert r["data_label"] == "MNIST" and r["numbers"]["data"] == "MNIST"
     assert Path(r["figure"]).name == "fake_topic.png"
     html = (tmp_path / "report.html").read_text()
     for text in ("Is the stand-in question answered?", "Stand-in verdict", "confirms 000 answer 9",
                  "refutes 002 answer 9", "nested.a", "data:image/png;base64,",
-                 "quick run on MNIST, seed 3"):
+                 "quick run on MNIST, seeds 3-5", "one-sample t"):
         assert text in html
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -144,7 +157,8 @@ def test_the_runner_gives_measure_the_sizes_the_seed_and_one_thread(monkeypatch,
     before = torch.get_num_threads()
     explain.run_topic(FAKE, tmp_path, seed=4)
     explain.run_topic(FAKE, tmp_path, quick=True)
-    assert [(s["sizes"], s["seed"], s["threads"]) for s in seen] == [({"n": 100}, 4, 1), ({"n": 1}, 0, 1)]
+    assert [(s["seed"], s["threads"]) for s in seen] == [(4, 1), (5, 1), (6, 1), (0, 1), (1, 1), (2, 1)]
+    assert [s["sizes"]["n"] for s in seen] == [100] * 3 + [1] * 3
     assert seen[0]["source"].data is None
     assert torch.get_num_threads() == before
 
@@ -176,10 +190,14 @@ def test_explain_runs_on_the_data_a_config_names(fake, tmp_path, monkeypatch, ca
     source = seen[0]["source"]
     assert source.data == DataConfig(name="synthetic", limit=300, valid_size=50, seed=5)
     assert "its other tables are not used" in capsys.readouterr().err
-    assert read_json(tmp_path / "out" / "results.json")[fake]["data"] == "synthetic"
-    # the topic's budget caps the user's data, standardization is the topic's call
+    r = read_json(tmp_path / "out" / "results.json")[fake]
+    assert r["data_label"] == "synthetic" and r["data"]["name"] == "synthetic"
+    # the topic's budget caps the user's data; the user's standardize (false) is kept, and a
+    # topic that asked for standardized inputs gets a note saying so
     ds = source.load(200, 50, seed=1, standardize=True)
-    assert len(ds.train) == 200 and abs(float(ds.train.x.mean())) < 1e-3
+    assert len(ds.train) == 200 and abs(float(ds.train.x.mean())) > 1e-2
+    assert source.notes == ["trained on your data.standardize = false; this experiment assumes "
+                            "standardized inputs (set it to true to see it as meant)"]
     assert data_from_args(None, ["data.name=synthetic"]).name == "synthetic"
     assert data_from_args(None, []) is None
 
@@ -197,3 +215,32 @@ def test_explain_help_says_what_stays_fixed_on_own_data(capsys):
     assert "--config" in out and "every topic runs on that data" in out
     for topic in explain.FIXED_PART:
         assert f"{topic}: " in out
+
+
+class _Loaded(Exception):
+    """Raised by the stand-in loader once it has seen a topic's [data] table."""
+
+
+def test_the_users_standardize_reaches_every_topic(monkeypatch, tmp_path):
+    """Every topic trains on the user's [data] table as written: standardize = true stays true
+    (and false stays false) whatever the topic would pick on MNIST; the limit is lowered to
+    the topic's budget only when the user's is larger."""
+    from dnnlab.studies.explain import base
+    seen = []
+
+    def loader(table, progress=False):
+        seen.append(table)
+        raise _Loaded
+
+    monkeypatch.setattr(base, "load_from_config", loader)
+    for standardize in (True, False):
+        user = DataConfig(name="synthetic", standardize=standardize, classes=[0, 1], limit=10**6,
+                          valid_size=40)
+        for topic in TOPICS:
+            seen.clear()
+            with pytest.raises(_Loaded):
+                explain.run_topic(topic, tmp_path, quick=True, data=user)
+            table = seen[0]
+            assert table.standardize is standardize, topic
+            assert (table.name, table.classes, table.valid_size) == ("synthetic", [0, 1], 40), topic
+            assert table.limit < 10**6, topic

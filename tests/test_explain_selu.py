@@ -46,4 +46,7 @@ def test_mean_activation_and_dying_units(finding):
 def test_finding_fields_and_figure(finding):
     out, f = finding
     assert f.topic == "selu" and (out / "selu.png").stat().st_size > 10_000
-    assert f"{f.numbers['relu_dead_fraction_lr1e-2']:.1%} of ReLUs are dead" in f.verdict
+    dying = f.verdicts[1]
+    assert "than ReLUs die" in dying.claim and "than ReLUs die" in f.verdict
+    assert dying.evidence["ReLU dead"][0] == f.numbers["relu_dead_fraction_lr1e-2"]
+    assert len(dying.evidence["ReLU dead"]) == len(f.per_seed) == 3

@@ -87,10 +87,13 @@ def test_epochs_to_reach_counts_epochs_and_seconds():
 
 
 def test_batchnorm_answer_from_hand_made_runs():
+    # three seeds a side: no verdict stands on fewer (two seeds make "better" not settled)
     base = {"runs": [_run([2.0, 1.6, 1.5, 1.55], 10.0, 0.47, 0.46),
-                     _run([2.0, 1.7, 1.5, 1.52], 10.0, 0.48, 0.47, seed=1)],
+                     _run([2.0, 1.7, 1.5, 1.52], 10.0, 0.48, 0.47, seed=1),
+                     _run([2.0, 1.65, 1.5, 1.53], 10.0, 0.475, 0.465, seed=2)],
             "seconds_per_epoch": 10.0}
-    bn = {"runs": [_run([1.6, 1.45, 1.4], 12.0, 0.53, 0.52), _run([1.7, 1.5, 1.3], 12.0, 0.55, 0.54, 1)],
+    bn = {"runs": [_run([1.6, 1.45, 1.4], 12.0, 0.53, 0.52), _run([1.7, 1.5, 1.3], 12.0, 0.55, 0.54, 1),
+                   _run([1.65, 1.48, 1.35], 12.0, 0.54, 0.53, 2)],
           "seconds_per_epoch": 12.0}
     a = batchnorm_answer(base, bn)
     assert a["target_val_loss"] == pytest.approx(1.5)
@@ -100,7 +103,11 @@ def test_batchnorm_answer_from_hand_made_runs():
     assert a["baseline_seconds_to_best"] == pytest.approx(30.0)
     assert a["converges_faster"] and a["better_model"]
     assert a["time_per_epoch_change"] == pytest.approx(0.2)
-    assert "2.0 epochs" in a["text"] and "+20% per epoch" in a["text"] and "54.0 ± 1.4 %" in a["text"]
+    assert "2.0 epochs" in a["text"] and "+20% per epoch" in a["text"] and "54.0 ± 1.0 %" in a["text"]
+    assert "Supported: BN gives a better model (validation accuracy) (+6.5 pts [" in a["text"]
+    assert [v["outcome"] for v in a["verdicts"]] == ["supported", "supported"]
+    two = batchnorm_answer({**base, "runs": base["runs"][:2]}, {**bn, "runs": bn["runs"][:2]})
+    assert not two["better_model"] and "Not settled: BN gives a better model" in two["text"]
     timed = batchnorm_answer(base, bn, {"baseline": 5.0, "batchnorm": 4.0})   # measured apart
     assert timed["bn_seconds_to_target"] == pytest.approx(8.0)
     assert timed["baseline_seconds_to_best"] == pytest.approx(15.0)

@@ -125,7 +125,8 @@ def test_aggregate_on_planted_numbers():
     assert order == ["D", "A", "C", "B", "E"]
     d, a, b, c, e = (variants[k] for k in "DABCE")
     assert d["vs_best"] == "best" and (d["seeds"], d["failed"]) == (1, 1)
-    assert a["vs_best"] == "no test (1 seed)" and a["welch_p_vs_best"] is None   # D has 1 seed
+    assert a["vs_best"] == "no test (under 3 seeds)"      # D has 1 seed: no verdict
+    assert a["welch_p_vs_best"] is None
     assert a["best_val_loss_mean"] == pytest.approx(0.1) and a["best_val_loss_std"] == pytest.approx(0.002)
     half = 4.302653 * 0.002 / math.sqrt(3)                          # t(0.975, 2) x std / sqrt(n)
     assert (a["best_val_loss_ci95_low"], a["best_val_loss_ci95_high"]) == (

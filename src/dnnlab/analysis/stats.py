@@ -366,3 +366,24 @@ def grid_end(best: float, values: Iterable[float]) -> str | None:
     if len(grid) < 3:
         return None
     return "largest" if best == grid[-1] else "smallest" if best == grid[0] else None
+
+
+def difference_interval(a: Iterable[float | None], b: Iterable[float | None], *,
+                        paired: bool = False, level: float = 0.95) -> tuple[float | None, float | None]:
+    """The ``level`` confidence interval of the difference :func:`compare` tests (mean(a) -
+    mean(b)), from the same test: Student's t on the per-seed differences when ``paired``, else
+    Welch's standard error with Welch-Satterthwaite's degrees of freedom. (None, None) where
+    :func:`compare` has no test (under 2 values a side or pairs); a zero-width interval where
+    neither side has any spread."""
+    if paired:
+        return mean_interval(_differences(list(a), list(b)), level)
+    xa, xb = _finite(a), _finite(b)
+    if len(xa) < 2 or len(xb) < 2:
+        return None, None
+    diff = statistics.fmean(xa) - statistics.fmean(xb)
+    va, vb = statistics.variance(xa) / len(xa), statistics.variance(xb) / len(xb)
+    if va + vb == 0.0:
+        return diff, diff
+    df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1))
+    half = t_quantile(0.5 + level / 2.0, df) * math.sqrt(va + vb)
+    return diff - half, diff + half

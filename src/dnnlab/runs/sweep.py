@@ -49,7 +49,8 @@ from optuna.trial import TrialState
 from dnnlab import config as config_mod
 from dnnlab import data as datasets  # called through the module, so tests can stand in data
 from dnnlab import io, rundir
-from dnnlab.analysis.stats import compare, grid_end, mean_interval, mean_std, pm
+from dnnlab.analysis.stats import grid_end, mean_interval, mean_std, pm
+from dnnlab.analysis.verdict import MIN_SEEDS, SUPPORTED, differs
 from dnnlab.config import PER_MODEL_KEYS, RunConfig, group_key
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.report.runs import read_metrics
@@ -374,16 +375,18 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     chosen by, continuous where accuracy on a few thousand images moves in steps; test accuracy
     is shown but never chooses (that would leak the test set into the choice).
 
-    *Beyond noise*: Welch's two-sided t-test of each variant's best validation losses against the
-    best variant's, at 5% (``welch_p_vs_best`` < ``NOISE_LEVEL``, the lab's one rule:
-    :func:`dnnlab.analysis.stats.compare`). Welch's because it tests the difference
+    *Beyond noise*: the verdict "this variant is worse than the best"
+    (:func:`dnnlab.analysis.verdict.differs`): Welch's two-sided t-test of each variant's best
+    validation losses against the best variant's, at 5% (``welch_p_vs_best`` < ``NOISE_LEVEL``,
+    the lab's one rule: :func:`dnnlab.analysis.stats.compare`). Welch's because it tests the difference
     itself and does not assume the two spreads equal (a high learning rate scatters its seeds
     more than a low one). Non-overlapping 95% intervals were the other candidate; they are a far
     stricter test than they look (about p < 0.006 for equal spreads, and a level that shifts
     with n and the spreads), so they would call real differences noise. Two caveats the report
     repeats: with many variants, each tested at 5%, a few calls are chance; and the best is
-    chosen on these same numbers, so its lead is slightly flattered. Fewer than 2 seeds on
-    either side: no test, and a variant of one seed has no std (empty, not 0).
+    chosen on these same numbers, so its lead is slightly flattered. Fewer than
+    :data:`~dnnlab.analysis.verdict.MIN_SEEDS` seeds on either side: no verdict ("no test"), and a
+    variant of one seed has no std (empty, not 0).
     """
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -406,11 +409,15 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             v["variant"]))
     best = out[0] if out and out[0][f"{RANKED_BY}_mean"] is not None else None
     for v in out:
-        test = compare(v["_ranked"], best["_ranked"]) if best is not None and v is not best else None
-        v["welch_p_vs_best"] = test["p"] if test else None
+        claim = (differs(f"{v['variant']} is worse than {best['variant']} ({RANKED_BY})",
+                         v["_ranked"], best["_ranked"], larger=True,
+                         names=(v["variant"], best["variant"]))
+                 if best is not None and v is not best else None)
+        v["welch_p_vs_best"] = claim.p if claim else None
         v["vs_best"] = ("best" if v is best else "failed" if v["seeds"] == 0
-                        else "no test (1 seed)" if test is None or test["p"] is None
-                        else "worse beyond noise" if test["beyond_noise"] else "within noise")
+                        else f"no test (under {MIN_SEEDS} seeds)"
+                        if claim is None or min(v["seeds"], best["seeds"]) < MIN_SEEDS
+                        else "worse beyond noise" if claim.outcome == SUPPORTED else "within noise")
     for v in out:
         del v["_ranked"]
     return out

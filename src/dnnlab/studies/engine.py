@@ -60,7 +60,13 @@ class Stage:
     records it needs. ``own``: settings only this stage reads (changing one redoes this stage
     alone on resume). ``version``: bumped when the stage's method changes, so that a resumed run
     redoes it. ``threads``: torch threads fixed for this stage (1 for a stage that measures time
-    and must not share cores), None to let the thread policy decide.
+    and must not share cores), None to let the thread policy decide. ``partial``: the stage runs
+    on whatever its needs finished (its ``takes`` skips the failed ones); otherwise a stage whose
+    need failed is itself recorded as failed.
+
+    A stage that raises (a diverged model, a variant the user's data cannot train) does not stop
+    the study: its record is ``{"failed": reason}`` (never saved, so ``--resume`` retries it),
+    the stages after it go on as above, and :func:`failures` lists what failed.
     """
     name: str
     needs: tuple[str, ...]
@@ -70,6 +76,20 @@ class Stage:
     own: tuple[str, ...] = ()
     version: int = 1
     threads: int | None = None
+    partial: bool = False
+
+
+FAILED = "failed"    # the key of a failed stage's record: why it failed
+
+
+def failed(record: Record | None) -> str | None:
+    """Why a stage failed (its record's ``failed``), or None for a finished stage."""
+    return record.get(FAILED) if isinstance(record, dict) else None
+
+
+def failures(records: dict[str, Record]) -> dict[str, str]:
+    """The failed stages of a run and why, in declaration order."""
+    return {name: why for name, rec in records.items() if (why := failed(rec)) is not None}
 
 
 def check_graph(stages: tuple[Stage, ...]) -> None:
@@ -156,11 +176,16 @@ def cached(key: str, make: Callable[[], Any]) -> Any:
 def compute(stage_compute: Callable, fixed: int | None, setup: Any,
             inputs: dict[str, Any] | None) -> Record:
     """Run one stage's function under the thread policy; its record gains ``stage_seconds`` and
-    ``stage_window`` (wall-clock start and end: the study's timeline)."""
+    ``stage_window`` (wall-clock start and end: the study's timeline). An exception becomes a
+    failed record (``{"failed": "<what went wrong>"}``), like a failed sweep variant."""
     share = _GROUP.member() if fixed is None and _GROUP is not None else contextlib.nullcontext()
     with thread_policy.fixed(fixed), share:
         started, t0 = time.time(), time.perf_counter()
-        record = stage_compute(setup, inputs or {})
+        try:
+            record = stage_compute(setup, inputs or {})
+        except Exception as e:  # noqa: BLE001 - one stage must not sink the study
+            why = str(e) if isinstance(e, DnnlabError) else f"{type(e).__name__}: {e}"
+            record = {FAILED: why}
         record["stage_seconds"] = time.perf_counter() - t0
         record["stage_window"] = [started, time.time()]
         return record
@@ -188,6 +213,9 @@ def run(stages: tuple[Stage, ...], setup: Any, *, settings: dict[str, Any], stor
 
     def finish(stage: Stage, inputs: dict[str, Any] | None, record: Record) -> None:
         done[stage.name] = record
+        if failed(record) is not None:
+            say(f"{stage.name}: FAILED: {failed(record)} ({len(done)} of {len(stages)} stages)")
+            return
         store.save(stage.name, fingerprint(stage, stages, settings, inputs), record)
         say(f"{stage.name}: done in {record['stage_seconds']:.0f} s ({len(done)} of "
             f"{len(stages)} stages)")
@@ -199,6 +227,11 @@ def run(stages: tuple[Stage, ...], setup: Any, *, settings: dict[str, Any], stor
                 if stage.name in done or stage.name in active:
                     continue
                 if not all(n in done for n in stage.needs):
+                    continue
+                lost = [n for n in stage.needs if failed(done[n]) is not None]
+                if lost and not stage.partial:
+                    finish(stage, None, {FAILED: f"needs {', '.join(lost)}, which failed",
+                                         "stage_seconds": 0.0})
                     continue
                 inputs = stage.takes(done)
                 saved = store.lookup(stage.name, fingerprint(stage, stages, settings, inputs))
@@ -303,9 +336,13 @@ def run_shared(stages: tuple[Stage, ...], setup: Any, *, settings: dict[str, Any
         if not all(n in done for n in stage.needs):
             study.enqueue_trial({}, user_attrs={STAGE_ATTR: stage_name})   # back of the queue
             raise optuna.TrialPruned(f"{stage_name}: waiting for what it needs")
-        inputs = stage.takes(done)
-        say(f"{stage_name}: started ({stage.produces})")
-        record = compute(stage.compute, _fixed(stage, threads), setup, inputs)
+        lost = [n for n in stage.needs if failed(done[n]) is not None]
+        if lost and not stage.partial:
+            record: Record = {FAILED: f"needs {', '.join(lost)}, which failed", "stage_seconds": 0.0}
+        else:
+            inputs = stage.takes(done)
+            say(f"{stage_name}: started ({stage.produces})")
+            record = compute(stage.compute, _fixed(stage, threads), setup, inputs)
         trial.set_user_attr(RECORD_ATTR, json.loads(json.dumps(record)))
         trial.set_user_attr("worker", worker_id())
         say(f"{stage_name}: done in {record['stage_seconds']:.0f} s")

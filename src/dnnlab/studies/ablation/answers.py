@@ -2,16 +2,20 @@
 each variant compared with the baseline (Welch's t over the seeds).
 
 Pure functions of the stage records (no training here), so each answer is tested on small
-hand-made histories. Every answer is a dict of the numbers behind it plus ``text``: the sentence
-printed at the end of the run and shown as a verdict in the report.
+hand-made histories. Every answer is a dict of the numbers behind it, its claims as
+:class:`~dnnlab.analysis.verdict.Verdict` s (``verdicts``, each decided over the seeds by
+:func:`~dnnlab.analysis.stats.compare`) and ``text``: the sentences printed at the end of the run
+and shown in the report.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
 from dnnlab.analysis.stats import compare, grid_end, mean_std, pm
+from dnnlab.analysis.verdict import MIN_SEEDS, NOT_SETTLED, REFUTED, SUPPORTED, differs, spread
 from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes, settle_layer
 
 # Whether the SELU net self-normalizes is the doctor's judgement (one judgement for dnnlab doctor,
@@ -41,7 +45,8 @@ def epochs_to_reach(history: dict[str, list], target: float) -> tuple[int | None
 
 
 def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any],
-                     timing: dict[str, float] | None = None) -> dict[str, Any]:
+                     timing: dict[str, float | None] | None = None,
+                     per_step: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """(c) Does BN converge faster, give a better model, and what does it do to time per epoch?
 
     ``baseline`` and ``batchnorm`` are the final-run records of :func:`train_seeds` (per-seed
@@ -51,6 +56,12 @@ def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any],
     seconds per epoch, taken from ``timing`` (one model of each, measured alternately under the
     same load: see :func:`~dnnlab.studies.ablation.stages.time_epochs`) when given, else from the
     final runs' own epoch times.
+
+    The claims are :class:`~dnnlab.analysis.verdict.Verdict` s (``verdicts``): faster (epochs to
+    the target per BN seed against the baseline's best epoch per seed), better (validation
+    accuracy, Welch's t as in the table) and, from ``per_step`` (the timing stage's interleaved
+    repeats), dearer per epoch (paired by repeat, within the repeats' own spread). The booleans
+    ``converges_faster`` and ``better_model`` are True only where the verdict is supported.
     """
     base_runs, bn_runs = baseline["runs"], batchnorm["runs"]
     target = statistics.fmean(v for v in (_best_val_loss(r["history"]) for r in base_runs)
@@ -72,9 +83,29 @@ def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any],
     bn_val = mean_std([r["val_accuracy"] for r in bn_runs])
     base_test = mean_std([r["test_accuracy"] for r in base_runs])
     bn_test = mean_std([r["test_accuracy"] for r in bn_runs])
-    faster = bn_epochs is not None and bn_epochs < b_ep
-    faster_wall = bn_secs is not None and b_s is not None and bn_secs < b_s
-    better = None if bn_val[0] is None or base_val[0] is None else bn_val[0] > base_val[0]
+    # a BN seed that never reached the target counts as reaching it just after its last epoch
+    # (it did not get there within them): fewer epochs cannot be claimed for it
+    censored = [e if e is not None else len(r["history"]["epoch"]) + 1
+                for e, r in zip(reached, bn_runs)]
+    faster_v = differs("BN reaches the baseline's best validation loss in fewer epochs than the "
+                       "baseline needed to reach it (a BN seed that never did counts as one epoch "
+                       "past its last)", censored, [r["best_epoch"] for r in base_runs],
+                       larger=False, names=("BN epochs to target", "baseline best epoch"),
+                       unit="epochs")
+    better_v = differs("BN gives a better model (validation accuracy)",
+                       [r["val_accuracy"] for r in bn_runs], [r["val_accuracy"] for r in base_runs],
+                       names=("BN", "baseline"), unit="pts", scale=100)
+    verdicts = [faster_v, better_v]
+    steps = per_step or {}
+    if len(steps.get("baseline", [])) == len(steps.get("batchnorm", [])) and steps.get("baseline"):
+        lb = [math.log(t) for t in steps["baseline"]]
+        verdicts.append(differs("an epoch takes longer with BN (log seconds per step, paired by "
+                                "interleaved repeat)", [math.log(t) for t in steps["batchnorm"]],
+                                lb, paired=True, margin=spread(lb), names=("BN", "baseline"),
+                                unit="log s", samples="interleaved repeats"))
+    faster = faster_v.outcome == SUPPORTED
+    faster_wall = faster and bn_secs is not None and b_s is not None and bn_secs < b_s
+    better = better_v.outcome == SUPPORTED
 
     def secs(x: float | None) -> str:
         return "" if x is None else f" (~{x:.0f} s of training)"
@@ -90,9 +121,9 @@ def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any],
     else:
         conv = (f"No BN seed reached the baseline's best validation loss ({target:.4f}) within "
                 f"its epochs, so BN did not converge faster here.")
-    model = (f"BN's model is {'better' if better else 'not better'}: validation accuracy "
-             f"{pm(*bn_val, digits=1)} % vs {pm(*base_val, digits=1)} % for the baseline, test "
-             f"accuracy {pm(*bn_test, digits=1)} % vs {pm(*base_test, digits=1)} %.")
+    model = (f"Validation accuracy {pm(*bn_val, digits=1)} % with BN vs {pm(*base_val, digits=1)} % "
+             f"for the baseline, test accuracy {pm(*bn_test, digits=1)} % vs "
+             f"{pm(*base_test, digits=1)} %. " + " ".join(v.sentence() + "." for v in verdicts))
     speed = ("Time per epoch: n/a." if spe_change is None else
              f"An epoch takes {spe_bn:.2f} s with BN vs {spe_base:.2f} s without "
              f"({100 * spe_change:+.0f}% per epoch; {how}).")
@@ -100,12 +131,12 @@ def batchnorm_answer(baseline: dict[str, Any], batchnorm: dict[str, Any],
             "bn_seconds_to_target": bn_secs, "seeds_reaching_target": len(hit),
             "baseline_epochs_to_best": b_ep, "baseline_seconds_to_best": b_s,
             "converges_faster": faster, "converges_faster_wall": faster_wall,
-            "better_model": better,
+            "better_model": better, "verdicts": [v.to_json() for v in verdicts],
             "val_accuracy": {"baseline": base_val, "batchnorm": bn_val},
             "test_accuracy": {"baseline": base_test, "batchnorm": bn_test},
             "seconds_per_epoch": {"baseline": spe_base, "batchnorm": spe_bn},
             "seconds_per_epoch_measured_as": how,
-            "time_per_epoch_change": spe_change, "text": " ".join([conv, model, speed])}
+            "time_per_epoch_change": spe_change, "text": " ".join([conv, speed, model])}
 
 
 def _band(layers: list[dict[str, float | None]]) -> dict[str, Any]:
@@ -195,14 +226,15 @@ def mc_dropout_answer(mc: dict[str, Any]) -> dict[str, Any]:
                             [s[split]["plain"]["accuracy"] for s in seeds], paired=True)
              for split in ("val", "test")}
     out["val_vs_plain"], out["test_vs_plain"] = tests["val"], tests["test"]
-    real = tests["val"]["beyond_noise"]        # None: one seed, nothing to test
-    beats = gain_val > 0 and gain_test > 0 and real is not False
-    if real is None:
-        verdict = ("beats" if beats else "does not beat") + " (one seed: untested)"
-    elif real:
-        verdict = "beats" if beats else "does worse than" if gain_val < 0 else "does not beat"
-    else:
-        verdict = "does not beat (within seed noise)"
+    claim = differs("MC Dropout beats plain inference on the same models (validation accuracy)",
+                    [s["val"]["mc"]["accuracy"] for s in seeds],
+                    [s["val"]["plain"]["accuracy"] for s in seeds], paired=True,
+                    names=("MC Dropout", "plain"), unit="pts", scale=100)
+    out["verdicts"] = [claim.to_json()]
+    beats = claim.outcome == SUPPORTED
+    verdict = {SUPPORTED: "beats", REFUTED: "does worse than",
+               NOT_SETTLED: "does not beat (within seed noise)" if len(seeds) >= MIN_SEEDS
+               else f"is not settled against (under {MIN_SEEDS} seeds)"}[claim.outcome]
     better_calibrated = out["val_mc_ece"] < out["val_plain_ece"]
     out.update(accuracy_gain_val=gain_val, accuracy_gain_test=gain_test, cost_ratio=cost,
                beats_plain=beats, better_calibrated=better_calibrated)

@@ -42,7 +42,14 @@ from dnnlab.studies import common, engine
 from dnnlab.studies.ablation import plan
 from dnnlab.studies.ablation.answers import batchnorm_answer, edge_note, mc_dropout_answer, selu_answer
 from dnnlab.studies.ablation.plan import LADDER, VARIANTS, Protocol
-from dnnlab.studies.ablation.report import Book, build_results, doctor_text, variant_names, write_report
+from dnnlab.studies.ablation.report import (
+    Book,
+    build_results,
+    doctor_text,
+    minimal_report,
+    variant_names,
+    write_report,
+)
 from dnnlab.studies.ablation.stages import Setup, data, stages
 from dnnlab.train import resolve_device
 
@@ -111,6 +118,7 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
     raw, _ = data(setup)
     say(raw.summary())
     settings = {**setup.proto.to_dict(), "seeds": setup.seeds,
+                **({"first_seed": setup.first_seed} if setup.first_seed else {}),
                 "train_images": len(raw.train), "base": setup.base.to_dict(),
                 "user": [[n, dict(o)] for n, o in setup.user]}
     declared = stages(tuple(n for n, _ in setup.user))
@@ -127,11 +135,8 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
                 "done")
         records = engine.run(declared, setup, settings=settings, store=store, workers=workers,
                              threads=threads)
-    answers = {"batchnorm": batchnorm_answer(records["baseline"]["final"],
-                                             records["batchnorm"]["final"],
-                                             records["timing"]["seconds_per_epoch"]),
-               "selu": selu_answer(records["selu_stats"]),
-               "mc_dropout": mc_dropout_answer(records["mc_dropout"])}
+    fails = engine.failures(records)
+    answers = study_answers(records, fails)
     meta = {"study": study, "device": str(dev) if dev.type == "cpu" else
             f"{dev} ({torch.cuda.get_device_name(0)})", "threads": threads,
             "workers": workers if storage is None else None, "storage": storage is not None,
@@ -140,15 +145,52 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
             "test_images": len(raw.test), "data_source": raw.source,
             "stage_seconds": {k: v.get("stage_seconds") for k, v in records.items()},
             "stages_total_seconds": sum(v.get("stage_seconds") or 0.0 for v in records.values()),
-            "reused_stages": store.reused}
-    results = build_results(records, answers, setup.proto, meta, book)
-    common.write_results(setup.out, results)
-    report = write_report(setup.out, results, records, answers, setup.proto, title=title,
-                          book=book)
+            "reused_stages": store.reused, "failed_stages": fails, "complete": not fails}
+    try:
+        results = build_results(records, answers, setup.proto, meta, book)
+        common.write_results(setup.out, results)
+        report = write_report(setup.out, results, records, answers, setup.proto, title=title,
+                              book=book)
+    except (KeyError, TypeError) as e:
+        if not fails:
+            raise                               # a bug, not a failed stage: show it
+        results = {**meta, "answers": answers, "protocol": setup.proto.to_dict(),
+                   "report_error": f"{type(e).__name__}: {e}"}
+        common.write_results(setup.out, results)
+        report = minimal_report(setup.out, title, results)
     if say.on:
-        print(summary_text(results, variant_names(records), book))
+        if "report_error" not in results:
+            print(summary_text(results, variant_names(records), book))
+        for name, why in fails.items():
+            print(f"FAILED stage {name}: {why}")
+        if fails:
+            print(f"incomplete: {len(fails)} stage(s) failed; --resume retries them")
         print(f"results: {setup.out / 'results.json'}\nreport: {report}")
     return results
+
+
+# What each answer needs: an answer whose stage failed says so instead of answering.
+ANSWER_NEEDS = {"batchnorm": ("baseline", "batchnorm"), "selu": ("selu_stats",),
+                "mc_dropout": ("mc_dropout",)}
+
+
+def study_answers(records: dict[str, Any], fails: dict[str, str]) -> dict[str, Any]:
+    """The exercise's answers from the stage records; one whose stages failed is
+    ``{"text": "Not answered: ...", "failed": ...}``."""
+    timing = records.get("timing", {})
+    makers = {"batchnorm": lambda: batchnorm_answer(records["baseline"]["final"],
+                                                    records["batchnorm"]["final"],
+                                                    timing.get("seconds_per_epoch"),
+                                                    timing.get("per_step")),
+              "selu": lambda: selu_answer(records["selu_stats"]),
+              "mc_dropout": lambda: mc_dropout_answer(records["mc_dropout"])}
+    answers: dict[str, Any] = {}
+    for key, make in makers.items():
+        lost = [n for n in ANSWER_NEEDS[key] if n in fails]
+        answers[key] = make() if not lost else {
+            "failed": lost, "text": f"Not answered: {', '.join(lost)} failed "
+                                    f"({'; '.join(fails[n] for n in lost)})."}
+    return answers
 
 
 def run(config: str | Path | RunConfig, out: str | Path = DEFAULT_OUT, *, quick: bool = False,
@@ -156,9 +198,10 @@ def run(config: str | Path | RunConfig, out: str | Path = DEFAULT_OUT, *, quick:
         max_epochs: int | None = None, patience: int | None = None,
         search_epochs: int | None = None, threads: int | None = None, workers: int | None = None,
         variants: tuple = (), storage: str | None = None, heartbeat: int | None = None,
-        data_dir: str | None = None) -> dict[str, Any]:
+        data_dir: str | None = None, first_seed: int = 0) -> dict[str, Any]:
     """The ablation study of ``config`` (a path: its ``[[variant]]`` tables are the user variants;
-    a RunConfig: ``variants`` gives them as (name, ((key, value), ...)) pairs)."""
+    a RunConfig: ``variants`` gives them as (name, ((key, value), ...)) pairs). ``first_seed``:
+    the final runs train seeds ``first_seed`` on (benchmarks/verdict_stability.py varies it)."""
     check_options(seeds, workers, max_epochs=max_epochs, patience=patience,
                   search_epochs=search_epochs)
     base, user = (config, tuple(variants)) if isinstance(config, RunConfig) else read_config(config)
@@ -167,7 +210,7 @@ def run(config: str | Path | RunConfig, out: str | Path = DEFAULT_OUT, *, quick:
     proto: Protocol = plan.from_config(base, quick, max_epochs=max_epochs, patience=patience,
                                        search_epochs=search_epochs)
     setup = Setup(base=base, proto=proto, seeds=seeds, device=device, out=Path(out),
-                  say=engine.Say("ablation", progress), user=user)
+                  say=engine.Say("ablation", progress), user=user, first_seed=first_seed)
     return run_study(setup, study="ablation", title=f"Ablation: the chapter-11 ladder on "
                      f"{base.name} ({base.data.name} data)", resume=resume, workers=workers,
                      threads=threads, storage=storage, heartbeat=heartbeat)
@@ -241,12 +284,15 @@ def add_arguments(sp) -> None:
     add_common(sp)
 
 
+INCOMPLETE = 3   # the exit code of a study that finished with failed stages (bad input: 2)
+
+
 def main(args) -> int:
-    run(args.config, Path(args.out or DEFAULT_OUT), quick=args.quick, seeds=args.seeds,
+    results = run(args.config, Path(args.out or DEFAULT_OUT), quick=args.quick, seeds=args.seeds,
         device=args.device or "auto", resume=args.resume, max_epochs=args.max_epochs,
         patience=args.patience, search_epochs=args.search_epochs, threads=args.threads,
         workers=args.workers, storage=args.storage, heartbeat=args.heartbeat)
-    return 0
+    return 0 if results.get("complete", True) else INCOMPLETE
 
 
 __all__ = ["run", "run_study", "main", "add_arguments", "LADDER"]

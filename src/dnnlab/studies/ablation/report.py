@@ -23,18 +23,43 @@ from dnnlab.report import Page, learning_curves, line_plot
 from dnnlab.studies import common
 from dnnlab.studies.ablation.answers import comparison_text, edge_note, grid_edge, mean_std
 from dnnlab.studies.ablation.plan import ONECYCLE_PEAKS, TITLES, TRAINED, VARIANTS, Protocol
+from dnnlab.studies.engine import failed
 
 Book = dict[str, tuple[float, float]]     # variant -> the book's validation accuracy (low, high)
 
 
 def trained_names(stages: dict[str, Any]) -> list[str]:
-    """The trained variants of a run, the ladder's then the user's, from its stage records."""
-    return [*TRAINED, *(n for n in stages["doctor"]["top_finding"] if n not in TRAINED)]
+    """The trained variants of a run that finished, the ladder's then the user's, from its stage
+    records (a failed stage is listed in results.json's ``failed_stages`` instead)."""
+    return [*(n for n in TRAINED if failed(stages.get(n)) is None),
+            *(n for n in stages["doctor"]["top_finding"] if n not in TRAINED)]
 
 
 def variant_names(stages: dict[str, Any]) -> list[str]:
     user = [n for n in trained_names(stages) if n not in TRAINED]
-    return [*VARIANTS, *user]
+    return [*(n for n in VARIANTS if failed(stages.get(n)) is None), *user]
+
+
+def failed_section(page: Page, failed_stages: dict[str, str]) -> None:
+    """What did not finish, and why: at the top of the report, so no one reads an incomplete
+    study as a complete one."""
+    if not failed_stages:
+        return
+    page.verdict(f"Incomplete: {len(failed_stages)} stage(s) failed ("
+                 f"{', '.join(failed_stages)}); their answers are missing below, and "
+                 "`--resume` retries them.", ok=False)
+    page.table([{"stage": k, "why it failed": v} for k, v in failed_stages.items()],
+               ["stage", "why it failed"])
+
+
+def minimal_report(out: Path, title: str, results: dict[str, Any]) -> Path:
+    """The report of a study whose failed stages leave too little for the full one."""
+    page = Page(title, "incomplete run")
+    failed_section(page, results.get("failed_stages", {}))
+    done = [k for k, v in results.get("stage_seconds", {}).items()
+            if k not in results.get("failed_stages", {})]
+    page.paragraph(f"Stages that finished: {', '.join(done) or 'none'}.")
+    return page.save(out / "report.html")
 
 
 def _variant_result(rec: dict[str, Any], lr: float, seconds_per_epoch: float) -> dict[str, Any]:
@@ -310,6 +335,7 @@ def write_report(out: Path, results: dict[str, Any], stages: dict[str, Any],
         wall += (f" (resumed; all stages took {results.get('stages_total_seconds', 0):.0f} s when "
                  "they ran)")
     page = Page(title, f"{mode}; {results.get('device', '?')}; {wall}")
+    failed_section(page, results.get("failed_stages", {}))
     page.heading("Results beside the book" if book else "Results")
     page.paragraph(
         f"Data: {results.get('data_summary', '?')}. Accuracy is the mean ± sample std over the "

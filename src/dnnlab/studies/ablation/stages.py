@@ -30,7 +30,7 @@ from dnnlab.errors import DnnlabError, TrainingDiverged
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.runs import fit, train_many
 from dnnlab.studies.ablation.plan import ONECYCLE_PEAKS, TRAINED, Protocol, variant_config
-from dnnlab.studies.engine import Say, Stage, cached
+from dnnlab.studies.engine import Say, Stage, cached, failed
 from dnnlab.train import Variant, evaluate, resolve_device, threads
 from dnnlab.train.callbacks import CsvLogger
 from dnnlab.train.checkpoint import load_model, save_model
@@ -45,6 +45,7 @@ FINDER_RANGE = (1e-6, 10.0)
 # whether the sweep was the first of its process). A few seconds of one thread make it rerun to
 # the bit.
 FINDER_THREADS = 1
+TIMING_LR = 1e-3     # the rate of a timing slice at most (see time_epochs)
 HISTORY_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
@@ -141,8 +142,9 @@ def seconds_per_epoch(histories: list[dict[str, list]]) -> float | None:
 
 
 def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progress: bool,
-                models_dir: Path | None = None) -> tuple[dict[str, Any], list]:
-    """The final runs of one variant: ``seeds`` models at once, each evaluated on valid and test.
+                models_dir: Path | None = None, first_seed: int = 0) -> tuple[dict[str, Any], list]:
+    """The final runs of one variant: ``seeds`` models at once (seeds ``first_seed`` on), each
+    evaluated on valid and test.
 
     Returns the record and the trained models (best weights restored); with ``models_dir`` each
     model is also saved there as ``<name>-seed<k>.safetensors``, and records what its layers do
@@ -153,8 +155,10 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
     t0 = time.perf_counter()
     cfg = replace(cfg, **{"train.progress": progress})
     run_dirs = None if models_dir is None else [
-        models_dir.parent / "runs" / f"{cfg.name}-seed{s}" for s in range(seeds)]
-    results = train_many(cfg, data, [Variant(seed=s) for s in range(seeds)], device=device,
+        models_dir.parent / "runs" / f"{cfg.name}-seed{s}"
+        for s in range(first_seed, first_seed + seeds)]
+    results = train_many(cfg, data, [Variant(seed=s) for s in range(first_seed, first_seed + seeds)],
+                         device=device,
                          progress=progress, run_dirs=run_dirs)
     wall = time.perf_counter() - t0
     valid, test = _tensors(data.valid, dev), _tensors(data.test, dev)
@@ -181,10 +185,12 @@ def train_seeds(cfg: RunConfig, data: Dataset, seeds: int, *, device: str, progr
     return record, models
 
 
-def load_models(cfg: RunConfig, seeds: int, models_dir: Path, device: str) -> list:
+def load_models(cfg: RunConfig, seeds: int, models_dir: Path, device: str,
+                first_seed: int = 0) -> list:
     """The first ``seeds`` models :func:`train_seeds` saved (the later stages read them back)."""
     dev = resolve_device(device)
-    return [load_model(models_dir / f"{cfg.name}-seed{s}.safetensors", dev) for s in range(seeds)]
+    return [load_model(models_dir / f"{cfg.name}-seed{s}.safetensors", dev)
+            for s in range(first_seed, first_seed + seeds)]
 
 
 def mc_dropout(models: list, data: Dataset, n_samples: int, *, device: str) -> dict[str, Any]:
@@ -257,6 +263,7 @@ def time_epochs(configs: dict[str, RunConfig], datasets: dict[str, Dataset], ste
     best estimate of the code's own cost. Validation is not included.
     """
     per_step: dict[str, list[float]] = {name: [] for name in configs}
+    failed: dict[str, str] = {}
     for _ in range(repeats):
         for name, cfg in configs.items():
             data = datasets[name]
@@ -265,17 +272,23 @@ def time_epochs(configs: dict[str, RunConfig], datasets: dict[str, Dataset], ste
             sub = dataclasses.replace(data, train=Split(data.train.x[:n], data.train.y[:n]),
                                       valid=Split(data.valid.x[:bs], data.valid.y[:bs]))
             # the schedule is left out: a rate change per step costs nothing measurable, and
-            # 1cycle refuses runs as short as a timing slice of a tiny dataset
+            # 1cycle refuses runs as short as a timing slice of a tiny dataset. So is the rate:
+            # 1cycle's peak, run as a constant rate, diverges before a slice ends (the README's
+            # example did), and a step costs the same at any rate.
             run_cfg = replace(cfg, **{"train.epochs": 1, "train.progress": False,
-                                      "train.device": device, "optim.schedule.name": "none"})
+                                      "train.device": device, "optim.schedule.name": "none",
+                                      "optim.lr": min(cfg.optim.lr, TIMING_LR)})
             res = fit(run_cfg, sub, evaluate_test=False)
+            if not res.history["seconds"]:       # diverged before its slice ended: say so
+                failed[name] = f"the timing slice ended before one epoch ({res.status})"
+                continue
             per_step[name].append(res.history["seconds"][0] / math.ceil(n / bs))
-    out = {}
+    out: dict[str, float | None] = {}
     for name, cfg in configs.items():
         full_steps = math.ceil(len(datasets[name].train) / cfg.train.batch_size)
-        out[name] = min(per_step[name]) * full_steps
+        out[name] = min(per_step[name]) * full_steps if per_step[name] else None
     return {"seconds_per_epoch": out, "steps": steps, "repeats": repeats,
-            "per_step": per_step}
+            "per_step": per_step, "failed_variants": failed}
 
 
 # ---------------------------------------------------------------------------- the stages
@@ -290,6 +303,7 @@ class Setup:
     say: Say
     bars: bool = False                   # training bars (one process only: they would interleave)
     user: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()   # (name, overrides) per user variant
+    first_seed: int = 0                  # the final runs train seeds first_seed, first_seed + 1, ...
 
     @property
     def models_dir(self) -> Path:
@@ -374,7 +388,8 @@ def train_variant(setup: Setup, inputs: dict[str, Any], *, name: str) -> dict[st
     cfg = setup.config(name, {"lr": lr, "dropout": dropout})
     say(f"{name}: lr {lr:.3g}; training {setup.seeds} seeds at once for up to "
         f"{cfg.train.epochs} epochs")
-    rec["final"], _ = train_seeds(cfg, train, setup.seeds, models_dir=setup.models_dir, **kw)
+    rec["final"], _ = train_seeds(cfg, train, setup.seeds, models_dir=setup.models_dir,
+                                  first_seed=setup.first_seed, **kw)
     accs = ", ".join(f"{r['val_accuracy']:.4f}" for r in rec["final"]["runs"])
     say(f"{name}: validation accuracy per seed {accs}")
     return rec
@@ -383,7 +398,8 @@ def train_variant(setup: Setup, inputs: dict[str, Any], *, name: str) -> dict[st
 def mc_dropout_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
     setup.say(f"MC Dropout: {setup.proto.mc_samples} passes per model")
     cfg = setup.config("alpha_dropout", inputs)
-    return mc_dropout(load_models(cfg, setup.seeds, setup.models_dir, setup.device),
+    return mc_dropout(load_models(cfg, setup.seeds, setup.models_dir, setup.device,
+                                  setup.first_seed),
                       data(setup)[1], setup.proto.mc_samples, device=setup.device)
 
 
@@ -391,7 +407,8 @@ def selu_stats_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
     setup.say("SELU layer statistics: standardized/raw inputs x LeCun/He init")
     cfg = setup.config("selu", {"lr": inputs["selu_lr"]})
     raw, std = data(setup)
-    seed0 = load_models(cfg, 1, setup.models_dir, setup.device)[0]     # only seed 0's is measured
+    seed0 = load_models(cfg, 1, setup.models_dir, setup.device,
+                        setup.first_seed)[0]                            # only the first is measured
     return selu_statistics(cfg, raw, std, setup.proto, device=setup.device, progress=setup.bars,
                            final_model=seed0)
 
@@ -406,8 +423,9 @@ def timing_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_dir(setup: Setup, name: str, seed: int = 0) -> Path:
-    """Where :func:`train_seeds` recorded variant ``name``'s seed ``seed`` (for the doctor)."""
-    return setup.models_dir.parent / "runs" / f"{setup.config(name).name}-seed{seed}"
+    """Where :func:`train_seeds` recorded variant ``name``'s ``seed``-th seed (for the doctor)."""
+    return (setup.models_dir.parent / "runs" /
+            f"{setup.config(name).name}-seed{setup.first_seed + seed}")
 
 
 def doctor_stage(setup: Setup, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -441,11 +459,11 @@ def _alpha_dropout_rate(done: dict[str, Any]) -> dict[str, Any]:
 
 
 def _every_chosen(done: dict[str, Any], *, trained: tuple[str, ...]) -> dict[str, Any]:
-    return {n: _chosen(done, n) for n in trained}
+    return {n: _chosen(done, n) for n in trained if failed(done.get(n)) is None}
 
 
 def _variant_names(done: dict[str, Any], *, trained: tuple[str, ...]) -> dict[str, Any]:
-    return {"variants": list(trained)}
+    return {"variants": [n for n in trained if failed(done.get(n)) is None]}
 
 
 def stages(user: tuple[str, ...] = ()) -> tuple[Stage, ...]:
@@ -461,7 +479,8 @@ def stages(user: tuple[str, ...] = ()) -> tuple[Stage, ...]:
                      "dropout-rate and LR searches, final runs",
                      functools.partial(train_variant, name=name), version=version, **extra)
 
-    # versions: alpha_dropout 2, one_cycle 3 (and mc_dropout 2, timing 2, which use those models):
+    # versions: alpha_dropout 2, one_cycle 3 (and mc_dropout 2, timing 2, which use those models;
+    # timing 3: a slice runs at most at TIMING_LR, so that 1cycle's peak cannot diverge in it):
     # one alpha dropout layer before the output, as in the book; one_cycle's peak rate searched
     # (4: up to 3x the finder's minimum, plan.ONECYCLE_PEAKS; 5: the finder on one thread).
     return (
@@ -474,9 +493,9 @@ def stages(user: tuple[str, ...] = ()) -> tuple[Stage, ...]:
               mc_dropout_stage, takes=_alpha_chosen, own=("mc_samples",), version=2),
         *(variant(n) for n in user),
         Stage("doctor", trained, "the doctor's top finding per variant", doctor_stage,
-              takes=functools.partial(_variant_names, trained=trained)),
+              takes=functools.partial(_variant_names, trained=trained), partial=True),
         Stage("timing", (*trained, "selu_stats", "mc_dropout", "doctor"),
               "seconds per epoch, one model of each variant", timing_stage,
               takes=functools.partial(_every_chosen, trained=trained),
-              own=("timing_steps", "timing_repeats"), version=2, threads=1),
+              own=("timing_steps", "timing_repeats"), version=3, threads=1, partial=True),
     )

@@ -13,6 +13,7 @@ that already holds results adds to them: the report always shows every topic ans
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import sys
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from dnnlab import io
+from dnnlab.analysis.verdict import MIN_SEEDS, ROW_COLUMNS, Verdict
 from dnnlab.config import DataConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.report import Page, save_figure
-from dnnlab.studies.explain.base import DataSource, Finding, Topic
+from dnnlab.studies.explain.base import Answer, DataSource, Finding, Topic
 from dnnlab.train import threads as thread_policy
 
 TOPICS: tuple[str, ...] = ("symmetry", "bias-init", "init-variance", "selu", "activations",
@@ -106,20 +108,36 @@ def single_threaded(threads: int = CPU_THREADS) -> Iterator[None]:
 
 def run_topic(topic: str, out_dir: Path, *, quick: bool = False, seed: int = 0,
               data: DataConfig | None = None) -> Finding:
-    """One topic, start to end: measure (single-threaded on the CPU, timed) on MNIST or on
-    ``data`` (a config's ``[data]`` table), judge the numbers, save the figure as
-    ``out_dir/<topic>.png``. The runner's unit of work, the same for every topic."""
+    """One topic, start to end: measure at each of its seeds (``seed``, ``seed + 1``, ...;
+    single-threaded on the CPU, timed) on MNIST or on ``data`` (a config's ``[data]`` table),
+    judge the per-seed numbers, save the first seed's figure as ``out_dir/<topic>.png``. The
+    runner's unit of work, the same for every topic."""
     declared = load_topic(topic)
+    sizes = declared.quick if quick else declared.full
+    n_seeds = int(sizes.get("seeds", MIN_SEEDS))
+    if n_seeds < MIN_SEEDS:
+        raise DnnlabError(f"topic {topic!r} declares {n_seeds} seed(s); a verdict needs at least "
+                          f"{MIN_SEEDS}")
     source = DataSource(data)
     t0 = time.perf_counter()
+    measured = []
     with single_threaded():
-        measured = declared.measure(source, declared.quick if quick else declared.full, seed)
+        for s in range(seed, seed + n_seeds):
+            measured.append(declared.measure(source, sizes, s))
     seconds = round(time.perf_counter() - t0, 2)
-    numbers = {**measured.numbers, "data": source.label}
-    text, confirms, refutes = declared.verdict(numbers)
-    png = save_figure(declared.figure(numbers, measured.drawing), Path(out_dir) / declared.png)
-    return Finding(topic=topic, question=declared.question, verdict=text, confirms=confirms,
-                   refutes=refutes, numbers=numbers, figure=png, seconds=seconds, data=source.label)
+    runs = [{**m.numbers, "data": source.label} for m in measured]
+    answer = declared.verdict(runs)
+    verdicts = [dataclasses.replace(v, note="; ".join(filter(None, [v.note, *source.notes])))
+                for v in answer.verdicts]
+    text = Answer(answer.head, tuple(verdicts), answer.detail).text
+    numbers = {**runs[0], "per_seed": runs}
+    drawing = {**measured[0].drawing, "per_seed": [m.drawing for m in measured]}
+    png = save_figure(declared.figure(numbers, drawing), Path(out_dir) / declared.png)
+    loaded = source.loaded[0] if source.loaded else data
+    table = dataclasses.asdict(loaded) if loaded is not None else {}
+    return Finding(topic=topic, question=declared.question, verdict=text, verdicts=verdicts,
+                   numbers=runs[0], per_seed=runs, figure=png, seconds=seconds, data=table,
+                   data_label=source.label, outcome=answer.outcome)
 
 
 def run_topics(names, out_dir: str | Path = DEFAULT_OUT, quick: bool = False, seed: int = 0,
@@ -146,7 +164,8 @@ def run_topics(names, out_dir: str | Path = DEFAULT_OUT, quick: bool = False, se
         except Exception as e:  # noqa: BLE001 - one topic must not sink the rest
             failed[topic] = str(e) if isinstance(e, DnnlabError) else f"{type(e).__name__}: {e}"
             results[topic] = {"error": failed[topic], "quick": quick, "seed": seed,
-                              "data": DataSource(data).label}
+                              "data": dataclasses.asdict(data) if data else {},
+                              "data_label": DataSource(data).label}
             print(f"{topic}: FAILED: {failed[topic]}", flush=True)
             _save(out_dir, results)
             if len(topics) == 1 and not isinstance(e, DnnlabError):
@@ -165,8 +184,10 @@ def run_topics(names, out_dir: str | Path = DEFAULT_OUT, quick: bool = False, se
 
 
 def format_finding(topic: str, finding: Finding) -> str:
-    """The lines printed when a topic lands: verdict, seed answers, headline numbers."""
-    lines = [f"{topic}: {finding.verdict}"]
+    """The lines printed when a topic lands: the answer, each verdict, seed answers, numbers."""
+    head = finding.verdict.split(". ", 1)[0]
+    lines = [f"{topic}: {head} [{finding.outcome}]"]
+    lines += [f"  - {v.sentence()}" for v in finding.verdicts]
     lines += [f"  {_citation(verb, c)}" for verb, cited in (("confirms", finding.confirms),
                                                               ("refutes", finding.refutes))
               for c in cited]
@@ -174,8 +195,10 @@ def format_finding(topic: str, finding: Finding) -> str:
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if headline:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in headline[:10])
-        lines.append(f"  numbers: {shown} (all of them in results.json)")
-    lines.append(f"  figure: {finding.figure}  ({finding.seconds:.1f} s)")
+        lines.append(f"  numbers (first seed): {shown} "
+                     f"(every seed's in results.json)")
+    lines.append(f"  figure: {finding.figure}  ({finding.seconds:.1f} s, "
+                 f"{len(finding.per_seed)} seeds)")
     return "\n".join(lines)
 
 
@@ -283,6 +306,9 @@ def build_report(results: dict[str, Any], out_dir: Path):
             page.verdict(f"Failed: {r['error']}", ok=False)
             continue
         page.verdict(r["verdict"])
+        rows = [Verdict.from_json(v).row() for v in r.get("verdicts", [])]
+        if rows:
+            page.table(rows, list(ROW_COLUMNS))
         answers = [_citation("confirms", a) for a in r.get("confirms", [])]
         answers += [_citation("refutes", a) for a in r.get("refutes", [])]
         if answers:
@@ -299,8 +325,11 @@ def build_report(results: dict[str, Any], out_dir: Path):
         if rows:
             page.table(rows, ["quantity", "value"])
         run = "quick run" if r.get("quick") else "full run"
-        page.paragraph(f"{run} on {r.get('data', 'MNIST')}, seed {r.get('seed')}, "
-                       f"{r.get('seconds', 0):.1f} s")
+        seeds = len(r.get("per_seed", [])) or 1
+        first = r.get("seed")
+        which = f"seed {first}" if seeds == 1 else f"seeds {first}-{(first or 0) + seeds - 1}"
+        page.paragraph(f"{run} on {r.get('data_label', 'MNIST')}, {which} (the figure and the "
+                       f"numbers: seed {first}), {r.get('seconds', 0):.1f} s")
     return page
 
 

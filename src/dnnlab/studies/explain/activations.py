@@ -4,7 +4,8 @@
 Nadam, the same seed, data and budget, once per hidden activation, each with the init the book
 pairs it with (Glorot for sigmoid and tanh, LeCun normal for SELU, He for the ReLU family).
 Measured: test accuracy and the median seconds per epoch (training plus validation, on whatever
-device runs it). One seed, so accuracies within ``TOL`` of the best count as equally good.
+device runs it), at each seed; an activation is judged against the best of the others, paired by
+seed (:func:`dnnlab.analysis.verdict.differs`), a gap within the best's seed spread counting as none.
 
 *Output layers.* The most accurate net's real outputs (its logits on the test set) are passed
 through tanh, sigmoid, softmax and softplus, and each range is measured in float32: minimum,
@@ -17,12 +18,15 @@ The verdict is :func:`verdict`, a pure function of the measurements.
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
+from dnnlab.analysis.stats import mean_std, pm
+from dnnlab.analysis.verdict import Verdict, differs, every_seed, spread
+from dnnlab.studies.explain.base import Answer, DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
 QUESTION = ("In which cases would you want to use each of the following activation functions: "
@@ -30,7 +34,7 @@ QUESTION = ("In which cases would you want to use each of the following activati
 HIDDEN = {"sigmoid": "glorot_normal", "tanh": "glorot_normal", "relu": "he_normal",
           "leaky_relu": "he_normal", "prelu": "he_normal", "elu": "he_normal",
           "selu": "lecun_normal", "gelu": "he_normal", "swish": "he_normal"}
-TOL = 0.01   # accuracy within 1 point of the best = as good, for a single seed
+SUM_EPS = float(torch.finfo(torch.float32).eps)   # one float32 rounding of a softmax row's sum
 
 
 @torch.no_grad()
@@ -60,56 +64,56 @@ def ranked(results: dict[str, dict]) -> list[str]:
     return sorted(results, key=lambda a: -results[a]["test_accuracy"])
 
 
-def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
-    """(verdict, confirms, refutes) from the measurements alone: ``numbers["hidden"]`` (per
-    hidden activation: ``test_accuracy``, ``seconds_per_epoch``) and ``numbers["output_ranges"]``
-    (what :func:`output_ranges` measured on the best net's logits)."""
-    results, ranges = numbers["hidden"], numbers["output_ranges"]
-    order = ranked(results)
-    best = order[0]
-    best_acc = results[best]["test_accuracy"]
-    fastest = min(results, key=lambda a: results[a]["seconds_per_epoch"])
-    good = [a for a in order if results[a]["test_accuracy"] >= best_acc - TOL]
-    times = [r["seconds_per_epoch"] for r in results.values()]
-    violated = [name for name, r in ranges.items() if not r["in_range"]]
+def _worse_than_the_rest(act: str, acc: dict[str, list[float]], **kw) -> Verdict:
+    """The claim "``act`` scores lower than the best of the other activations" (best by mean
+    over the seeds), paired by seed, refuted too when the gap is within the best's seed spread."""
+    others = [a for a in acc if a != act]
+    best = max(others, key=lambda a: statistics.fmean(acc[a]))
+    return differs(f"{act} hidden layers score lower than the best of the others ({best})",
+                   acc[act], acc[best], larger=False, paired=True, margin=spread(acc[best]),
+                   names=(act, best), unit="pts", scale=100, **kw)
 
-    table = ", ".join(f"{a} {results[a]['test_accuracy']:.1%} ({results[a]['seconds_per_epoch']:.2f} "
-                      f"s/epoch)" for a in order)
-    t, s, m, p = ranges["tanh"], ranges["sigmoid"], ranges["softmax"], ranges["softplus"]
-    outputs = (f"on the {best} net's real outputs tanh spans [{t['min']:.4f}, {t['max']:.4f}], "
-               f"sigmoid [{s['min']:.3g}, {s['max']:.7f}] ({s['exactly_0_or_1']:.1%} round to "
-               f"exactly 0 or 1 in float32), softmax rows sum to 1 within "
-               f"{m['max_abs_row_sum_minus_1']:.1e}, softplus spans [{p['min']:.3g}, {p['max']:.3g}]"
-               + (f" ({p['exactly_0']:.2%} underflow to exactly 0 in float32: logits down to "
-                  f"{p['min_logit']:.0f})" if p["exactly_0"] > 0 else " (all positive)"))
-    text = (f"Hidden layers ({len(results)} activations, same 5x100 net and budget): {table}; "
-            f"within {TOL:.0%} of the best: {', '.join(good)}; epoch times span "
-            f"{min(times):.2f}-{max(times):.2f} s (fastest: {fastest}). "
-            f"Output layers: {outputs}"
-            + (f" (outside its range: {', '.join(violated)}; see the numbers)" if violated else "")
-            + ".")
 
-    confirms, refutes = [], []
-
-    def claim(ok: bool | None, text: str) -> None:
-        if ok is not None:
-            (confirms if ok else refutes).append(text)
-
-    claim(("selu" in good) if "selu" in results else None, "000 answer 4 (book: SELU is a good default)")
-    claim(("elu" in good) if "elu" in results else None,
-          "004 answer 4 (first edition: ELU is a good default)")
-    claim(("sigmoid" not in good) if "sigmoid" in results else None,
-          "000 answer 4 (book: logistic is rarely used in hidden layers)")
-    claim(("tanh" in good) if "tanh" in results else None,
-          "002 answer 4 (tanh is suitable for hidden layers)")
-    claim(t["in_range"] and s["in_range"] and m["max_abs_row_sum_minus_1"] < 1e-5,
-          "000 answer 4 (book: tanh for outputs in [-1, 1], logistic for a probability, softmax "
-          "for exclusive classes)")
-    claim(p["in_range"] and p["exactly_0"] == 0,
-          "001 activations card (softplus for outputs that must be positive)" if p["exactly_0"] == 0
-          else f"001 activations card (softplus outputs are positive: {p['exactly_0']:.2%} were "
-          "exactly 0 in float32)")
-    return text, confirms, refutes
+def verdict(runs: list[dict]) -> Answer:
+    """The answer from the numbers measured at each seed (``runs``: per seed ``hidden``, per
+    activation ``test_accuracy`` and ``seconds_per_epoch``, and ``output_ranges``, what
+    :func:`output_ranges` measured on that seed's best net)."""
+    acc = {a: [r["hidden"][a]["test_accuracy"] for r in runs] for a in runs[0]["hidden"]}
+    verdicts = []
+    if "selu" in acc:
+        verdicts.append(_worse_than_the_rest("selu", acc, denied_by=(
+            "000 answer 4 (book: SELU is a good default)",)))
+    if "elu" in acc:
+        verdicts.append(_worse_than_the_rest("elu", acc, denied_by=(
+            "004 answer 4 (first edition: ELU is a good default)",)))
+    if "sigmoid" in acc:
+        verdicts.append(_worse_than_the_rest("sigmoid", acc, asserted_by=(
+            "000 answer 4 (book: logistic is rarely used in hidden layers)",)))
+    if "tanh" in acc:
+        verdicts.append(_worse_than_the_rest("tanh", acc, denied_by=(
+            "002 answer 4 (tanh is suitable for hidden layers)",)))
+    ranges = [r["output_ranges"] for r in runs]
+    verdicts.append(every_seed(
+        "on a trained net's real logits tanh stays in [-1, 1], sigmoid in [0, 1] and softmax rows "
+        "sum to 1 (within float32's rounding of a sum of 10)",
+        [g["tanh"]["in_range"] and g["sigmoid"]["in_range"]
+         and g["softmax"]["max_abs_row_sum_minus_1"] <= 10 * SUM_EPS for g in ranges],
+        name="in range", asserted_by=("000 answer 4 (book: tanh for outputs in [-1, 1], logistic "
+                                      "for a probability, softmax for exclusive classes)",)))
+    verdicts.append(every_seed(
+        "softplus outputs are positive (none underflows to 0 in float32)",
+        [g["softplus"]["in_range"] and g["softplus"]["exactly_0"] == 0 for g in ranges],
+        name="positive", asserted_by=("001 activations card (softplus for outputs that must be "
+                                      "positive)",)))
+    mean = {a: statistics.fmean(v) for a, v in acc.items()}
+    order = sorted(mean, key=lambda a: -mean[a])
+    secs = {a: statistics.fmean(r["hidden"][a]["seconds_per_epoch"] for r in runs) for a in acc}
+    table = ", ".join(f"{a} {pm(*mean_std(acc[a]), digits=1)} % ({secs[a]:.2f} s/epoch)"
+                      for a in order)
+    head = (f"Hidden layers: {order[0]} scored best of {len(acc)} activations over {len(runs)} "
+            f"seeds, and each claim about one activation is judged against the best of the others")
+    return Answer(head, tuple(verdicts),
+                  f"Test accuracy (mean ± std over the seeds) and seconds per epoch: {table}.")
 
 
 def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
@@ -177,5 +181,5 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 
 TOPIC = Topic(name="activations", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
-              quick=dict(n_train=1024, valid=1000, epochs=1, activations=4),
-              full=dict(n_train=10000, valid=5000, epochs=3, activations=len(HIDDEN)))
+              quick=dict(seeds=3, n_train=1024, valid=1000, epochs=1, activations=4),
+              full=dict(seeds=5, n_train=10000, valid=5000, epochs=3, activations=len(HIDDEN)))

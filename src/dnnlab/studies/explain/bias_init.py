@@ -1,27 +1,25 @@
 """Zero biases: does the starting value of the biases matter?
 
-The same 3x100 He/ELU net is trained on MNIST with Nadam from several seeds, with three bias
+The same 3x100 He/ELU net is trained on MNIST with Nadam at each seed, with three bias
 initializations: zeros (the default), the constant 1 (004's "my practice"), and random biases
 drawn like the weights (each layer's He normal). A seed fixes the kernels and the batch order,
-so the three variants of one seed differ only in their biases. The question is answered by
-comparing the gap between variants with the spread between seeds by the lab's one rule
-(:func:`dnnlab.analysis.stats.compare`, beyond seed noise when p < 0.05), paired by seed: a
-seed's three variants share their kernels and batch order, so the test is on each seed's
-difference, and whether the seeds' accuracy ranges overlap.
+so the three variants of one seed differ only in their biases. "Zeros are fine" is judged by
+:func:`dnnlab.analysis.verdict.same`, paired by seed (a seed's variants share their kernels and
+batch order): supported when the whole 95% interval of the difference lies within the zeros' own
+seed spread, the noise floor measured in the same run.
 """
 
 from __future__ import annotations
-
-import statistics
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dnnlab.analysis.stats import NOISE_LEVEL, compare
+from dnnlab.analysis.stats import mean_std, pm
+from dnnlab.analysis.verdict import REFUTED, SUPPORTED, differs, same, spread
 from dnnlab.nn import build_mlp, init_
-from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
+from dnnlab.studies.explain.base import Answer, DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
 QUESTION = "Is it OK to initialize the bias terms to 0?"
@@ -43,81 +41,65 @@ def set_biases(model, variant: str, seed: int) -> None:
             layer.bias.copy_(draw[:, 0])
 
 
-def _t_text(c: dict) -> str:
-    return "t = n/a (no spread)" if c["t"] is None else f"t = {c['t']:+.2f}"
+BOOK = ("000 answer 2 (book)", "001 answer 2 (book's answer)", "003 answer 2 (book)",
+        "002 answer 2 (zero biases are fine)", "001 answer 2 (learner: yes, it is the default)")
+FIRST = ("004 answer 2 (zeros are fine; bias 1 makes little difference)",)
 
 
-def _p_text(c: dict) -> str:
-    return "n/a" if c["p"] is None else f"{c['p']:.2g}"
-
-
-def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
-    """(verdict, confirms, refutes) from the measurements alone: per-variant accuracy summaries
-    (``numbers["accuracy"]``) and each variant against zeros (``numbers["vs_zeros"]``,
-    :func:`~dnnlab.analysis.stats.compare` paired by seed: difference, t, p, beyond_noise)."""
-    summary, vs = numbers["accuracy"], numbers["vs_zeros"]
-    n_seeds = numbers["seeds"]
-    within = {v: not c["beyond_noise"] for v, c in vs.items()}
-    better = [v for v in VARIANTS[1:] if not within[v] and vs[v]["difference"] > 0]
-    worse = [v for v in VARIANTS[1:] if not within[v] and vs[v]["difference"] < 0]
-    zero_fine = not better                                   # nothing clearly beats zeros
-    parts = [f"{v} {summary[v]['mean']:.2%} ± {summary[v]['std']:.2%}" for v in VARIANTS]
-    gaps = ", ".join(f"{v} vs zeros {_t_text(vs[v])}, p = {_p_text(vs[v])}" for v in VARIANTS[1:])
-    same = [v for v in VARIANTS[1:] if within[v]]
-    if not better and not worse:
+def verdict(runs: list[dict]) -> Answer:
+    """The answer from the numbers measured at each seed (``runs``: per seed, the test accuracy
+    of each variant, ``accuracy``): each other start against zeros, paired by seed (a seed's
+    variants share their kernels and batches), within the zeros' own seed spread (the noise
+    floor measured in the same run)."""
+    acc = {v: [r["accuracy"][v] for r in runs] for v in VARIANTS}
+    floor = spread(acc["zeros"])
+    random_ = same("zero biases train as well as random biases drawn like the weights (test "
+                   "accuracy within the zeros' seed spread)", acc["random (like weights)"],
+                   acc["zeros"], paired=True, margin=floor, names=("random", "zeros"),
+                   unit="pts", scale=100, asserted_by=BOOK)
+    one = same("zero biases train as well as biases set to 1 (test accuracy within the zeros' "
+               "seed spread)", acc["constant 1"], acc["zeros"], paired=True, margin=floor,
+               names=("constant 1", "zeros"), unit="pts", scale=100, asserted_by=FIRST)
+    beats = [differs(f"{v} biases beat zeros", acc[v], acc["zeros"], paired=True)
+             for v in VARIANTS[1:]]
+    if any(b.outcome == SUPPORTED for b in beats):
+        head = "Not quite: " + " and ".join(v for v, b in zip(VARIANTS[1:], beats)
+                                            if b.outcome == SUPPORTED) + " biases beat zeros"
+    elif random_.outcome == SUPPORTED and one.outcome == SUPPORTED:
         head = "Yes: the bias start makes no difference beyond seed noise"
-    elif not better:
-        gap = "; ".join(f"{v} biases did worse than zeros by "
-                        f"{100 * (summary['zeros']['mean'] - summary[v]['mean']):.2f} points"
-                        for v in worse)
-        head = (f"Yes, zeros are fine ({', '.join(same) or 'no variant'} within seed noise of "
-                f"zeros), but the start is not always irrelevant: {gap}, beyond seed noise")
+    elif REFUTED in (random_.outcome, one.outcome):
+        head = ("Yes, zeros are fine (no start beats them), but the start is not always "
+                "irrelevant: " + " and ".join(
+                    f"{v} biases did worse" for v, b in zip(VARIANTS[1:], beats)
+                    if b.outcome == REFUTED))
     else:
-        head = f"Not quite: {' and '.join(better)} biases beat zeros beyond seed noise"
-    text = (f"{head}: test accuracy over {n_seeds} seeds (mean ± std) {'; '.join(parts)}; "
-            f"paired t over the seeds: {gaps} (p < {NOISE_LEVEL:g}: beyond seed noise).")
-
-    confirms, refutes = [], []
-    book = ["000 answer 2 (book)", "001 answer 2 (book's answer)", "003 answer 2 (book)"]
-    (confirms if zero_fine and within["random (like weights)"] else refutes).extend(book)
-    (confirms if zero_fine and within["constant 1"] else refutes).append(
-        "004 answer 2 (zeros are fine; bias 1 makes little difference)")
-    (confirms if zero_fine else refutes).extend(
-        ["002 answer 2 (zero biases are fine)", "001 answer 2 (learner: yes, it is the default)"])
-    return text, confirms, refutes
+        head = "Not settled here: no start beats zeros, but the seeds cannot tell how close they are"
+    summary = "; ".join(f"{v} {pm(*mean_std(acc[v]))} %" for v in VARIANTS)
+    return Answer(head, (random_, one), f"Test accuracy over {len(runs)} seeds: {summary}.")
 
 
 def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
-    seeds = [seed + i for i in range(sizes["seeds"])]
     epochs = sizes["epochs"]
     data = source.load(sizes["n_train"], sizes["valid"], seed)
-    acc: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    curves: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
-    for s in seeds:
-        c = topic_config("bias-init", s, epochs, **{"model.depth": 3, "data.seed": seed})
-        for variant in VARIANTS:
-            model = build_mlp(c.model, data.n_features, data.n_classes, seed=s)
-            set_biases(model, variant, s)
-            result = fit(c, data, model=model)
-            acc[variant].append(result.test["test_accuracy"])
-            curves[variant].append(result.history["val_loss"])
-
-    summary = {v: {"mean": statistics.fmean(a), "std": statistics.stdev(a), "min": min(a),
-                   "max": max(a), "per_seed": a} for v, a in acc.items()}
-    vs_zeros = {v: compare(acc[v], acc["zeros"], paired=True) for v in VARIANTS[1:]}
-    overlap = {v: min(max(acc[v]), max(acc["zeros"])) >= max(min(acc[v]), min(acc["zeros"]))
-               for v in VARIANTS[1:]}
-    numbers = {"seeds": len(seeds), "train_images": len(data.train), "epochs": epochs,
-               "zeros_mean_accuracy": summary["zeros"]["mean"],
-               "zeros_seed_std": summary["zeros"]["std"],
-               "accuracy": summary, "vs_zeros": vs_zeros, "seed_ranges_overlap": overlap}
+    acc: dict[str, float] = {}
+    curves: dict[str, list[float]] = {}
+    c = topic_config("bias-init", seed, epochs, **{"model.depth": 3})
+    for variant in VARIANTS:
+        model = build_mlp(c.model, data.n_features, data.n_classes, seed=seed)
+        set_biases(model, variant, seed)
+        result = fit(c, data, model=model)
+        acc[variant] = result.test["test_accuracy"]
+        curves[variant] = result.history["val_loss"]
+    numbers = {"train_images": len(data.train), "epochs": epochs,
+               "zeros_accuracy": acc["zeros"], "accuracy": acc}
     return Measurement(numbers, {"curves": curves})
 
 
 def figure(n: dict, drawing: dict) -> Figure:
     """This topic's figure, as a matplotlib ``Figure`` (no pyplot): for a notebook to show."""
-    acc = {v: s["per_seed"] for v, s in n["accuracy"].items()}
-    curves: dict[str, list[list[float]]] = drawing["curves"]
+    acc = {v: [r["accuracy"][v] for r in n["per_seed"]] for v in VARIANTS}
+    curves: dict[str, list[list[float]]] = {v: [d["curves"][v] for d in drawing["per_seed"]]
+                                            for v in VARIANTS}
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_acc, ax_loss = fig.subplots(1, 2)
     colours = ["tab:blue", "tab:orange", "tab:green"]
@@ -146,5 +128,5 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 
 TOPIC = Topic(name="bias-init", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
-              quick=dict(seeds=3, n_train=1024, valid=1000, epochs=2),
-              full=dict(seeds=5, n_train=10000, valid=5000, epochs=5))
+              quick=dict(seeds=5, n_train=1024, valid=1000, epochs=2),
+              full=dict(seeds=8, n_train=10000, valid=5000, epochs=5))

@@ -132,8 +132,10 @@ def cmd_explain(args) -> int:
     topics = resolve(args.topics)          # an unknown name fails here, before any work
     data = data_from_args(args.config, list(args.set or []))
     if data is not None and args.config is not None:
-        print(f"explain: on the [data] of {args.config} ({data.name}); the topics fix their own "
-              "nets, so its other tables are not used", file=sys.stderr, flush=True)
+        print(f"explain: on the [data] of {args.config} ({data.name}) as written "
+              f"(standardize = {str(data.standardize).lower()}; a topic that assumes otherwise "
+              "says so in its verdicts); the topics fix their own nets, so its other tables are "
+              "not used", file=sys.stderr, flush=True)
     return explain_with_progress(topics, Path(args.out), quick=args.quick, seed=args.seed, data=data)
 
 

@@ -22,8 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dnnlab.analysis.stats import hidden_stats, layer_stats
+from dnnlab.analysis.verdict import REFUTED, SUPPORTED, differs
 from dnnlab.nn import build_mlp
-from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
+from dnnlab.studies.explain.base import Answer, DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
 QUESTION = ("What problem do Glorot and He initialization fix? (Keeping the variance of the "
@@ -64,52 +65,61 @@ def _summary(stats: list[dict]) -> dict:
             "preserved": classify(fwd_ratio) == classify(back_ratio) == "preserved"}
 
 
-def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
-    """(verdict, confirms, refutes) from the measurements alone: ``numbers["results"]`` (per
-    "activation / init": ``at_init`` with ``forward_ratio``, ``backward_ratio``, ``forward``,
-    ``backward``, ``preserved`` and ``mean_slope``), ``sgd_steps`` and ``diverged_after_steps``."""
-    results, steps, diverged = numbers["results"], numbers["sgd_steps"], numbers["diverged_after_steps"]
+CARDS = ("001 Glorot/He card (book's answer: keep the output std close to the input std)",
+         "001 Glorot/He card (learner: they fix unstable, vanishing or exploding gradients)")
+MATCHED = {"tanh": "Glorot", "relu": "He"}
+LIMIT = math.log10(FACTOR)       # decades of growth or shrinkage beyond which a signal is lost
+CAP = 300.0                      # decades standing for an overflow (inf) or a signal that died (0)
 
-    def r(act: str, init_name: str) -> dict:
-        return results[f"{act} / {init_name}"]["at_init"]
 
-    def text(act: str, init_name: str) -> str:
-        s = r(act, init_name)
-        status = "preserved" if s["preserved"] else ", ".join(
-            f"{d} {s[d]}" for d in ("forward", "backward") if s[d] != "preserved")
-        return (f"{init_name}+{act} x{s['forward_ratio']:.1e} / x{s['backward_ratio']:.1e} "
-                f"({status})")
+def decades(ratio: float) -> float:
+    """How many decades a signal grew or shrank over the stack (|log10|; an overflow or a
+    vanished signal counts as :data:`CAP`)."""
+    if not math.isfinite(ratio) or ratio <= 0:
+        return CAP
+    return min(abs(math.log10(ratio)), CAP)
 
-    matched = {"tanh": "Glorot", "relu": "He"}
-    matched_lost = [f"{i}+{a}" for a, i in matched.items() if not r(a, i)["preserved"]]
-    normal_kept = [a for a in ("tanh", "relu") if r(a, "N(0, 1)")["preserved"]]
-    holds = not matched_lost and not normal_kept
-    if holds:
-        head = "Yes, they keep the signal's scale from layer to layer"
-    else:
-        loses = "loses" if len(matched_lost) == 1 else "lose"
-        why = ([f"{' and '.join(matched_lost)} {loses} the signal's scale"] if matched_lost else []) \
-            + ([f"N(0, 1) keeps it too with {' and '.join(normal_kept)}"] if normal_kept else [])
-        head = f"Only partly, in this run ({'; '.join(why)})"
-    clauses = [f"N(0, 1): {', '.join(text(a, 'N(0, 1)').split('+', 1)[1] for a in ACTIVATIONS)}",
-               f"matched: {', '.join(text(a, i) for a, i in matched.items())}"]
-    if not r("relu", "Glorot")["preserved"] and r("relu", "He")["preserved"]:
-        clauses.append(f"{text('relu', 'Glorot')}, so ReLU needs He's factor 2")
-    if all(r("sigmoid", i)["backward"] == "vanishing" for i in ("Glorot", "He")):
-        clauses.append(f"sigmoid's gradients vanish with Glorot and He alike "
-                       f"({text('sigmoid', 'Glorot')}): its slope is at most 1/4")
-    sat = [a for a in ("sigmoid", "tanh") if r(a, "N(0, 1)")["mean_slope"] < 0.25]
-    if sat:
-        clauses.append("with N(0, 1) the " + " and ".join(
-            f"{a} units are saturated (mean slope {r(a, 'N(0, 1)')['mean_slope']:.0%} of its maximum)"
-            for a in sat))
-    clauses.append(f"{steps} SGD steps diverged for: {', '.join(diverged) or 'none'}")
-    verdict_text = (f"{head}: over {DEPTH} layers at initialization (x forward = last/first layer "
-                    f"activation std, x backward = first/last layer gradient RMS; beyond "
-                    f"{FACTOR:g}x = unstable) " + "; ".join(clauses) + ".")
-    cards = ["001 Glorot/He card (book's answer: keep the output std close to the input std)",
-             "001 Glorot/He card (learner: they fix unstable, vanishing or exploding gradients)"]
-    return verdict_text, (cards if holds else []), ([] if holds else cards)
+
+def worst(at_init: dict) -> float:
+    """The worse of the forward and the backward signal's change, in decades."""
+    return max(decades(at_init["forward_ratio"]), decades(at_init["backward_ratio"]))
+
+
+def verdict(runs: list[dict]) -> Answer:
+    """The answer from the numbers measured at each seed (``runs``: per seed ``results``, per
+    "activation / init", ``at_init`` with ``forward_ratio`` and ``backward_ratio``;
+    ``sgd_steps`` and ``diverged_after_steps``). A signal is kept when it changes by less than
+    ``FACTOR`` over the stack (:data:`LIMIT` decades): the chapter's meaning of vanishing and
+    exploding; each claim tests the seeds' decades against it (one-sample t)."""
+    def per_seed(act: str, init_name: str) -> list[float]:
+        return [worst(r["results"][f"{act} / {init_name}"]["at_init"]) for r in runs]
+
+    matched = [max(per_seed(a, i)[k] for a, i in MATCHED.items()) for k in range(len(runs))]
+    normal = [min(per_seed(a, "N(0, 1)")[k] for a in MATCHED) for k in range(len(runs))]
+    keeps = differs(f"Glorot (tanh) and He (ReLU) keep the signal's scale, forward and backward, "
+                    f"within {FACTOR:g}x over {DEPTH} layers at initialization (the worse of the "
+                    f"two, in decades, below {LIMIT:g})", matched, LIMIT, larger=False,
+                    names=("matched init, decades", "limit"), unit="decades", asserted_by=CARDS)
+    loses = differs(f"without them (N(0, 1) weights) tanh and ReLU lose it (the better of the two "
+                    f"changes by more than {FACTOR:g}x)", normal, LIMIT, larger=True,
+                    names=("N(0, 1), decades", "limit"), unit="decades", asserted_by=CARDS)
+    relu_glorot = differs("ReLU needs He's factor 2: with Glorot init its signal changes more "
+                          "(in decades) than with He", per_seed("relu", "Glorot"),
+                          per_seed("relu", "He"), paired=True, names=("Glorot", "He"),
+                          unit="decades")
+    holds = {keeps.outcome, loses.outcome}
+    head = ("Yes, they keep the signal's scale from layer to layer" if holds == {SUPPORTED} else
+            "No, not in this run" if holds == {REFUTED} else
+            "Only partly, or not settled, in this run")
+    steps = runs[0]["sgd_steps"]
+    diverged = sorted({k for r in runs for k in r["diverged_after_steps"]})
+    first = runs[0]["results"]
+    shown = ", ".join(f"{k} x{v['at_init']['forward_ratio']:.1e} / x{v['at_init']['backward_ratio']:.1e}"
+                      for k, v in first.items())
+    detail = (f"Seed 1's forward (last/first layer activation std) and backward (first/last layer "
+              f"gradient RMS) ratios: {shown}; {steps} SGD steps diverged for: "
+              f"{', '.join(diverged) or 'none'} (any seed).")
+    return Answer(head, (keeps, loses, relu_glorot), detail)
 
 
 def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
@@ -198,4 +208,4 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 
 TOPIC = Topic(name="init-variance", question=QUESTION, measure=measure, verdict=verdict,
-              figure=figure, quick=dict(steps=5), full=dict(steps=20))
+              figure=figure, quick=dict(seeds=3, steps=5), full=dict(seeds=5, steps=20))

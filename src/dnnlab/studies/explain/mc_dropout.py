@@ -30,9 +30,11 @@ from dnnlab.analysis.mc_dropout import (
     plain_predict,
     predictive_entropy,
 )
+from dnnlab.analysis.stats import mean_std, pm
+from dnnlab.analysis.verdict import NOT_SETTLED, REFUTED, SUPPORTED, differs
 from dnnlab.data import load_dataset
 from dnnlab.errors import DataError
-from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
+from dnnlab.studies.explain.base import Answer, DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit, resolve_device
 from dnnlab.train.callbacks import Callback, Logs, Stops
 from dnnlab.train.driver import Trainer
@@ -110,49 +112,45 @@ def n_to_level(curve: dict[int, dict]) -> int:
     return min(n for n in curve if curve[n]["accuracy"] >= top["accuracy"] - 0.001)
 
 
-def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
-    """(verdict, confirms, refutes) from the measurements alone: ``numbers["plain"]`` and
-    ``numbers["mc"]`` (per N) with ``accuracy``, ``ece``, ``nll``, ``entropy``, ``entropy_ood``;
-    ``auroc``; ``n_max``, ``n_to_level``; ``stages`` (epochs probed) and
-    ``mc_better_calibrated_at_epochs``; ``ood_images`` and ``ood_source``."""
-    base, curve, auc = numbers["plain"], numbers["mc"], numbers["auroc"]
-    n_max, level = numbers["n_max"], numbers["n_to_level"]
-    stage_better, stages = numbers["mc_better_calibrated_at_epochs"], sorted(numbers["stages"])
-    top = curve[n_max]
-    n10 = 10 if 10 in curve else n_max
-    gain = top["accuracy"] - base["accuracy"]
-    ratio_mc = top["entropy_ood"] / max(top["entropy"], 1e-12)
-    ratio_plain = base["entropy_ood"] / max(base["entropy"], 1e-12)
-    better_acc = curve[n10]["accuracy"] > base["accuracy"]
-    better_cal = top["ece"] < base["ece"]
-    flags_ood = ratio_mc > 1.5 and auc["mc_entropy"] > 0.75
-    mc_helps_ood = max(auc["mc_entropy"], auc["mc_mutual_information"]) > auc["plain_entropy"]
-    text = (
-        f"{'Yes' if better_acc else 'No'} for accuracy, {'yes' if better_cal else 'no'} for "
-        f"calibration here: with N={n_max} passes MC Dropout scores {top['accuracy']:.2%} vs "
-        f"{base['accuracy']:.2%} plain ({100 * gain:+.2f} points; one pass {curve[1]['accuracy']:.2%}"
-        + (f", N={level} already within 0.1 point of N={n_max}" if level < n_max else
-           f", still moving at N={n_max}")
-        + f") with ECE {top['ece']:.3f} vs "
-        f"{base['ece']:.3f} (NLL {top['nll']:.3f} vs {base['nll']:.3f}; along training, with N="
-        f"{STAGE_N}, MC has the lower ECE at epochs {stage_better or 'none'} of "
-        f"{stages}); on {numbers['ood_images']} "
-        f"{numbers['ood_source']} its mean predictive entropy is {ratio_mc:.1f}x the in-distribution one "
-        f"({top['entropy_ood']:.2f} vs {top['entropy']:.2f} nats; plain {ratio_plain:.1f}x), telling "
-        f"them apart with AUROC {auc['mc_entropy']:.3f} by entropy and "
-        f"{auc['mc_mutual_information']:.3f} by mutual information vs {auc['plain_entropy']:.3f} for "
-        f"plain entropy.")
+def verdict(runs: list[dict]) -> Answer:
+    """The answer from the numbers measured at each seed (``runs``: per seed ``plain`` and
+    ``mc`` (per N) with ``accuracy``, ``ece``, ``nll``; ``auroc``; ``n_max``; ``ood_source``),
+    each claim paired by seed (plain and MC read the same trained model)."""
+    n_max = runs[0]["n_max"]
+    n10 = 10 if 10 in runs[0]["mc"] else n_max
 
-    confirms, refutes = [], []
-    (confirms if top["nll"] < base["nll"] else refutes).append(
-        "000 answer 7 (book: 10 or more MC passes give better predictions, judged by test NLL)")
-    (confirms if better_acc else refutes).append(
-        "002 exercise 8e (better accuracy with MC Dropout, without retraining)")
-    (confirms if better_cal else refutes).append(
-        "002 answer 7 (MC Dropout improves model calibration)")
-    (confirms if flags_ood and mc_helps_ood else refutes).append(
-        "002 answer 7 (MC Dropout estimates uncertainty)")
-    return text, confirms, refutes
+    def mc(n: int, key: str) -> list[float]:
+        return [r["mc"][n][key] for r in runs]
+
+    def plain(key: str) -> list[float]:
+        return [r["plain"][key] for r in runs]
+
+    names = ("MC Dropout", "plain")
+    nll = differs(f"MC Dropout (N={n_max}) predicts better than plain inference (lower test NLL)",
+                  mc(n_max, "nll"), plain("nll"), larger=False, paired=True, names=names,
+                  asserted_by=("000 answer 7 (book: 10 or more MC passes give better predictions, "
+                               "judged by test NLL)",))
+    acc = differs(f"MC Dropout (N={n10}) is more accurate than plain inference, without retraining",
+                  mc(n10, "accuracy"), plain("accuracy"), larger=True, paired=True, names=names,
+                  unit="pts", scale=100,
+                  asserted_by=("002 exercise 8e (better accuracy with MC Dropout, without "
+                               "retraining)",))
+    ece = differs(f"MC Dropout (N={n_max}) is better calibrated than plain inference (lower ECE)",
+                  mc(n_max, "ece"), plain("ece"), larger=False, paired=True, names=names,
+                  unit="pts", scale=100,
+                  asserted_by=("002 answer 7 (MC Dropout improves model calibration)",))
+    ood = differs(f"MC Dropout tells {runs[0]['ood_source']} from the test set better than plain "
+                  "inference (AUROC of its entropy or mutual information vs plain entropy)",
+                  [max(r["auroc"]["mc_entropy"], r["auroc"]["mc_mutual_information"]) for r in runs],
+                  [r["auroc"]["plain_entropy"] for r in runs], larger=True, paired=True,
+                  names=names, asserted_by=("002 answer 7 (MC Dropout estimates uncertainty)",))
+    word = {SUPPORTED: "yes", REFUTED: "no", NOT_SETTLED: "not settled"}
+    head = (f"{word[acc.outcome].capitalize()} for accuracy, {word[ece.outcome]} for calibration, "
+            f"{word[nll.outcome]} for NLL here")
+    gain = [a - b for a, b in zip(mc(n_max, "accuracy"), plain("accuracy"))]
+    return Answer(head, (nll, acc, ece, ood),
+                  f"With N={n_max} passes MC Dropout changes test accuracy by "
+                  f"{pm(*mean_std(gain))} points (mean ± std over {len(runs)} seeds).")
 
 
 def measure(source: DataSource, st: dict, seed: int) -> Measurement:
@@ -248,7 +246,7 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 TOPIC = Topic(name="mc-dropout", question=QUESTION, measure=measure, verdict=verdict,
               figure=figure,
-              quick=dict(n_train=1500, valid=500, epochs=4, stages=[2, 4], ns=[1, 2, 5, 10, 20],
+              quick=dict(seeds=3, n_train=1500, valid=500, epochs=4, stages=[2, 4], ns=[1, 2, 5, 10, 20],
                          n_test=2000, n_ood=1000),
-              full=dict(n_train=8000, valid=5000, epochs=24, stages=[6, 12, 18, 24],
+              full=dict(seeds=5, n_train=8000, valid=5000, epochs=24, stages=[6, 12, 18, 24],
                         ns=[1, 2, 5, 10, 20, 50, 100], n_test=10000, n_ood=5000))

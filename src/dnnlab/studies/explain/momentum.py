@@ -24,7 +24,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
+from dnnlab.analysis.stats import mean_std, pm
+from dnnlab.analysis.verdict import SUPPORTED, differs, every_seed
+from dnnlab.studies.explain.base import Answer, DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
 QUESTION = ("What may happen if you set the momentum hyperparameter too close to 1 (e.g., 0.99999) "
@@ -65,55 +67,52 @@ def quadratic_run(momentum: float, steps: int, lr: float = LR) -> dict:
             "max_distance_ratio": float(traj.norm(dim=1).max() / traj[0].norm())}
 
 
-def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
-    """(verdict, confirms, refutes) from the measurements alone: ``numbers["quadratic"]`` (per
-    momentum, as a string: ``overshoot``, ``crossings``, ``converged_at_step`` (None: not
-    converged), ``final_loss_ratio``, ``max_distance_ratio``), ``quadratic_steps``,
-    ``numbers["net"]`` (per momentum: ``status``, ``epochs_loss_went_up``, ``final_train_loss``,
-    ``min_train_loss``, ``test_accuracy``) and ``net_epochs``."""
-    lo, hi = (numbers["quadratic"][str(m)] for m in MOMENTA)
-    nlo, nhi = (numbers["net"][str(m)] for m in MOMENTA)
-    steps, epochs = numbers["quadratic_steps"], numbers["net_epochs"]
+BOOK = ("000 answer 5 (book)", "003 answer 5 (book)", "004 answer 5 (first edition)",
+        "002 answer 5 (oscillations, overshooting, slow convergence)")
+EXPLODE = ("001 answer 5 (learner: the sum of past gradients makes the rate of change explode)",)
 
-    def conv(q: dict) -> str:
-        if q["converged_at_step"] is None:
-            return (f"has not converged after {steps} steps "
-                    f"(f still {q['final_loss_ratio']:.1e} x start)")
-        return f"converges in {q['converged_at_step']} steps"
 
-    slower = hi["converged_at_step"] is None or (
-        lo["converged_at_step"] is not None and hi["converged_at_step"] > lo["converged_at_step"])
-    worse = hi["overshoot"] > lo["overshoot"] and hi["crossings"] > lo["crossings"] and slower
-    net_worse = nhi["final_train_loss"] > nlo["final_train_loss"]
-    if worse and net_worse:
-        head = "It overshoots and oscillates instead of converging"
-    elif worse:
-        head = "Mixed result (0.99999 is worse than 0.9 on the quadratic, not on the net)"
-    elif net_worse:
-        head = "Mixed result (0.99999 is worse than 0.9 on the net, not on the quadratic)"
-    else:
-        head = ("Not here: 0.99999 is no worse than 0.9, neither on the quadratic (more overshoot, "
-                "more crossings and slower convergence together) nor on the net (final training "
-                "loss)")
-    text = (
-        f"{head}: on f = (x^2 + 100 y^2)/2 from {START} with lr {LR:g}, momentum 0.9 overshoots the "
-        f"minimum by {lo['overshoot']:.0%} of the start distance, crosses it {lo['crossings']} times "
-        f"and {conv(lo)}, while 0.99999 overshoots by {hi['overshoot']:.0%}, crosses it "
-        f"{hi['crossings']} times and {conv(hi)}; on a 3x100 net on {numbers['data']} "
-        f"(SGD lr {LR:g}, {epochs} "
-        f"epochs) the training loss went up in {nlo['epochs_loss_went_up']} of {epochs - 1} epochs "
-        f"with 0.9 (final {nlo['final_train_loss']:.3f}, test accuracy {nlo['test_accuracy']:.1%}) "
-        f"and in {nhi['epochs_loss_went_up']} with 0.99999 (final {nhi['final_train_loss']:.3f}, "
-        f"lowest {nhi['min_train_loss']:.3f}, test accuracy {nhi['test_accuracy']:.1%}).")
-    exploded = (hi["max_distance_ratio"] > 1.5 or nhi["status"] == "diverged"
-                or not math.isfinite(nhi["final_train_loss"]))
-    confirms, refutes = [], []
-    book = ["000 answer 5 (book)", "003 answer 5 (book)", "004 answer 5 (first edition)",
-            "002 answer 5 (oscillations, overshooting, slow convergence)"]
-    (confirms if worse and net_worse else refutes).extend(book)
-    (confirms if exploded else refutes).append(
-        "001 answer 5 (learner: the sum of past gradients makes the rate of change explode)")
-    return text, confirms, refutes
+def verdict(runs: list[dict]) -> Answer:
+    """The answer from the numbers measured at each seed (``runs``: per seed ``quadratic``, per
+    momentum as a string, ``overshoot``, ``crossings``, ``converged_at_step`` (None: not
+    converged), ``max_distance_ratio``; ``net``, per momentum, ``status``, ``final_train_loss``,
+    ``test_accuracy``; ``quadratic_steps``, ``net_epochs``). The quadratic is deterministic
+    (every seed measures the same trajectory); the net's seeds carry the noise."""
+    lo_key, hi_key = (str(m) for m in MOMENTA)
+
+    def quad_worse(r: dict) -> bool:
+        lo, hi = r["quadratic"][lo_key], r["quadratic"][hi_key]
+        slower = hi["converged_at_step"] is None or (
+            lo["converged_at_step"] is not None and hi["converged_at_step"] > lo["converged_at_step"])
+        return hi["overshoot"] > lo["overshoot"] and hi["crossings"] > lo["crossings"] and slower
+
+    quad = every_seed(f"on f = (x^2 + 100 y^2)/2 from {START} with lr {LR:g}, momentum 0.99999 "
+                      "overshoots the minimum farther, crosses it more often and converges more "
+                      "slowly than 0.9", [quad_worse(r) for r in runs], name="worse on the quadratic",
+                      asserted_by=BOOK)
+    final = {m: [r["net"][m]["final_train_loss"] for r in runs] for m in (lo_key, hi_key)}
+    net = differs(f"on a 3x100 net on {runs[0]['data']} (SGD lr {LR:g}) 0.99999 ends with a higher "
+                  "training loss than 0.9", final[hi_key], final[lo_key], larger=True, paired=True,
+                  names=("0.99999", "0.9"), asserted_by=BOOK)
+    exploded = every_seed("the momentum makes the steps explode (the point travels over 1.5x "
+                          "farther from the minimum than it started, or the net diverges)",
+                          [r["quadratic"][hi_key]["max_distance_ratio"] > 1.5
+                           or r["net"][hi_key]["status"] == "diverged"
+                           or not math.isfinite(r["net"][hi_key]["final_train_loss"]) for r in runs],
+                          name="exploded", asserted_by=EXPLODE)
+    head = {(SUPPORTED, SUPPORTED): "It overshoots and oscillates instead of converging",
+            }.get((quad.outcome, net.outcome),
+                  "Mixed or not settled: 0.99999 is worse than 0.9 on the quadratic"
+                  if quad.outcome == SUPPORTED else "Not shown here")
+    lo, hi = runs[0]["quadratic"][lo_key], runs[0]["quadratic"][hi_key]
+    acc = {m: [r["net"][m]["test_accuracy"] for r in runs] for m in (lo_key, hi_key)}
+    detail = (f"Quadratic: 0.9 overshoots by {lo['overshoot']:.0%} of the start distance and "
+              f"crosses the minimum {lo['crossings']} times, 0.99999 by {hi['overshoot']:.0%} and "
+              f"{hi['crossings']} times in {runs[0]['quadratic_steps']} steps; net test accuracy "
+              f"{pm(*mean_std(acc[lo_key]), digits=1)} % with 0.9 vs "
+              f"{pm(*mean_std(acc[hi_key]), digits=1)} % with 0.99999 after "
+              f"{runs[0]['net_epochs']} epochs.")
+    return Answer(head, (quad, net, exploded), detail)
 
 
 def measure(source: DataSource, sizes: dict, seed: int) -> Measurement:
@@ -199,5 +198,5 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 
 TOPIC = Topic(name="momentum", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
-              quick=dict(steps=1000, n_train=1024, valid=1000, epochs=4),
-              full=dict(steps=3000, n_train=3200, valid=2000, epochs=12))
+              quick=dict(seeds=5, steps=1000, n_train=1024, valid=1000, epochs=4),
+              full=dict(seeds=8, steps=3000, n_train=3200, valid=2000, epochs=12))

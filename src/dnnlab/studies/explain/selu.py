@@ -26,11 +26,12 @@ import torch
 from matplotlib.figure import Figure
 
 from dnnlab.analysis.stats import hidden_stats, layer_stats
+from dnnlab.analysis.verdict import SUPPORTED, differs, every_seed
 from dnnlab.config import RunConfig, replace
 from dnnlab.doctor.diagnose import SELF_NORM_TOL, self_normalizes
 from dnnlab.doctor.diagnose import settle_layer as _settle
 from dnnlab.nn import build_mlp
-from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
+from dnnlab.studies.explain.base import Answer, DataSource, Measurement, Topic, topic_config
 from dnnlab.train import fit
 
 QUESTION = "Name three advantages of the SELU activation function over ReLU."
@@ -101,57 +102,48 @@ def _avg(values) -> float:
     return sum(values) / len(values)
 
 
-def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
-    """(verdict, confirms, refutes) from the measurements alone: ``numbers["depth"]`` (per
-    condition: per-layer ``mean``/``std``, ``settles_at_layer``, ``self_normalizes``) and
-    ``numbers["trained"]`` (per net and rate: ``mean_abs_mean_at_init``, ``mean_abs_mean``,
-    ``dead_fraction``, ``constant_fraction``)."""
-    depth, trained = numbers["depth"], numbers["trained"]
-    r1, s1 = trained["relu lr=0.001"], trained["selu lr=0.001"]
-    r2, s2 = trained["relu lr=0.01"], trained["selu lr=0.01"]
-    good = depth["SELU, LeCun, standardized"]
-    closer_at_init = s1["mean_abs_mean_at_init"] < r1["mean_abs_mean_at_init"]
-    closer_trained = s1["mean_abs_mean"] < r1["mean_abs_mean"]
-    closer_large = s2["mean_abs_mean"] < r2["mean_abs_mean"]
-    no_dying = s2["constant_fraction"] < r2["dead_fraction"]
-    self_norm = good["self_normalizes"]
+BOOK = ("000 answer 3 (book)", "003 answer 3 (book)")
+FIRST = ("004 answer 3 (first edition: negative outputs, nonzero derivative)",)
+CARD = ("001 activations card (learner: SELU self-normalizes only with standardized inputs, "
+        "LeCun normal and no regularization)",)
+NONZERO = ("002 answer 3 (SELU has a non-zero mean that keeps neurons active)",)
 
-    def cond(name: str) -> str:
-        d = depth[name]
-        where = (f"settles at layer {d['settles_at_layer']}" if d["settles_at_layer"] else
-                 "never settles")
-        return (f"{name}: layer 1 mean {d['mean'][0]:+.2f} std {d['std'][0]:.2f}, layer {DEPTH} "
-                f"mean {d['last_mean']:+.2f} std {d['last_std']:.2f}, {where}")
 
-    mean_part = (f"(1) mean activation |mean| averaged over layers: SELU {s1['mean_abs_mean_at_init']:.2f} "
-                 f"vs ReLU {r1['mean_abs_mean_at_init']:.2f} at init, {s1['mean_abs_mean']:.2f} vs "
-                 f"{r1['mean_abs_mean']:.2f} after training at lr 1e-3"
-                 + ("" if closer_large else f", but {s2['mean_abs_mean']:.2f} vs "
-                    f"{r2['mean_abs_mean']:.2f} after lr 1e-2 (training pulled SELU off its fixed point)"))
-    dying_part = (f"(2) after training at lr 1e-2, {r2['dead_fraction']:.1%} of ReLUs are dead "
-                  f"({r1['dead_fraction']:.1%} at lr 1e-3) vs {s2['constant_fraction']:.1%} of SELU "
-                  f"units stuck at a constant output")
-    norm_part = f"(3) through {DEPTH} layers at init: " + "; ".join(cond(n) for n in CONDITIONS
-                                                                    if not n.startswith("ReLU"))
-    holds = closer_at_init and closer_trained and no_dying and self_norm
-    verdict_head = "SELU's advantages hold" if holds else "SELU's advantages hold only in part"
-    text = f"{verdict_head}: {mean_part}; {dying_part}; {norm_part}."
+def verdict(runs: list[dict]) -> Answer:
+    """The answer from the numbers measured at each seed (``runs``: per seed ``depth``, per
+    condition ``self_normalizes``; ``trained``, per net and rate, ``mean_abs_mean_at_init``,
+    ``dead_fraction``, ``constant_fraction``), each claim over the seeds."""
+    def tr(key: str, field_: str) -> list[float]:
+        return [r["trained"][key][field_] for r in runs]
 
-    he, drop, alpha = depth["He init"], depth["plain dropout 0.2"], depth["alpha dropout 0.2"]
-    conditions_matter = (not he["self_normalizes"] and not drop["self_normalizes"]
-                         and alpha["self_normalizes"])
-    book = ["000 answer 3 (book)", "003 answer 3 (book)"]
-    confirms, refutes = [], []
-    (confirms if holds and conditions_matter else refutes).extend(book)
-    (confirms if closer_at_init and no_dying else refutes).append(
-        "004 answer 3 (first edition: negative outputs, nonzero derivative)")
-    (confirms if self_norm and conditions_matter else refutes).append(
-        "001 activations card (learner: SELU self-normalizes only with standardized inputs, "
-        "LeCun normal and no regularization)")
-    # 002 says SELU has a *non-zero* mean and that is what keeps units alive
-    (refutes if closer_at_init else confirms).append(
-        "002 answer 3 (SELU has a non-zero mean that keeps neurons active)")
-    return text, confirms, refutes
+    closer = differs("SELU's layers start with a mean activation closer to 0 than ReLU's (|mean| "
+                     "averaged over 8 layers, at init)", tr("selu lr=0.001", "mean_abs_mean_at_init"),
+                     tr("relu lr=0.001", "mean_abs_mean_at_init"), larger=False, paired=True,
+                     names=("SELU", "ReLU"), asserted_by=BOOK + FIRST, denied_by=NONZERO)
+    alive = differs("fewer SELU units get stuck than ReLUs die after training at lr 1e-2 "
+                    "(fraction of units)", tr("selu lr=0.01", "constant_fraction"),
+                    tr("relu lr=0.01", "dead_fraction"), larger=False, paired=True,
+                    names=("SELU stuck", "ReLU dead"), unit="pts", scale=100,
+                    asserted_by=BOOK + FIRST)
+    normalizes = every_seed(f"with standardized inputs and LeCun normal init a {DEPTH}-layer SELU "
+                            "stack self-normalizes at init (the doctor's test)",
+                            [r["depth"]["SELU, LeCun, standardized"]["self_normalizes"] for r in runs],
+                            name="self-normalizes", asserted_by=BOOK + CARD)
+    conditions = every_seed("its conditions matter: He init or plain dropout break the "
+                            "self-normalization, alpha dropout keeps it",
+                            [not r["depth"]["He init"]["self_normalizes"]
+                             and not r["depth"]["plain dropout 0.2"]["self_normalizes"]
+                             and r["depth"]["alpha dropout 0.2"]["self_normalizes"] for r in runs],
+                            name="conditions matter", asserted_by=CARD)
+    verdicts = (closer, alive, normalizes, conditions)
+    outcomes = {v.outcome for v in verdicts}
+    head = ("SELU's advantages hold" if outcomes == {SUPPORTED} else
+            "SELU's advantages hold only in part" if SUPPORTED in outcomes else
+            "SELU's advantages are not shown here")
+    d = runs[0]["depth"]
+    where = "; ".join(f"{n}: " + (f"settles at layer {c['settles_at_layer']}" if c["settles_at_layer"]
+                                  else "never settles") for n, c in d.items())
+    return Answer(head, verdicts, f"Through {DEPTH} layers at init (seed 1): {where}.")
 
 
 def _numbers(depth: dict, trained: dict, n_train: int, epochs: int) -> dict:
@@ -215,4 +207,5 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 
 TOPIC = Topic(name="selu", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
-              quick=dict(n_train=2048, epochs=1, probe=1000), full=dict(n_train=10000, epochs=3, probe=2000))
+              quick=dict(seeds=3, n_train=2048, epochs=1, probe=1000),
+              full=dict(seeds=5, n_train=10000, epochs=3, probe=2000))

@@ -22,18 +22,21 @@ The verdict is :func:`verdict`, a pure function of the measurements.
 from __future__ import annotations
 
 import copy
+import statistics
 
 from matplotlib.figure import Figure
 
 from dnnlab.analysis.sparsity import (
     finetune_masked,
     gradual_prune_fit,
+    kernel_parameters,
     magnitude_prune_,
     near_zero_fraction,
     sparsity,
 )
+from dnnlab.analysis.verdict import REFUTED, SUPPORTED, differs
 from dnnlab.config import replace
-from dnnlab.studies.explain.base import DataSource, Measurement, Topic, topic_config
+from dnnlab.studies.explain.base import Answer, DataSource, Measurement, Topic, topic_config
 from dnnlab.train import evaluate, fit, resolve_device
 
 QUESTION = "Name three ways you can produce a sparse model."
@@ -42,7 +45,6 @@ DROPOUT_RATE = 0.5
 FTRL_LR = 0.3          # FTRL's alpha: its per-coordinate step is alpha / sqrt(sum g^2)
 WORKS_DROP = 0.05      # methods are compared at the sparsest model within 5 points of dense
 WORKS_SPARSITY = 0.8   # a way to a sparse model "works": >= 80% exact zeros within those 5 points
-L1_GAIN = 0.2          # L1 "gives more sparsity": >= 20 points more tiny weights than without it
 
 
 def _point(model, test) -> dict[str, float]:
@@ -55,53 +57,57 @@ def _sparsest_within(points: list[dict], floor: float) -> dict | None:
     return max(ok, key=lambda p: p["sparsity"]) if ok else None
 
 
-def judge(sparsest: dict[str, dict | None], dense_near_zero: float) -> dict[str, bool]:
-    """Which ways to a sparse model work, from the sparsest point each reached within
-    ``WORKS_DROP`` of the dense net (None: none did) and the dense net's share of tiny weights."""
-    reached = {k: (p["sparsity"] if p else 0.0) for k, p in sparsest.items()}
-    # the book: "for more sparsity, apply L1": more weights end up tiny (and can be zeroed) than
-    # without it, at an accuracy within WORKS_DROP of the dense net
-    l1_gain = reached["L1 then zeroing"] - dense_near_zero
-    return {"zeroing": max(reached["zeroing small weights"],
-                           reached["zeroing + 1 epoch fine-tuning"]) >= WORKS_SPARSITY,
-            "L1 gives more zeros": l1_gain >= L1_GAIN,
-            "gradual pruning": reached["gradual pruning"] >= WORKS_SPARSITY,
-            "FTRL with L1": reached["FTRL with L1"] >= WORKS_SPARSITY}
+BOOK = ("000 answer 6 (book)", "001 answer 6 (book's answer)", "003 answer 6 (book)")
+FIRST = ("004 answer 6 (zero tiny weights, L1, FTRL with L1: its FTRL)",)
+DROPOUT = ("002 answer 6 (dropout makes a model sparse)", "001 answer 6 (learner: ReLU, L1, dropout)")
+L1_EXACT = ("002 answer 6 (L1 drives weights to exactly zero)",)
 
 
-def verdict(numbers: dict) -> tuple[str, list[str], list[str]]:
-    """(verdict, confirms, refutes) from the measurements alone: ``numbers["dropout"]``
-    (``sparsity``, ``dense_near_zero``), ``numbers["l1"]`` (per strength: ``l1``,
-    ``exact_zeros``, ``near_zero``), ``dense_accuracy`` and ``sparsest_points`` (per way: the
-    sparsest point within ``WORKS_DROP`` of the dense net, or None)."""
-    dropout, sparsest = numbers["dropout"], numbers["sparsest_points"]
-    strongest_l1 = max(numbers["l1"], key=lambda r: r["l1"])
-    works = judge(sparsest, dropout["dense_near_zero"])
-    dropout_sparse = dropout["sparsity"] > 0.01
-    l1_alone_exact = strongest_l1["exact_zeros"] > 0.01
-    head = "Dropout is not one of them" if not dropout_sparse else "Dropout does sparsify here"
-    text = (
-        f"{head}: after dropout (rate {DROPOUT_RATE:g}) {dropout['sparsity']:.2%} of the weights are "
-        f"exactly zero, and after L1 alone with Adam (l1={strongest_l1['l1']:g}) "
-        f"{strongest_l1['exact_zeros']:.2%} are, though {strongest_l1['near_zero']:.0%} lie within "
-        f"{TINY:g} of zero (without L1: {dropout['dense_near_zero']:.1%}); the sparsest model each "
-        f"way within {WORKS_DROP * 100:g} points of the dense {numbers['dense_accuracy']:.1%} "
-        f"test accuracy: "
-        + ", ".join(f"{k} {v['sparsity']:.0%}" if v else f"{k}: none"
-                    for k, v in sparsest.items()) + ".")
+def verdict(runs: list[dict]) -> Answer:
+    """The answer from the numbers measured at each seed (``runs``: per seed ``sparsest_points``,
+    per way, the sparsest point within ``WORKS_DROP`` of the dense net or None; ``dropout``
+    with ``sparsity`` and ``dense_near_zero``; ``l1`` per strength with ``exact_zeros`` and
+    ``near_zero``; ``dense_sparsity`` and ``kernel_weights``). A way "works" when it reaches
+    ``WORKS_SPARSITY`` exact zeros within that accuracy (the one-sample t over the seeds); a
+    share of exact zeros counts as none when under one weight (``1 / kernel_weights``: the
+    resolution of the measurement)."""
+    def reached(way: str) -> list[float]:
+        return [(r["sparsest_points"][way] or {"sparsity": 0.0})["sparsity"] for r in runs]
 
-    book_holds = works["zeroing"] and works["L1 gives more zeros"] and works["gradual pruning"]
-    confirms, refutes = [], []
-    book = ["000 answer 6 (book)", "001 answer 6 (book's answer)", "003 answer 6 (book)"]
-    (confirms if book_holds else refutes).extend(book)
-    (confirms if works["zeroing"] and works["L1 gives more zeros"] and works["FTRL with L1"]
-     else refutes).append("004 answer 6 (zero tiny weights, L1, FTRL with L1)")
-    (confirms if dropout_sparse else refutes).extend(
-        ["002 answer 6 (dropout makes a model sparse)",
-         "001 answer 6 (learner: ReLU, L1, dropout)"])
-    if l1_alone_exact:
-        confirms.append("002 answer 6 (L1 drives weights to exactly zero)")
-    return text, confirms, refutes
+    one = 1.0 / runs[0]["kernel_weights"]
+    zeroing = [max(a, b) for a, b in zip(reached("zeroing small weights"),
+                                         reached("zeroing + 1 epoch fine-tuning"))]
+    strongest = [max(r["l1"], key=lambda x: x["l1"]) for r in runs]
+    works = f"reaches {WORKS_SPARSITY:.0%} exact zeros within {WORKS_DROP * 100:g} points of the dense net"
+    verdicts = (
+        differs(f"zeroing the smallest weights after training (and fine-tuning) {works}",
+                zeroing, WORKS_SPARSITY, larger=True, names=("sparsity", "goal"), unit="pts",
+                scale=100, asserted_by=BOOK),
+        differs("L1 regularization leaves more tiny weights (|w| <= 1e-3) to zero than none",
+                [x["near_zero"] for x in strongest], [r["dropout"]["dense_near_zero"] for r in runs],
+                larger=True, paired=True, names=("L1", "no L1"), unit="pts", scale=100,
+                asserted_by=BOOK),
+        differs(f"gradual magnitude pruning during training {works}", reached("gradual pruning"),
+                WORKS_SPARSITY, larger=True, names=("sparsity", "goal"), unit="pts", scale=100,
+                asserted_by=BOOK),
+        differs(f"FTRL with L1 {works}", reached("FTRL with L1"), WORKS_SPARSITY, larger=True,
+                names=("sparsity", "goal"), unit="pts", scale=100, asserted_by=FIRST),
+        differs("dropout leaves more weights exactly 0 than plain training",
+                [r["dropout"]["sparsity"] for r in runs], [r["dense_sparsity"] for r in runs],
+                larger=True, paired=True, margin=one, names=("dropout", "plain"), unit="pts",
+                scale=100, asserted_by=DROPOUT),
+        differs("L1 alone (with Adam) drives weights to exactly 0 (more than plain training)",
+                [x["exact_zeros"] for x in strongest], [r["dense_sparsity"] for r in runs],
+                larger=True, paired=True, margin=one, names=("L1", "plain"), unit="pts",
+                scale=100, asserted_by=L1_EXACT))
+    dropout = verdicts[4]
+    head = ("Dropout is not one of them" if dropout.outcome == REFUTED else
+            "Dropout does sparsify here" if dropout.outcome == SUPPORTED else
+            "Whether dropout sparsifies is not settled here")
+    means = ", ".join(f"{k} {statistics.fmean(reached(k)):.0%}" for k in runs[0]["sparsest_points"])
+    return Answer(head + "; the ways to a sparse model, judged over the seeds", verdicts,
+                  f"Sparsest model within {WORKS_DROP * 100:g} points of the dense net (mean over "
+                  f"{len(runs)} seeds): {means}.")
 
 
 def measure(source: DataSource, st: dict, seed: int) -> Measurement:
@@ -161,16 +167,16 @@ def measure(source: DataSource, st: dict, seed: int) -> Measurement:
     sparsest = {k: _sparsest_within(pts, floor) for k, pts in curves.items()}
     reached = {k: (p["sparsity"] if p else 0.0) for k, p in sparsest.items()}
     strongest_l1 = max(l1_rows, key=lambda r: r["l1"])
-    works = judge(sparsest, dropout["dense_near_zero"])
 
     numbers = {
         "train_images": len(data.train), "epochs": st["epochs"],
-        "dense_accuracy": dense["accuracy"],
+        "dense_accuracy": dense["accuracy"], "dense_sparsity": dense["sparsity"],
+        "kernel_weights": sum(m.weight.numel() for m, _ in kernel_parameters(dense_model)),
         "dropout_exact_zeros": dropout["sparsity"],
         "l1_exact_zeros_before_zeroing": strongest_l1["exact_zeros"],
         "l1_near_zero": strongest_l1["near_zero"], "dense_near_zero": dropout["dense_near_zero"],
         **{f"sparsest_within_{WORKS_DROP * 100:g}pt: {k}": v for k, v in reached.items()},
-        "works": works, "sparsest_points": sparsest,
+        "sparsest_points": sparsest,
         "magnitude_pruning": oneshot, "magnitude_pruning_finetuned": finetuned,
         "l1": l1_rows, "gradual_pruning": gradual, "ftrl": ftrl, "dropout": dropout,
         "tiny_threshold": TINY, "ftrl_lr": FTRL_LR, "accuracy_floor": floor,
@@ -229,8 +235,8 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 
 TOPIC = Topic(name="sparsity", question=QUESTION, measure=measure, verdict=verdict, figure=figure,
-              quick=dict(n_train=1500, valid=500, epochs=3, prune=[0.5, 0.8, 0.9, 0.95],
+              quick=dict(seeds=3, n_train=1500, valid=500, epochs=3, prune=[0.5, 0.8, 0.9, 0.95],
                          finetune=[0.9], l1=[1e-3, 3e-3], gradual=[0.9], ftrl_l1=[0.01]),
-              full=dict(n_train=8000, valid=5000, epochs=5, prune=[0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
+              full=dict(seeds=5, n_train=8000, valid=5000, epochs=5, prune=[0.5, 0.7, 0.8, 0.9, 0.95, 0.98],
                         finetune=[0.8, 0.9, 0.95], l1=[1e-4, 3e-4, 1e-3, 3e-3],
                         gradual=[0.8, 0.9, 0.95, 0.98], ftrl_l1=[0.0, 0.01, 0.02, 0.03]))

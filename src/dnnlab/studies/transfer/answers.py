@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from dnnlab.analysis.stats import compare
+from dnnlab.analysis.verdict import NOT_SETTLED, SUPPORTED, differs
 from dnnlab.studies.common import pm
 from dnnlab.studies.transfer.plan import BOOK_SECONDS, DROPOUT
 
@@ -15,17 +15,19 @@ def _test_acc(e: dict[str, Any]) -> str:
 
 
 def _gives(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, bool]:
-    """'gives a better model (+0.21 points): test accuracy A vs B %.' (or 'no clearly different
-    model ..., within the seeds' spread'), and whether ``a`` is clearly better than ``b``: beyond
-    seed noise by the lab's one rule (:func:`~dnnlab.analysis.stats.compare`, Welch's p < 0.05)
-    on the seeds' test accuracies."""
-    c = compare(a["test_accuracy_values"], b["test_accuracy_values"])
-    diff, clear = c["difference"], bool(c["beyond_noise"])
-    if not clear:
+    """'gives a better model (+0.21 points): test accuracy A vs B %. Supported: ...' (or 'no
+    clearly different model ...'), and whether ``a`` is clearly better than ``b``: the
+    :class:`~dnnlab.analysis.verdict.Verdict` "a gives a better model" over the seeds' test
+    accuracies (Welch's t, the lab's one rule), supported."""
+    v = differs("it gives a better model (test accuracy)", a["test_accuracy_values"],
+                b["test_accuracy_values"], unit="pts", scale=100)
+    diff = v.effect or 0.0
+    if v.outcome == NOT_SETTLED:
         model = f"no clearly different model ({diff * 100:+.2f} points, within the seeds' spread)"
     else:
         model = f"a {'better' if diff > 0 else 'worse'} model ({diff * 100:+.2f} points)"
-    return f"gives {model}: test accuracy {_test_acc(a)} vs {_test_acc(b)} %.", clear and diff > 0
+    return (f"gives {model}: test accuracy {_test_acc(a)} vs {_test_acc(b)} % ({v.sentence()}).",
+            v.outcome == SUPPORTED)
 
 
 def first_epoch_accuracy(runs: list[dict[str, Any]]) -> float:
