@@ -82,7 +82,7 @@ def read_config(path: str | Path) -> tuple[RunConfig, tuple]:
     try:
         base = from_dict(raw)
         for name, overrides in variants:
-            plan.variant_config(base, name, plan.FULL, overrides=dict(overrides))
+            plan.check_variant(base, name, dict(overrides))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return base, variants
@@ -161,7 +161,12 @@ def run(config: str | Path | RunConfig, out: str | Path = DEFAULT_OUT, *, quick:
     a RunConfig: ``variants`` gives them as (name, ((key, value), ...)) pairs)."""
     check_options(seeds, workers, max_epochs=max_epochs, patience=patience,
                   search_epochs=search_epochs)
-    base, user = (config, tuple(variants)) if isinstance(config, RunConfig) else read_config(config)
+    if isinstance(config, RunConfig):
+        base, user = config, tuple(variants)
+        for name, overrides in user:                    # as strict as a file's [[variant]] tables
+            plan.check_variant(base, name, dict(overrides))
+    else:
+        base, user = read_config(config)
     if data_dir is not None:                                 # --data-dir beside the config's
         base = replace(base, **{"data.data_dir": str(data_dir)})
     proto: Protocol = plan.from_config(base, quick, max_epochs=max_epochs, patience=patience,
