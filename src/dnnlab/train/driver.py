@@ -37,6 +37,7 @@ from dnnlab import config as config_mod
 from dnnlab.config import PER_MODEL_KEYS, RunConfig
 from dnnlab.data import Dataset, Split
 from dnnlab.data.batching import batch_slices, epoch_permutation
+from dnnlab.data.caveats import split_warnings
 from dnnlab.data.splits import split_fingerprint
 from dnnlab.errors import CheckpointError, ConfigError, DataError, DnnlabError, ResumeRefused
 from dnnlab.nn.mlp import build_mlp
@@ -86,6 +87,7 @@ class FitResult:
     run_dir: Path | None = None
     variant: Variant | None = None    # train_many: which variant this is
     config: RunConfig | None = None   # the model's own full config
+    warnings: list[str] = field(default_factory=list)   # what makes its numbers weak (data.caveats)
 
     @property
     def epochs_run(self) -> int:
@@ -103,8 +105,12 @@ class FitResult:
                "best_epoch": self.best_epoch, "best": self.best, "epochs_run": self.epochs_run,
                "best_val_loss": h["val_loss"][i] if i is not None else None,
                "best_val_accuracy": h["val_accuracy"][i] if i is not None else None,
-               "seconds_per_epoch": self.seconds_per_epoch, "total_seconds": sum(h["seconds"])}
+               "seconds_per_epoch": self.seconds_per_epoch, "total_seconds": sum(h["seconds"]),
+               "test_loss": None, "test_accuracy": None}
         out.update(self.test)
+        # JSON has no NaN: a value not measured is null, and ``warnings`` says why
+        out = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
+        out["warnings"] = list(self.warnings)
         return out
 
 
@@ -232,7 +238,8 @@ class Trainer:
                  valid: tuple[Tensor, Tensor] | None, test: tuple[Tensor, Tensor] | None = None,
                  *, callbacks: Iterable[Callback] = (), progress: bool = True,
                  rate_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-                 max_steps: int | None = None, variants: list[Variant] | None = None):
+                 max_steps: int | None = None, variants: list[Variant] | None = None,
+                 warnings: Sequence[str] = ()):
         self.backend, self.configs = backend, configs
         t = configs[0].train
         if t.monitor not in METRICS:
@@ -263,6 +270,7 @@ class Trainer:
             self.opt.fuse()
         self.rate_fn, self.max_steps = rate_fn, max_steps
         self.variants = variants or [Variant(c.train.seed) for c in configs]
+        self.warnings = list(warnings)           # data.caveats.split_warnings, for every result
         k = len(configs)
         self.book = Book(k, t.monitor, [c.train.min_delta for c in configs])
         self.lr_scale = np.ones(k)
@@ -506,7 +514,7 @@ class Trainer:
             model=self.backend.export(j, snap), history=self.book.history[i],
             best_epoch=int(self.book.best_epoch[i]), best=self.book.best_value(i),
             monitor=self.book.monitor, status=status, message=message,
-            variant=self.variants[i], config=self.configs[i])
+            variant=self.variants[i], config=self.configs[i], warnings=list(self.warnings))
 
     def _evaluate_test(self, results: list[FitResult]) -> None:
         if self.test is None:
@@ -643,7 +651,10 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
     return _fit_on_device(cfg, model, tensors["train"], tensors.get("valid"), tensors.get("test"),
                           run_dir=run_dir, resume=resume, callbacks=callbacks,
                           evaluate_test=evaluate_test,
-                          data_fingerprint=data.fingerprint() if run_dir is not None else None)
+                          data_fingerprint=data.fingerprint() if run_dir is not None else None,
+                          warnings=split_warnings(data.train.y, data.valid.y,
+                                                  data.test.y if evaluate_test else None,
+                                                  data.class_names))
 
 
 def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
@@ -659,15 +670,19 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
     are refused here (a :class:`~dnnlab.data.Dataset` checks its own when it is made).
     """
     _check_finite(train, valid, test)
+    valid_y = np.zeros(0, np.int64) if valid is None else valid[1].cpu().numpy()   # none: empty
+    test_y = test[1].cpu().numpy() if test is not None and evaluate_test else None  # not measured
     return _fit_on_device(cfg, model, train, valid, test, run_dir=run_dir, resume=resume,
                           callbacks=callbacks, evaluate_test=evaluate_test,
-                          data_fingerprint=data_fingerprint)
+                          data_fingerprint=data_fingerprint,
+                          warnings=split_warnings(train[1].cpu().numpy(), valid_y, test_y))
 
 
 def _fit_on_device(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
                    valid: tuple[Tensor, Tensor] | None, test: tuple[Tensor, Tensor] | None, *,
                    run_dir: str | Path | None, resume: bool, callbacks: Iterable[Callback],
-                   evaluate_test: bool, data_fingerprint: dict[str, str] | None) -> FitResult:
+                   evaluate_test: bool, data_fingerprint: dict[str, str] | None,
+                   warnings: list[str]) -> FitResult:
     """The one body of :func:`fit` and :func:`fit_tensors`."""
     t = cfg.train
     device = train[0].device
@@ -689,7 +704,7 @@ def _fit_on_device(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor
     backend = make_backend([model], device, fast=t.fast, seed=t.seed)
     try:
         trainer = Trainer(backend, [cfg], train, valid, test if evaluate_test else None,
-                          callbacks=cbs)
+                          callbacks=cbs, warnings=warnings)
         if resume:
             assert run_dir is not None
             state = run_state.load(Path(run_dir), trainer.state_dict(0), device)
@@ -742,7 +757,8 @@ def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device
     try:
         trainer = Trainer(stack, configs, tensors["train"], tensors.get("valid"),
                           tensors.get("test"), progress=progress, callbacks=callbacks,
-                          variants=variants)
+                          variants=variants, warnings=split_warnings(
+                              data.train.y, data.valid.y, data.test.y, data.class_names))
         results = trainer.run()
     finally:
         stack.close()
