@@ -221,6 +221,10 @@ def test_malformed_npz_is_one_line_naming_the_file_and_the_problem(tmp_path, arr
 
 
 def test_unreadable_files_are_one_line(tmp_path):
+    (tmp_path / "latin1.csv").write_bytes(b"a,y\n1,0\n2,caf\xe9\n3,1\n4,0\n5,1\n")
+    with pytest.raises(DataError, match=r"latin1.csv: line 3 is not UTF-8 text \(byte 0xe9 at "
+                       r"column 6\); save the file as UTF-8"):
+        load(tmp_path / "latin1.csv")
     (tmp_path / "empty.csv").write_bytes(b"")
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     (tmp_path / "t.txt").write_text("a,b\n")

@@ -135,3 +135,19 @@ def test_every_json_file_is_strict_json(tmp_path):
                                         "rows": np.array([1.0, np.nan]), "ok": [1, 2.5, "x"]})
     assert strict_json(tmp_path / "a.json") == {"nan": None, "inf": None, "rows": [1.0, None],
                                                 "ok": [1, 2.5, "x"]}
+
+
+def test_classes_that_empty_the_validation_split_are_refused_with_the_real_reason(tmp_path):
+    """Nothing validates the model: refused. Before, the hint said to set data.valid_size > 0,
+    which it already was."""
+    x = RNG.normal(size=(300, 4)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.sort(np.arange(300) % 3), x_test=x[:30],
+             y_test=np.arange(30) % 3)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.format(path=tmp_path / "d.npz", valid=50, monitor="val_loss"))
+    code, _, err = run_cli(["train", str(cfg), "--out", str(tmp_path / "run"), "--device", "cpu",
+                            "--set", "data.classes=[1, 2]"])
+    assert code == 2 and err.strip() == (
+        "dnnlab: error: train.monitor = 'val_loss' needs a validation split, and data.classes = "
+        "[1, 2] kept none of the data.valid_size = 50 validation rows (a class-sorted file?); "
+        "shuffle the file's rows or monitor 'loss'")

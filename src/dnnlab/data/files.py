@@ -182,7 +182,9 @@ def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), None)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: {_not_utf8(p)}") from None
+    except (OSError, csv.Error) as e:
         raise DataError(f"{p} is not a readable UTF-8 CSV file ({e})") from None
     if not header:
         raise DataError(f"{p} has no header row; the first line must name the columns")
@@ -201,7 +203,9 @@ def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
             warnings.simplefilter("ignore", UserWarning)   # "input contained no data": checked below
             table = np.loadtxt(p, delimiter=",", skiprows=1, quotechar='"', comments=None,
                                dtype=np.float32, converters={li: code}, ndmin=2, encoding="utf-8")
-    except (ValueError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: {_not_utf8(p)}") from None
+    except ValueError as e:
         raise DataError(f"{p}: {_csv_problem(p, columns, li) or _loadtxt_problem(p, columns, e)}"
                         ) from None
     if len(table) == 0:
@@ -235,6 +239,18 @@ def _csv_problem(p: Path, columns: list[str], li: int) -> str | None:
                         return (f"line {lineno}, column {columns[j]!r}: {cell.strip()[:40]!r} is "
                                 "not a number (every column but the label is a feature)")
     return None
+
+
+def _not_utf8(p: Path) -> str:
+    """The first line of ``p`` that is not UTF-8, in words (the decoder counts bytes, not lines)."""
+    with open(p, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"line {lineno} is not UTF-8 text (byte {line[e.start]:#04x} at column "
+                        f"{e.start + 1}); save the file as UTF-8")
+    return "it is not UTF-8 text; save the file as UTF-8"
 
 
 def _loadtxt_problem(p: Path, columns: list[str], e: Exception) -> str:
