@@ -151,3 +151,20 @@ def test_classes_that_empty_the_validation_split_are_refused_with_the_real_reaso
         "dnnlab: error: train.monitor = 'val_loss' needs a validation split, and data.classes = "
         "[1, 2] kept none of the data.valid_size = 50 validation rows (a class-sorted file?); "
         "shuffle the file's rows or monitor 'loss'")
+
+
+def test_a_sweep_names_the_weak_splits_once_and_records_them_per_variant(tmp_path):
+    x = RNG.normal(size=(300, 4)).astype(np.float32)
+    y = np.arange(300) % 2
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:30], y_test=y[:30])
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(CONFIG.format(path=tmp_path / "d.npz", valid=150, monitor="val_loss"))
+    code, out, err = run_cli(["sweep", str(cfg), "--out", str(tmp_path / "sw"), "--device", "cpu",
+                              "--set", "optim.lr=1e-3,1e-2"])
+    assert code == 0, err
+    sentence = "the test split has 30 rows: an accuracy measured on it is uncertain by up to ±0.18 (95%)"
+    assert out.count(f"warning: {sentence}\n") == 1
+    runs = sorted(p for p in (tmp_path / "sw").iterdir() if (p / "summary.json").is_file())
+    assert len(runs) == 2
+    for run in runs:
+        assert strict_json(run / "summary.json")["warnings"] == [sentence]
