@@ -11,7 +11,7 @@ import pytest
 
 from cli_helpers import run_cli
 from dnnlab.config import from_dict
-from dnnlab.data import formats, load_dataset
+from dnnlab.data import formats, from_arrays, load_dataset
 from dnnlab.data.files import SPLIT_SEED, TEST_DIVISOR
 from dnnlab.errors import ConfigError, DataError
 
@@ -355,3 +355,11 @@ def test_an_npz_larger_than_the_memory_available_is_refused_before_it_is_read(tm
     with pytest.raises(DataError, match=r"t.npz: x_train \(shape \(50, 3\)\) needs 0.0 GiB of "
                        "memory but 0.0 GiB are available"):
         load(tmp_path / "t.npz")
+
+
+def test_a_label_used_as_a_class_count_is_refused_in_from_arrays_too():
+    """Before: from_arrays built 1e11 class names (minutes, then the memory)."""
+    x = np.zeros((4, 2))
+    with pytest.raises(DataError, match="the labels reach 100000000000 but there are 6 of them: at "
+                       "least 99999999995 of those 100000000001 classes have no example"):
+        from_arrays(x, [0, 1, 0, 10**11], x[:2], [0, 1])
