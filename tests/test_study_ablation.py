@@ -117,6 +117,9 @@ def test_base_config_is_the_baseline_and_rungs_override_it(config):
     ('[[variant]]\nname = "x"\n"data.valid_size" = 10', "sets data.valid_size, which would change"),
     ('[[variant]]\nname = "x"\n"data.limit" = 0', "[[variant]] 'x': data.limit = 0 is out of range"),
     ('[[variant]]\nname = "x"\n"optim.momentum" = 5', "[[variant]] 'x': optim.momentum = 5"),
+    ('[[variant]]\nname = "x"\n"tune.trials" = 3', "sets tune.trials, which changes nothing"),
+    ('[[variant]]\nname = "x"\n"model.width" = 16', "sets only what the base config already has"),
+    ('[[variant]]\nname = "x"\n"data.seed" = 3', "without data.per_class it changes nothing"),
 ])
 def test_bad_variant_tables_are_one_line(tmp_path, capsys, variant, message):
     path = _npz(tmp_path / "d.npz")

@@ -146,7 +146,7 @@ def check_variant(base: RunConfig, name: str, overrides: dict[str, Any]) -> RunC
     consistency), before the study's own settings could hide them; refused with the reason when
     an override would be overwritten or would change the rows the variants are compared on."""
     for k in overrides:
-        spec = KEYS.get(k)
+        spec = KEYS.get(k, KEYS.get(k.split(".")[0]))     # "tune.trials": a key of the tune table
         if k in STUDY_SETS:
             raise ConfigError(f"[[variant]] {name!r} sets {k}, which the study sets itself "
                               f"({STUDY_SETS[k]}); leave it out")
@@ -159,10 +159,17 @@ def check_variant(base: RunConfig, name: str, overrides: dict[str, Any]) -> RunC
             raise ConfigError(f"[[variant]] {name!r} sets {k}, which changes nothing the study "
                               "trains; leave it out")
     try:
-        replace(base, **overrides)
-        return variant_config(base, name, FULL, overrides=overrides)
+        own = replace(base, **overrides)
+        cfg = variant_config(base, name, FULL, overrides=overrides)
     except ConfigError as e:
         raise ConfigError(f"[[variant]] {name!r}: {e}") from None
+    if own == base:
+        raise ConfigError(f"[[variant]] {name!r} sets only what the base config already has; it "
+                          "would train the baseline again")
+    if "data.seed" in overrides and own.data.per_class is None:
+        raise ConfigError(f"[[variant]] {name!r} sets data.seed, which only draws data.per_class "
+                          "rows; without data.per_class it changes nothing")
+    return cfg
 
 
 def from_config(cfg: RunConfig, quick: bool = False, **changes) -> Protocol:
