@@ -65,6 +65,8 @@ def test_ladder_and_a_user_variant_on_a_data_file(config, tmp_path):
     res = run(config, out, quick=True, seeds=2, device="cpu", progress=False, workers=1)
     saved = json.loads((out / "results.json").read_text())
     assert saved["train_images"] == 240 and saved["valid_images"] == 80    # the file's splits
+    assert saved["warnings"] == ["the validation split has 80 rows: an accuracy measured on it is "
+                                 "uncertain by up to ±0.11 (95%)"]          # data.caveats
     for name in (*VARIANTS, "wide"):
         r = saved[name]
         assert len(r["per_seed"]) == 2 and 0.0 <= r["val_accuracy_mean"] <= 1.0

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from dnnlab.config import VARIANT_TABLE, ConfigError, RunConfig, flatten, from_dict, read_toml, replace
+from dnnlab.data.caveats import split_warnings
 from dnnlab.errors import DnnlabError
 from dnnlab.studies import common, engine
 from dnnlab.studies.ablation import plan
@@ -110,6 +111,9 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
     t_start = time.perf_counter()
     raw, _ = data(setup)
     say(raw.summary())
+    warnings = split_warnings(raw.train.y, raw.valid.y, raw.test.y, raw.class_names)
+    for warning in warnings:                       # every variant is measured on these rows
+        say(f"warning: {warning}")
     settings = {**setup.proto.to_dict(), "seeds": setup.seeds,
                 "train_images": len(raw.train), "base": setup.base.to_dict(),
                 "user": [[n, dict(o)] for n, o in setup.user]}
@@ -140,7 +144,7 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
             "test_images": len(raw.test), "data_source": raw.source,
             "stage_seconds": {k: v.get("stage_seconds") for k, v in records.items()},
             "stages_total_seconds": sum(v.get("stage_seconds") or 0.0 for v in records.values()),
-            "reused_stages": store.reused}
+            "reused_stages": store.reused, "warnings": warnings}
     results = build_results(records, answers, setup.proto, meta, book)
     common.write_results(setup.out, results)
     report = write_report(setup.out, results, records, answers, setup.proto, title=title,
