@@ -64,6 +64,8 @@ def test_a_healthy_split_says_nothing_and_each_weakness_is_one_sentence():
         "class 'eel' has 100 test rows but none in training: the model cannot predict them, so "
         "they count as errors"]
     assert split_warnings(big, None, None) == []                       # not measured: no word
+    long = split_warnings(big, np.zeros(150, int), None, ["a\n" * 500, "b", "c"])[0]
+    assert long.startswith("the validation split holds class " + repr(("a\n" * 500)[:40]))
     empty = split_warnings(big, big[:0], big[:0])
     assert [w.split(" (")[0] for w in empty] == ["the validation split is empty",
                                                  "the test split is empty"]

@@ -21,11 +21,14 @@ import numpy as np
 # An accuracy measured on fewer rows is uncertain by more than +-0.1 (95%, at accuracy 0.5).
 TINY_SPLIT = 100
 _SHOWN = 5      # classes named in one sentence
+_NAME_CHARS = 40   # of each name (a file's label may be any string)
 
 
 def _names(classes: Sequence[int], class_names: Sequence[str] | None) -> str:
     def one(c: int) -> str:
-        return repr(class_names[c]) if class_names is not None and 0 <= c < len(class_names) else str(c)
+        if class_names is None or not 0 <= c < len(class_names):
+            return str(c)
+        return repr(class_names[c][:_NAME_CHARS])
     shown = ", ".join(one(int(c)) for c in classes[:_SHOWN])
     more = f" and {len(classes) - _SHOWN} more" if len(classes) > _SHOWN else ""
     return f"class {shown}" if len(classes) == 1 else f"classes {shown}{more}"
