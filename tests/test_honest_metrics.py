@@ -151,8 +151,8 @@ def test_classes_that_empty_the_validation_split_are_refused_with_the_real_reaso
                             "--set", "data.classes=[1, 2]"])
     assert code == 2 and err.strip() == (
         "dnnlab: error: train.monitor = 'val_loss' needs a validation split, and data.classes = "
-        "[1, 2] kept none of the data.valid_size = 50 validation rows (a class-sorted file?); "
-        "shuffle the file's rows or monitor 'loss'")
+        "[1, 2] kept none of the data.valid_size = 50 validation rows; raise data.valid_size, "
+        "shuffle a class-sorted file's rows, or monitor 'loss'")
 
 
 def test_a_sweep_names_the_weak_splits_once_and_records_them_per_variant(tmp_path):

@@ -257,8 +257,8 @@ class Trainer:
             if d.classes and d.valid_size:     # the rows were there; the class selection took them
                 raise ConfigError(f"train.monitor = {t.monitor!r} needs a validation split, and "
                                   f"data.classes = {d.classes} kept none of the data.valid_size = "
-                                  f"{d.valid_size} validation rows (a class-sorted file?); shuffle "
-                                  "the file's rows or monitor 'loss'")
+                                  f"{d.valid_size} validation rows; raise data.valid_size, "
+                                  "shuffle a class-sorted file's rows, or monitor 'loss'")
             raise ConfigError(f"train.monitor = {t.monitor!r} needs a validation split, and this "
                               "data has none; set data.valid_size > 0 or monitor 'loss'")
         self.epochs, self.eval_batch = t.epochs, t.eval_batch_size
