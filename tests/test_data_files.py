@@ -1,15 +1,17 @@
 """Your own data from a file (issue 20 point 1): .npz, .csv and .parquet read into the book's
 splits, with the same options as the built-in datasets and one-line errors for malformed files."""
 
+import io
 import json
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 
 from cli_helpers import run_cli
 from dnnlab.config import from_dict
-from dnnlab.data import load_dataset
+from dnnlab.data import formats, from_arrays, load_dataset
 from dnnlab.data.files import SPLIT_SEED, TEST_DIVISOR
 from dnnlab.errors import ConfigError, DataError
 
@@ -170,8 +172,17 @@ def test_a_changed_file_is_read_again(tmp_path):
      "has no column 'kind' (data.label); its columns are 'a', 'b', 'y'"),
     ("a,y,y\n1,2,0\n3,4,1\n", {"label": "y"}, "has 2 columns named 'y'; rename all but one"),
     ("a,y\n1,0.5\n2,1\n3,0\n", {}, "the labels hold 0.5; labels must be integers 0..n-1 or strings"),
-    ("a,y\n1,1\n2,2\n3,1\n", {}, "the labels run 1..2 but class 0 has no example"),
-    ("a,y\n1,0\n2,-1\n3,1\n", {}, "the labels hold -1; integer labels run 0..n-1"),
+    ("a,y\n1,1\n2,2\n3,1\n4,1\n5,2\n", {}, "the labels run 1..2 but class 0 has no example"),
+    # the line of the file, not the row numpy counts (from 0, blank lines skipped)
+    ("a,y\n1,0\n\n2,-1\n3,1\n4,-2\n5,1\n", {},
+     "2 labels below 0 (the first, -1, at line 4); integer labels run 0..n-1"),
+    ("a,b,y\n1,2,0\n\n3,4,1\n5,1_000,1\n6,7,0\n8,9,1\n", {},
+     "line 5, column 'b': could not convert string '1_000' to float32"),
+    # a label used as a count of classes: one wrong value, refused without allocating 1e11 of anything
+    ("a,y\n1,0\n2,1\n3,100000000000\n4,1\n5,0\n", {},
+     "the labels run 0..100000000000 but class 2 has no example (99999999998 of those"),
+    ("a,y\n1,0\n2,1\n3,1\n4,0\n", {},
+     "has 4 rows; a file without a test split of its own needs at least 5"),
 ])
 def test_malformed_csv_is_one_line_naming_the_file_and_the_problem(tmp_path, text, options, message):
     path = tmp_path / "bad.csv"
@@ -198,6 +209,8 @@ def test_malformed_csv_is_one_line_naming_the_file_and_the_problem(tmp_path, tex
     ({"x_train": np.zeros((4, 2)), "y_train": [0, 1, 0, 1], "x_test": np.zeros((2, 3)),
       "y_test": [0, 1]}, "x_train rows have shape (2,) but x_test rows (3,)"),
     ({"x_train": np.zeros((4, 2)), "y_train": [0.0, 1.0, 2.5, 1.0]}, "the labels hold 2.5"),
+    ({"x_train": np.zeros((6, 2)), "y_train": [0, 1, 0, 1, 0, 1], "x_test": np.zeros((3, 2)),
+      "y_test": [0, -1, -1]}, "2 labels below 0 (the first, -1, at y_test row 1)"),
 ])
 def test_malformed_npz_is_one_line_naming_the_file_and_the_problem(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
@@ -208,6 +221,10 @@ def test_malformed_npz_is_one_line_naming_the_file_and_the_problem(tmp_path, arr
 
 
 def test_unreadable_files_are_one_line(tmp_path):
+    (tmp_path / "latin1.csv").write_bytes(b"a,y\n1,0\n2,caf\xe9\n3,1\n4,0\n5,1\n")
+    with pytest.raises(DataError, match=r"latin1.csv: line 3 is not UTF-8 text \(byte 0xe9 at "
+                       r"column 6\); save the file as UTF-8"):
+        load(tmp_path / "latin1.csv")
     (tmp_path / "empty.csv").write_bytes(b"")
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     (tmp_path / "t.txt").write_text("a,b\n")
@@ -309,3 +326,40 @@ def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch):
                                         r"-e '\.\[files\]' in the dnnlab checkout \(or save the "
                                         r"table as .csv\)"):
         load(tmp_path / "t.parquet")
+
+
+def npy_header(shape, descr="<f4"):
+    """The bytes of a .npy file's header announcing ``shape`` (numpy's own writer)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("shape", [(10**7, 10**6), (10**5, 10**5), (3, 2**62)])
+def test_a_shape_an_npy_header_declares_is_checked_against_its_bytes_before_allocating(tmp_path, shape):
+    """Before: numpy allocated the declared shape first (MemoryError: 36.4 TiB)."""
+    path = tmp_path / "big.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x_train.npy", npy_header(shape) + bytes(24))
+        z.writestr("y_train.npy", npy_header((3,), "<i8") + bytes(24))
+    with pytest.raises(DataError, match=rf"big.npz: x_train declares shape \({shape[0]}, "
+                       r"\d+\) of float32 \(\d+ bytes\) but holds 24 bytes"):
+        load(path, valid_size=1)
+
+
+def test_an_npz_larger_than_the_memory_available_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    x, y = table(n=50)
+    np.savez_compressed(tmp_path / "t.npz", x_train=x, y_train=y)
+    monkeypatch.setattr(formats, "available_bytes", lambda: 100)
+    with pytest.raises(DataError, match=r"t.npz: x_train \(shape \(50, 3\)\) needs 0.0 GiB of "
+                       "memory but 0.0 GiB are available"):
+        load(tmp_path / "t.npz")
+
+
+def test_a_label_used_as_a_class_count_is_refused_in_from_arrays_too():
+    """Before: from_arrays built 1e11 class names (minutes, then the memory)."""
+    x = np.zeros((4, 2))
+    with pytest.raises(DataError, match="the labels reach 100000000000 but there are 6 of them: at "
+                       "least 99999999995 of those 100000000001 classes have no example"):
+        from_arrays(x, [0, 1, 0, 10**11], x[:2], [0, 1])

@@ -2,16 +2,18 @@
 
 import gzip
 import io
+import struct
 import tarfile
 
 import numpy as np
 import pytest
 
-from dnnlab.data import dataset_status, load_dataset
+from dnnlab.data import dataset_status, formats, load_dataset
 from dnnlab.data.formats import (
     check_tar_members,
     encode_cifar,
     encode_idx,
+    gunzip,
     parse_cifar,
     parse_idx,
     read_cifar_tar,
@@ -197,5 +199,47 @@ def test_labels_beyond_the_classes_are_refused(tmp_path):
     ytr = ytr.copy()
     ytr[3] = 12
     write_idx(tmp_path, (xtr, ytr, xte, yte))
-    with pytest.raises(DataError, match="y_train holds label 12 but fashion-mnist has 10 classes"):
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz: the fashion-mnist train split "
+                       r"\(y_train\): 1 of its 40 labels lies outside 0..9 \(the first, 12, at row 3\)"):
         load_dataset("fashion-mnist", data_dir=tmp_path, valid_size=10)
+
+
+@pytest.mark.parametrize("classes", [None, [0, 9]])
+def test_negative_labels_in_an_idx_file_are_refused_not_read_from_the_end(tmp_path, classes):
+    """Before: int8 IDX labels of -1 loaded; with classes = [0, 9] they trained as class 9."""
+    xtr, ytr, xte, yte = tiny_images()
+    yte = yte.astype(np.int8)
+    yte[[4, 6, 7]] = [-1, -2, 10]
+    write_idx(tmp_path, (xtr, ytr, xte, yte))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: the mnist test split \(y_test\): "
+                       r"3 of its 20 labels lie outside 0..9 \(the first, -1, at row 4\)"):
+        load_dataset("mnist", data_dir=tmp_path, valid_size=10, classes=classes)
+
+
+def test_cifar_labels_are_counted_per_split(tmp_path):
+    x, y, bins = cifar_bins()
+    bad = bytearray(bins["test_batch.bin"])
+    bad[0] = 200                                   # the first record's label byte
+    bins["test_batch.bin"] = bytes(bad)
+    for k, v in bins.items():
+        (tmp_path / k).write_bytes(v)
+    with pytest.raises(DataError, match=r"the cifar10 test split \(y_test\): 1 of its 3 labels lies "
+                       r"outside 0..9 \(the first, 200, at row 0\)"):
+        load_dataset("cifar10", data_dir=tmp_path, valid_size=5)
+
+
+def test_declared_sizes_are_checked_against_the_memory_before_allocating(tmp_path, monkeypatch):
+    """An IDX header whose dims overflow int64, a gzip stream inflating past the memory, a tar
+    member declaring more than the memory: each one line, nothing that size allocated."""
+    header = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**32 - 1, 2**32 - 1, 2**32 - 1)
+    with pytest.raises(DataError, match=r"announces shape \(4294967295, 4294967295, 4294967295\)"):
+        parse_idx(header + bytes(8), "f")              # np.prod in int64 wrapped around here
+    monkeypatch.setattr(formats, "available_bytes", lambda: 10**6)
+    with pytest.raises(DataError, match="bomb.gz inflates to more than the 0.0 GiB of memory available"):
+        gunzip(gzip.compress(bytes(3 * 10**6)), "bomb.gz")
+    _, _, bins = cifar_bins()
+    bins["data_batch_1.bin"] = bytes(1001 * 3073)
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    archive.write_bytes(tar_bytes(bins))
+    with pytest.raises(DataError, match="data_batch_1.bin needs 0.0 GiB of memory but 0.0 GiB"):
+        read_cifar_tar(archive, tuple(BINS), "archive")

@@ -57,10 +57,12 @@ def cmd_train(args) -> int:
         result = runs.train_run(cfg, args.out)
     s = result.summary()
     line = (f"{result.status}: best {result.monitor} {result.best:.4f} at epoch {result.best_epoch}"
-            f" ({result.epochs_run} epochs, {s['seconds_per_epoch']:.2f} s/epoch)")
-    if "test_accuracy" in s:
+            f" ({result.epochs_run} epochs, {result.seconds_per_epoch:.2f} s/epoch)")
+    if s["test_accuracy"] is not None:
         line += f", test accuracy {s['test_accuracy']:.4f}"
     print(line)
+    for warning in s["warnings"]:            # what makes those numbers weak (data.caveats)
+        print(f"warning: {warning}")
     print(f"run directory: {result.run_dir}")
     if result.status == "diverged":
         print(f"dnnlab: error: {result.message}", file=sys.stderr)

@@ -10,6 +10,7 @@ not the 0600 that ``tempfile.mkstemp`` gives its files.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -83,7 +84,24 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """``obj`` as strict JSON: NaN and infinities (which ``json`` would write bare, making the
+    file unreadable to any other JSON parser) are written as null."""
+    text = json.dumps(_strict(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def _strict(obj: Any) -> Any:
+    """``obj`` with every non-finite float (numpy's included) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, float) or (hasattr(obj, "item") and getattr(obj, "ndim", None) == 0):
+        value = obj.item() if hasattr(obj, "item") else obj
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return _strict(obj.tolist())
+    return obj
 
 
 def read_json(path: str | Path) -> Any:

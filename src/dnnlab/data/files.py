@@ -17,10 +17,11 @@ Splits. A ``.npz`` with a test split keeps its order: validation is the first ``
 rows of ``x_train``, as the book splits MNIST. A table (csv, parquet) or a ``.npz`` without
 ``x_test`` has no test split: its rows are shuffled once with a fixed seed (:data:`SPLIT_SEED`,
 the same for every run and every ``data.seed``, so runs and resumes see the same split), the
-first ``len // 5`` shuffled rows (20%, rounded down) become the test split and the rest the
-training split, whose first ``valid_size`` rows are the validation split. The shuffle matters:
-tables are often sorted by class, and the first rows would then hold a single class. A file
-whose order matters (time series) should bring its own split as a ``.npz``.
+first ``len // 5`` shuffled rows (20%, rounded down; so such a file needs 5 rows or more)
+become the test split and the rest the training split, whose first ``valid_size`` rows are the
+validation split. The shuffle matters: tables are often sorted by class, and the first rows
+would then hold a single class. A file whose order matters (time series) should bring its own
+split as a ``.npz``.
 
 Labels are integers 0..n-1 (every class present somewhere in the file; integral floats such as
 ``1.0`` count as integers) or strings. Strings are mapped to 0..n-1 in sorted order, and the
@@ -42,15 +43,17 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dnnlab.config import FILE_DATASET, source_problem
-from dnnlab.data.formats import NPZ_KEYS
+from dnnlab.data.formats import NPZ_KEYS, npz_array
 from dnnlab.data.splits import Dataset, build
 from dnnlab.errors import DataError
 
@@ -99,12 +102,20 @@ def _read(path: str, label: str | None, mtime_ns: int, size: int
         if x_test.shape[1:] != x_train.shape[1:]:
             raise DataError(f"{p}: x_train rows have shape {x_train.shape[1:]} but x_test rows "
                             f"{x_test.shape[1:]}; both splits need the same features")
+        where = _npz_row
     else:
+        x_test, y_test = x_train[:0], y_train[:0]
+        where = functools.partial(_csv_line, p) if suffix == ".csv" else _table_row
+    y_train, y_test, names = encode_labels(y_train, y_test, str(p), where=where)
+    if test is None:
+        if len(x_train) < TEST_DIVISOR:
+            raise DataError(f"{p} has {len(x_train)} rows; a file without a test split of its own "
+                            f"needs at least {TEST_DIVISOR} (its test split is a fifth of its "
+                            "rows, rounded down): add rows, or bring x_test and y_test in a .npz")
         order = np.random.default_rng(SPLIT_SEED).permutation(len(x_train))
         cut = len(order) // TEST_DIVISOR
         x_test, y_test = x_train[order[:cut]], y_train[order[:cut]]
         x_train, y_train = x_train[order[cut:]], y_train[order[cut:]]
-    y_train, y_test, names = encode_labels(y_train, y_test, str(p))
     arrays = (x_train, y_train, x_test, y_test)
     for a in arrays:
         a.flags.writeable = False
@@ -142,7 +153,7 @@ def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.nda
                 raise DataError(f"{p} lacks {', '.join(missing or half)}; a data .npz holds x_train, "
                                 "y_train and, for a test split of its own, x_test and y_test (the "
                                 "Keras layout)")
-            arrays = {k: z[k] for k in NPZ_KEYS if k in present}
+            arrays = {k: npz_array(z, k, str(p)) for k in NPZ_KEYS if k in present}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{p} is not a readable .npz file ({e}); it is truncated, damaged or holds "
                         "pickled objects (never loaded)") from None
@@ -172,7 +183,9 @@ def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), None)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: {_not_utf8(p)}") from None
+    except (OSError, csv.Error) as e:
         raise DataError(f"{p} is not a readable UTF-8 CSV file ({e})") from None
     if not header:
         raise DataError(f"{p} has no header row; the first line must name the columns")
@@ -191,8 +204,11 @@ def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
             warnings.simplefilter("ignore", UserWarning)   # "input contained no data": checked below
             table = np.loadtxt(p, delimiter=",", skiprows=1, quotechar='"', comments=None,
                                dtype=np.float32, converters={li: code}, ndmin=2, encoding="utf-8")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: {_csv_problem(p, columns, li) or e}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: {_not_utf8(p)}") from None
+    except ValueError as e:
+        raise DataError(f"{p}: {_csv_problem(p, columns, li) or _loadtxt_problem(p, columns, e)}"
+                        ) from None
     if len(table) == 0:
         return np.zeros((0, len(columns) - 1), np.float32), np.zeros(0, str)
     if table.shape[1] != len(columns):   # loadtxt reads the first data row's width as the table's
@@ -205,7 +221,9 @@ def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
 def _csv_problem(p: Path, columns: list[str], li: int) -> str | None:
     """The first line ``np.loadtxt`` refused, in words (read again with the csv module)."""
     with open(p, newline="", encoding="utf-8-sig", errors="replace") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
+        reader = csv.reader(f)
+        for row in reader:
+            lineno = reader.line_num      # the line the record ends on (a quoted field may span)
             if lineno == 1 or not row:
                 continue
             if len(row) != len(columns):
@@ -222,6 +240,26 @@ def _csv_problem(p: Path, columns: list[str], li: int) -> str | None:
                         return (f"line {lineno}, column {columns[j]!r}: {cell.strip()[:40]!r} is "
                                 "not a number (every column but the label is a feature)")
     return None
+
+
+def _not_utf8(p: Path) -> str:
+    """The first line of ``p`` that is not UTF-8, in words (the decoder counts bytes, not lines)."""
+    with open(p, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"line {lineno} is not UTF-8 text (byte {line[e.start]:#04x} at column "
+                        f"{e.start + 1}); save the file as UTF-8")
+    return "it is not UTF-8 text; save the file as UTF-8"
+
+
+def _loadtxt_problem(p: Path, columns: list[str], e: Exception) -> str:
+    """``np.loadtxt``'s message with its row (0-based, blank lines skipped) as the file's line."""
+    m = re.fullmatch(r"(.*) at row (\d+), column (\d+)\.?", str(e), re.DOTALL)
+    if not m or not 1 <= int(m[3]) <= len(columns):
+        return str(e)
+    return f"{_csv_line(p, '', int(m[2]))}, column {columns[int(m[3]) - 1]!r}: {m[1]}"
 
 
 def _read_parquet(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -259,9 +297,38 @@ def _read_parquet(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(features, axis=1), np.asarray(y.to_numpy(zero_copy_only=False))
 
 
-def encode_labels(y_train: np.ndarray, y_test: np.ndarray, what: str
+def _npz_row(split: str, row: int) -> str:
+    return f"y_{split} row {row}"
+
+
+def _table_row(split: str, row: int) -> str:
+    return f"row {row + 1}"
+
+
+def _csv_line(p: Path, split: str, row: int) -> str:
+    """The file's line holding data row ``row`` (counted as ``np.loadtxt`` counts: blank lines
+    skipped), read again with the csv module, which knows the lines a quoted field spans."""
+    with open(p, newline="", encoding="utf-8-sig", errors="replace") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        seen = 0
+        for record in reader:
+            if any(cell.strip() for cell in record):
+                if seen == row:
+                    return f"line {reader.line_num}"
+                seen += 1
+    return f"data row {row + 1}"
+
+
+def encode_labels(y_train: np.ndarray, y_test: np.ndarray, what: str,
+                  where: Callable[[str, int], str] = _npz_row
                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Labels as int64 0..n-1 and the class names: integers as they are, strings in sorted order."""
+    """Labels as int64 0..n-1 and the class names: integers as they are, strings in sorted order.
+
+    ``where(split, row)`` names a row in a message (a line of a CSV, a row of y_train ...). The
+    classes are counted with ``np.unique``, never ``bincount``: a label of 1e11 is one wrong
+    value, not a count of classes to allocate.
+    """
     both = np.concatenate([y_train, y_test])
     kind = both.dtype.kind
     if kind in "OUS":
@@ -280,14 +347,21 @@ def encode_labels(y_train: np.ndarray, y_test: np.ndarray, what: str
         raise DataError(f"{what}: the labels have dtype {both.dtype}; labels must be integers "
                         "0..n-1 or strings")
     both = both.astype(np.int64)
-    lo, hi = int(both.min()), int(both.max())
-    if lo < 0:
-        raise DataError(f"{what}: the labels hold {lo}; integer labels run 0..n-1")
-    counts = np.bincount(both)
-    if np.any(counts == 0):
-        raise DataError(f"{what}: the labels run {lo}..{hi} but class {int(np.argmin(counts))} has "
-                        "no example; integer labels must run 0..n-1 with every class present "
-                        "(renumber them, or use strings: they are mapped in sorted order)")
+    negative = both < 0
+    if negative.any():
+        i = int(np.argmax(negative))
+        split, row = ("train", i) if i < len(y_train) else ("test", i - len(y_train))
+        count = int(np.count_nonzero(negative))
+        raise DataError(f"{what}: {count} label{'s' if count > 1 else ''} below 0 (the first, "
+                        f"{int(both[i])}, at {where(split, row)}); integer labels run 0..n-1")
+    present = np.unique(both)
+    hi = int(present[-1])
+    if len(present) != hi + 1:
+        gap = int(np.argmax(present != np.arange(len(present))))
+        raise DataError(f"{what}: the labels run {int(present[0])}..{hi} but class {gap} has no "
+                        f"example ({hi + 1 - len(present)} of those {hi + 1} classes have none); "
+                        "integer labels must run 0..n-1 with every class present (renumber "
+                        "them, or use strings: they are mapped in sorted order)")
     return both[:len(y_train)], both[len(y_train):], [str(i) for i in range(hi + 1)]
 
 

@@ -7,9 +7,13 @@
   ``allow_pickle=False``.
 
 Every reader returns uint8 arrays in the Keras layout (images N x H x W or N x H x W x C, HWC)
-and raises ``DataError`` naming the file when the bytes do not make sense. The writers exist so
-tests can build tiny archives in the official formats and so the real ``.npz`` copies can be
-checked against the official raw-file checksums (by rebuilding the raw bytes).
+and raises ``DataError`` naming the file when the bytes do not make sense. A size a file
+declares (an IDX header's dims, an ``.npy`` header's shape, a tar member's size, what a gzip
+stream inflates to) is checked against the bytes it holds and the memory available
+(:func:`check_fits`) *before* anything that size is allocated, so a damaged or hostile header is
+one line, not a ``MemoryError``; labels are checked against the classes by :func:`check_labels`.
+The writers exist so tests can build tiny archives in the official formats and so the real
+``.npz`` copies can be checked against the official raw-file checksums (by rebuilding the raw bytes).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import struct
 import tarfile
 import zipfile
@@ -25,6 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from dnnlab.config import available_bytes
 from dnnlab.errors import DataError
 
 # IDX type codes -> numpy dtype (the values are big-endian)
@@ -33,6 +39,35 @@ IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"),
                                    0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 CIFAR_RECORD = 1 + 3 * 32 * 32
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+GIB = 2**30
+_GUNZIP_CHUNK = 2**24   # gzip is inflated this many bytes at a time, counted against the memory
+
+
+def check_fits(nbytes: int, what: str) -> None:
+    """Refuse ``nbytes`` (a size a file declares) beyond the memory available, before allocating."""
+    have = available_bytes()
+    if have is not None and nbytes > have:
+        raise DataError(f"{what} needs {nbytes / GIB:.1f} GiB of memory but {have / GIB:.1f} GiB "
+                        "are available; it is damaged, or too large for this machine")
+
+
+def check_labels(y: np.ndarray, n_classes: int, what: str) -> None:
+    """Refuse labels outside 0..n_classes-1 (or fractional), counted, with the first one's row.
+
+    Unchecked, a negative label indexes the class table from its end (it trains as another
+    class) and one beyond the classes crashes the loss mid-run. ``what`` names the file and split.
+    """
+    ok = (y >= 0) & (y < n_classes)
+    if y.dtype.kind == "f":
+        ok &= y == np.floor(y)             # NaN compares False: counted as bad too
+    bad = len(y) - int(np.count_nonzero(ok))
+    if bad:
+        first = int(np.argmin(ok))
+        value = y[first].item()
+        verb = "lies" if bad == 1 else "lie"
+        raise DataError(f"{what}: {bad} of its {len(y)} labels {verb} outside 0..{n_classes - 1} "
+                        f"(the first, {value!r}, at row {first}); it has {n_classes} classes, so "
+                        "the file is damaged or holds another dataset")
 
 
 def digest(data: bytes | memoryview, algorithm: str) -> str:
@@ -45,19 +80,33 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 
 def gunzip(data: bytes, what: str) -> bytes:
-    """Decompress ``data`` if it is gzip (by its magic bytes), else return it unchanged."""
+    """Decompress ``data`` if it is gzip (by its magic bytes), else return it unchanged.
+
+    Inflated a chunk at a time and counted against the memory available: a few kilobytes of
+    gzip may inflate to terabytes, and the stream says how much only at its end.
+    """
     if data[:2] != b"\x1f\x8b":
         return data
+    have = available_bytes()
+    out = bytearray()
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
+            while chunk := g.read(_GUNZIP_CHUNK):
+                out += chunk
+                if have is not None and len(out) > have:
+                    raise DataError(f"{what} inflates to more than the {have / GIB:.1f} GiB of "
+                                    "memory available; it is damaged, or too large for this "
+                                    "machine")
     except (EOFError, OSError, zlib.error) as e:
         raise DataError(f"{what} is not a complete gzip file ({e}); it is truncated or damaged, "
                         "delete it and fetch it again") from None
+    return bytes(out)
 
 
 def read_file(path: Path) -> bytes:
     """The bytes of ``path``, gunzipped when compressed."""
     try:
+        check_fits(path.stat().st_size, str(path))
         data = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e}") from None
@@ -73,7 +122,7 @@ def parse_idx(data: bytes, what: str) -> np.ndarray:
     if ndim == 0 or len(data) < header:
         raise DataError(f"{what}: IDX header is truncated or has no dimensions")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize    # exact: np.prod would wrap around
     if len(data) != expected:
         raise DataError(f"{what}: IDX header announces shape {dims} ({expected} bytes) but the file "
                         f"has {len(data)} bytes; it is truncated or damaged")
@@ -126,7 +175,7 @@ def read_npz(path: Path | io.BytesIO, what: str) -> dict[str, np.ndarray]:
             if missing:
                 raise DataError(f"{what} lacks {', '.join(missing)}; a dataset .npz needs "
                                 f"{', '.join(NPZ_KEYS)} (the Keras layout)")
-            arrays = {k: z[k] for k in NPZ_KEYS}
+            arrays = {k: npz_array(z, k, what) for k in NPZ_KEYS}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{what} is not a readable .npz file ({e}); it is truncated, damaged or "
                         "holds pickled objects (never loaded)") from None
@@ -135,6 +184,26 @@ def read_npz(path: Path | io.BytesIO, what: str) -> dict[str, np.ndarray]:
             raise DataError(f"{what}: {k} has dtype {v.dtype}, expected uint8 (the Keras layout); "
                             "for other data use [data] name = \"file\" with path = this file")
     return arrays
+
+
+def npz_array(z: np.lib.npyio.NpzFile, key: str, what: str) -> np.ndarray:
+    """``z[key]``, once the shape its ``.npy`` header declares is checked against the bytes the
+    member holds and the memory available: numpy allocates the declared shape before reading."""
+    name = f"{key}.npy" if f"{key}.npy" in z.zip.namelist() else key
+    size = z.zip.getinfo(name).file_size     # what the member inflates to (zipfile stops there)
+    with z.zip.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+        start = f.tell()
+    if not dtype.hasobject:                  # object arrays are refused by allow_pickle=False
+        need = math.prod(shape) * dtype.itemsize
+        if need != size - start:
+            raise DataError(f"{what}: {key} declares shape {shape} of {dtype} ({need} bytes) but "
+                            f"holds {size - start} bytes; the file is truncated or damaged")
+        check_fits(need, f"{what}: {key} (shape {shape})")
+    return z[key]
 
 
 def check_tar_members(tar: tarfile.TarFile, what: str) -> list[tarfile.TarInfo]:
@@ -180,6 +249,7 @@ def read_cifar_tar(source: Path | io.IOBase, names: tuple[str, ...], what: str) 
             for m in check_tar_members(tar, what):
                 base = PurePosixPath(m.name).name
                 if m.isfile() and base in names:
+                    check_fits(m.size, f"{what}: {m.name}")
                     f = tar.extractfile(m)
                     assert f is not None
                     found[base] = f.read()

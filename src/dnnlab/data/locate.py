@@ -24,6 +24,7 @@ import numpy as np
 
 from dnnlab.data.download import Unreachable, download_dataset
 from dnnlab.data.formats import (
+    check_labels,
     digest,
     file_digest,
     join_cifar,
@@ -196,13 +197,16 @@ def _decode(found: Found, stamps: tuple[Any, ...]) -> Raw:
             _check(data, found, name)
         arrays = join_cifar([blobs[n] for n in CIFAR_FILES], what)
     raw = Raw(**arrays)
-    _validate(raw, spec, what)
+    _validate(raw, found, what)
     for a in raw:
         a.flags.writeable = False
     return raw
 
 
-def _validate(raw: Raw, spec: Spec, what: str) -> None:
+def _validate(raw: Raw, found: Found, what: str) -> None:
+    """Shapes, counts and labels of the decoded arrays (labels named by the file that holds them)."""
+    spec = found.spec
+    label_files = {"train": IDX_FILES[1], "test": IDX_FILES[3]}
     for split in ("train", "test"):
         x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         if x.ndim < 3 or y.ndim != 1:
@@ -212,9 +216,8 @@ def _validate(raw: Raw, spec: Spec, what: str) -> None:
             raise DataError(f"{what}: {len(x)} {split} images but {len(y)} {split} labels")
         if len(y) == 0:
             raise DataError(f"{what}: the {split} set is empty")
-        if int(y.max()) >= len(spec.class_names):
-            raise DataError(f"{what}: y_{split} holds label {int(y.max())} but {spec.name} has "
-                            f"{len(spec.class_names)} classes (0..{len(spec.class_names) - 1})")
+        labels = found.files[IDX_FILES.index(label_files[split])] if found.kind == "idx" else what
+        check_labels(y, len(spec.class_names), f"{labels}: the {spec.name} {split} split (y_{split})")
     if raw.x_train.shape[1:] != raw.x_test.shape[1:]:
         raise DataError(f"{what}: train images are {raw.x_train.shape[1:]} but test images are "
                         f"{raw.x_test.shape[1:]}")

@@ -293,6 +293,11 @@ def from_arrays(x_train: ArrayLike, y_train: ArrayLike, x_valid: ArrayLike, y_va
         if len(splits[key]) == 0:
             raise DataError(f"x_{key} is empty; a dataset needs training and validation examples")
     top = max(int(s.y.max()) for s in splits.values() if len(s))
+    rows = sum(len(s) for s in splits.values())
+    if class_names is None and top >= rows:     # a count no data can back: refused, not allocated
+        raise DataError(f"the labels reach {top} but there are {rows} of them: at least "
+                        f"{top + 1 - rows} of those {top + 1} classes have no example; renumber "
+                        "the labels 0..n-1 or give class_names")
     if class_names is None:
         class_names = [str(i) for i in range(top + 1)]
     class_names = list(class_names)

@@ -31,7 +31,7 @@ SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "status": (str,), "message": (str,), "best_epoch": (int,),
     "best_val_loss": (int, float), "best_val_accuracy": (int, float), "test_loss": (int, float),
     "test_accuracy": (int, float), "epochs_run": (int,), "seconds_per_epoch": (int, float),
-    "total_seconds": (int, float), "resumed": (bool,)}
+    "total_seconds": (int, float), "resumed": (bool,), "warnings": (list,)}
 MAX_METRICS_BYTES = 64 * 2**20
 
 
@@ -192,6 +192,7 @@ def report_runs(run_dirs: list, out: Path | None = None) -> Path:
                      "best val loss": info.get("best_val_loss"), "test acc": info.get("test_accuracy"),
                      "seconds/epoch": info.get("seconds_per_epoch"), "epochs": info.get("epochs_run")})
         notes.append(f"{name}: {d.resolve()}" + (f" ({info['message']})" if info.get("message") else ""))
+        notes += [f"{name}: warning: {str(w)[:300]}" for w in info.get("warnings") or []]  # data.caveats
     default = dirs[0] if len(dirs) == 1 else dirs[0].parent / "report"
     title = rows[0]["run"] if len(rows) == 1 else f"Comparison of {len(rows)} runs"
     with rundir.output_folder(default, out, "report folder") as folder:

@@ -451,6 +451,17 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]])
     io.write_text(path, buf.getvalue())
 
 
+def _warnings(out: Path, runs: list[dict[str, str]]) -> list[str]:
+    """The runs' ``warnings`` (data.caveats: weak evaluation splits), each sentence once."""
+    found: dict[str, None] = {}
+    for r in runs:
+        path = out / r["run"] / "summary.json"
+        if r["status"] != "failed" and path.is_file():
+            summary = io.read_json(path)
+            found.update(dict.fromkeys(summary.get("warnings") or [] if isinstance(summary, dict) else []))
+    return list(found)
+
+
 def format_table(out: Path) -> str:
     """summary.csv as the terminal table: one line per variant over its seeds, best first, then
     the failed runs with their reasons (from runs.csv)."""
@@ -483,6 +494,7 @@ def format_table(out: Path) -> str:
             f"{pm(num(v, 'test_accuracy_mean'), num(v, 'test_accuracy_std')):>13}  "
             f"{'-' if spe is None else format(spe, '.3f'):>13}  {verdict}")
     lines += [f"note: {v['note']}" for v in variants if v.get("note")]
+    lines += [f"warning: {w}" for w in _warnings(out, runs)]
     failed = [r for r in runs if r["status"] == "failed"]
     if failed:
         lines.append(f"failed runs ({len(failed)}):")

@@ -308,7 +308,7 @@ class RunWriter(Callback):
         io.write_text(self.run_dir / "config.toml", config_mod.to_toml(self.cfg))
         if not self.resumed:
             run_state.write_start(self.run_dir, self.cfg, self.data_fingerprint)
-        self._summary({"status": "running", "resumed": self.resumed})
+        self._summary({"status": "running", "resumed": self.resumed, "warnings": run.warnings})
 
     def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
         """After every stop of the epoch: metrics.csv, the resume state, checkpoints."""

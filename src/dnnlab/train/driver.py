@@ -36,6 +36,7 @@ from dnnlab import config as config_mod
 from dnnlab.config import PER_MODEL_KEYS, RunConfig
 from dnnlab.data import Dataset, Split
 from dnnlab.data.batching import batch_slices
+from dnnlab.data.caveats import split_warnings
 from dnnlab.data.splits import split_fingerprint
 from dnnlab.errors import CheckpointError, ConfigError, DataError, DnnlabError, ResumeRefused
 from dnnlab.nn.mlp import build_mlp
@@ -186,7 +187,8 @@ class Trainer:
                  valid: tuple[Tensor, Tensor] | None, test: tuple[Tensor, Tensor] | None = None,
                  *, callbacks: Iterable[Callback] = (), progress: bool = True,
                  rate_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-                 max_steps: int | None = None, variants: list[Variant] | None = None):
+                 max_steps: int | None = None, variants: list[Variant] | None = None,
+                 warnings: Sequence[str] = ()):
         self.configs = configs
         t = configs[0].train
         if t.monitor not in METRICS:
@@ -200,6 +202,12 @@ class Trainer:
             raise ConfigError(f"train.batch_size = {t.batch_size} is larger than the {self.n} "
                               f"training examples; use at most {self.n} (or more data)")
         if self.valid is None and t.monitor.startswith("val_"):
+            d = configs[0].data
+            if d.classes and d.valid_size:     # the rows were there; the class selection took them
+                raise ConfigError(f"train.monitor = {t.monitor!r} needs a validation split, and "
+                                  f"data.classes = {d.classes} kept none of the data.valid_size = "
+                                  f"{d.valid_size} validation rows; raise data.valid_size, "
+                                  "shuffle a class-sorted file's rows, or monitor 'loss'")
             raise ConfigError(f"train.monitor = {t.monitor!r} needs a validation split, and this "
                               "data has none; set data.valid_size > 0 or monitor 'loss'")
         self.epochs, self.eval_batch = t.epochs, t.eval_batch_size
@@ -215,6 +223,7 @@ class Trainer:
                            fuse=t.fast and backend.flat.numel() * steps >= FUSE_MIN_WORK)
         self.rate_fn, self.max_steps = rate_fn, max_steps
         self.variants = variants or [Variant(c.train.seed) for c in configs]
+        self.warnings = list(warnings)           # data.caveats.split_warnings, for every result
         k = len(configs)
         self.book = Book(k, t.monitor, [c.train.min_delta for c in configs])
         self.lr_scale = np.ones(k)
@@ -435,7 +444,7 @@ class Trainer:
             model=self.stack.export(i, weights), history=self.book.history[i],
             best_epoch=int(self.book.best_epoch[i]), best=self.book.best_value(i),
             monitor=self.book.monitor, status=status, message=message,
-            variant=self.variants[i], config=self.configs[i])
+            variant=self.variants[i], config=self.configs[i], warnings=list(self.warnings))
 
     def _evaluate_test(self, results: list[FitResult]) -> None:
         if self.test is None:
@@ -535,7 +544,10 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
     return _fit_on_device(cfg, model, tensors["train"], tensors.get("valid"), tensors.get("test"),
                           run_dir=run_dir, resume=resume, callbacks=callbacks,
                           evaluate_test=evaluate_test,
-                          data_fingerprint=data.fingerprint() if run_dir is not None else None)
+                          data_fingerprint=data.fingerprint() if run_dir is not None else None,
+                          warnings=split_warnings(data.train.y, data.valid.y,
+                                                  data.test.y if evaluate_test else None,
+                                                  data.class_names))
 
 
 def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
@@ -551,15 +563,19 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
     are refused here (a :class:`~dnnlab.data.Dataset` checks its own when it is made).
     """
     _check_finite(train, valid, test)
+    valid_y = np.zeros(0, np.int64) if valid is None else valid[1].cpu().numpy()   # none: empty
+    test_y = test[1].cpu().numpy() if test is not None and evaluate_test else None  # not measured
     return _fit_on_device(cfg, model, train, valid, test, run_dir=run_dir, resume=resume,
                           callbacks=callbacks, evaluate_test=evaluate_test,
-                          data_fingerprint=data_fingerprint)
+                          data_fingerprint=data_fingerprint,
+                          warnings=split_warnings(train[1].cpu().numpy(), valid_y, test_y))
 
 
 def _fit_on_device(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
                    valid: tuple[Tensor, Tensor] | None, test: tuple[Tensor, Tensor] | None, *,
                    run_dir: str | Path | None, resume: bool, callbacks: Iterable[Callback],
-                   evaluate_test: bool, data_fingerprint: dict[str, str] | None) -> FitResult:
+                   evaluate_test: bool, data_fingerprint: dict[str, str] | None,
+                   warnings: list[str]) -> FitResult:
     """The one body of :func:`fit` and :func:`fit_tensors`."""
     t = cfg.train
     device = train[0].device
@@ -581,7 +597,7 @@ def _fit_on_device(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor
     backend = make_backend([model], device, fast=t.fast, seed=t.seed)
     try:
         trainer = Trainer(backend, [cfg], train, valid, test if evaluate_test else None,
-                          callbacks=cbs)
+                          callbacks=cbs, warnings=warnings)
         if resume:
             assert run_dir is not None
             state = run_state.load(Path(run_dir), trainer.state_dict(0), device)
@@ -634,7 +650,8 @@ def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device
     try:
         trainer = Trainer(stack, configs, tensors["train"], tensors.get("valid"),
                           tensors.get("test"), progress=progress, callbacks=callbacks,
-                          variants=variants)
+                          variants=variants, warnings=split_warnings(
+                              data.train.y, data.valid.y, data.test.y, data.class_names))
         results = trainer.run()
     finally:
         stack.close()

@@ -5,6 +5,7 @@ the K it is. Below the driver and the callbacks, so that both can name them (a c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class FitResult:
     run_dir: Path | None = None
     variant: Variant | None = None    # train_many: which variant this is
     config: RunConfig | None = None   # the model's own full config
+    warnings: list[str] = field(default_factory=list)   # what makes its numbers weak (data.caveats)
 
     @property
     def epochs_run(self) -> int:
@@ -52,6 +54,11 @@ class FitResult:
                "best_epoch": self.best_epoch, "best": self.best, "epochs_run": self.epochs_run,
                "best_val_loss": h["val_loss"][i] if i is not None else None,
                "best_val_accuracy": h["val_accuracy"][i] if i is not None else None,
-               "seconds_per_epoch": self.seconds_per_epoch, "total_seconds": sum(h["seconds"])}
+               "seconds_per_epoch": self.seconds_per_epoch, "total_seconds": sum(h["seconds"]),
+               "test_loss": None, "test_accuracy": None}
         out.update(self.test)
+        # JSON has no NaN: a value not measured is null, and ``warnings`` says why
+        out = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+               for k, v in out.items()}
+        out["warnings"] = list(self.warnings)
         return out

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from dnnlab.config import VARIANT_TABLE, ConfigError, RunConfig, flatten, from_dict, read_toml, replace
+from dnnlab.data.caveats import split_warnings
 from dnnlab.errors import DnnlabError
 from dnnlab.studies import common, engine
 from dnnlab.studies.ablation import plan
@@ -89,7 +90,7 @@ def read_config(path: str | Path) -> tuple[RunConfig, tuple]:
     try:
         base = from_dict(raw)
         for name, overrides in variants:
-            plan.variant_config(base, name, plan.FULL, overrides=dict(overrides))
+            plan.check_variant(base, name, dict(overrides))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return base, variants
@@ -117,6 +118,9 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
     t_start = time.perf_counter()
     raw, _ = data(setup)
     say(raw.summary())
+    warnings = split_warnings(raw.train.y, raw.valid.y, raw.test.y, raw.class_names)
+    for warning in warnings:                       # every variant is measured on these rows
+        say(f"warning: {warning}")
     settings = {**setup.proto.to_dict(), "seeds": setup.seeds,
                 **({"first_seed": setup.first_seed} if setup.first_seed else {}),
                 "train_images": len(raw.train), "base": setup.base.to_dict(),
@@ -145,7 +149,8 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
             "test_images": len(raw.test), "data_source": raw.source,
             "stage_seconds": {k: v.get("stage_seconds") for k, v in records.items()},
             "stages_total_seconds": sum(v.get("stage_seconds") or 0.0 for v in records.values()),
-            "reused_stages": store.reused, "failed_stages": fails, "complete": not fails}
+            "reused_stages": store.reused, "failed_stages": fails, "complete": not fails,
+            "warnings": warnings}
     try:
         results = build_results(records, answers, setup.proto, meta, book)
         common.write_results(setup.out, results)
@@ -204,7 +209,12 @@ def run(config: str | Path | RunConfig, out: str | Path = DEFAULT_OUT, *, quick:
     the final runs train seeds ``first_seed`` on (benchmarks/verdict_stability.py varies it)."""
     check_options(seeds, workers, max_epochs=max_epochs, patience=patience,
                   search_epochs=search_epochs)
-    base, user = (config, tuple(variants)) if isinstance(config, RunConfig) else read_config(config)
+    if isinstance(config, RunConfig):
+        base, user = config, tuple(variants)
+        for name, overrides in user:                    # as strict as a file's [[variant]] tables
+            plan.check_variant(base, name, dict(overrides))
+    else:
+        base, user = read_config(config)
     if data_dir is not None:                                 # --data-dir beside the config's
         base = replace(base, **{"data.data_dir": str(data_dir)})
     proto: Protocol = plan.from_config(base, quick, max_epochs=max_epochs, patience=patience,

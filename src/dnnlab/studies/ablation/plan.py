@@ -15,7 +15,10 @@ The ladder is chapter 11's exercise 8, applied to whatever network and data the 
                    LR finder (the book's last experiment on this exercise)
 =================  =========================================================================
 
-plus any user variant: a name and dotted overrides of the base (``[[variant]]`` tables). Every
+plus any user variant: a name and dotted overrides of the base (``[[variant]]`` tables), checked
+by :func:`check_variant` as strictly as ``train --set``; the keys the study sets itself
+(:data:`STUDY_SETS`) and the data keys that would change the rows every variant is measured on
+are refused, with the reason. Every
 trained variant's learning rate is searched (:data:`LR_GRID`, each candidate for
 ``search_epochs``). As in the book's solution, the alpha-dropout nets have a single
 ``AlphaDropout`` layer, after the last hidden layer (``model.dropout_layers = "last"``).
@@ -29,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dnnlab.config import RunConfig, replace
+from dnnlab.config import KEYS, ConfigError, RunConfig, replace
 
 VARIANTS = ("baseline", "batchnorm", "selu", "alpha_dropout", "mc_dropout", "one_cycle")
 TRAINED = ("baseline", "batchnorm", "selu", "alpha_dropout", "one_cycle")
@@ -47,6 +50,16 @@ LADDER: dict[str, dict[str, Any]] = {
     "one_cycle": {**_SELU, "model.dropout_kind": "alpha", "model.dropout_layers": "last",
                   "optim.name": "sgd", "optim.schedule.name": "1cycle"},
 }
+# The keys variant_config sets after a user variant's overrides, so a [[variant]] setting them
+# would be silently overwritten: refused, with the reason.
+STUDY_SETS = {"optim.lr": "the study searches each variant's learning rate (plan.LR_GRID)",
+              "train.device": "--device sets it for every variant",
+              "train.progress": "the study shows its own progress"}
+# The data keys a variant may change. They choose or scale the training rows only (a subset of
+# them, how they are drawn, standardization), so the variant is still measured on the baseline's
+# validation and test rows and "vs baseline" compares like with like; the variant loads its own
+# data (stages.data_for). Every other data key changes those rows.
+VARIANT_DATA_KEYS = ("data.limit", "data.per_class", "data.seed", "data.standardize")
 # Candidate learning rates of every search: 1e-5 ... 1e-2, log-spaced (half a decade apart).
 LR_GRID = tuple(float(f"{v:.3g}") for v in np.logspace(-5, -2, 7))
 DROPOUT_RATES = (0.05, 0.1, 0.2, 0.4)
@@ -126,6 +139,37 @@ def variant_config(base: RunConfig, variant: str, proto: Protocol, *, lr: float 
                         "train.batch_size": proto.onecycle_batch,
                         "train.patience": proto.onecycle_epochs})
     return replace(base, **changes)
+
+
+def check_variant(base: RunConfig, name: str, overrides: dict[str, Any]) -> RunConfig:
+    """A user variant's config, its overrides checked as ``--set`` checks them (bounds, choices,
+    consistency), before the study's own settings could hide them; refused with the reason when
+    an override would be overwritten or would change the rows the variants are compared on."""
+    for k in overrides:
+        spec = KEYS.get(k, KEYS.get(k.split(".")[0]))     # "tune.trials": a key of the tune table
+        if k in STUDY_SETS:
+            raise ConfigError(f"[[variant]] {name!r} sets {k}, which the study sets itself "
+                              f"({STUDY_SETS[k]}); leave it out")
+        if spec is not None and spec.data and k not in VARIANT_DATA_KEYS:
+            raise ConfigError(f"[[variant]] {name!r} sets {k}, which would change the validation "
+                              "and test rows every variant is compared on; study other data with "
+                              "a config of its own (a variant may set "
+                              f"{', '.join(VARIANT_DATA_KEYS)})")
+        if spec is not None and not spec.trains:
+            raise ConfigError(f"[[variant]] {name!r} sets {k}, which changes nothing the study "
+                              "trains; leave it out")
+    try:
+        own = replace(base, **overrides)
+        cfg = variant_config(base, name, FULL, overrides=overrides)
+    except ConfigError as e:
+        raise ConfigError(f"[[variant]] {name!r}: {e}") from None
+    if own == base:
+        raise ConfigError(f"[[variant]] {name!r} sets only what the base config already has; it "
+                          "would train the baseline again")
+    if "data.seed" in overrides and own.data.per_class is None:
+        raise ConfigError(f"[[variant]] {name!r} sets data.seed, which only draws data.per_class "
+                          "rows; without data.per_class it changes nothing")
+    return cfg
 
 
 def from_config(cfg: RunConfig, quick: bool = False, **changes) -> Protocol:

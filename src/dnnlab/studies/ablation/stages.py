@@ -23,7 +23,7 @@ import torch
 from dnnlab import io
 from dnnlab.analysis.mc_dropout import mc_dropout_eval, plain_eval
 from dnnlab.analysis.stats import hidden_stats, layer_stats
-from dnnlab.config import RunConfig, replace, to_toml
+from dnnlab.config import DataConfig, RunConfig, replace, to_toml
 from dnnlab.data import Dataset, Split, load_from_config, standardized
 from dnnlab.doctor.report import examine
 from dnnlab.errors import DnnlabError, TrainingDiverged
@@ -329,26 +329,32 @@ def _trim(ds: Dataset, n: int | None) -> Dataset:
     return dataclasses.replace(ds, **cut)
 
 
-def load_data(setup: Setup) -> tuple[Dataset, Dataset]:
-    """The base config's data twice: as its ``[data]`` table prepares it without standardizing,
-    and standardized with the training split's statistics (the SELU rungs)."""
+def load_data(setup: Setup, table: DataConfig | None = None) -> tuple[Dataset, Dataset]:
+    """The base config's data (or a user variant's ``table``) twice: as its ``[data]`` table
+    prepares it without standardizing, and standardized with the training split's statistics."""
+    table = setup.base.data if table is None else table
     limit = setup.proto.train_limit
-    if setup.base.data.limit is not None:
-        limit = setup.base.data.limit if limit is None else min(limit, setup.base.data.limit)
-    cfg = dataclasses.replace(setup.base.data, limit=limit, standardize=False)
+    if table.limit is not None:
+        limit = table.limit if limit is None else min(limit, table.limit)
+    cfg = dataclasses.replace(table, limit=limit, standardize=False)
     raw = _trim(load_from_config(cfg, progress=setup.say.on), setup.proto.eval_limit)
     return raw, standardized(raw)
 
 
-def data(setup: Setup) -> tuple[Dataset, Dataset]:
-    """(raw, standardized) for ``setup``, loaded once per process (the module's ``load_data``,
-    looked up when called, so that a test can put generated data in its place)."""
-    key = repr((setup.base.data, setup.proto.train_limit, setup.proto.eval_limit))
-    return cached(key, lambda: load_data(setup))
+def data(setup: Setup, table: DataConfig | None = None) -> tuple[Dataset, Dataset]:
+    """(raw, standardized) for ``setup`` (or a variant's ``table``), loaded once per process (the
+    module's ``load_data``, looked up when called, so that a test can put generated data in its
+    place)."""
+    table = dataclasses.replace(setup.base.data if table is None else table, standardize=False)
+    own = table != dataclasses.replace(setup.base.data, standardize=False)
+    key = repr((table, setup.proto.train_limit, setup.proto.eval_limit))
+    return cached(key, lambda: load_data(setup, table) if own else load_data(setup))
 
 
 def data_for(cfg: RunConfig, setup: Setup) -> Dataset:
-    raw, std = data(setup)
+    """The data variant ``cfg`` trains on: the base's, or its own where a user variant changed
+    its training rows (plan.VARIANT_DATA_KEYS; the evaluation rows are the base's all the same)."""
+    raw, std = data(setup, cfg.data)
     return std if cfg.data.standardize else raw
 
 
