@@ -102,7 +102,7 @@ def run_file(run_dir: str | Path, name: str, error: type[DnnlabError] = DnnlabEr
 
 def make_dir(path: str | Path, what: str = "output folder") -> Path:
     """Create ``path`` (and its parents); an OS refusal becomes one line naming the path."""
-    path = Path(path)
+    path = io.check_target(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -121,14 +121,15 @@ def out_arg(text: str) -> str:
 
     An empty ``--out ''`` would write into the current folder (``Path('')`` is ``.``), which is
     never what was meant (an unset shell variable, a quoting slip), so it is refused; so is a path
-    in a folder another process holds (a run still training), before any work starts.
+    that is no place for a file (a device, a FIFO, ``/proc``: :func:`dnnlab.io.check_target`) and
+    one in a folder another process holds (a run still training), before any work starts.
     """
     if not text.strip():
         raise argparse.ArgumentTypeError(
             "an empty --out would write into the current folder; give a folder such as "
             "--out runs/x, or leave --out out for the default")
     try:
-        check_free(text)
+        check_free(io.check_target(text, "--out"))
     except DnnlabError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
