@@ -36,11 +36,10 @@ SHOW = 100                                 # characters of a user's value an err
 
 
 def shown(value: Any, limit: int = SHOW) -> str:
-    """``value`` (a string as it is, anything else as its ``repr``) on one line, cut to about
-    ``limit`` characters: the one way an error echoes what a user gave (a million-item list must
-    not become a 7.9 MB error line, a newline in a path must not split the error in two)."""
-    text = value if isinstance(value, str) else repr(value)
-    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    """``repr(value)`` (one line: control characters escaped), cut to about ``limit``
+    characters: the one way an error echoes what a user gave (a million-item list must not
+    become a 7.9 MB error line, a newline in a path must not split the error in two)."""
+    text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnnlab import rundir
-from dnnlab.cli_common import dedicated_flags, with_flags, with_threads
+from dnnlab.cli_common import dedicated_flags, with_flags, with_legacy, with_threads
 from dnnlab.config import load_config, replace
 from dnnlab.doctor.probe import probe_run
 from dnnlab.doctor.report import examine, format_findings
 from dnnlab.errors import DnnlabError
 from dnnlab.runs import default_run_dir
+from dnnlab.train.state import check_run
 
 # The probe of a CONFIG.toml trains at most this many epochs unless --epochs says otherwise:
 # enough for every check (overfitting needs 6 epochs to be seen), short enough to wait for.
@@ -47,6 +48,7 @@ def cmd_doctor(args) -> int:
         if args.set:
             raise DnnlabError("--set applies to a CONFIG.toml probe, not to a finished run "
                               "directory; drop it, or pass the config instead")
+        check_run(target, accept_legacy=args.accept_legacy)
         with rundir.output_folder(target, args.out, "doctor folder") as folder:
             ex = examine(target, folder=folder)
     elif target.suffix == ".toml":
@@ -70,5 +72,6 @@ def register(sub, with_config=None) -> None:
                     help="probe run directory (default runs/NAME-doctor-TIMESTAMP); for a RUN_DIR, "
                     "the folder for findings.json and doctor.html (default: the run directory, or "
                     "a temporary folder while another process still trains it)")
+    with_legacy(sp)
     with_threads(sp)
     sp.set_defaults(func=cmd_doctor)

@@ -1,0 +1,49 @@
+"""A refused command changes nothing and says little (issue 26, point 8): no file or folder is
+left behind, an echoed value is cut to about 100 characters, control characters in a path are
+refused, and the message names only what the user gave."""
+
+import pytest
+
+from cli_helpers import run_cli
+
+CONFIG = ('name = "r"\n[data]\nname = "synthetic"\nlimit = 200\n[model]\ndepth = 1\nwidth = 4\n'
+          '[train]\nepochs = 1\nprogress = false\ndevice = "cpu"\n')
+
+
+def _one_line(code, err):
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra", [["--set", "train.batch_size=100000"], ["--device", "cuda"]])
+def test_a_training_refused_before_it_starts_leaves_no_folder(tmp_path, extra):
+    """A batch size larger than the data, or a device that is not there, used to leave
+    OUT/summary.json marked failed (and the folder around it)."""
+    import torch
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible here")
+    (tmp_path / "c.toml").write_text(CONFIG)
+    out = tmp_path / "deep" / "er" / "run"
+    _one_line(*run_cli(["train", str(tmp_path / "c.toml"), "--out", str(out), *extra])[::2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+@pytest.mark.parametrize("steps", ["100000000", "1", "-5"])
+def test_refused_lr_find_steps_leave_no_folder_and_name_only_steps(tmp_path, steps):
+    (tmp_path / "c.toml").write_text(CONFIG)
+    line = _one_line(*run_cli(["lr-find", str(tmp_path / "c.toml"), "--steps", steps, "--out",
+                               str(tmp_path / "lr")])[::2])
+    assert f"--steps {steps}" in line and "train.epochs" not in line
+    assert not (tmp_path / "lr").exists()
+
+
+def test_a_huge_value_is_echoed_cut(tmp_path):
+    (tmp_path / "c.toml").write_text('name = "b"\n[data]\nname = "synthetic"\nclasses = ['
+                                     + ",".join(["1"] * 20000) + "]\n")
+    line = _one_line(*run_cli(["train", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o")])[::2])
+    assert len(line) < 400 and "characters)" in line, line[:500]
+    line = _one_line(*run_cli(["train", str(tmp_path / "c.toml"), "--out", str(tmp_path / "o"),
+                               "--set", "optim.lr=[" + ",".join(["1"] * 5000) + "]"])[::2])
+    assert len(line) < 400, line[:500]
+    assert not (tmp_path / "o").exists()
