@@ -47,3 +47,28 @@ def test_a_huge_value_is_echoed_cut(tmp_path):
                                "--set", "optim.lr=[" + ",".join(["1"] * 5000) + "]"])[::2])
     assert len(line) < 400, line[:500]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("doc")
+    (root / "c.toml").write_text(CONFIG.replace("epochs = 1", "epochs = 2\nrecord_every = 1"))
+    code, _, err = run_cli(["train", str(root / "c.toml"), "--out", str(root / "run")])
+    assert code == 0 and (root / "run" / "layers.csv").is_file(), err
+    return root / "run"
+
+
+@pytest.mark.parametrize("name,data", [("summary.json", b"[1, 2]\n"), ("summary.json", b"\xff\xfe{"),
+                                       ("layers.csv", b"\xff\xfe\x00bad"),
+                                       ("layers.csv", None)])
+def test_doctor_on_a_damaged_summary_or_layers_csv_is_one_line(finished, tmp_path, name, data):
+    """It raised AttributeError (a summary.json holding a list) or UnicodeDecodeError."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    if data is None:                                  # a row cut short
+        lines = (run / name).read_text().splitlines()
+        data = "\n".join([*lines[:3], lines[3][:15], *lines[4:]]).encode()
+    (run / name).write_bytes(data)
+    line = _one_line(*run_cli(["doctor", str(run), "--out", str(tmp_path / "d")])[::2])
+    assert name in line and "damaged" in line, line
