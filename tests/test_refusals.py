@@ -72,3 +72,17 @@ def test_doctor_on_a_damaged_summary_or_layers_csv_is_one_line(finished, tmp_pat
     (run / name).write_bytes(data)
     line = _one_line(*run_cli(["doctor", str(run), "--out", str(tmp_path / "d")])[::2])
     assert name in line and "damaged" in line, line
+
+
+@pytest.mark.parametrize("argv", [["train", "{cfg}", "--data-dir", "/tmp/a\nb"],
+                                  ["train", "{cfg}", "--set", 'data.data_dir="/tmp/a\\nb"'],
+                                  ["report", "{tmp}/r\n"], ["train", "--resume", "{tmp}/r\tx"],
+                                  ["sweep", "{cfg}", "--storage", "sqlite:///a\nb.db"]])
+def test_a_control_character_in_any_path_is_refused_in_one_line(tmp_path, argv):
+    """A newline in --data-dir split the error naming it in two."""
+    (tmp_path / "c.toml").write_text(CONFIG)
+    argv = [a.format(cfg=tmp_path / "c.toml", tmp=tmp_path) for a in argv]
+    line = _one_line(*run_cli([*argv, "--out", str(tmp_path / "o")] if argv[0] != "report"
+                              else argv)[::2])
+    assert "control character" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from dnnlab import __version__, rundir, runs
+from dnnlab import __version__, io, rundir, runs
 from dnnlab import data as datasets
 from dnnlab import train as training
 from dnnlab.analysis import prune_cli
@@ -242,6 +242,21 @@ def continue_hint(args) -> str:
     return "nothing was kept to continue from"
 
 
+# the arguments that name a file or folder: a control character in any is refused (a newline in
+# --data-dir split the error naming it in two); every --out is checked by rundir.out_arg
+PATH_ARGS = {"config": "CONFIG", "run_dir": "RUN_DIR", "run_dirs": "RUN_DIR", "target": "TARGET",
+             "resume": "--resume", "data_dir": "--data-dir", "storage": "--storage"}
+
+
+def check_paths(args) -> None:
+    """Refuse a control character in any path argument, in one line, before any work."""
+    for name, label in PATH_ARGS.items():
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                io.check_path(item, label)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -249,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_paths(args)
         n = threads.check(getattr(args, "threads", None))   # --threads N: bounded before any work
         with rundir.interrupt_on_signals(), threads.fixed(n):  # SIGTERM, SIGHUP: the Ctrl-C path below
             return int(args.func(args) or 0)

@@ -47,8 +47,8 @@ from typing import Any
 
 import tomli_w
 
-from dnnlab.errors import ConfigError
-from dnnlab.io import shown
+from dnnlab.errors import ConfigError, DnnlabError
+from dnnlab.io import check_path, shown
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "rrelu", "elu", "selu", "gelu",
                "swish", "silu", "mish", "softplus", "linear")
@@ -609,6 +609,12 @@ def _check_consistency(cfg: RunConfig) -> None:
     """The rules that tie keys together (each key's own bounds are :meth:`Key.check`'s): settings
     that are each in range but together break a run, refused before any work starts."""
     d, m, o, s, t = cfg.data, cfg.model, cfg.optim, cfg.optim.schedule, cfg.train
+    for key, path in (("data.path", d.path), ("data.data_dir", d.data_dir)):
+        if path is not None:
+            try:
+                check_path(path, key)                 # a newline would split every message
+            except DnnlabError as e:
+                raise ConfigError(str(e)) from None
     if s.name == "piecewise" and len(s.values) != len(s.boundaries) + 1:
         raise ConfigError("optim.schedule: piecewise needs len(values) == len(boundaries) + 1, got "
                           f"{len(s.values)} values and {len(s.boundaries)} boundaries")
