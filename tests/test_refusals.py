@@ -86,3 +86,20 @@ def test_a_control_character_in_any_path_is_refused_in_one_line(tmp_path, argv):
                               else argv)[::2])
     assert "control character" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+def test_explain_whose_only_topic_failed_points_at_no_results_file(tmp_path, monkeypatch):
+    """On a full disk the topic's plot fails; the error said "the others' results are in
+    results.json" when there were no others (and, the disk being full, maybe no such file)."""
+    from dnnlab.errors import DnnlabError
+    from dnnlab.studies import explain
+
+    def full(*a, **k):
+        raise DnnlabError("could not write momentum.png: [Errno 28] No space left on device")
+    monkeypatch.setattr(explain, "run_topic", full)
+    monkeypatch.setattr(explain, "_save", full)
+    code, _, err = run_cli(["explain", "momentum", "--quick", "--out", str(tmp_path / "e")])
+    assert code == 2 and "No space left" in err.splitlines()[-1], err
+    monkeypatch.setattr(explain, "_save", lambda out, results: None)   # nothing written
+    code, out, err = run_cli(["explain", "momentum", "--quick", "--out", str(tmp_path / "e")])
+    assert code == 2 and "results.json" not in out + err, (out, err)
