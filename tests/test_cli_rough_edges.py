@@ -32,7 +32,8 @@ def test_report_over_a_glob_skips_the_lr_finder_png_and_other_folders(tmp_path, 
     png.write_bytes(b"\x89PNG\r\n\x1a\n")
     (tmp_path / "mnist04-5x100-notes").mkdir()
     matched = sorted(tmp_path.glob("mnist04-5x100-*"))          # what the shell passes
-    assert cli.main(["report", *map(str, matched), "--out", str(tmp_path / "rep")]) == 0
+    assert cli.main(["report", *map(str, matched), "--out", str(tmp_path / "rep"),
+                     "--accept-legacy"]) == 0             # metrics alone: a folder with no record
     out, err = capsys.readouterr()
     assert f"skipped {png}: not a directory" in err
     assert "mnist04-5x100-notes: no metrics.csv" in err

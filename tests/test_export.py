@@ -16,6 +16,7 @@ from dnnlab.export import CHECK_ROWS, EPS32, OPSETS, TOLERANCE_EPS, export_model
 from dnnlab.io import write_text
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train.checkpoint import load_model, save_model
+from dnnlab.train.state import RUN_ID, write_start
 
 pytest.importorskip("onnx", reason="the export extra is not installed: pip install -e '.[export]'")
 pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install -e '.[export]'")
@@ -92,13 +93,15 @@ def test_export_keeps_the_model_mode(tmp_path):
 
 def _run_dir(tmp_path, model_cfg: ModelConfig, seed: int = 0):
     """A run directory as `dnnlab train` leaves it for export: config.toml naming the data (the
-    built-in synthetic set) and model.safetensors; returns it with that data."""
+    built-in synthetic set), its record (run id, data fingerprint) and model.safetensors carrying
+    the run id; returns it with that data."""
     cfg = replace(RunConfig(), **{"data.name": "synthetic", "data.valid_size": 200})
     data = load_from_config(cfg.data, progress=False)
     run = tmp_path / "run"
     write_text(run / "config.toml", to_toml(cfg))
+    run_id = write_start(run, cfg, data.fingerprint())
     model = build_mlp(model_cfg, data.n_features, data.n_classes, seed=seed)
-    save_model(model, run / "model.safetensors")
+    save_model(model, run / "model.safetensors", {RUN_ID: run_id})
     return run, data
 
 
@@ -166,7 +169,7 @@ def test_a_run_without_config_is_one_line(tmp_path, capsys):
     save_model(build_mlp(ModelConfig(depth=1, width=4), 3, 2), tmp_path / "model.safetensors")
     assert main(["export", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "holds no config.toml, which names the data the export is checked on" in err
+    assert "config.toml is missing" in err
     assert err.count("\n") == 1
 
 
@@ -195,7 +198,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["export", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
-    assert "holds no model.safetensors" in err and err.count("\n") == 1
+    assert "config.toml is missing" in err and err.count("\n") == 1
     with pytest.raises(DnnlabError, match="--format 'tflite' is not supported"):
         export_run(tmp_path / "empty", "tflite")
 

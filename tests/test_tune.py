@@ -54,7 +54,7 @@ def test_folds_partition_and_stratify():
 def test_folds_refuse_too_few_images_or_folds():
     with pytest.raises(ConfigError, match="class 1 has only 2"):
         stratified_kfold(np.array([0, 0, 0, 1, 1]), 3)
-    with pytest.raises(ConfigError, match="at least 2 folds"):
+    with pytest.raises(ConfigError, match="takes 2 to 20 folds"):
         stratified_kfold(np.array([0, 1] * 5), 1)
 
 

@@ -15,11 +15,19 @@ from pathlib import Path
 
 import torch
 
-from dnnlab import __version__, rundir, runs
+from dnnlab import __version__, io, rundir, runs
 from dnnlab import data as datasets
 from dnnlab import train as training
 from dnnlab.analysis import prune_cli
-from dnnlab.cli_common import Parser, config_from_args, dedicated_flags, with_config, with_flags, with_threads
+from dnnlab.cli_common import (
+    Parser,
+    config_from_args,
+    dedicated_flags,
+    with_config,
+    with_flags,
+    with_legacy,
+    with_threads,
+)
 from dnnlab.config import RESUME_KEYS, load_config, replace
 from dnnlab.doctor import cli as doctor_cli
 from dnnlab.errors import DnnlabError
@@ -27,10 +35,12 @@ from dnnlab.export import OPSET, OPSETS, export_run
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.report.runs import report_runs, select_run_dirs
 from dnnlab.runs import format_table, resume_config, sweep
+from dnnlab.runs.sweep import all_failed
 from dnnlab.studies import cli as study_cli
 from dnnlab.studies.explain import cli as explain_cli
 from dnnlab.train import threads
-from dnnlab.train.lr_finder import find_lr
+from dnnlab.train.lr_finder import check_steps, find_lr
+from dnnlab.train.state import check_run
 from dnnlab.tune import cli as tune_cli
 
 DISTRIBUTION = "dnnlab-ch11"   # pyproject.toml's [project] name; the index's "dnnlab" is another project
@@ -47,8 +57,10 @@ def version() -> str:
 
 def cmd_train(args) -> int:
     if args.resume:   # CONFIG, --set and flags may change only what a resume allows (checked)
-        cfg = resume_config(args.resume, args.config, list(args.set or []), dedicated_flags(args))
-        result = runs.train_run(cfg, args.out, resume=args.resume)   # via the package: patchable
+        cfg = resume_config(args.resume, args.config, list(args.set or []), dedicated_flags(args),
+                            accept_legacy=args.accept_legacy)
+        result = runs.train_run(cfg, args.out, resume=args.resume,   # via the package: patchable
+                                accept_legacy=args.accept_legacy)
     else:
         if args.config is None:
             raise DnnlabError("dnnlab train needs a CONFIG.toml (e.g. examples/mnist_5x100.toml) "
@@ -72,6 +84,8 @@ def cmd_train(args) -> int:
 
 def cmd_report(args) -> int:
     dirs, skipped = select_run_dirs(args.run_dirs)
+    for d in dirs:                        # the one check of a run folder, before any is read
+        check_run(d, accept_legacy=args.accept_legacy)
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
     path = report_runs(dirs, Path(args.out) if args.out else None)
@@ -87,8 +101,8 @@ def cmd_datasets(args) -> int:
 def cmd_lr_find(args) -> int:
     cfg = config_from_args(args)
     # the plot's name is built from the config's name: kept inside the folder, checked before work
+    check_steps(args.steps)
     out = rundir.check_free(rundir.named(args.out or "runs", cfg.name, "lr-find.png"))
-    rundir.make_dir(out.parent)
     data = datasets.load_from_config(cfg.data)
     device = training.resolve_device(cfg.train.device)
     model = build_mlp(cfg.model, data.n_features, data.n_classes, seed=cfg.train.seed).to(device)
@@ -96,6 +110,7 @@ def cmd_lr_find(args) -> int:
     y = torch.as_tensor(data.train.y).to(device)
     res = find_lr(model, x, y, cfg.optim, batch_size=cfg.train.batch_size, steps=args.steps,
                   seed=cfg.train.seed, progress=cfg.train.progress)
+    rundir.make_dir(out.parent)           # only now: a refused lr-find leaves no folder behind
     res.plot(out)
     print(f"suggested learning rate: {res.suggestion:.3g} (minimum of the smoothed loss / 10)")
     print(f"plot: {out}")
@@ -111,11 +126,16 @@ def cmd_sweep(args) -> int:
     print(format_table(out))
     print(f"sweep directory: {out} (summary.csv: one row per variant over its seeds; runs.csv: one "
           "per model; report.html; one run directory per model)")
+    if all_failed(out):
+        print(f"dnnlab: error: every variant of the sweep failed; the reasons are in "
+              f"{out / 'runs.csv'}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_export(args) -> int:
-    done = export_run(args.run_dir, args.format, args.out, opset=args.opset)
+    done = export_run(args.run_dir, args.format, args.out, opset=args.opset,
+                      accept_legacy=args.accept_legacy)
     print(f"exported {args.run_dir} to {done.path} (ONNX opset {args.opset}; input: float32 rows "
           f"prepared as the run's data, output: logits; on {done.rows} test rows onnxruntime "
           f"matches dnnlab within {done.diff:.1e}, tolerance {done.tolerance:.1e})")
@@ -135,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped run in its "
                     "own directory, on the same data; with CONFIG/--set only these keys may "
                     f"change: {', '.join(RESUME_KEYS)} (anything else is refused, naming the keys)")
+    with_legacy(sp)
     with_threads(sp)
     sp.set_defaults(func=cmd_train)
 
@@ -145,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=rundir.out_arg, help="output folder (default: the run directory "
                     "for one run, else report/ beside the first; a temporary folder while another "
                     "process still trains them)")
+    with_legacy(sp)
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("datasets", help="which datasets are available, where, checksums")
@@ -190,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the output file (default RUN_DIR/model.onnx)")
     sp.add_argument("--opset", type=int, default=OPSET, help=f"ONNX operator-set version, "
                     f"{OPSETS.start} to {OPSETS.stop - 1} (default {OPSET})")
+    with_legacy(sp)
     sp.set_defaults(func=cmd_export)
 
     for register in _extra_commands():
@@ -203,6 +226,39 @@ def _extra_commands() -> list:
             doctor_cli.register]
 
 
+def continue_hint(args) -> str:
+    """What an interrupted command can do next, naming only that command's own flags (a sweep
+    and a tune said "continue with --resume RUN_DIR", which neither has)."""
+    out = getattr(args, "out", None) or "OUT"
+    if args.command == "train":
+        run = getattr(args, "resume", None) or getattr(args, "out", None)
+        return f"continue it with dnnlab train --resume {run or 'RUN_DIR (under runs/)'}"
+    if args.command == "study" and hasattr(args, "resume"):
+        return (f"finished stages are kept; continue with dnnlab study {args.study} --resume "
+                f"--out {out}")
+    if args.command in ("sweep", "tune"):
+        if getattr(args, "storage", None):
+            return "finished work is kept in --storage; run the same command again to continue"
+        return (f"a {args.command} without --storage cannot be continued; run it again (with "
+                "--storage URL it can be resumed)")
+    return "nothing was kept to continue from"
+
+
+# the arguments that name a file or folder: a control character in any is refused (a newline in
+# --data-dir split the error naming it in two); every --out is checked by rundir.out_arg
+PATH_ARGS = {"config": "CONFIG", "run_dir": "RUN_DIR", "run_dirs": "RUN_DIR", "target": "TARGET",
+             "resume": "--resume", "data_dir": "--data-dir", "storage": "--storage"}
+
+
+def check_paths(args) -> None:
+    """Refuse a control character in any path argument, in one line, before any work."""
+    for name, label in PATH_ARGS.items():
+        value = getattr(args, name, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                io.check_path(item, label)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -210,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_paths(args)
         n = threads.check(getattr(args, "threads", None))   # --threads N: bounded before any work
         with rundir.interrupt_on_signals(), threads.fixed(n):  # SIGTERM, SIGHUP: the Ctrl-C path below
             return int(args.func(args) or 0)
@@ -218,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         with contextlib.suppress(OSError):    # after SIGHUP the terminal may be gone
-            print(f"dnnlab: interrupted ({str(e) or 'SIGINT'}); a run can be continued with --resume "
-                  "RUN_DIR", file=sys.stderr)
+            print(f"dnnlab: interrupted ({str(e) or 'SIGINT'}); {continue_hint(args)}",
+                  file=sys.stderr)
         return rundir.exit_code(e)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from dnnlab import rundir
 from dnnlab.config import KEYS, describe_keys, load_config, replace
 
 KEYS_DOC = "docs/config_keys.md"   # describe_keys(detail=True), kept equal by tests/test_config_keys.py
@@ -57,6 +58,15 @@ def with_flags(sp: argparse.ArgumentParser, epochs: bool | str = True) -> None:
         key = KEYS["train.epochs"]
         sp.add_argument("--epochs", type=int, help=epochs if isinstance(epochs, str) else
                         f"{key.help} (default: the config's {key.name})")
+
+
+def with_legacy(sp: argparse.ArgumentParser) -> None:
+    """Add ``--accept-legacy`` to a command that reads a run folder: a folder from before run
+    records (:func:`dnnlab.train.state.check_run`) is then read, unchecked, instead of refused."""
+    sp.add_argument(rundir.LEGACY_FLAG, action="store_true",
+                    help="read a run folder from before run records (no checkpoints/start.json, "
+                         "or one without a run id): its config, data and model files are then "
+                         "not checked against the run that made them (default: refused)")
 
 
 def with_threads(sp: argparse.ArgumentParser) -> None:

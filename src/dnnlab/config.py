@@ -47,7 +47,8 @@ from typing import Any
 
 import tomli_w
 
-from dnnlab.errors import ConfigError
+from dnnlab.errors import ConfigError, DnnlabError
+from dnnlab.io import check_path, shown
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "rrelu", "elu", "selu", "gelu",
                "swish", "silu", "mish", "softplus", "linear")
@@ -130,7 +131,7 @@ class Key:
         if value is None:
             return
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{self.name} = {value!r} is not allowed; choose {self.span()}")
+            raise ConfigError(f"{self.name} = {shown(value)} is not allowed; choose {self.span()}")
         if self.lo is None and self.hi is None:
             return
         for i, v in enumerate(value if isinstance(value, list) else [value]):
@@ -486,21 +487,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
+            raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {shown(value)}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table, got {value!r}")
+            raise ConfigError(f"{key}: expected a table, got {shown(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}")
         try:
             value = float(value)
         except OverflowError:
             value = math.inf
         if not math.isfinite(value):
-            raise ConfigError(f"{key} = {value!r}: expected a finite number (nan and inf are not "
+            raise ConfigError(f"{key} = {shown(value)}: expected a finite number (nan and inf are not "
                               "allowed)")
         return value
     if tp is int:
@@ -508,17 +509,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
             else:
-                raise ConfigError(f"{key}: expected an integer, got {value!r}")
+                raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
         if abs(value) > INT_LIMIT:
             raise ConfigError(f"{key} = {value}: too large (at most {INT_LIMIT})")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {shown(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {shown(value)}")
         return value
     return value
 
@@ -538,7 +539,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     """Build section ``cls`` from a raw TOML table: unknown keys fail here, values are checked
     by the section's ``__post_init__`` (:func:`_validate`)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a table like [{prefix}], got {raw!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a table like [{prefix}], got {shown(raw)}")
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in raw if k not in fields]
@@ -573,7 +574,7 @@ def _validate(obj: Any, prefix: str) -> None:
             if isinstance(value, dict):
                 value = _build(tp, value, key)
             elif not isinstance(value, tp):
-                raise ConfigError(f"{key}: expected a [{key}] table, got {value!r}")
+                raise ConfigError(f"{key}: expected a [{key}] table, got {shown(value)}")
         else:
             value = _coerce(value, tp, key)
             KEYS[key].check(value)
@@ -598,11 +599,11 @@ def source_problem(name: str, path: str | Path | None, label: str | None) -> str
         return (f"data.path is read only when data.name = {FILE_DATASET!r} (it is {name!r}); set "
                 f"data.name = {FILE_DATASET!r} or leave data.path out")
     if path is not None and not str(path).lower().endswith(DATA_SUFFIXES):
-        return f"data.path = {str(path)!r}: expected a file ending in {', '.join(DATA_SUFFIXES)}"
+        return f"data.path = {shown(str(path))}: expected a file ending in {', '.join(DATA_SUFFIXES)}"
     if label is not None and (path is None or str(path).lower().endswith(".npz")):
         where = "a .npz holds its labels in y_train and y_test" if path is not None else \
             f"dataset {name!r} has none"
-        return (f"data.label = {label!r} names the label column of a .csv or .parquet data.path; "
+        return (f"data.label = {shown(label)} names the label column of a .csv or .parquet data.path; "
                 f"{where}")
     return None
 
@@ -611,6 +612,12 @@ def _check_consistency(cfg: RunConfig) -> None:
     """The rules that tie keys together (each key's own bounds are :meth:`Key.check`'s): settings
     that are each in range but together break a run, refused before any work starts."""
     d, m, o, s, t = cfg.data, cfg.model, cfg.optim, cfg.optim.schedule, cfg.train
+    for key, path in (("data.path", d.path), ("data.data_dir", d.data_dir)):
+        if path is not None:
+            try:
+                check_path(path, key)                 # a newline would split every message
+            except DnnlabError as e:
+                raise ConfigError(str(e)) from None
     if s.name == "piecewise" and len(s.values) != len(s.boundaries) + 1:
         raise ConfigError("optim.schedule: piecewise needs len(values) == len(boundaries) + 1, got "
                           f"{len(s.values)} values and {len(s.boundaries)} boundaries")
@@ -657,7 +664,7 @@ def _check_consistency(cfg: RunConfig) -> None:
     if problem:
         raise ConfigError(problem)
     if d.classes is not None and len(set(d.classes)) < 2:
-        raise ConfigError(f"data.classes = {d.classes}: a classifier needs 2 or more classes")
+        raise ConfigError(f"data.classes = {shown(d.classes)}: a classifier needs 2 or more classes")
     if not cfg.name or any(ord(c) < 32 for c in cfg.name) or len(cfg.name) > 200:
         raise ConfigError(f"name = {cfg.name[:40]!r}: give a name of 1 to 200 printable "
                           "characters")
@@ -770,11 +777,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optim.lr=3e-4")
+            raise ConfigError(f"--set {shown(item)}: expected key=value, e.g. --set optim.lr=3e-4")
         key, text = item.split("=", 1)
         key = key.strip()
         if not key:
-            raise ConfigError(f"--set {item!r}: the key is empty; e.g. --set optim.lr=3e-4")
+            raise ConfigError(f"--set {shown(item)}: the key is empty; e.g. --set optim.lr=3e-4")
         parts = key.split(".")
         if len(parts) > 3:
             raise ConfigError(f"--set {key[:60]}: keys have at most 3 parts "
@@ -791,7 +798,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found; pass a TOML file such as "
+        raise ConfigError(f"config file {shown(str(path))} not found; pass a TOML file such as "
                           "examples/mnist_5x100.toml")
     try:
         text = path.read_text(encoding="utf-8")

@@ -35,6 +35,7 @@ from dnnlab.data import load_from_config
 from dnnlab.errors import DnnlabError
 from dnnlab.io import write_bytes
 from dnnlab.train.checkpoint import load_model
+from dnnlab.train.state import Record, check_data, check_run
 
 FORMATS = ("onnx",)
 OPSET = 17              # ONNX opset 17 (2022): every op an MLP uses, read by onnxruntime >= 1.12
@@ -163,19 +164,22 @@ def export_model(model: nn.Module, path: str | Path, x: np.ndarray, *,
     return Verified(write_bytes(Path(path), data), diff, tol, len(x))
 
 
-def check_rows(run_dir: str | Path, n: int = CHECK_ROWS) -> np.ndarray:
-    """The first ``n`` test rows of a run's data, prepared as the run's were (its ``[data]``)."""
+def check_rows(run_dir: str | Path, n: int = CHECK_ROWS, record: Record | None = None) -> np.ndarray:
+    """The first ``n`` test rows of a run's data, prepared as the run's were (its ``[data]``);
+    with the run's ``record``, the data must be the arrays it recorded (:func:`check_data`)."""
     run_dir = Path(run_dir)
     config = run_dir / "config.toml"
     if not config.is_file():
         raise DnnlabError(f"{run_dir} holds no config.toml, which names the data the export is "
                           "checked on; pass the directory of a `dnnlab train` run (or a sweep's "
                           "variant directory)")
-    return load_from_config(load_config(config).data, progress=False).test.x[:n]
+    data = load_from_config(load_config(config).data, progress=False)
+    check_data(run_dir, record, data.fingerprint())
+    return data.test.x[:n]
 
 
 def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, *,
-               opset: int = OPSET) -> Verified:
+               opset: int = OPSET, accept_legacy: bool = False) -> Verified:
     """Export the final model of a ``dnnlab train`` (or sweep variant) run directory.
 
     Args:
@@ -193,12 +197,13 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = 
     if not run_dir.is_dir():
         raise DnnlabError(f"run directory {run_dir} does not exist; pass a directory written by "
                           "`dnnlab train`")
+    record = check_run(run_dir, accept_legacy=accept_legacy)   # the folder is the run it says
     # held: a run still training has no final model yet, and model.onnx is written into the run
     with rundir.hold(run_dir, wait="export it when its training has ended"):
         model = load_model(run_dir)
         _require("onnx")
         _require("onnxruntime")
-        x = check_rows(run_dir)
+        x = check_rows(run_dir, record=record)
         if x.shape[1] != model.in_features:
             raise DnnlabError(f"{run_dir}: its model takes {model.in_features} features but the "
                               f"data its config.toml names has {x.shape[1]}; the run directory "

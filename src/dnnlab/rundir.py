@@ -54,6 +54,7 @@ from dnnlab.errors import DnnlabError
 LOCK_NAME = ".lock"                # the holder's record (PID, host); the lock is on the folder
 MAX_NAME = 120                     # characters of one folder name built from a user's name
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+,@\[\]-]+")
+LEGACY_FLAG = "--accept-legacy"    # reads a run folder from before run records, unchecked
 WAIT = "wait for it to end or choose another --out"    # what a refused writer can do, by default
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)               # ended like Ctrl-C (see Interrupted)
 
@@ -102,7 +103,7 @@ def run_file(run_dir: str | Path, name: str, error: type[DnnlabError] = DnnlabEr
 
 def make_dir(path: str | Path, what: str = "output folder") -> Path:
     """Create ``path`` (and its parents); an OS refusal becomes one line naming the path."""
-    path = Path(path)
+    path = io.check_target(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -121,14 +122,15 @@ def out_arg(text: str) -> str:
 
     An empty ``--out ''`` would write into the current folder (``Path('')`` is ``.``), which is
     never what was meant (an unset shell variable, a quoting slip), so it is refused; so is a path
-    in a folder another process holds (a run still training), before any work starts.
+    that is no place for a file (a device, a FIFO, ``/proc``: :func:`dnnlab.io.check_target`) and
+    one in a folder another process holds (a run still training), before any work starts.
     """
     if not text.strip():
         raise argparse.ArgumentTypeError(
             "an empty --out would write into the current folder; give a folder such as "
             "--out runs/x, or leave --out out for the default")
     try:
-        check_free(text)
+        check_free(io.check_target(text, "--out"))
     except DnnlabError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
@@ -280,6 +282,24 @@ def hold(run_dir: str | Path, what: str = "run directory", wait: str = WAIT) -> 
             with contextlib.suppress(OSError):
                 os.unlink(run_dir / LOCK_NAME)     # removed while still locked: no race
             os.close(fd)
+
+
+@contextlib.contextmanager
+def undo_if_refused(path: str | Path) -> Iterator[None]:
+    """The folders the block creates for ``path`` (it and its missing parents) are removed again
+    when the block raises while they are still empty: a refused command leaves no folder behind.
+    A folder holding anything (a started run's files) is kept."""
+    path = Path(os.path.abspath(path))
+    missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]   # deepest first
+    try:
+        yield
+    except BaseException:
+        for folder in missing:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        raise
 
 
 @contextlib.contextmanager

@@ -28,6 +28,8 @@ GRACE_BEATS = 3
 MAX_RETRY = 3                    # a trial whose workers die this often is left failed
 SQLITE_TIMEOUT_SECONDS = 120
 OPEN_ATTEMPTS = 8                # opening the storage: tries, 0.25 s, 0.5 s, ... apart
+MAX_WAIT_SECONDS = 86400         # a heartbeat or grace longer than a day is a typo
+IN_MEMORY = ("sqlite://", "sqlite:///:memory:")   # SQLite URLs of a database private to a process
 
 
 def with_driver(url: str) -> str:
@@ -48,6 +50,16 @@ def safe_url(url: str) -> str:
         cred, host = rest.rsplit("@", 1)
         return f"{scheme}://{cred.split(':')[0]}:***@{host}"
     return url
+
+
+def check_grace(grace: float, what: str = "--grace") -> float:
+    """``grace`` (seconds a worker may miss heartbeats before its work is redone), or one line:
+    at least ``GRACE_BEATS`` (missed beats of 1 s), at most a day, finite (``inf`` and ``1e308``
+    used to end in an OverflowError inside a thread)."""
+    if not (isinstance(grace, (int, float)) and GRACE_BEATS <= grace <= MAX_WAIT_SECONDS):
+        raise DnnlabError(f"{what} {grace}: give {GRACE_BEATS} to {MAX_WAIT_SECONDS} seconds "
+                          f"(at least {GRACE_BEATS} missed heartbeats of 1 s; at most a day)")
+    return float(grace)
 
 
 def worker_id() -> str:
@@ -77,11 +89,16 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
     retried a few times before it is reported. A plain
     ``postgresql://`` URL gets whichever PostgreSQL driver is installed (:func:`with_driver`).
     """
-    if heartbeat < 1:
-        raise DnnlabError(f"--heartbeat {heartbeat}: give at least 1 second")
+    if not 1 <= heartbeat <= MAX_WAIT_SECONDS / GRACE_BEATS:
+        raise DnnlabError(f"--heartbeat {heartbeat}: give 1 to {MAX_WAIT_SECONDS // GRACE_BEATS} "
+                          "seconds")
+    if url.strip() in IN_MEMORY:
+        raise DnnlabError(f"storage {url}: an in-memory SQLite database lives in one process and "
+                          "is lost when it ends, so no worker can share it and nothing resumes; "
+                          "give a file, e.g. sqlite:///study.db")
     # heartbeats and fail_stale_trials are marked experimental; the warning is noise to a user
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    url = with_driver(url)
+    given, url = url, with_driver(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}}
@@ -92,17 +109,37 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> optuna.storage
                                               **retry_kwargs(), **kwargs)
         except DBAPIError as e:          # the driver's errors: a lost race, a lock, a dead server
             if attempt == OPEN_ATTEMPTS - 1:
-                raise _cannot_open(url, e) from None
+                raise _cannot_open(given, e) from None
             time.sleep(0.25 * (attempt + 1))
         except (ImportError, ModuleNotFoundError) as e:
-            raise DnnlabError(f"storage {url.split(':')[0]!r} needs a database driver that is not "
-                              f"installed ({e}); for PostgreSQL: pip install psycopg2-binary") from None
+            raise DnnlabError(f"storage {safe_url(given)} needs a database driver that is not "
+                              f"installed ({first_line(e)}); for PostgreSQL: pip install "
+                              "psycopg2-binary") from None
         except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds for a bad URL
-            raise _cannot_open(url, e) from None
+            raise _cannot_open(given, e) from None
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The driver's own message of ``error`` on one line (SQLAlchemy adds the statement, its
+    parameters and a link on lines of their own), cut to ``limit`` characters."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _advice(url: str) -> str:
+    """What to check, for the storage's backend."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        return ("check that the database file's folder exists and is writable (sqlite:///rel.db "
+                "is relative to the current folder, sqlite:////abs/path.db absolute)")
+    if scheme in ("postgresql", "postgres"):
+        return ("check the URL (postgresql://user:password@host:port/dbname) and that the "
+                "server is running and reachable from this machine")
+    return "give sqlite:///FILE.db or postgresql://user:password@host/dbname"
+
+
 def _cannot_open(url: str, error: Exception) -> DnnlabError:
-    return DnnlabError(f"cannot open the Optuna storage {safe_url(url)}: {error}; check the URL "
-                       "(e.g. postgresql://user:password@host/dbname) and that the server is "
-                       "running")
+    return DnnlabError(f"cannot open the Optuna storage {safe_url(url)}: {first_line(error)}; "
+                       f"{_advice(url)}")

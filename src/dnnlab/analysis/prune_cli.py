@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dnnlab import rundir
 from dnnlab.analysis.sparsity import prune_run, run_files
-from dnnlab.cli_common import with_flags, with_threads
+from dnnlab.cli_common import with_flags, with_legacy, with_threads
 from dnnlab.errors import DnnlabError
 
 
@@ -31,7 +31,8 @@ def cmd_prune(args) -> int:
     with rundir.hold(args.run_dir, wait="prune it when its training has ended"):
         try:
             report = prune_run(args.run_dir, args.sparsity, args.epochs, data_dir=args.data_dir,
-                               device=args.device, lr=args.lr, progress=not args.quiet)
+                               device=args.device, lr=args.lr, progress=not args.quiet,
+                               accept_legacy=args.accept_legacy)
         except RuntimeError as e:    # torch's shape errors: the model does not fit the data
             if "shape" not in str(e):
                 raise
@@ -61,5 +62,6 @@ def register(sub, with_config) -> None:
     sp.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the run's)")
     with_flags(sp, epochs=False)                   # its --epochs are fine-tuning epochs
     sp.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
+    with_legacy(sp)
     with_threads(sp)
     sp.set_defaults(func=cmd_prune)

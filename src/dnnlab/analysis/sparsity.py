@@ -44,6 +44,7 @@ from dnnlab.config import DATASET_SHAPES, FIXED_SHAPE_DATASETS, ModelConfig, Run
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import build_mlp
 from dnnlab.train import evaluate, fit, resolve_device
+from dnnlab.train import state as run_state
 from dnnlab.train.callbacks import Callback, Logs, RunView, Stops
 from dnnlab.train.checkpoint import load_model, save_model
 from dnnlab.train.driver import to_device
@@ -317,19 +318,23 @@ def check_belongs(model: nn.Module, cfg: RunConfig, model_path: Path, config_pat
 
 def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
               data_dir: str | None = None, device: str | None = None, lr: float | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, accept_legacy: bool = False) -> dict[str, Any]:
     """Prune a trained run to ``target`` sparsity, fine-tune it with the mask fixed, and report.
 
     Reads ``run_dir/config.toml`` and ``run_dir/model.safetensors``; measures validation and
     test accuracy before pruning, right after, and after ``finetune_epochs`` epochs of
     fine-tuning (the run's optimizer, at ``lr`` when given); writes ``model.safetensors`` and
-    ``report.json`` into ``run_dir/pruned-<target>/`` and returns the report.
+    ``report.json`` into ``run_dir/pruned-<target>/`` and returns the report. The folder is
+    checked first, and the data loaded against the run's record
+    (:func:`dnnlab.train.state.check_run`, ``accept_legacy`` as there): an edited config.toml or
+    another dataset under the expected file name is refused, not pruned and reported on.
     """
     _check_fraction(target, "--sparsity")
     if finetune_epochs < 0:
         raise DnnlabError(f"--epochs {finetune_epochs}: the number of fine-tuning epochs must be >= 0")
     run_dir = Path(run_dir)
     config_path, model_path = run_files(run_dir)
+    record = run_state.check_run(run_dir, accept_legacy=accept_legacy)
     t0 = time.perf_counter()
     cfg = load_config(config_path)
     model = load_model(model_path)                     # checksum and shapes, on the CPU first
@@ -343,6 +348,7 @@ def prune_run(run_dir: str | Path, target: float, finetune_epochs: int = 2, *,
         changes["optim.lr"] = lr
     cfg = replace(cfg, **changes)
     data = datasets.load_from_config(cfg.data, progress=progress)   # via the package: patchable
+    run_state.check_data(run_dir, record, data.fingerprint())
     dev = resolve_device(cfg.train.device)
     model = model.to(dev)
     tensors = to_device(data, dev)

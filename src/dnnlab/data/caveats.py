@@ -24,7 +24,7 @@ _SHOWN = 5      # classes named in one sentence
 _NAME_CHARS = 40   # of each name (a file's label may be any string)
 
 
-def _names(classes: Sequence[int], class_names: Sequence[str] | None) -> str:
+def _names(classes: Sequence[int] | np.ndarray, class_names: Sequence[str] | None) -> str:
     def one(c: int) -> str:
         if class_names is None or not 0 <= c < len(class_names):
             return str(c)

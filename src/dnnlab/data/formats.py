@@ -189,9 +189,11 @@ def read_npz(path: Path | io.BytesIO, what: str) -> dict[str, np.ndarray]:
 def npz_array(z: np.lib.npyio.NpzFile, key: str, what: str) -> np.ndarray:
     """``z[key]``, once the shape its ``.npy`` header declares is checked against the bytes the
     member holds and the memory available: numpy allocates the declared shape before reading."""
-    name = f"{key}.npy" if f"{key}.npy" in z.zip.namelist() else key
-    size = z.zip.getinfo(name).file_size     # what the member inflates to (zipfile stops there)
-    with z.zip.open(name) as f:
+    archive = z.zip
+    assert archive is not None               # open until the NpzFile is closed
+    name = f"{key}.npy" if f"{key}.npy" in archive.namelist() else key
+    size = archive.getinfo(name).file_size   # what the member inflates to (zipfile stops there)
+    with archive.open(name) as f:
         version = np.lib.format.read_magic(f)
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                        else np.lib.format.read_array_header_2_0)

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from dnnlab import rundir
-from dnnlab.cli_common import dedicated_flags, with_flags, with_threads
+from dnnlab.cli_common import dedicated_flags, with_flags, with_legacy, with_threads
 from dnnlab.config import load_config, replace
 from dnnlab.doctor.probe import probe_run
 from dnnlab.doctor.report import Examination, examine, format_findings
 from dnnlab.errors import DnnlabError
 from dnnlab.runs import default_run_dir
+from dnnlab.train.state import check_run
 
 # The probe of a CONFIG.toml trains at most this many epochs unless --epochs says otherwise:
 # enough for every check (overfitting needs 6 epochs to be seen), short enough to wait for.
@@ -49,6 +50,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if args.set:
             raise DnnlabError("--set applies to a CONFIG.toml probe, not to a finished run "
                               "directory; drop it, or pass the config instead")
+        check_run(target, accept_legacy=args.accept_legacy)
         with rundir.output_folder(target, args.out, "doctor folder") as folder:
             ex = examine(target, folder=folder)
     elif target.suffix == ".toml":
@@ -72,5 +74,6 @@ def register(sub: Any, with_config: Any = None) -> None:
                     help="probe run directory (default runs/NAME-doctor-TIMESTAMP); for a RUN_DIR, "
                     "the folder for findings.json and doctor.html (default: the run directory, or "
                     "a temporary folder while another process still trains it)")
+    with_legacy(sp)
     with_threads(sp)
     sp.set_defaults(func=cmd_doctor)

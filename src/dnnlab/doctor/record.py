@@ -174,19 +174,32 @@ def read_layers(path: str | Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         raise DnnlabError(f"{path} not found: the run was trained without layer recording; "
                           "train it with recording on (or run 'dnnlab doctor CONFIG.toml')") from None
+    except UnicodeDecodeError:
+        raise DnnlabError(f"{path} is not UTF-8 text; the file is damaged (record the run "
+                          "again)") from None
+    except OSError as e:
+        raise DnnlabError(f"{path} cannot be read ({e.strerror or e})") from None
     rows = []
     reader = csv.DictReader(_io.StringIO(text))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    try:
+        fields = reader.fieldnames or []
+    except csv.Error as e:
+        raise DnnlabError(f"{path} is not valid CSV ({e}); the file is damaged") from None
+    missing = [c for c in COLUMNS if c not in fields]
     if missing:
         raise DnnlabError(f"{path} lacks the columns {', '.join(missing)}; it was not written by "
                           "dnnlab's layer recorder (record the run again)")
-    for raw in reader:
+    while True:
         try:
+            raw = next(reader, None)
+            if raw is None:
+                break
             row = {c: (int(raw[c]) if c in _INT_COLUMNS else
                        raw[c] if c == "name" else float(raw[c])) for c in COLUMNS}
-        except ValueError as e:
-            raise DnnlabError(f"{path}: a malformed row ({e}); the file is damaged, record the "
-                              "run again") from None
+        except (ValueError, TypeError, csv.Error) as e:
+            raise DnnlabError(f"{path} line {reader.line_num}: a malformed row "
+                              f"({str(e)[:100]}); the file is damaged, record the run "
+                              "again") from None
         row["output"] = bool(row["output"])
         rows.append(row)
     return rows

@@ -20,10 +20,10 @@ from dnnlab.config import RunConfig, load_config
 from dnnlab.doctor.diagnose import Diagnosis, diagnose, epochs_recorded, hidden_at
 from dnnlab.doctor.record import LAYERS_CSV, read_layers
 from dnnlab.errors import DnnlabError
-from dnnlab.io import read_json, write_json
+from dnnlab.io import write_json
 from dnnlab.report.html import Page
 from dnnlab.report.plots import learning_curves
-from dnnlab.report.runs import read_metrics
+from dnnlab.report.runs import read_metrics, read_summary
 
 REPORT = "doctor.html"
 FINDINGS_JSON = "findings.json"
@@ -56,7 +56,7 @@ def load_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any],
     cfg = load_config(config)
     records = read_layers(run_dir / LAYERS_CSV)
     history = read_metrics(run_dir) if (run_dir / "metrics.csv").is_file() else {}
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    summary = read_summary(run_dir) if (run_dir / "summary.json").is_file() else {}
     return records, history, cfg, str(summary.get("status", "unknown")), str(summary.get("message", ""))
 
 

@@ -56,7 +56,8 @@ from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.report.runs import read_metrics
 from dnnlab.report.sweep import report_sweep
 from dnnlab.runs.recorded import train_many
-from dnnlab.storage import GRACE_BEATS, MAX_RETRY, open_storage, worker_id
+from dnnlab.storage import GRACE_BEATS, MAX_RETRY, check_grace, open_storage, worker_id
+from dnnlab.train import state as run_state
 from dnnlab.train.callbacks import CsvLogger
 from dnnlab.train.checkpoint import save_model
 from dnnlab.train.driver import FitResult, Variant
@@ -162,9 +163,7 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         raise ConfigError(f"--seeds {seeds}: need at least 1")
     if seeds > MAX_MODELS:
         raise ConfigError(f"--seeds {seeds}: at most {MAX_MODELS} models per sweep")
-    if not grace >= GRACE_BEATS:
-        raise ConfigError(f"--grace {grace}: give at least {GRACE_BEATS} seconds ({GRACE_BEATS} "
-                          "missed heartbeats of 1 s)")
+    check_grace(grace)
     fixed, axes = split_sets(sets)
     if fixed:
         cfg = config_mod.replace(cfg, **fixed)
@@ -187,7 +186,7 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         out = rundir.named("runs", cfg.name, f"sweep-{sid}")
     else:
         out = rundir.named("runs", cfg.name, f"sweep-{rundir.timestamp()}")
-    rundir.make_dir(out, "sweep folder")
+    claim(out, sid)
     groups: dict[str, Members] = {}
     for combo in combos:
         key = group_key(config_mod.replace(cfg, **combo))
@@ -203,6 +202,42 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         return out
     _finish(out, _shared(cfg, groups, out, progress, storage, f"dnnlab-sweep-{sid}", grace, load),
             combos, _axes(axes))
+    return out
+
+
+RECORD = "sweep.json"    # what a sweep folder holds: the sweep's id (see claim)
+
+
+def claim(out: Path, sid: str) -> Path:
+    """Make ``out`` this sweep's folder, or refuse before any work: a sweep owns its folder.
+
+    A second sweep with other settings (config, grid or seeds: another :func:`sweep_id`) into
+    the same folder would overwrite the first one's variants or leave its own beside them, and a
+    report would mix both; a sweep into a train run's folder would write into that run. So the
+    folder must be new, empty, or this very sweep's (``sweep.json`` holds its id: the same
+    command run again, e.g. a worker continuing a ``--storage`` sweep).
+    """
+    if out.is_dir():
+        what = None
+        record = out / RECORD
+        if (out / "config.toml").exists() or (out / run_state.START).exists():
+            what = "is a run directory of 'dnnlab train'"
+        elif record.is_file():
+            try:
+                found = io.read_json(record).get("sweep_id")
+            except (DnnlabError, AttributeError):
+                found = None
+            if found != sid:
+                what = (f"holds another sweep (sweep id {io.shown(found, 20)}, this one {sid}: "
+                        "another config, grid or seeds)")
+        elif any(p.name != rundir.LOCK_NAME for p in out.iterdir()):
+            what = "holds files of no sweep"
+        if what is not None:
+            raise DnnlabError(f"sweep folder {out} {what}; choose a new --out (a sweep owns its "
+                              "folder; the same sweep run again continues in its own)")
+    rundir.make_dir(out, "sweep folder")
+    if not (out / RECORD).is_file():
+        io.write_json(out / RECORD, {"sweep_id": sid})
     return out
 
 
@@ -313,7 +348,7 @@ def _train_group(cfg: RunConfig, members: Members, out: Path, progress: bool,
         assert res.config is not None
         vcfg = config_mod.replace(res.config, name=name)
         with rundir.hold(out / name):
-            rows.append(_write_variant(out / name, vcfg, res, secs)
+            rows.append(_write_variant(out / name, vcfg, res, secs, data.fingerprint())
                         | {"variant": variant_label(combo), "seed": seed})
     return rows
 
@@ -339,15 +374,19 @@ SUMMARY_COLUMNS = ("variant", "seeds", "failed",
 RANKED_BY = "best_val_loss"
 
 
-def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult, per_model: float) -> dict[str, Any]:
-    """A model's run directory: exactly the config it trained with, its curves, its weights."""
+def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult, per_model: float,
+                   data: dict[str, str]) -> dict[str, Any]:
+    """A model's run directory: exactly the config it trained with, its record (config, data
+    fingerprints, run id: :func:`dnnlab.train.state.write_start`), its curves, its weights."""
+    run_id = run_state.write_start(run_dir, cfg, data)
     io.write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
     CsvLogger(run_dir / "metrics.csv").write(res.history)
     summary = res.summary()
     summary.update(name=cfg.name, status="failed" if res.status == "diverged" else res.status,
                    seconds_per_epoch_per_model=per_model)
     io.write_json(run_dir / "summary.json", summary)
-    save_model(res.model, run_dir / "model.safetensors", {"best_epoch": res.best_epoch})
+    save_model(res.model, run_dir / "model.safetensors",
+               {"best_epoch": res.best_epoch, run_state.RUN_ID: run_id})
     return {"run": run_dir.name, **{k: summary.get(k) for k in RUN_COLUMNS if k != "run"}}
 
 
@@ -357,6 +396,7 @@ def _write_failed_variant(cfg: RunConfig, combo: dict[str, Any], seed: int, out:
     name = variant_name(combo, seed)
     run_dir = rundir.make_dir(out / name, "variant folder")
     vcfg = config_mod.replace(cfg, **combo, **{"train.seed": seed, "name": name})
+    run_state.write_start(run_dir, vcfg, None)         # no data was loaded: none to record
     io.write_text(run_dir / "config.toml", config_mod.to_toml(vcfg))
     io.write_json(run_dir / "summary.json", {"name": name, "status": "failed",
                                              "message": message, "epochs_run": 0})
@@ -416,7 +456,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         v["welch_p_vs_best"] = claim.p if claim else None
         v["vs_best"] = ("best" if v is best else "failed" if v["seeds"] == 0
                         else f"no test (under {MIN_SEEDS} seeds)"
-                        if claim is None or min(v["seeds"], best["seeds"]) < MIN_SEEDS
+                        if best is None or claim is None or min(v["seeds"], best["seeds"]) < MIN_SEEDS
                         else "worse beyond noise" if claim.outcome == SUPPORTED else "within noise")
     for v in out:
         del v["_ranked"]
@@ -460,6 +500,13 @@ def _warnings(out: Path, runs: list[dict[str, str]]) -> list[str]:
             summary = io.read_json(path)
             found.update(dict.fromkeys(summary.get("warnings") or [] if isinstance(summary, dict) else []))
     return list(found)
+
+
+def all_failed(out: Path) -> bool:
+    """Whether every model of the sweep in ``out`` failed (runs.csv): then the sweep measured
+    nothing, and ``dnnlab sweep`` exits non-zero as a diverged ``dnnlab train`` does."""
+    with open(out / "runs.csv", encoding="utf-8") as f:
+        return all(r.get("status") == "failed" for r in csv.DictReader(f))
 
 
 def format_table(out: Path) -> str:

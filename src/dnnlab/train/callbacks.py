@@ -95,6 +95,11 @@ class RunView(Protocol):
         """The first epoch this run trains: > 1 after a resume."""
         ...
 
+    @property
+    def warnings(self) -> Sequence[str]:
+        """What makes the run's numbers weak (:func:`dnnlab.data.caveats.split_warnings`)."""
+        ...
+
     def model(self, i: int, *, best: bool = False) -> nn.Module:
         """Model i with its live (or best) weights, to read: a copy on the stacked backend."""
         ...
@@ -299,6 +304,7 @@ class RunWriter(Callback):
         self.run_dir = Path(run_dir)
         self.cfg, self.resumed = cfg, resumed
         self.data_fingerprint = data_fingerprint
+        self.run_id: str | None = None
         self.metrics = CsvLogger(self.run_dir / "metrics.csv")
 
     def on_train_begin(self, run: RunView) -> None:
@@ -306,8 +312,11 @@ class RunWriter(Callback):
         for stale in self.run_dir.rglob(".*.tmp"):   # left by a write that was killed midway
             stale.unlink(missing_ok=True)
         io.write_text(self.run_dir / "config.toml", config_mod.to_toml(self.cfg))
-        if not self.resumed:
-            run_state.write_start(self.run_dir, self.cfg, self.data_fingerprint)
+        if not self.resumed:                        # the run id every model file carries
+            self.run_id = run_state.write_start(self.run_dir, self.cfg, self.data_fingerprint)
+        else:
+            start = run_state.read_start(self.run_dir)
+            self.run_id = start.run_id if start is not None else None
         self._summary({"status": "running", "resumed": self.resumed, "warnings": run.warnings})
 
     def on_epoch_end(self, run: RunView, epoch: int, logs: Logs) -> Stops:
@@ -315,9 +324,9 @@ class RunWriter(Callback):
         if 0 not in logs:
             return None
         self.metrics.write(run.book.history[0])
-        run_state.save(self.run_dir, run.state_dict(epoch))
+        run_state.save(self.run_dir, run.state_dict(epoch), self.run_id)
         every = self.cfg.train.checkpoint_every
-        meta = {"epoch": epoch}
+        meta = {"epoch": epoch, run_state.RUN_ID: self.run_id}
         if every and epoch % every == 0:
             ckpt.save_model(run.model(0), self.run_dir / "checkpoints" /
                             f"epoch_{epoch:04d}.safetensors", meta)
@@ -337,7 +346,8 @@ class RunWriter(Callback):
         if result.status == "diverged":
             summary["status"] = "failed"
         ckpt.save_model(result.model, self.run_dir / "model.safetensors",
-                        {"best_epoch": result.best_epoch, "status": summary["status"]})
+                        {"best_epoch": result.best_epoch, "status": summary["status"],
+                         run_state.RUN_ID: self.run_id})
         self._summary(summary)
 
     def _summary(self, data: dict[str, Any]) -> None:

@@ -102,6 +102,27 @@ def load(path: str | Path, device: str | torch.device = "cpu", *,
     return tensors, meta
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The dnnlab metadata of a checkpoint, from its header alone (the tensors are neither read
+    nor checked: :func:`load` does that); a file without a readable header is
+    :class:`CheckpointError` naming it. For checks of a whole folder, such as its run id."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 2 <= size <= 100 * 2**20:
+                raise ValueError(f"a header of {size} bytes")
+            header = json.loads(f.read(size))
+        meta = json.loads(header["__metadata__"][META_KEY])
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({e.strerror or e})") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
+        raise _damaged(path, f"its header cannot be read: {str(e)[:100]}") from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, "its metadata is not a JSON object")
+    return meta
+
+
 def _shape(spec: Any) -> tuple[int, ...]:
     return tuple(spec.shape) if hasattr(spec, "shape") else tuple(spec)
 

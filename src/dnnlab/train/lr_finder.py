@@ -129,6 +129,18 @@ class _StepLosses(Callback):
             self.progress.set_postfix(self.shown)
 
 
+MAX_STEPS = 100_000   # a range test is a few hundred steps; a million is a typo, not a sweep
+
+
+def check_steps(steps: int) -> int:
+    """``steps``, or one line saying the range a sweep's length must lie in (checked before any
+    file or folder is made)."""
+    if not 2 <= steps <= MAX_STEPS:
+        raise DnnlabError(f"--steps {steps}: a learning-rate range test takes 2 to {MAX_STEPS} "
+                          "steps (a few hundred is usual; default 200)")
+    return steps
+
+
 def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_size: int = 32,
             start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200,
             smoothing: float | None = None, diverge_factor: float = 4.0, seed: int = 0,
@@ -144,8 +156,7 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
     """
     if not 0 < start_lr < end_lr:
         raise DnnlabError(f"find_lr: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
-    if steps < 2:
-        raise DnnlabError(f"find_lr: steps must be at least 2, got {steps}")
+    check_steps(steps)
     if len(x) != len(y) or len(y) == 0:
         raise DnnlabError(f"find_lr: x and y must hold the same number (> 0) of examples, "
                           f"got {len(x)} and {len(y)}")

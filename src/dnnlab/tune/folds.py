@@ -11,12 +11,15 @@ import numpy as np
 
 from dnnlab.errors import ConfigError
 
+MAX_FOLDS = 20      # each fold is a training per trial: more is a typo, not a tighter estimate
+
 
 def stratified_kfold(y: np.ndarray, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``k`` (train_idx, held_out_idx) pairs; the held-out parts partition ``range(len(y))``."""
     y = np.asarray(y)
-    if k < 2:
-        raise ConfigError(f"--folds {k}: cross-validation needs at least 2 folds")
+    if not 2 <= k <= MAX_FOLDS:
+        raise ConfigError(f"--folds {k}: cross-validation takes 2 to {MAX_FOLDS} folds (each is "
+                          "one training per trial; 3 to 5 is usual)")
     classes, counts = np.unique(y, return_counts=True)
     if len(y) == 0 or counts.min() < k:
         small = classes[counts.argmin()] if len(y) else None

@@ -145,18 +145,22 @@ def tune(cfg: RunConfig, *, trials: int, folds: int = 3, storage: str | None = N
         raise DnnlabError(f"--trials {trials}: run at least 1 trial")
     params = parse_space(cfg)
     out_dir = Path(out) if out is not None else rundir.child("runs", f"{cfg.name}-tune")
-    rundir.make_dir(out_dir)
-    url = storage or default_storage(out_dir)
     name = study_name or cfg.name
     if data is None:
         data = load_from_config(cfg.data)
+    stratified_kfold(data.train.y, folds)     # --folds checked before any trial (or folder)
+    url = storage or default_storage(out_dir)
     objective = make_objective(cfg, params, data, folds, log=log)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        storage=open_storage(url, heartbeat), study_name=name, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
+    # ERROR: Optuna logs a trial that raised at WARNING with its traceback; an error here ends
+    # the command in one line (dnnlab.cli), and Ctrl-C or SIGTERM ends it "interrupted"
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with rundir.undo_if_refused(out_dir):        # a storage that cannot open leaves no folder
+        rundir.make_dir(out_dir)
+        study = optuna.create_study(
+            storage=open_storage(url, heartbeat), study_name=name, direction="maximize",
+            load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
     optuna.storages.fail_stale_trials(study)
     log(f"study {name!r} in {_safe_url(url)}: {_counted(study)} of {trials} trials finished; "
         f"searching {len(params)} parameters with {folds}-fold cross-validation")

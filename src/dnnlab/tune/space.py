@@ -21,6 +21,7 @@ from typing import Any
 
 from dnnlab.config import RunConfig, replace
 from dnnlab.errors import ConfigError
+from dnnlab.io import shown
 
 _RANGE_KEYS = {"low", "high", "log", "step", "type"}
 
@@ -102,6 +103,12 @@ def _param(key: str, spec: Any) -> Param:
     step = spec.get("step")
     if step is not None and log:
         raise ConfigError(f"[tune] {key}: step and log cannot be combined (Optuna's rule)")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
+                             or not 0 < step <= high - low
+                             or (kind == "int" and step != int(step))):
+        raise ConfigError(f"[tune] {key}: step = {shown(step)}; give a "
+                          f"{'whole ' if kind == 'int' else ''}number above 0 and at most high - "
+                          f"low ({high - low:g})")
     return Param(key, kind, low=low, high=high, log=log, step=step)
 
 

@@ -175,11 +175,11 @@ def run_topics(names, out_dir: str | Path = DEFAULT_OUT, quick: bool = False, se
         results[topic] = {**finding.to_json(), "quick": quick, "seed": seed}
         print(format_finding(topic, finding), flush=True)
         _save(out_dir, results)
-    if progress or findings:
+    if (progress or findings) and (out_dir / RESULTS).is_file():   # never a file not written
         print(f"results: {out_dir / RESULTS}\nreport: {out_dir / REPORT}", flush=True)
     if failed:
-        raise DnnlabError(f"{len(failed)} topic(s) failed ({', '.join(failed)}); the others' results "
-                          f"are in {out_dir / RESULTS}")
+        where = f"; the others' results are in {out_dir / RESULTS}" if findings else ""
+        raise DnnlabError(f"{len(failed)} topic(s) failed ({', '.join(failed)}){where}")
     return findings
 
 

@@ -97,21 +97,24 @@ def explain_with_progress(topics: list[str], out: Path, *, quick: bool, seed: in
     A topic that fails does not stop the others (as in :func:`run_topics`, which records its
     error in results.json and the report); a bug in the only topic asked for shows its traceback.
     """
-    failed: list[str] = []
+    failed: dict[str, str] = {}
     for i, topic in enumerate(topics, 1):
         label = f"[{i}/{len(topics)}] {topic}{' (quick)' if quick else ''}"
         try:
             with TopicProgress(label, previous_seconds(out, topic, quick), stream):
                 run_topics([topic], out, quick=quick, seed=seed, progress=False, data=data)
-        except DnnlabError:
-            failed.append(topic)
-        except Exception:  # noqa: BLE001 - one topic must not sink the rest
+        except DnnlabError as e:
+            failed[topic] = str(e)
+        except Exception as e:  # noqa: BLE001 - one topic must not sink the rest
             if len(topics) == 1:
                 raise
-            failed.append(topic)
-    if failed:
-        raise DnnlabError(f"{len(failed)} topic(s) failed ({', '.join(failed)}); the others' results "
-                          f"are in {out / RESULTS}")
+            failed[topic] = f"{type(e).__name__}: {e}"
+    if len(topics) == 1 and failed:          # its own error (a full disk: the file not written)
+        raise DnnlabError(next(iter(failed.values())))
+    if failed:                               # results.json named only when written
+        where = (f"; the others' results are in {out / RESULTS}"
+                 if len(failed) < len(topics) and (out / RESULTS).is_file() else "")
+        raise DnnlabError(f"{len(failed)} topic(s) failed ({', '.join(failed)}){where}")
     return 0
 
 
