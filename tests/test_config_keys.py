@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dnnlab import config
-from dnnlab import keysdoc
+from dnnlab import config, keysdoc
 from dnnlab.cli_common import KEYS_DOC, keys_epilog
 from dnnlab.config import (
     DATA_KEYS,

@@ -35,6 +35,7 @@ from dnnlab.config import (
 from dnnlab.data import Dataset, from_arrays, load_dataset, standardized
 from dnnlab.errors import DnnlabError
 from dnnlab.nn.mlp import MLP, build_mlp
+from dnnlab.predict import Classifier, load_model
 from dnnlab.report import learning_curves, line_plot, report_runs
 from dnnlab.runs import fit, train_many
 from dnnlab.studies import ablation as _ablation_study
@@ -43,7 +44,7 @@ from dnnlab.studies import cli as _study_cli
 from dnnlab.studies import transfer as _transfer_study
 from dnnlab.studies.explain import TOPICS, Finding, run_topics
 from dnnlab.train import Callback, Variant
-from dnnlab.train.checkpoint import load_model, save_model
+from dnnlab.train.checkpoint import save_model
 from dnnlab.train.lr_finder import LRFinderResult, find_lr
 
 __version__ = "0.1.0"
@@ -126,7 +127,7 @@ __all__ = [
     "Dataset", "load_dataset", "from_arrays", "standardized",
     # models and training
     "MLP", "build_mlp", "fit", "train_many", "Variant", "Callback",
-    "save_model", "load_model",
+    "save_model", "load_model", "Classifier",
     # analysis
     "find_lr", "LRFinderResult", "layer_stats", "mc_predict", "mc_dropout_eval", "plain_eval",
     "reuse_layers", "freeze", "unfreeze", "cache_features",

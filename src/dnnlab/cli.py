@@ -25,6 +25,7 @@ from dnnlab.doctor import cli as doctor_cli
 from dnnlab.errors import DnnlabError
 from dnnlab.export import OPSET, OPSETS, export_run
 from dnnlab.nn.mlp import build_mlp
+from dnnlab.predict import predict_file
 from dnnlab.report.runs import report_runs, select_run_dirs
 from dnnlab.runs import format_table, resume_config, sweep
 from dnnlab.studies import cli as study_cli
@@ -114,9 +115,21 @@ def cmd_sweep(args) -> int:
 
 def cmd_export(args) -> int:
     done = export_run(args.run_dir, args.format, args.out, opset=args.opset)
-    print(f"exported {args.run_dir} to {done.path} (ONNX opset {args.opset}; input: float32 rows "
-          f"prepared as the run's data, output: logits; on {done.rows} test rows onnxruntime "
-          f"matches dnnlab within {done.diff:.1e}, tolerance {done.tolerance:.1e})")
+    print(f"exported {args.run_dir} to {done.path} (ONNX opset {args.opset}; input: raw float32 "
+          f"rows, the run's preprocessing is in the graph; output: logits; class names in its "
+          f"metadata_props; on {done.rows} test rows onnxruntime matches dnnlab within "
+          f"{done.diff:.1e}, tolerance {done.tolerance:.1e})")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    done = predict_file(args.run_dir, args.file, args.out)
+    counts = ", ".join(f"{name}: {n}" for name, n in done.counts.items())
+    line = f"predicted {done.rows} rows ({counts})"
+    if done.accuracy is not None:
+        line += f"; accuracy {done.accuracy:.4f} against the file's labels"
+    print(line)
+    print(f"predictions: {done.path} (prediction = class name, p_CLASS = its probability)")
     return 0
 
 
@@ -189,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--opset", type=int, default=OPSET, help=f"ONNX operator-set version, "
                     f"{OPSETS.start} to {OPSETS.stop - 1} (default {OPSET})")
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("predict", help="predict the classes of a file's rows with a run's model",
+                        description="Apply a run's model to raw rows: a .csv or .parquet table "
+                        "(the run's feature columns, matched by name; its label column, if "
+                        "present, gives the accuracy), an .npz (x, x_test or x_train) or a "
+                        "built-in dataset's test split (e.g. mnist). The run's own preprocessing "
+                        "(pixel scale, standardization from its training split) is applied. "
+                        "Writes a CSV: label (when known), prediction, p_CLASS per class.")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by 'dnnlab train'")
+    sp.add_argument("file", metavar="FILE", help="a .csv, .parquet or .npz file, or a dataset name")
+    sp.add_argument("--out", type=rundir.out_arg, metavar="PATH",
+                    help="the CSV to write (default RUN_DIR/predictions-NAME.csv)")
+    sp.set_defaults(func=cmd_predict)
 
     for register in _extra_commands():
         register(sub, with_config)

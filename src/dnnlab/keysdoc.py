@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dnnlab.cli_common import KEYS_DOC   # relative to the checkout's root
+from dnnlab.cli_common import KEYS_DOC  # relative to the checkout's root
 from dnnlab.config import describe_keys
 
 COMMAND = "python -m dnnlab.keysdoc"    # what regenerates it (run from the checkout's root)

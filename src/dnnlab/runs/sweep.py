@@ -51,13 +51,14 @@ from dnnlab import data as datasets  # called through the module, so tests can s
 from dnnlab import io, rundir
 from dnnlab.analysis.stats import compare, grid_end, mean_interval, mean_std, pm
 from dnnlab.config import PER_MODEL_KEYS, RunConfig, group_key
+from dnnlab.data.preprocessing import Preprocessing
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.report.runs import read_metrics
 from dnnlab.report.sweep import report_sweep
 from dnnlab.runs.recorded import train_many
 from dnnlab.storage import GRACE_BEATS, MAX_RETRY, open_storage, worker_id
 from dnnlab.train.callbacks import CsvLogger
-from dnnlab.train.checkpoint import save_model
+from dnnlab.train.checkpoint import save_final
 from dnnlab.train.driver import FitResult, Variant
 
 # More models than this in one sweep is a typo, not an experiment: 10,000 of the book's 5 x 100
@@ -312,7 +313,7 @@ def _train_group(cfg: RunConfig, members: Members, out: Path, progress: bool,
         assert res.config is not None
         vcfg = config_mod.replace(res.config, name=name)
         with rundir.hold(out / name):
-            rows.append(_write_variant(out / name, vcfg, res, secs)
+            rows.append(_write_variant(out / name, vcfg, res, secs, data.preprocessing())
                         | {"variant": variant_label(combo), "seed": seed})
     return rows
 
@@ -338,7 +339,8 @@ SUMMARY_COLUMNS = ("variant", "seeds", "failed",
 RANKED_BY = "best_val_loss"
 
 
-def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult, per_model: float) -> dict[str, Any]:
+def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult, per_model: float,
+                   preprocessing: Preprocessing) -> dict[str, Any]:
     """A model's run directory: exactly the config it trained with, its curves, its weights."""
     io.write_text(run_dir / "config.toml", config_mod.to_toml(cfg))
     CsvLogger(run_dir / "metrics.csv").write(res.history)
@@ -346,7 +348,7 @@ def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult, per_model: flo
     summary.update(name=cfg.name, status="failed" if res.status == "diverged" else res.status,
                    seconds_per_epoch_per_model=per_model)
     io.write_json(run_dir / "summary.json", summary)
-    save_model(res.model, run_dir / "model.safetensors", {"best_epoch": res.best_epoch})
+    save_final(res.model, run_dir, {"best_epoch": res.best_epoch}, preprocessing)
     return {"run": run_dir.name, **{k: summary.get(k) for k in RUN_COLUMNS if k != "run"}}
 
 

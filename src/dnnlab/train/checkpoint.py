@@ -28,6 +28,8 @@ from safetensors.torch import save as st_save
 
 from dnnlab import io
 from dnnlab.config import ModelConfig, _build
+from dnnlab.data.preprocessing import FILE as PREPROCESSING_FILE
+from dnnlab.data.preprocessing import Preprocessing
 from dnnlab.errors import CheckpointError, DnnlabError
 from dnnlab.nn.mlp import build_mlp
 
@@ -173,6 +175,19 @@ def save_model(model: torch.nn.Module, path: str | Path, meta: dict[str, Any] | 
     return save(path, model.state_dict(), info)
 
 
+def save_final(model: torch.nn.Module, run_dir: str | Path, meta: dict[str, Any],
+               preprocessing: Preprocessing | None) -> Path:
+    """A run's final model: ``model.safetensors`` whose metadata carries the preprocessing record
+    (``meta["preprocessing"]``), and the same record as ``preprocessing.json`` beside it, so the
+    model travels with what a raw row needs (:mod:`dnnlab.data.preprocessing`)."""
+    run_dir = Path(run_dir)
+    if preprocessing is not None:
+        record = preprocessing.to_json()
+        io.write_json(run_dir / PREPROCESSING_FILE, record)
+        meta = {**meta, "preprocessing": record}
+    return save_model(model, run_dir / MODEL_FILE, meta)
+
+
 def model_file(path: str | Path) -> Path:
     """The model file ``path`` names: the file itself, or a run directory's ``model.safetensors``.
 
@@ -196,8 +211,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn
         device: where the model goes (default the CPU).
 
     The description (config, sizes) and every tensor's name and shape are checked before any
-    weight is loaded; a damaged or hand-edited file is one error naming it.
+    weight is loaded; a damaged or hand-edited file is one error naming it. The model on raw
+    rows, with its preprocessing and class names: :func:`dnnlab.predict.load_model`.
     """
+    return load_model_meta(path, device)[0]
+
+
+def load_model_meta(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """:func:`load_model`, and the metadata saved with the model."""
     path = model_file(path)
     tensors, meta = load(path)
     if meta.get("kind") != "mlp":
@@ -214,4 +236,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn
     model = build_mlp(cfg, meta["in_features"], meta["n_classes"])
     check_tensors(tensors, model.state_dict(), path)
     model.load_state_dict(tensors)
-    return model.to(device)
+    return model.to(device), meta
