@@ -21,8 +21,8 @@ HEAVY = ("torch", "optuna", "sqlalchemy", "matplotlib", "onnx", "onnxruntime", "
 def _loaded_after(argv, cwd):
     """Run ``dnnlab ARGV`` in a fresh interpreter; return (exit code, heavy modules loaded)."""
     code = ("import json, sys, dnnlab_launch\n"
-            "try:\n    rc = dnnlab_launch.main(%r)\nexcept SystemExit as e:\n    rc = e.code\n"
-            "print(json.dumps([rc, [m for m in %r if m in sys.modules]]))" % (argv, HEAVY))
+            f"try:\n    rc = dnnlab_launch.main({argv!r})\nexcept SystemExit as e:\n    rc = e.code\n"
+            f"print(json.dumps([rc, [m for m in {HEAVY!r} if m in sys.modules]]))")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "MPLBACKEND": "Agg"}
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                          text=True, check=True).stdout
