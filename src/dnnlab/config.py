@@ -812,7 +812,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a TOML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    """Load a TOML config (or the defaults when ``path`` is None) and apply ``--set`` overrides.
+
+    ``overrides`` are ``"KEY=VALUE"`` strings, e.g. ``["optim.lr=3e-4"]`` (the keys:
+    docs/config_keys.md); a bad key or value raises a ConfigError naming it.
+    """
     raw = read_toml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     if path is None:
@@ -824,7 +828,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def replace(cfg: RunConfig, **dotted: Any) -> RunConfig:
-    """A copy of ``cfg`` with dotted keys changed, e.g. ``replace(cfg, **{"optim.lr": 1e-3})``."""
+    """A copy of ``cfg`` with dotted keys changed, e.g. ``replace(cfg, **{"optim.lr": 1e-3})``.
+
+    The new values are checked as a config file's are; ``cfg`` itself is left unchanged.
+    """
     raw = cfg.to_dict()
     for key, value in dotted.items():
         node = raw

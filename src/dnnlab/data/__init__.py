@@ -49,6 +49,9 @@ def load_dataset(name: str, *, data_dir: str | Path | None = None, classes: list
     ``per_class`` draws that many training images per class with ``seed``; ``limit`` keeps the
     first ``limit`` training images; ``standardize`` scales every split by the training split's
     per-feature mean and std (kept as ``ds.mean`` / ``ds.std``). Pixels are scaled to [0, 1].
+    ``data_dir`` is a folder holding the dataset's files (default: ``$DNNLAB_DATA_DIR``, the
+    cache, the package's MNIST); ``download`` allows fetching a missing built-in dataset (with a
+    progress bar unless ``progress=False``).
     ``name = "file"`` reads ``path`` (relative to the current directory) with ``label`` naming
     the label column of a table, and ``test_size`` (rows or a fraction, default 0.2) the test
     split of a file that has none of its own: :mod:`dnnlab.data.files`.

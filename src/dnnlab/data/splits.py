@@ -307,6 +307,10 @@ def from_arrays(x_train: ArrayLike, y_train: ArrayLike, x_valid: ArrayLike, y_va
                 name: str = "arrays", class_names: list[str] | None = None) -> Dataset:
     """A Dataset from your own arrays, validated (images are flattened, values kept as given).
 
+    ``x_train``/``y_train`` train, ``x_valid``/``y_valid`` drive early stopping, and
+    ``x_test``/``y_test`` (optional) are evaluated on the final model; ``x`` is (N, features) or
+    images (N, H, W[, C]) of numbers, ``y`` integer labels.
+
     Labels must be integers 0..n_classes-1 where n_classes is ``len(class_names)`` or else the
     largest label + 1. Without a test set the test split is empty. Errors name ``from_arrays``.
     """

@@ -166,7 +166,11 @@ def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch
 
 
 def save_model(model: torch.nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Save a model's weights with the config needed to rebuild it (see :func:`load_model`)."""
+    """Save a model's weights with the config needed to rebuild it (see :func:`load_model`).
+
+    ``path``: the ``.safetensors`` file to write (atomically); ``meta``: more JSON-ready
+    metadata to store in its header (under ``"dnnlab"``).
+    """
     info = dict(meta or {})
     cfg = getattr(model, "config", None)
     if cfg is not None and hasattr(model, "in_features"):
