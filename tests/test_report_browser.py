@@ -165,8 +165,9 @@ WIDTHS = (1280, 800)     # a laptop's window, and a narrow one
 def test_a_wide_table_with_notes_fits_the_window(browser, tmp_path):
     """The CIFAR-10 report's shape (14 columns, a sentence of notes per row) in the browser:
     it fits 1280 and 800 px windows, and the notes go below the table, rows stay short."""
-    from dnnlab.report.html import Page   # the page builder itself, as every report uses it
     from matplotlib.figure import Figure
+
+    from dnnlab.report.html import Page  # the page builder itself, as every report uses it
     fig = Figure(figsize=(4, 3))
     fig.add_subplot().plot([0, 1], [1, 0])
     cols = [f"metric number {i}" for i in range(13)] + ["note"]
