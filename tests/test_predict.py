@@ -139,3 +139,18 @@ def test_a_bare_model_file_takes_rows_as_given(tmp_path):
     x = RNG.normal(size=(5, 3)).astype(np.float32)
     np.testing.assert_allclose(clf.decision_function(x), model.eval()(torch.as_tensor(x))
                                .detach().numpy(), rtol=0, atol=0)
+
+
+def test_predict_a_built_in_datasets_test_split_with_the_runs_own_data_options(tmp_path):
+    cfg = replace(RunConfig(), **{"name": "s", "data.name": "synthetic", "data.limit": 300,
+                                  "data.valid_size": 100, "data.classes": [2, 0],
+                                  "data.standardize": True, "model.depth": 1, "model.width": 8,
+                                  "train.epochs": 2, "train.progress": False})
+    train_run(cfg, tmp_path / "run")
+    code, out, err = run_cli(["predict", str(tmp_path / "run"), "synthetic",
+                              "--out", str(tmp_path / "p.csv")])
+    assert code == 0, err
+    test = load_dataset("synthetic", classes=[2, 0], valid_size=100, limit=300).test
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(rows) == len(test) and list(rows[0]) == ["label", "prediction", "p_class 2", "p_class 0"]
+    assert {r["label"] for r in rows} == {"class 2", "class 0"} and "accuracy" in out

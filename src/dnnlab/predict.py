@@ -21,6 +21,7 @@ again from the data its ``config.toml`` names (the same statistics, recomputed).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io as _io
 import warnings
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from dnnlab import io, rundir
-from dnnlab.config import DATASETS, FILE_DATASET, load_config, replace
+from dnnlab.config import DATASETS, FILE_DATASET, load_config
 from dnnlab.data import load_from_config
 from dnnlab.data.preprocessing import Preprocessing, identity
 from dnnlab.errors import DataError, DnnlabError
@@ -199,7 +200,7 @@ def _label_names(values: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray
 
 def replace_data(data_cfg, name: str):
     """The run's ``[data]`` table on another built-in dataset (same options, e.g. classes)."""
-    return replace(data_cfg, name=name, path=None, label=None)
+    return dataclasses.replace(data_cfg, name=name, path=None, label=None, test_size=None)
 
 
 def _read_npz(p: Path) -> Rows:
