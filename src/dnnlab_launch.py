@@ -40,5 +40,5 @@ def quiet_openmp() -> None:
 def main(argv: list[str] | None = None) -> int:
     """``dnnlab``: the OpenMP settings first, then the command line (:func:`dnnlab.cli.main`)."""
     quiet_openmp()
-    from dnnlab.cli import main as cli_main  # after quiet_openmp: this import loads torch
+    from dnnlab.cli import main as cli_main  # after quiet_openmp: a command loads torch
     return cli_main(argv)

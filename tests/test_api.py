@@ -119,7 +119,7 @@ def test_lr_finder_layer_stats_and_save_load(tmp_path):
     assert [s["layer"] for s in stats] == [1, 2, 3] and stats[-1]["output"]
     path = dnnlab.save_model(model, tmp_path / "m.safetensors")
     again = dnnlab.load_model(path)
-    assert torch.equal(again(x[:5]), model.eval()(x[:5]))
+    assert torch.equal(again.module(x[:5]), model.eval()(x[:5]))
 
 
 def test_studies_and_topics_by_name_refuse_unknown_names(tmp_path):

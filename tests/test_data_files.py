@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import run_cli
 from dnnlab.config import from_dict
 from dnnlab.data import formats, from_arrays, load_dataset
-from dnnlab.data.files import SPLIT_SEED, TEST_DIVISOR
+from dnnlab.data.files import SPLIT_SEED, TEST_SIZE, split_order
 from dnnlab.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(3)
@@ -67,7 +67,7 @@ def test_npz_without_a_test_split_is_carved_like_a_table(tmp_path):
     np.savez(tmp_path / "a.npz", x_train=x, y_train=y)
     write_csv(tmp_path / "a.csv", x, y)
     a, b = load(tmp_path / "a.npz"), load(tmp_path / "a.csv")
-    assert len(a.test) == 50 // TEST_DIVISOR
+    assert len(a.test) == round(50 * TEST_SIZE)
     for split in ("train", "valid", "test"):
         np.testing.assert_array_equal(getattr(a, split).x, getattr(b, split).x)
         np.testing.assert_array_equal(getattr(a, split).y, getattr(b, split).y)
@@ -89,9 +89,9 @@ def test_csv_split_is_a_fixed_shuffle_the_label_column_named_and_the_rest_featur
     x, y = table(n=40, n_features=3)
     path = write_csv(tmp_path / "t.csv", x, y, names=["a", "b", "c"], label="kind")
     ds = load(path, label="kind", valid_size=8)
-    n_test = 40 // TEST_DIVISOR
+    n_test = round(40 * TEST_SIZE)
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (40 - n_test - 8, 8, n_test)
-    order = np.random.default_rng(SPLIT_SEED).permutation(40)
+    order = split_order(y, SPLIT_SEED)
     np.testing.assert_array_equal(ds.test.y, y[order[:n_test]])
     np.testing.assert_array_equal(ds.valid.x, x[order[n_test:n_test + 8]])
     np.testing.assert_array_equal(ds.train.x, x[order[n_test + 8:]])
@@ -363,3 +363,19 @@ def test_a_label_used_as_a_class_count_is_refused_in_from_arrays_too():
     with pytest.raises(DataError, match="the labels reach 100000000000 but there are 6 of them: at "
                        "least 99999999995 of those 100000000001 classes have no example"):
         from_arrays(x, [0, 1, 0, 10**11], x[:2], [0, 1])
+
+
+def test_a_file_split_is_stratified_and_takes_fractions(tmp_path):
+    """Sorted by class (as tables often are), 3 classes of 30/60/90 rows: test and validation
+    hold each class in its share, and fractions of rows work for both splits."""
+    y = np.repeat([0, 1, 2], [30, 60, 90])
+    x = RNG.normal(size=(180, 2)) + y[:, None]
+    path = write_csv(tmp_path / "sorted.csv", x, y)
+    ds = load(path, valid_size=0.25, test_size=0.2)
+    assert (len(ds.test), len(ds.valid), len(ds.train)) == (36, 36, 108)
+    assert np.bincount(ds.test.y).tolist() == [6, 12, 18]
+    assert np.bincount(ds.valid.y).tolist() == [6, 12, 18]
+    with pytest.raises(DataError, match=r"data.valid_size = 1.5: a fraction must lie in \(0, 1\)"):
+        load(path, valid_size=1.5)
+    with pytest.raises(DataError, match=r"data.test_size = 0.999 gives 180 test rows of 180"):
+        load(path, test_size=0.999)

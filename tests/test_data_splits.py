@@ -38,11 +38,12 @@ def test_valid_is_the_first_images_and_test_the_official_test_set(tiny):
 
 def test_class_subset_is_kept_in_every_split_and_relabelled_in_order(tiny):
     folder, x, y = tiny
-    ds = load_dataset("mnist", data_dir=folder, valid_size=50, classes=[7, 2, 5])
+    ds = load_dataset("mnist", data_dir=folder, valid_size=20, classes=[7, 2, 5])
     assert ds.class_names == ["7", "2", "5"] and ds.n_classes == 3
-    keep = np.isin(y[50:200], [7, 2, 5])
-    np.testing.assert_array_equal(ds.train.x, x[50:200][keep].reshape(-1, 36) / np.float32(255))
-    for split, labels in ((ds.train, y[50:200]), (ds.valid, y[:50]), (ds.test, y[200:])):
+    kept = np.flatnonzero(np.isin(y[:200], [7, 2, 5]))      # classes first, then validation
+    assert len(ds.valid) == 20
+    np.testing.assert_array_equal(ds.train.x, x[kept[20:]].reshape(-1, 36) / np.float32(255))
+    for split, labels in ((ds.train, y[kept[20:]]), (ds.valid, y[kept[:20]]), (ds.test, y[200:])):
         expected = [{7: 0, 2: 1, 5: 2}[v] for v in labels if v in (7, 2, 5)]
         np.testing.assert_array_equal(split.y, expected)
     with pytest.raises(DataError, match=r"label 12 does not exist; labels run 0..9"):
@@ -104,8 +105,12 @@ def test_standardized_copy_leaves_the_original_alone():
 
 def test_option_errors_are_clear(tiny):
     folder, _, _ = tiny
-    with pytest.raises(DataError, match=r"valid_size = 200 must lie in \[0, 199\]"):
+    with pytest.raises(DataError, match=r"data.valid_size = 200 asks for 200 validation images but "
+                                        r"the mnist training set has 200 images, .*set "
+                                        r"data.valid_size = 0.2 \(a fraction\) or a count below 200"):
         load_dataset("mnist", data_dir=folder, valid_size=200)
+    ds = load_dataset("mnist", data_dir=folder, valid_size=0.25)       # a fraction of 200
+    assert len(ds.valid) == 50 and len(ds.train) == 150
     with pytest.raises(DataError, match="unknown dataset 'fashion_mnist'; choose one of: mnist, "
                                         "fashion-mnist, cifar10, synthetic"):
         load_dataset("fashion_mnist")
@@ -135,7 +140,7 @@ def test_synthetic_is_deterministic_balanced_and_learnable():
     pred = ((a.test.x[:, None, :] - means) ** 2).sum(-1).argmin(1)
     assert (pred == a.test.y).mean() > 0.8
     ds = load_dataset("synthetic", valid_size=1000, classes=[2, 0], per_class=50, standardize=True)
-    assert len(ds.train) == 100 and 500 < len(ds.valid) < 800 and set(ds.valid.y) == {0, 1}
+    assert len(ds.train) == 100 and len(ds.valid) == 1000 and set(ds.valid.y) == {0, 1}
     assert ds.class_names == ["class 2", "class 0"] and ds.source == "generated"
 
 

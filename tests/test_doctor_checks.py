@@ -107,6 +107,10 @@ def test_overfitting_flips():
     f = dx.check_overfitting({"epoch": epochs, "loss": train, "val_loss": rising}, CFG)
     assert f.epoch == 10 and f.value == pytest.approx(0.5)
     assert f.remedy == ["model.dropout=0.5"]          # early stopping on (patience 10): regularize
+    assert ["data.limit=none"] not in f.alternatives   # no limit was set: none to lift
+    capped = replace(CFG, **{"data.limit": 1000})
+    assert ["data.limit=none"] in dx.check_overfitting(
+        {"epoch": epochs, "loss": train, "val_loss": rising}, capped).alternatives
     no_stop = replace(CFG, **{"train.patience": None})
     assert dx.check_overfitting({"epoch": epochs, "loss": train, "val_loss": rising},
                                 no_stop).remedy == ["train.patience=3"]

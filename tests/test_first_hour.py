@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,8 +27,9 @@ def test_load_model_takes_a_run_directory_or_its_file(tmp_path):
     path = save_model(model, tmp_path / "run" / "model.safetensors")
     x = torch.randn(4, 5)
     for where in (tmp_path / "run", str(tmp_path / "run"), path):
-        again = dnnlab.load_model(where).eval()
-        torch.testing.assert_close(again(x), model.eval()(x), rtol=0, atol=0)
+        again = dnnlab.load_model(where)
+        torch.testing.assert_close(again.module(x), model.eval()(x), rtol=0, atol=0)
+        np.testing.assert_array_equal(again.predict_proba(x.numpy()).argmax(1), model(x).argmax(1).numpy())
 
 
 def test_load_model_of_a_folder_without_a_model_names_the_file(tmp_path):

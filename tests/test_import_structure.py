@@ -100,10 +100,26 @@ def test_imports_stand_at_the_top():
                              f"'# {OPTIONAL_COMMENT}: ...' comment:\n" + "\n".join(uncommented))
 
 
+def by_name(tree: ast.Module) -> set[str]:
+    """The dnnlab modules a module names in its module-level tables, to import them by name
+    later (``importlib.import_module``): the command line's COMMANDS, the packages' lazy
+    exports (PEP 562 ``__getattr__``). Edges of the graph like any import, so a lazy import can
+    close no cycle either."""
+    found = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            found |= {c.value for c in ast.walk(node.value)
+                      if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                      and c.value.startswith("dnnlab.") and c.value in MODULES}
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
-    """dnnlab module -> the dnnlab modules its module-level imports run."""
+    """dnnlab module -> the dnnlab modules its module-level imports run, and those it names
+    for a later import by name (:func:`by_name`)."""
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
     for name, (tree, _lines) in PARSED.items():
+        graph[name].update(m for m in by_name(tree) if m != name)
         for node, in_function in _imports(tree):
             if in_function:
                 continue

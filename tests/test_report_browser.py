@@ -148,9 +148,39 @@ def check_in_browser(browser: Browser, html: Path, shot: Path, min_images: int =
     assert not broken, f"figures that did not load: {broken}"
     facts = browser.evaluate("({title: document.title, text: document.body.innerText, "
                              "height: document.documentElement.scrollHeight})")
+    for width in WIDTHS:      # the page fits the window: wide tables scroll in their own box
+        browser.call("Emulation.setDeviceMetricsOverride", width=width, height=900,
+                     deviceScaleFactor=1, mobile=False)
+        page = browser.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert page[0] <= page[1] == width, f"{html} is {page[0]} px wide in a {width} px window"
+    browser.call("Emulation.clearDeviceMetricsOverride")
     png = browser.screenshot(shot)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     return facts
+
+
+WIDTHS = (1280, 800)     # a laptop's window, and a narrow one
+
+
+def test_a_wide_table_with_notes_fits_the_window(browser, tmp_path):
+    """The CIFAR-10 report's shape (14 columns, a sentence of notes per row) in the browser:
+    it fits 1280 and 800 px windows, and the notes go below the table, rows stay short."""
+    from matplotlib.figure import Figure
+
+    from dnnlab.report.html import Page  # the page builder itself, as every report uses it
+    fig = Figure(figsize=(4, 3))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    cols = [f"metric number {i}" for i in range(13)] + ["note"]
+    rows = [{**{c: 0.123456 * (i + 1) for c in cols[:-1]},
+             "note": "a long explanation of this row, as the verdict tables write it, " * 3}
+            for i in range(6)]
+    path = Page("wide").table(rows, cols).figure(fig).save(tmp_path / "wide.html")
+    check_in_browser(browser, path, tmp_path / "wide.png")
+    browser.open(path)
+    rows_px = browser.evaluate("Array.from(document.querySelectorAll('tbody tr'))"
+                               ".map(r => r.getBoundingClientRect().height)")
+    assert len(rows_px) == 6 and max(rows_px) < 60
+    assert browser.evaluate("document.querySelectorAll('ol.notes li').length") == 6
 
 
 SYN = ('name = "syn"\n[data]\nname = "synthetic"\nlimit = 600\nvalid_size = 200\n'

@@ -293,3 +293,19 @@ def test_a_trial_that_draws_a_data_key_trains_on_its_own_data(tmp_path, monkeypa
     assert seen == [120]                            # its own data, loaded once
     objective(Trial(120))
     assert seen == [120]
+
+
+def test_tune_shows_a_bar_per_trial_and_the_best_so_far(tmp_path, tiny_data, capsys):
+    """Progress on a long job: each trial's bar runs over folds x epochs (on stderr), and each
+    finished trial's line says its value and the best value of the study so far."""
+    logs: list[str] = []
+    res = tune(tiny_tune_cfg(**{"train.progress": True, "train.patience": None}), trials=2,
+               folds=2, out=tmp_path, data=tiny_data, seed=0, log=logs.append)
+    err = capsys.readouterr().err
+    assert "trial 0 fold 2/2" in err and "trial 1 fold 1/2" in err
+    assert "10/10" in err                                # 2 folds x 5 epochs, to the end
+    finished = [line for line in logs if ": cv accuracy" in line]
+    values = [float(line.split("cv accuracy ")[1].split(",")[0]) for line in finished]
+    bests = [float(line.split("best so far ")[1].split()[0]) for line in finished]
+    assert len(finished) == 2 and bests == [values[0], max(values)]
+    assert max(bests) == pytest.approx(res.best_value, abs=1e-4)

@@ -15,38 +15,78 @@ or random-state change, no warning filters, no logging handlers.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnnlab import _notebook  # noqa: F401  (first: tqdm.auto stays quiet in a notebook)
-from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval
-from dnnlab.analysis.stats import layer_stats
-from dnnlab.analysis.transfer import cache_features, freeze, reuse_layers, unfreeze
-from dnnlab.config import (
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    ScheduleConfig,
-    TrainConfig,
-    load_config,
-    replace,
-)
-from dnnlab.data import Dataset, from_arrays, load_dataset, standardized
 from dnnlab.errors import DnnlabError
-from dnnlab.nn.mlp import MLP, build_mlp
-from dnnlab.report import learning_curves, line_plot, report_runs
-from dnnlab.runs import fit, train_many
-from dnnlab.studies import cli as _study_cli
-from dnnlab.studies.explain import TOPICS, Finding, run_topics
-from dnnlab.train import Callback, Variant
-from dnnlab.train.checkpoint import load_model, save_model
-from dnnlab.train.lr_finder import LRFinderResult, find_lr
+
+if TYPE_CHECKING:     # what the names below are, for type checkers; at run time they load lazily
+    from dnnlab.analysis.mc_dropout import mc_dropout_eval, mc_predict, plain_eval
+    from dnnlab.analysis.stats import layer_stats
+    from dnnlab.analysis.transfer import cache_features, freeze, reuse_layers, unfreeze
+    from dnnlab.config import (
+        DataConfig,
+        ModelConfig,
+        OptimConfig,
+        RunConfig,
+        ScheduleConfig,
+        TrainConfig,
+        load_config,
+        replace,
+    )
+    from dnnlab.data import Dataset, from_arrays, load_dataset, standardized
+    from dnnlab.nn.mlp import MLP, build_mlp
+    from dnnlab.predict import Classifier, load_model
+    from dnnlab.report import learning_curves, line_plot, report_runs
+    from dnnlab.runs import fit, train_many
+    from dnnlab.studies.explain import TOPICS, Finding
+    from dnnlab.train import Callback, Variant
+    from dnnlab.train.checkpoint import save_model
+    from dnnlab.train.lr_finder import LRFinderResult, find_lr
+
+# Every exported name -> the module it lives in. ``import dnnlab`` loads none of them (so the
+# command line starts without torch, and a script pays only for what it uses); the first access
+# to ``dnnlab.fit`` imports dnnlab.runs and keeps the function here (PEP 562 __getattr__).
+_LAZY = {
+    **dict.fromkeys(("RunConfig", "DataConfig", "ModelConfig", "OptimConfig", "ScheduleConfig",
+                     "TrainConfig", "load_config", "replace"), "dnnlab.config"),
+    **dict.fromkeys(("Dataset", "load_dataset", "from_arrays", "standardized"), "dnnlab.data"),
+    **dict.fromkeys(("MLP", "build_mlp"), "dnnlab.nn.mlp"),
+    **dict.fromkeys(("fit", "train_many"), "dnnlab.runs"),
+    **dict.fromkeys(("Variant", "Callback"), "dnnlab.train"),
+    "save_model": "dnnlab.train.checkpoint",
+    **dict.fromkeys(("load_model", "Classifier"), "dnnlab.predict"),
+    **dict.fromkeys(("find_lr", "LRFinderResult"), "dnnlab.train.lr_finder"),
+    "layer_stats": "dnnlab.analysis.stats",
+    **dict.fromkeys(("mc_predict", "mc_dropout_eval", "plain_eval"), "dnnlab.analysis.mc_dropout"),
+    **dict.fromkeys(("reuse_layers", "freeze", "unfreeze", "cache_features"),
+                    "dnnlab.analysis.transfer"),
+    **dict.fromkeys(("learning_curves", "line_plot", "report_runs"), "dnnlab.report"),
+    **dict.fromkeys(("TOPICS", "Finding", "run_topics"), "dnnlab.studies.explain"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load an exported name on first use (then it is an ordinary attribute of the package)."""
+    if name == "STUDIES":
+        value: Any = tuple(importlib.import_module("dnnlab.studies.cli").STUDIES)
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    else:
+        raise AttributeError(f"module 'dnnlab' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
-STUDIES: tuple[str, ...] = tuple(_study_cli.STUDIES)
-"""The studies :func:`run_study` runs (``dnnlab study NAME`` on the command line)."""
+# STUDIES: the studies :func:`run_study` runs (``dnnlab study NAME``), loaded on first use
 
 
 def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, seeds: int = 3,
@@ -73,7 +113,8 @@ def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, 
 
     Returns the dict written to ``results.json``. Same as ``dnnlab study NAME``.
     """
-    study = _study_cli.load(name)            # the one registry, as `dnnlab study NAME` reads it
+    # the one registry, as `dnnlab study NAME` reads it
+    study = importlib.import_module("dnnlab.studies.cli").load(name)
     if study.takes_config and config is None:
         raise DnnlabError(f"run_study({name!r}) needs config= (a TOML file or a RunConfig): "
                           "the network and data its ladder of variants trains")
@@ -103,6 +144,7 @@ def explain(topics: str | list[str], out: str | Path = "runs/explain", *, quick:
     answers it confirms or refutes and the path of its figure. A topic that fails does not stop
     the others; a ``DnnlabError`` names the failed ones at the end. Same as ``dnnlab explain``.
     """
+    run_topics = __getattr__("run_topics")
     return run_topics(topics, Path(out), quick=quick, seed=seed, progress=progress)
 
 
@@ -114,7 +156,7 @@ __all__ = [
     "Dataset", "load_dataset", "from_arrays", "standardized",
     # models and training
     "MLP", "build_mlp", "fit", "train_many", "Variant", "Callback",
-    "save_model", "load_model",
+    "save_model", "load_model", "Classifier",
     # analysis
     "find_lr", "LRFinderResult", "layer_stats", "mc_predict", "mc_dropout_eval", "plain_eval",
     "reuse_layers", "freeze", "unfreeze", "cache_features",

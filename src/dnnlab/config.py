@@ -177,8 +177,14 @@ class DataConfig:
                                     "relabelled 0..n-1 in order (default: all)")
     per_class: int | None = key(None, lo=1, hi=10**8, help="k training images per class, drawn "
                                 "with data.seed (default: all)")
-    valid_size: int = key(5000, lo=0, hi=10**8, help="images held out for validation, the first "
-                          "of the training split (the book's 5,000)")
+    valid_size: int | float | None = key(None, lo=0, hi=10**8, help="rows held out for "
+                                         "validation, the first of the training split of the kept "
+                                         "classes: a count, or a fraction in (0, 1) of them "
+                                         "(default: the book's 5000 for the built-in datasets, "
+                                         "0.2 for a file)")
+    test_size: int | float | None = key(None, lo=0, hi=10**8, help="rows of a file without a "
+                                        "test split of its own that become its test split: a "
+                                        "count, or a fraction in (0, 1) (default 0.2)")
     standardize: bool = key(False, help="standardize features with the training split's statistics")
     limit: int | None = key(None, lo=1, hi=10**9, help="cap on training images, for quick runs "
                             "(default: no cap)")
@@ -687,7 +693,8 @@ def estimate_bytes(cfg: RunConfig) -> int:
     activations = 4 * sum(sizes[1:]) * t.batch_size + 4 * max(sizes) * min(t.eval_batch_size, 10**6)
     _, images = DATASET_SHAPES[cfg.data.name]
     if cfg.data.limit is not None:
-        images = min(images, cfg.data.limit + cfg.data.valid_size + 10000)
+        valid = cfg.data.valid_size if isinstance(cfg.data.valid_size, int) else 0   # a lower estimate
+        images = min(images, cfg.data.limit + valid + 10000)
     return 4 * 6 * params + activations + 4 * sizes[0] * images
 
 
@@ -815,7 +822,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a TOML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    """Load a TOML config (or the defaults when ``path`` is None) and apply ``--set`` overrides.
+
+    ``overrides`` are ``"KEY=VALUE"`` strings, e.g. ``["optim.lr=3e-4"]`` (the keys:
+    docs/config_keys.md); a bad key or value raises a ConfigError naming it.
+    """
     raw = read_toml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
     if path is None:
@@ -827,7 +838,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def replace(cfg: RunConfig, **dotted: Any) -> RunConfig:
-    """A copy of ``cfg`` with dotted keys changed, e.g. ``replace(cfg, **{"optim.lr": 1e-3})``."""
+    """A copy of ``cfg`` with dotted keys changed, e.g. ``replace(cfg, **{"optim.lr": 1e-3})``.
+
+    The new values are checked as a config file's are; ``cfg`` itself is left unchanged.
+    """
     raw = cfg.to_dict()
     for key, value in dotted.items():
         node = raw

@@ -1,26 +1,30 @@
 """Export a trained model for other runtimes: ``dnnlab export RUN_DIR --format onnx``.
 
 The model of a run directory (``model.safetensors``, rebuilt by
-:func:`dnnlab.train.checkpoint.load_model`) is written as an ONNX graph in inference mode:
-dropout and alpha dropout are identities, batch norm uses its moving statistics, RReLU its mean
-slope. The graph takes ``input`` of shape (batch, n_features), float32, prepared as the run's
-data was (pixels scaled to [0, 1], and standardized when ``data.standardize`` was set), and
-returns the class ``logits`` (apply a softmax for probabilities), with a free batch size.
+:func:`dnnlab.predict.load_model` with its preprocessing record) is written as an ONNX graph in
+inference mode: dropout and alpha dropout are identities, batch norm uses its moving statistics,
+RReLU its mean slope. The graph takes ``input`` of shape (batch, n_features), float32, a *raw*
+row: the run's preprocessing is the graph's first nodes (divide by the pixel scale, subtract the
+training split's mean, divide by its std: :class:`Prepared`), and returns the class ``logits``
+(apply a softmax for probabilities), with a free batch size. The model's ``metadata_props`` hold
+``class_names`` (output k is class_names[k]) and, for a table, ``feature_names`` (the input's
+columns in order), both JSON lists, and the whole record as ``dnnlab.preprocessing``.
 
 The exporter is torch's TorchScript-based one (``torch.onnx.export(..., dynamo=False)``): it
 needs only the ``onnx`` package, where the newer torch.export-based exporter (torch's default
 since 2.9) also needs ``onnxscript``; for a plain MLP both give the same graph. After writing, the
 file is checked with ``onnx.checker`` and run with onnxruntime against dnnlab's own outputs on
-real rows: the first test rows of the run's data, loaded as its ``config.toml`` says. The two must
-agree to within float32 rounding, which scales with the logits (see :func:`tolerance`).
-``onnx`` and ``onnxruntime`` are optional dependencies: ``pip install -e '.[export]'`` in the
-checkout.
+real rows: the first test rows of the run's data, loaded as its ``config.toml`` says, turned back
+into raw rows. The two must agree to within float32 rounding, which scales with the logits (see
+:func:`tolerance`). ``onnx`` and ``onnxruntime`` are optional dependencies: ``pip install -e
+'.[export]'`` in the checkout.
 """
 
 from __future__ import annotations
 
 import importlib
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -32,9 +36,10 @@ from torch import nn
 from dnnlab import rundir
 from dnnlab.config import load_config
 from dnnlab.data import load_from_config
+from dnnlab.data.preprocessing import Preprocessing
 from dnnlab.errors import DnnlabError
 from dnnlab.io import write_bytes
-from dnnlab.train.checkpoint import load_model
+from dnnlab.predict import load_model
 from dnnlab.train.state import Record, check_data, check_run
 
 FORMATS = ("onnx",)
@@ -55,6 +60,47 @@ EPS32 = float(np.finfo(np.float32).eps)
 # moves the logits by 7,400 epsilons, and a broken export (batch norm on batch statistics, dropout
 # left on, a wrong slope) by a good fraction of their size.
 TOLERANCE_EPS = 64
+
+
+class Prepared(nn.Module):
+    """``model`` behind its preprocessing: raw rows in, logits out (what the ONNX graph holds).
+
+    The same float32 steps, in the same order, as :meth:`Preprocessing.apply` and the loader:
+    ``(x / scale - mean) / std``.
+    """
+
+    def __init__(self, model: nn.Module, pre: Preprocessing):
+        super().__init__()
+        self.model = model
+        self.in_features = pre.n_features
+        self.register_buffer("scale", torch.tensor(pre.scale, dtype=torch.float32))
+        standardize = pre.mean is not None and pre.std is not None
+        self.standardize = standardize
+        n = pre.n_features
+        self.register_buffer("mean", torch.as_tensor(pre.mean if standardize else np.zeros(n, np.float32)))
+        self.register_buffer("std", torch.as_tensor(pre.std if standardize else np.ones(n, np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x / self.scale
+        if self.standardize:
+            x = (x - self.mean) / self.std
+        return self.model(x)
+
+
+def raw_rows(pre: Preprocessing, prepared: np.ndarray) -> np.ndarray:
+    """Prepared rows turned back into raw ones (the inverse of the preprocessing, in float32)."""
+    x = np.array(prepared, dtype=np.float32)
+    if pre.mean is not None and pre.std is not None:
+        x = x * pre.std + pre.mean
+    return x * np.float32(pre.scale)
+
+
+def metadata(pre: Preprocessing) -> dict[str, str]:
+    """The ONNX model's ``metadata_props``: JSON text (ONNX metadata is string to string)."""
+    props = {"class_names": json.dumps(list(pre.class_names)), "dnnlab.preprocessing": pre.dumps()}
+    if pre.feature_names is not None:
+        props["feature_names"] = json.dumps(list(pre.feature_names))
+    return props
 
 
 class Verified(NamedTuple):
@@ -131,7 +177,7 @@ def tolerance(logits: np.ndarray) -> float:
 
 
 def export_model(model: nn.Module, path: str | Path, x: np.ndarray, *,
-                 opset: int = OPSET) -> Verified:
+                 opset: int = OPSET, props: dict[str, str] | None = None) -> Verified:
     """Write ``model`` as ONNX to ``path`` (atomically), check it, and verify it with onnxruntime.
 
     Args:
@@ -141,6 +187,7 @@ def export_model(model: nn.Module, path: str | Path, x: np.ndarray, *,
             data was: real rows, because random ones reach logits (and roundings) the model
             never meets.
         opset: the ONNX operator-set version (default 17; one of ``OPSETS``).
+        props: the model's ``metadata_props`` (string to string), e.g. :func:`metadata`.
 
     The graph must pass ``onnx.checker`` and give dnnlab's logits on ``x`` within
     :func:`tolerance`; otherwise nothing is written and a ``DnnlabError`` says by how much they
@@ -150,7 +197,11 @@ def export_model(model: nn.Module, path: str | Path, x: np.ndarray, *,
     onnx = _require("onnx")
     data = to_onnx_bytes(model, x.shape[1], opset=opset)
     try:
-        onnx.checker.check_model(onnx.load_from_string(data))
+        proto = onnx.load_from_string(data)
+        if props:
+            onnx.helper.set_model_props(proto, props)
+            data = proto.SerializeToString()
+        onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
         raise DnnlabError(f"the exported ONNX graph is invalid ({str(e).splitlines()[0]}); "
                           f"try another --opset") from None
@@ -180,7 +231,8 @@ def check_rows(run_dir: str | Path, n: int = CHECK_ROWS, record: Record | None =
 
 def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None, *,
                opset: int = OPSET, accept_legacy: bool = False) -> Verified:
-    """Export the final model of a ``dnnlab train`` (or sweep variant) run directory.
+    """Export the final model of a ``dnnlab train`` (or sweep variant) run directory, its
+    preprocessing in the graph (the input is a raw row) and its class names in the metadata.
 
     Args:
         run_dir: a directory holding ``model.safetensors`` and ``config.toml``.
@@ -200,17 +252,20 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = 
     record = check_run(run_dir, accept_legacy=accept_legacy)   # the folder is the run it says
     # held: a run still training has no final model yet, and model.onnx is written into the run
     with rundir.hold(run_dir, wait="export it when its training has ended"):
-        model = load_model(run_dir)
+        trained = load_model(run_dir)
         _require("onnx")
         _require("onnxruntime")
         x = check_rows(run_dir, record=record)
-        if x.shape[1] != model.in_features:
-            raise DnnlabError(f"{run_dir}: its model takes {model.in_features} features but the "
-                              f"data its config.toml names has {x.shape[1]}; the run directory "
-                              "was edited")
+        if x.shape[1] != trained.n_features_in_:
+            raise DnnlabError(f"{run_dir}: its model takes {trained.n_features_in_} features but "
+                              f"the data its config.toml names has {x.shape[1]}; the run "
+                              "directory was edited")
         target = Path(out) if out is not None else run_dir / "model.onnx"
-        return export_model(model, rundir.check_free(target), x, opset=opset)
+        pre = trained.preprocessing
+        return export_model(Prepared(trained.module, pre), rundir.check_free(target),
+                            raw_rows(pre, x), opset=opset, props=metadata(pre))
 
 
-__all__ = ["CHECK_ROWS", "FORMATS", "OPSET", "OPSETS", "Verified", "check_rows", "dnnlab_logits",
-           "export_model", "export_run", "onnx_logits", "to_onnx_bytes", "tolerance"]
+__all__ = ["CHECK_ROWS", "FORMATS", "OPSET", "OPSETS", "Prepared", "Verified", "check_rows",
+           "dnnlab_logits", "export_model", "export_run", "metadata", "onnx_logits", "raw_rows",
+           "to_onnx_bytes", "tolerance"]

@@ -84,6 +84,9 @@ def mc_predict(model: nn.Module, x: Tensor, n_samples: int = 10, batch_size: int
                seed: int | None = None) -> Tensor:
     """Softmax probabilities of ``n_samples`` dropout passes, shape ``(n_samples, N, C)``.
 
+    ``model`` keeps its dropout on for these passes (its mode is restored), ``batch_size`` rows
+    go through at once.
+
     Average over the first axis for the MC Dropout prediction. ``seed`` makes the dropout masks
     reproducible without touching the global random state.
     """
@@ -167,7 +170,11 @@ def _sync(device: torch.device) -> None:
 def mc_dropout_eval(model: nn.Module, x: Tensor, y: Tensor, n_samples: int = 10,
                     batch_size: int = 4096, seed: int | None = None,
                     n_bins: int = 15) -> dict[str, float]:
-    """MC Dropout on (x, y): accuracy, NLL, ECE, mean predictive entropy and inference seconds."""
+    """MC Dropout on (x, y): accuracy, NLL, ECE, mean predictive entropy and inference seconds.
+
+    ``model`` is averaged over ``n_samples`` dropout passes (:func:`mc_predict`, ``batch_size``
+    rows at once, masks from ``seed``); ECE over ``n_bins`` confidence bins.
+    """
     _sync(x.device)
     t0 = time.perf_counter()
     probs = mc_predict(model, x, n_samples, batch_size, seed)
@@ -178,7 +185,10 @@ def mc_dropout_eval(model: nn.Module, x: Tensor, y: Tensor, n_samples: int = 10,
 
 def plain_eval(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096,
                n_bins: int = 15) -> dict[str, float]:
-    """Ordinary inference on (x, y), with the same fields as :func:`mc_dropout_eval`."""
+    """Ordinary inference on (x, y), with the same fields as :func:`mc_dropout_eval`.
+
+    ``model`` in eval mode (dropout off), ``batch_size`` rows at once, ECE over ``n_bins`` bins.
+    """
     _sync(x.device)
     t0 = time.perf_counter()
     probs = plain_predict(model, x, batch_size)

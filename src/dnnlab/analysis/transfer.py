@@ -53,7 +53,10 @@ def is_pinned(module: nn.Module) -> bool:
 
 
 def freeze(module: nn.Module) -> nn.Module:
-    """Stop training ``module``: no gradients, BN in inference mode, dropout off, for good."""
+    """Stop training ``module``: no gradients, BN in inference mode, dropout off, for good.
+
+    Returns the same module (frozen in place); :func:`unfreeze` undoes it.
+    """
     for p in module.parameters():
         p.requires_grad_(False)
     for m in module.modules():
@@ -88,6 +91,9 @@ def reuse_layers(pretrained: MLP, n_layers: int, n_classes: int, *, seed: int = 
                  frozen: bool = True) -> MLP:
     """A new MLP: copies of the input stage and first ``n_layers`` hidden blocks, a fresh head.
 
+    ``pretrained`` is a trained dnnlab MLP (e.g. ``dnnlab.load_model(run).module``); it is left
+    unchanged.
+
     The head (``n_classes`` outputs) is drawn as :func:`~dnnlab.nn.mlp.build_mlp` draws it with
     ``seed``. With ``frozen`` the reused part is frozen (see :func:`freeze`); the head trains.
     """
@@ -115,7 +121,8 @@ def reuse_layers(pretrained: MLP, n_layers: int, n_classes: int, *, seed: int = 
 
 @torch.no_grad()
 def cache_features(model: MLP, n_layers: int, x: Tensor, batch_size: int = 4096) -> Tensor:
-    """The outputs of the first ``n_layers`` hidden blocks for every row of ``x``, in eval mode."""
+    """The outputs of the first ``n_layers`` hidden blocks of ``model`` for every row of ``x``,
+    in eval mode, ``batch_size`` rows at once."""
     was_training = model.training
     model.eval()
     try:

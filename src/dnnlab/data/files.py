@@ -14,14 +14,16 @@ standardized by the same :func:`dnnlab.data.splits.build`, so ``valid_size``, ``
 - ``.parquet``: the same table layout; needs pyarrow (``pip install -e '.[files]'`` in the checkout).
 
 Splits. A ``.npz`` with a test split keeps its order: validation is the first ``valid_size``
-rows of ``x_train``, as the book splits MNIST. A table (csv, parquet) or a ``.npz`` without
-``x_test`` has no test split: its rows are shuffled once with a fixed seed (:data:`SPLIT_SEED`,
-the same for every run and every ``data.seed``, so runs and resumes see the same split), the
-first ``len // 5`` shuffled rows (20%, rounded down; so such a file needs 5 rows or more)
+rows of ``x_train`` (a count, or a fraction: default 0.2), as the book splits MNIST. A table
+(csv, parquet) or a ``.npz`` without ``x_test`` has no test split: its rows are shuffled once with
+a fixed seed (:data:`SPLIT_SEED`, the same for every run and every ``data.seed``, so runs and
+resumes see the same split), the first ``data.test_size`` shuffled rows (default 0.2 of them)
 become the test split and the rest the training split, whose first ``valid_size`` rows are the
-validation split. The shuffle matters: tables are often sorted by class, and the first rows
-would then hold a single class. A file whose order matters (time series) should bring its own
-split as a ``.npz``.
+validation split. The shuffle is stratified when every class has :data:`MIN_STRATIFY` rows or
+more (:func:`split_order`): every prefix holds the classes in the file's proportions, so the
+test and validation splits do too. The shuffle matters: tables are often sorted by class, and the
+first rows would then hold a single class. A file whose order matters (time series) should bring
+its own split as a ``.npz``. A file without a test split needs :data:`MIN_ROWS` rows or more.
 
 Labels are integers 0..n-1 (every class present somewhere in the file; integral floats such as
 ``1.0`` count as integers) or strings. Strings are mapped to 0..n-1 in sorted order, and the
@@ -54,17 +56,21 @@ import numpy as np
 
 from dnnlab.config import FILE_DATASET, source_problem
 from dnnlab.data.formats import NPZ_KEYS, npz_array
-from dnnlab.data.splits import Dataset, build
+from dnnlab.data.splits import Dataset, build, row_count
 from dnnlab.errors import DataError
 
 SPLIT_SEED = 0          # the fixed shuffle of a file without a test split
-TEST_DIVISOR = 5        # ... whose first len // 5 rows become the test split
+TEST_SIZE = 0.2         # ... whose first fifth becomes the test split (data.test_size)
+MIN_STRATIFY = 5        # rows every class needs for the shuffle to be stratified
+MIN_ROWS = 5            # rows a file without a test split needs (test, train and valid come from it)
 TRAIN_KEYS, TEST_KEYS = NPZ_KEYS[:2], NPZ_KEYS[2:]   # the Keras layout of formats.read_npz
 _SHOWN_COLUMNS = 8      # columns listed in a "no such column" message
 
 
-def load_file(path: str | Path, *, label: str | None = None, **options: Any) -> Dataset:
-    """The Dataset in ``path`` (.npz, .csv or .parquet) with the data-layer ``options`` applied."""
+def load_file(path: str | Path, *, label: str | None = None,
+              test_size: int | float | None = None, **options: Any) -> Dataset:
+    """The Dataset in ``path`` (.npz, .csv or .parquet) with the data-layer ``options`` applied;
+    ``test_size`` (rows or a fraction, default 0.2) for a file without a test split of its own."""
     if not str(path).isprintable():     # every message below starts with the path, on one line
         raise DataError(f"data.path = {str(path)!r} holds control characters; name a file")
     p = Path(path).expanduser().absolute()
@@ -80,20 +86,26 @@ def load_file(path: str | Path, *, label: str | None = None, **options: Any) -> 
         raise DataError(f"{p} is not a file; data.path must name a .npz, .csv or .parquet file")
     if st.st_size == 0:
         raise DataError(f"{p} is empty (0 bytes)")
-    arrays, names = _read(str(p), label, st.st_mtime_ns, st.st_size)
-    return build(p.name, *arrays, class_names=list(names), source=str(p), **options)
+    arrays, names, columns = _read(str(p), label, st.st_mtime_ns, st.st_size,
+                                   TEST_SIZE if test_size is None else test_size)
+    features, label_column = (columns[:-1], columns[-1]) if columns else (None, None)
+    return build(p.name, *arrays, class_names=list(names), source=str(p), feature_names=features,
+                 label=label_column, **options)
 
 
 @functools.lru_cache(maxsize=2)
-def _read(path: str, label: str | None, mtime_ns: int, size: int
-          ) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
-    """(x_train, y_train, x_test, y_test) read-only, and the class names; cached per file stamp."""
+def _read(path: str, label: str | None, mtime_ns: int, size: int, test_size: int | float
+          ) -> tuple[tuple[np.ndarray, ...], tuple[str, ...], tuple[str, ...] | None]:
+    """(x_train, y_train, x_test, y_test) read-only, the class names, and a table's feature
+    columns followed by its label column (None for a .npz); cached per file stamp."""
     p = Path(path)
     suffix = p.suffix.lower()
+    columns = None
     if suffix == ".npz":
         x_train, y_train, test = _read_npz(p)
     else:
-        x_train, y_train = _read_csv(p, label) if suffix == ".csv" else _read_parquet(p, label)
+        x_train, y_train, columns = (_read_csv(p, label) if suffix == ".csv"
+                                     else _read_parquet(p, label))
         test = None
     y_train = _check_shapes(p, "train", x_train, y_train)
     if test is not None:
@@ -108,18 +120,40 @@ def _read(path: str, label: str | None, mtime_ns: int, size: int
         where = functools.partial(_csv_line, p) if suffix == ".csv" else _table_row
     y_train, y_test, names = encode_labels(y_train, y_test, str(p), where=where)
     if test is None:
-        if len(x_train) < TEST_DIVISOR:
+        if len(x_train) < MIN_ROWS:
             raise DataError(f"{p} has {len(x_train)} rows; a file without a test split of its own "
-                            f"needs at least {TEST_DIVISOR} (its test split is a fifth of its "
-                            "rows, rounded down): add rows, or bring x_test and y_test in a .npz")
-        order = np.random.default_rng(SPLIT_SEED).permutation(len(x_train))
-        cut = len(order) // TEST_DIVISOR
+                            f"needs at least {MIN_ROWS} (its test, training and validation splits "
+                            "come from them): add rows, or bring x_test and y_test in a .npz")
+        order = split_order(y_train)
+        cut = row_count(test_size, len(order), "data.test_size")
+        if not 0 < cut < len(order) - 1:
+            raise DataError(f"{p}: data.test_size = {test_size} gives {cut} test rows of "
+                            f"{len(order)}; leave rows for training and testing, e.g. "
+                            f"data.test_size = {TEST_SIZE}")
         x_test, y_test = x_train[order[:cut]], y_train[order[:cut]]
         x_train, y_train = x_train[order[cut:]], y_train[order[cut:]]
     arrays = (x_train, y_train, x_test, y_test)
     for a in arrays:
         a.flags.writeable = False
-    return arrays, tuple(names)
+    return arrays, tuple(names), columns
+
+
+def split_order(y: np.ndarray, seed: int = SPLIT_SEED) -> np.ndarray:
+    """A fixed shuffle of the rows; stratified when every class has ``MIN_STRATIFY`` rows.
+
+    Stratified: the rows of each class keep their shuffled order and are spread evenly through
+    the result (row k of a class of n sorts at (k + 0.5) / n), so every prefix, the test split
+    and then the validation split, holds each class in its share of the file.
+    """
+    order = np.random.default_rng(seed).permutation(len(y))
+    _, inverse, counts = np.unique(y[order], return_inverse=True, return_counts=True)
+    if counts.min() < MIN_STRATIFY:
+        return order
+    rank = np.empty(len(order))
+    for c in range(len(counts)):
+        members = inverse == c
+        rank[members] = np.arange(counts[c])
+    return order[np.argsort((rank + 0.5) / counts[inverse], kind="stable")]
 
 
 def _check_shapes(p: Path, split: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -178,8 +212,9 @@ def _label_index(p: Path, columns: list[str], label: str | None) -> int:
     return hits[0]
 
 
-def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float32) and raw label strings of a CSV with a header row."""
+def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Features (float32), raw label strings and the column names (features, then the label)
+    of a CSV with a header row."""
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), None)
@@ -209,13 +244,14 @@ def _read_csv(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     except ValueError as e:
         raise DataError(f"{p}: {_csv_problem(p, columns, li) or _loadtxt_problem(p, columns, e)}"
                         ) from None
+    named = (*columns[:li], *columns[li + 1:], columns[li])
     if len(table) == 0:
-        return np.zeros((0, len(columns) - 1), np.float32), np.zeros(0, str)
+        return np.zeros((0, len(columns) - 1), np.float32), np.zeros(0, str), named
     if table.shape[1] != len(columns):   # loadtxt reads the first data row's width as the table's
         raise DataError(f"{p}: {_csv_problem(p, columns, li) or 'rows and header differ in width'}")
     names = np.array(list(codes), dtype=str)
     y = names[table[:, li].astype(np.int64)]
-    return np.ascontiguousarray(np.delete(table, li, axis=1)), y
+    return np.ascontiguousarray(np.delete(table, li, axis=1)), y, named
 
 
 def _csv_problem(p: Path, columns: list[str], li: int) -> str | None:
@@ -262,8 +298,9 @@ def _loadtxt_problem(p: Path, columns: list[str], e: Exception) -> str:
     return f"{_csv_line(p, '', int(m[2]))}, column {columns[int(m[3]) - 1]!r}: {m[1]}"
 
 
-def _read_parquet(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float32) and raw labels of a parquet table."""
+def _read_parquet(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Features (float32), raw labels and the column names (features, then the label) of a
+    parquet table."""
     try:
         # optional dependency: pyarrow (pip install -e '.[files]'), imported only here
         import pyarrow as pa  # type: ignore[import-untyped]
@@ -294,7 +331,8 @@ def _read_parquet(p: Path, label: str | None) -> tuple[np.ndarray, np.ndarray]:
     y = table.column(li)
     if pa.types.is_dictionary(y.type):
         y = y.cast(y.type.value_type)
-    return np.stack(features, axis=1), np.asarray(y.to_numpy(zero_copy_only=False))
+    named = (*columns[:li], *columns[li + 1:], columns[li])
+    return np.stack(features, axis=1), np.asarray(y.to_numpy(zero_copy_only=False)), named
 
 
 def _npz_row(split: str, row: int) -> str:

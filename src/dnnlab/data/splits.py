@@ -1,9 +1,10 @@
 """Datasets as the models see them: float32 feature matrices and int64 labels, split three ways.
 
-``build`` turns released arrays into the book's splits (validation = the first ``valid_size``
-training images, test = the official test set), then keeps a class subset (relabelled in the
-order given), draws ``per_class`` training images per class, caps the training set at ``limit``
-and standardizes with training-split statistics. Rows are chosen on the uint8 images first and
+``build`` turns released arrays into the book's splits: it keeps a class subset (relabelled in
+the order given) first, then takes validation = the first ``valid_size`` training images of those
+classes (a row count, or a fraction in (0, 1) of them), test = the official test set, draws
+``per_class`` training images per class, caps the training set at ``limit`` and standardizes
+with training-split statistics. Rows are chosen on the uint8 images first and
 converted to float once, so a full CIFAR-10 load allocates each float split exactly once.
 
 Every way in (``build`` for the built-in datasets and your files, ``from_arrays``) ends in the
@@ -20,11 +21,14 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from dnnlab.data.preprocessing import Preprocessing
 from dnnlab.errors import DataError
 
 STD_FLOOR = 1e-8
 SPLITS = ("train", "valid", "test")
 FINGERPRINT_HEX = 16   # 64 bits of sha256: no accidental collision between two datasets
+BOOK_VALID = 5000      # data.valid_size of the built-in datasets: the book's 5,000 images
+FILE_VALID = 0.2       # ... and of a file (data.name = "file"): a fifth of its training rows
 
 
 @dataclass
@@ -51,6 +55,9 @@ class Dataset:
     source: str                      # the file or folder it came from, or "generated"
     mean: np.ndarray | None = None   # per-feature statistics of the training split, when standardized
     std: np.ndarray | None = None
+    feature_names: tuple[str, ...] | None = None   # a table's feature columns, in order
+    label: str | None = None                       # ... and its label column
+    scale: float = 1.0                             # raw values were divided by it (255: uint8)
     # fingerprint() once computed; init=False so dataclasses.replace (new arrays) starts afresh
     _fingerprint: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -68,6 +75,12 @@ class Dataset:
         return (f"{self.name}: {len(self.train)} train / {len(self.valid)} valid / "
                 f"{len(self.test)} test, {self.n_features} features, {self.n_classes} classes"
                 f"{std} (from {self.source})")
+
+    def preprocessing(self) -> Preprocessing:
+        """The steps from a raw row to this dataset's rows, with the feature and class names:
+        what a run records so that its model can be used on raw data (:mod:`dnnlab.data.preprocessing`)."""
+        return Preprocessing(self.n_features, tuple(self.class_names), self.feature_names,
+                             self.label, self.scale, self.mean, self.std)
 
     def fingerprint(self) -> dict[str, str]:
         """Split name -> 16 hex digits of sha256 over the prepared x and y (dtype, shape, bytes).
@@ -152,15 +165,27 @@ def _class_table(classes: list[int] | None, n_classes: int) -> np.ndarray | None
     return lut
 
 
+def row_count(value: int | float, n: int, key: str) -> int:
+    """A row count given as a count or as a fraction in (0, 1) of ``n`` rows (rounded)."""
+    if isinstance(value, float) and not value.is_integer():
+        if not 0 < value < 1:
+            raise DataError(f"{key} = {value}: a fraction must lie in (0, 1), e.g. {key} = 0.2 "
+                            "(or give a row count)")
+        return int(round(value * n))
+    return int(value)
+
+
 def build(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
           y_test: np.ndarray, *, class_names: list[str], source: str, classes=None,
-          per_class: int | None = None, valid_size: int = 5000, limit: int | None = None,
-          standardize: bool = False, seed: int = 0) -> Dataset:
-    """The book's splits of a released dataset, with the data-layer options applied."""
-    n = len(x_train)
-    if valid_size < 0 or valid_size >= n:
-        raise DataError(f"valid_size = {valid_size} must lie in [0, {n - 1}]: the {name} training "
-                        f"set has {n} images and some must be left for training")
+          per_class: int | None = None, valid_size: int | float = BOOK_VALID,
+          limit: int | None = None, standardize: bool = False, seed: int = 0,
+          feature_names: tuple[str, ...] | None = None, label: str | None = None) -> Dataset:
+    """The book's splits of a released dataset, with the data-layer options applied.
+
+    ``classes`` is applied first: validation is the first ``valid_size`` training rows of the
+    kept classes, so ``classes=[0..4], valid_size=2000`` gives 2000 validation rows of 0-4.
+    """
+    unit = "images" if x_train.ndim > 2 else "rows"
     if per_class is not None and per_class < 1:
         raise DataError(f"per_class = {per_class} must be at least 1 (or left out)")
     if limit is not None and limit < 1:
@@ -171,18 +196,28 @@ def build(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarra
     def keep(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
         return idx if lut is None else idx[lut[y[idx]] >= 0]
 
-    valid_idx = keep(np.arange(valid_size), y_train)
-    train_idx = keep(np.arange(valid_size, n), y_train)
+    kept = keep(np.arange(len(x_train)), y_train)
+    n = len(kept)
+    n_valid = row_count(valid_size, n, "data.valid_size")
+    if n_valid < 0 or n_valid >= n:
+        which = " of the kept classes" if lut is not None else ""
+        raise DataError(f"data.valid_size = {valid_size} asks for {n_valid} validation {unit} but the "
+                        f"{name} training set has {n} {unit}{which}, and some must be left for "
+                        f"training; set data.valid_size = {FILE_VALID} (a fraction) or a count "
+                        f"below {n}")
+    valid_idx, train_idx = kept[:n_valid], kept[n_valid:]
     test_idx = keep(np.arange(len(x_test)), y_test)
     if per_class is not None:
         train_idx = _draw_per_class(train_idx, y_train, lut, len(names), per_class, seed, names)
     if limit is not None:
         train_idx = train_idx[:limit]
     if len(train_idx) == 0:
-        raise DataError(f"{name}: no training images are left after the split and class selection; "
-                        "check valid_size and classes")
+        raise DataError(f"{name}: no training {unit} are left after the split and class selection; "
+                        "check data.valid_size and data.classes")
     ds = Dataset(name, _take(x_train, y_train, train_idx, lut), _take(x_train, y_train, valid_idx, lut),
-                 _take(x_test, y_test, test_idx, lut), names, tuple(x_train.shape[1:]), source)
+                 _take(x_test, y_test, test_idx, lut), names, tuple(x_train.shape[1:]), source,
+                 feature_names=feature_names, label=label,
+                 scale=255.0 if x_train.dtype == np.uint8 else 1.0)
     check_finite({k: getattr(ds, k) for k in SPLITS}, source)
     check_classes(ds.train, names, source)
     return standardized(ds, inplace=True) if standardize else ds
@@ -271,6 +306,10 @@ def from_arrays(x_train: ArrayLike, y_train: ArrayLike, x_valid: ArrayLike, y_va
                 x_test: ArrayLike | None = None, y_test: ArrayLike | None = None, *,
                 name: str = "arrays", class_names: list[str] | None = None) -> Dataset:
     """A Dataset from your own arrays, validated (images are flattened, values kept as given).
+
+    ``x_train``/``y_train`` train, ``x_valid``/``y_valid`` drive early stopping, and
+    ``x_test``/``y_test`` (optional) are evaluated on the final model; ``x`` is (N, features) or
+    images (N, H, W[, C]) of numbers, ``y`` integer labels.
 
     Labels must be integers 0..n_classes-1 where n_classes is ``len(class_names)`` or else the
     largest label + 1. Without a test set the test split is empty. Errors name ``from_arrays``.

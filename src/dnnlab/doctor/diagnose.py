@@ -460,8 +460,8 @@ def check_overfitting(history: dict[str, Any], cfg: RunConfig) -> Diagnosis | No
     else:
         remedy = [f"model.l2={max(m.l2 * 10, 1e-4):.1g}"]
         explanation = "an l2 penalty keeps the weights small"
-    alts = [a for a in (["model.dropout=0.5"], ["model.l2=1e-4"], ["data.limit=none"])
-            if a != remedy]
+    more_data = [["data.limit=none"]] if cfg.data.limit is not None else []   # only a cap to lift
+    alts = [a for a in (["model.dropout=0.5"], ["model.l2=1e-4"], *more_data) if a != remedy]
     return Diagnosis(
         kind="overfitting", title="Overfitting: validation loss rises while training loss falls",
         measure=(f"validation loss rise since its minimum at epoch {e_best} ({_num(v_best)} -> "

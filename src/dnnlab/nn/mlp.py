@@ -138,6 +138,9 @@ class MLP(nn.Module):
 def build_mlp(cfg: ModelConfig, in_features: int, n_classes: int, seed: int = 0) -> MLP:
     """An MLP whose weights depend only on ``cfg``, the shapes and ``seed``.
 
+    ``cfg`` is the ``[model]`` table (a :class:`~dnnlab.config.ModelConfig`); ``in_features``
+    the width of an input row; ``n_classes`` the number of outputs (logits).
+
     Kernels are drawn from one ``torch.Generator().manual_seed(seed)`` in layer order (hidden 0..n-1,
     then the head), nothing else is drawn; biases are zeros or ``bias_value``; BN starts at
     gamma = 1, beta = 0; PReLU at its initial slope. torch's global random state is left as it was

@@ -22,13 +22,18 @@ from dnnlab.io import write_text
 from dnnlab.report.plots import figure_bytes
 
 MISSING = "–"
+NOTE_COLUMNS = ("note", "notes")   # a table's free-text columns: shown below it, numbered
+SHORT_NOTE = 24                    # ... unless every note is at most this long
 _CSS = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
      max-width:1100px;margin:2rem auto;padding:0 1.2rem;background:#fff}
 h1{margin:0 0 .2rem;font-size:1.7rem} .subtitle{color:#59636e;margin:0 0 1.5rem}
 h2{margin-top:2rem;border-bottom:1px solid #d1d9e0;padding-bottom:.2rem} h3{margin-top:1.4rem}
-table{border-collapse:collapse;margin:1rem 0;font-size:14px}
-th,td{padding:.35rem .75rem;border-bottom:1px solid #e5e9ee;text-align:left}
+.table-wrap{max-width:100%;overflow-x:auto;margin:1rem 0}
+table{border-collapse:collapse;font-size:14px}
+th,td{padding:.35rem .75rem;border-bottom:1px solid #e5e9ee;text-align:left;vertical-align:top}
+td{overflow-wrap:break-word;max-width:24rem} th{white-space:nowrap}
+ol.notes{font-size:13px;color:#59636e;margin:-.4rem 0 1rem;padding-left:1.6rem}
 th{background:#f6f8fa;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
 tbody tr:hover{background:#f6f8fa}
 figure{margin:1.2rem 0} figure img{max-width:100%;height:auto;border:1px solid #e5e9ee}
@@ -82,11 +87,17 @@ class Page:
         """A table of ``rows``; columns default to the rows' keys in first-seen order.
 
         ``formats`` maps a column to a format spec (e.g. ``".2%"``, ``".4f"``); numeric cells are
-        right-aligned so digits line up, missing values show as a dash.
+        right-aligned so digits line up, missing values show as a dash. A wide table scrolls
+        inside its own box, so the page keeps the window's width; a ``note`` column of sentences
+        is shown below the table as a numbered list, its cells holding the numbers, so a row
+        stays one line high instead of wrapping a paragraph into a narrow column.
         """
         if columns is None:
             columns = list(dict.fromkeys(key for row in rows for key in row))
         formats = formats or {}
+        notes: list[str] = []
+        long_notes = {c for c in columns if str(c).lower() in NOTE_COLUMNS
+                      and any(len(str(r.get(c) or "")) > SHORT_NOTE for r in rows)}
         head = "".join(f"<th>{escape(str(c))}</th>" for c in columns)
         body = []
         for row in rows:
@@ -95,9 +106,16 @@ class Page:
                 v = row.get(c)
                 num = isinstance(v, (int, float)) and not isinstance(v, bool)
                 cls = ' class="num"' if num else ""
-                cells.append(f"<td{cls}>{escape(format_value(v, formats.get(c)))}</td>")
+                text = format_value(v, formats.get(c))
+                if c in long_notes and v:
+                    notes.append(text)
+                    text = f"[{len(notes)}]"
+                cells.append(f"<td{cls}>{escape(text)}</td>")
             body.append(f"<tr>{''.join(cells)}</tr>")
-        self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+        listed = "".join(f"<li>{escape(n)}</li>" for n in notes)
+        self.blocks.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+                           f"<tbody>{''.join(body)}</tbody></table></div>"
+                           + (f'<ol class="notes">{listed}</ol>' if notes else ""))
         return self
 
     def figure(self, fig_or_png_path: Figure | str | Path, caption: str = "") -> Page:

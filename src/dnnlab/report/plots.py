@@ -147,6 +147,7 @@ def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], *, xlabel: str
 
     The generic helper studies use for what is not a learning curve: loss against learning rate
     in an LR search (``logx=True``), activation statistics against layer depth, and the like.
+    ``xlabel``, ``ylabel`` and ``title`` label it; ``logx`` / ``logy`` use log scales.
     With ``path`` the figure is also saved there; it is returned either way.
     """
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")

@@ -26,7 +26,6 @@ from dnnlab.train.driver import FitResult, Variant, variant_configs
 def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
         model: nn.Module | None = None, resume: bool = False,
         callbacks: Iterable[Callback] = (), evaluate_test: bool = True) -> FitResult:
-    """:func:`dnnlab.train.fit` (same arguments), recording the run's layers into ``run_dir``."""
     recorders = callbacks_for(cfg, data.train.tensors(), run_dir)
     return driver.fit(cfg, data, run_dir, model=model, resume=resume,
                       callbacks=[*callbacks, *recorders], evaluate_test=evaluate_test)
@@ -35,8 +34,6 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
 def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device: str = "auto",
                progress: bool = True, callbacks: Iterable[Callback] = (),
                run_dirs: list[str | Path | None] | None = None) -> list[FitResult]:
-    """:func:`dnnlab.train.train_many` (same arguments); with ``run_dirs`` (one per variant, None
-    for none) each model records its layers into its own directory, as :func:`fit` does."""
     if run_dirs is not None and len(run_dirs) != len(variants):
         raise DnnlabError(f"train_many: {len(run_dirs)} run_dirs for {len(variants)} variants; "
                           "give one per variant (None where a variant records nothing)")
@@ -47,3 +44,13 @@ def train_many(cfg: RunConfig, data: Dataset, variants: list[Variant], *, device
             recorders += callbacks_for(c, train, d, model=i)
     return driver.train_many(cfg, data, variants, device=device, progress=progress,
                              callbacks=[*callbacks, *recorders])
+
+
+# The engine's docstrings, whole (arguments, defaults, returns), and what this layer adds: help()
+# on dnnlab.fit shows every argument, and the text is written once, in dnnlab.train.driver.
+fit.__doc__ = (f"{driver.fit.__doc__}\n    Here the doctor's recorders are attached: with ``run_dir`` "
+               "the run's layers are recorded\n    into it (``layers.csv``; TensorBoard events "
+               "with ``train.tensorboard``).\n")
+train_many.__doc__ = (f"{driver.train_many.__doc__}\n    ``run_dirs``: one folder per variant (None "
+                      "where a variant records nothing);\n    each model then records its layers "
+                      "into its own folder, as :func:`fit` does.\n")

@@ -52,6 +52,7 @@ from dnnlab import io, rundir
 from dnnlab.analysis.stats import grid_end, mean_interval, mean_std, pm
 from dnnlab.analysis.verdict import MIN_SEEDS, SUPPORTED, differs
 from dnnlab.config import PER_MODEL_KEYS, RunConfig, group_key
+from dnnlab.data.preprocessing import Preprocessing
 from dnnlab.errors import ConfigError, DnnlabError
 from dnnlab.report.runs import read_metrics
 from dnnlab.report.sweep import report_sweep
@@ -59,7 +60,7 @@ from dnnlab.runs.recorded import train_many
 from dnnlab.storage import GRACE_BEATS, MAX_RETRY, check_grace, open_storage, worker_id
 from dnnlab.train import state as run_state
 from dnnlab.train.callbacks import CsvLogger
-from dnnlab.train.checkpoint import save_model
+from dnnlab.train.checkpoint import save_final
 from dnnlab.train.driver import FitResult, Variant
 
 # More models than this in one sweep is a typo, not an experiment: 10,000 of the book's 5 x 100
@@ -348,7 +349,8 @@ def _train_group(cfg: RunConfig, members: Members, out: Path, progress: bool,
         assert res.config is not None
         vcfg = config_mod.replace(res.config, name=name)
         with rundir.hold(out / name):
-            rows.append(_write_variant(out / name, vcfg, res, secs, data.fingerprint())
+            rows.append(_write_variant(out / name, vcfg, res, secs, data.fingerprint(),
+                                       data.preprocessing())
                         | {"variant": variant_label(combo), "seed": seed})
     return rows
 
@@ -375,7 +377,7 @@ RANKED_BY = "best_val_loss"
 
 
 def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult, per_model: float,
-                   data: dict[str, str]) -> dict[str, Any]:
+                   data: dict[str, str], preprocessing: Preprocessing) -> dict[str, Any]:
     """A model's run directory: exactly the config it trained with, its record (config, data
     fingerprints, run id: :func:`dnnlab.train.state.write_start`), its curves, its weights."""
     run_id = run_state.write_start(run_dir, cfg, data)
@@ -385,8 +387,8 @@ def _write_variant(run_dir: Path, cfg: RunConfig, res: FitResult, per_model: flo
     summary.update(name=cfg.name, status="failed" if res.status == "diverged" else res.status,
                    seconds_per_epoch_per_model=per_model)
     io.write_json(run_dir / "summary.json", summary)
-    save_model(res.model, run_dir / "model.safetensors",
-               {"best_epoch": res.best_epoch, run_state.RUN_ID: run_id})
+    save_final(res.model, run_dir, {"best_epoch": res.best_epoch, run_state.RUN_ID: run_id},
+               preprocessing)
     return {"run": run_dir.name, **{k: summary.get(k) for k in RUN_COLUMNS if k != "run"}}
 
 

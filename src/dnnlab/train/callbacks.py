@@ -51,6 +51,7 @@ from tqdm import tqdm  # the plain bar: tqdm.auto warns in a notebook without ip
 
 from dnnlab import config as config_mod
 from dnnlab import io
+from dnnlab.data.preprocessing import Preprocessing
 from dnnlab.optim.schedules import Plateau
 from dnnlab.train import checkpoint as ckpt
 from dnnlab.train import state as run_state
@@ -300,11 +301,13 @@ class RunWriter(Callback):
     order = 100
 
     def __init__(self, run_dir: Path, cfg: config_mod.RunConfig, *, resumed: bool = False,
-                 data_fingerprint: dict[str, str] | None = None):
+                 data_fingerprint: dict[str, str] | None = None,
+                 preprocessing: Preprocessing | None = None):
         self.run_dir = Path(run_dir)
         self.cfg, self.resumed = cfg, resumed
         self.data_fingerprint = data_fingerprint
         self.run_id: str | None = None
+        self.preprocessing = preprocessing     # saved with the final model (checkpoint.save_final)
         self.metrics = CsvLogger(self.run_dir / "metrics.csv")
 
     def on_train_begin(self, run: RunView) -> None:
@@ -345,9 +348,9 @@ class RunWriter(Callback):
         summary["name"] = self.cfg.name
         if result.status == "diverged":
             summary["status"] = "failed"
-        ckpt.save_model(result.model, self.run_dir / "model.safetensors",
+        ckpt.save_final(result.model, self.run_dir,
                         {"best_epoch": result.best_epoch, "status": summary["status"],
-                         run_state.RUN_ID: self.run_id})
+                         run_state.RUN_ID: self.run_id}, self.preprocessing)
         self._summary(summary)
 
     def _summary(self, data: dict[str, Any]) -> None:

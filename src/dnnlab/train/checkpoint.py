@@ -28,6 +28,8 @@ from safetensors.torch import save as st_save
 
 from dnnlab import io
 from dnnlab.config import ModelConfig, _build
+from dnnlab.data.preprocessing import FILE as PREPROCESSING_FILE
+from dnnlab.data.preprocessing import Preprocessing
 from dnnlab.errors import CheckpointError, DnnlabError
 from dnnlab.nn.mlp import build_mlp
 
@@ -185,13 +187,30 @@ def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch
 
 
 def save_model(model: torch.nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Save a model's weights with the config needed to rebuild it (see :func:`load_model`)."""
+    """Save a model's weights with the config needed to rebuild it (see :func:`load_model`).
+
+    ``path``: the ``.safetensors`` file to write (atomically); ``meta``: more JSON-ready
+    metadata to store in its header (under ``"dnnlab"``).
+    """
     info = dict(meta or {})
     cfg = getattr(model, "config", None)
     if cfg is not None and hasattr(model, "in_features"):
         info.update(kind="mlp", model=dataclasses.asdict(cfg), in_features=model.in_features,
                     n_classes=model.n_classes)
     return save(path, model.state_dict(), info)
+
+
+def save_final(model: torch.nn.Module, run_dir: str | Path, meta: dict[str, Any],
+               preprocessing: Preprocessing | None) -> Path:
+    """A run's final model: ``model.safetensors`` whose metadata carries the preprocessing record
+    (``meta["preprocessing"]``), and the same record as ``preprocessing.json`` beside it, so the
+    model travels with what a raw row needs (:mod:`dnnlab.data.preprocessing`)."""
+    run_dir = Path(run_dir)
+    if preprocessing is not None:
+        record = preprocessing.to_json()
+        io.write_json(run_dir / PREPROCESSING_FILE, record)
+        meta = {**meta, "preprocessing": record}
+    return save_model(model, run_dir / MODEL_FILE, meta)
 
 
 def model_file(path: str | Path) -> Path:
@@ -217,8 +236,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn
         device: where the model goes (default the CPU).
 
     The description (config, sizes) and every tensor's name and shape are checked before any
-    weight is loaded; a damaged or hand-edited file is one error naming it.
+    weight is loaded; a damaged or hand-edited file is one error naming it. The model on raw
+    rows, with its preprocessing and class names: :func:`dnnlab.predict.load_model`.
     """
+    return load_model_meta(path, device)[0]
+
+
+def load_model_meta(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """:func:`load_model`, and the metadata saved with the model."""
     path = model_file(path)
     tensors, meta = load(path)
     if meta.get("kind") != "mlp":
@@ -235,4 +261,4 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> torch.nn
     model = build_mlp(cfg, meta["in_features"], meta["n_classes"])
     check_tensors(tensors, model.state_dict(), path)
     model.load_state_dict(tensors)
-    return model.to(device)
+    return model.to(device), meta

@@ -37,6 +37,7 @@ from dnnlab.config import PER_MODEL_KEYS, RunConfig
 from dnnlab.data import Dataset, Split
 from dnnlab.data.batching import batch_slices
 from dnnlab.data.caveats import split_warnings
+from dnnlab.data.preprocessing import Preprocessing
 from dnnlab.data.splits import split_fingerprint
 from dnnlab.errors import CheckpointError, ConfigError, DataError, DnnlabError, ResumeRefused
 from dnnlab.nn.mlp import build_mlp
@@ -547,7 +548,8 @@ def fit(cfg: RunConfig, data: Dataset, run_dir: str | Path | None = None, *,
                           data_fingerprint=data.fingerprint() if run_dir is not None else None,
                           warnings=split_warnings(data.train.y, data.valid.y,
                                                   data.test.y if evaluate_test else None,
-                                                  data.class_names))
+                                                  data.class_names),
+                          preprocessing=data.preprocessing())
 
 
 def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
@@ -555,11 +557,13 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
                 test: tuple[Tensor, Tensor] | None = None, *, run_dir: str | Path | None = None,
                 resume: bool = False, callbacks: Iterable[Callback] = (),
                 evaluate_test: bool = True,
-                data_fingerprint: dict[str, str] | None = None) -> FitResult:
+                data_fingerprint: dict[str, str] | None = None,
+                preprocessing: Preprocessing | None = None) -> FitResult:
     """:func:`fit` on (x, y) tensors already on the device (e.g. cached features).
 
     ``data_fingerprint`` identifies the arrays for a run directory (default: computed from the
-    tensors, as :meth:`dnnlab.data.Dataset.fingerprint` does). Non-finite values in the tensors
+    tensors, as :meth:`dnnlab.data.Dataset.fingerprint` does); ``preprocessing`` is saved with
+    the final model (default None: none is recorded). Non-finite values in the tensors
     are refused here (a :class:`~dnnlab.data.Dataset` checks its own when it is made).
     """
     _check_finite(train, valid, test)
@@ -567,7 +571,7 @@ def fit_tensors(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor],
     test_y = test[1].cpu().numpy() if test is not None and evaluate_test else None  # not measured
     return _fit_on_device(cfg, model, train, valid, test, run_dir=run_dir, resume=resume,
                           callbacks=callbacks, evaluate_test=evaluate_test,
-                          data_fingerprint=data_fingerprint,
+                          data_fingerprint=data_fingerprint, preprocessing=preprocessing,
                           warnings=split_warnings(train[1].cpu().numpy(), valid_y, test_y))
 
 
@@ -575,7 +579,7 @@ def _fit_on_device(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor
                    valid: tuple[Tensor, Tensor] | None, test: tuple[Tensor, Tensor] | None, *,
                    run_dir: str | Path | None, resume: bool, callbacks: Iterable[Callback],
                    evaluate_test: bool, data_fingerprint: dict[str, str] | None,
-                   warnings: list[str]) -> FitResult:
+                   warnings: list[str], preprocessing: Preprocessing | None) -> FitResult:
     """The one body of :func:`fit` and :func:`fit_tensors`."""
     t = cfg.train
     device = train[0].device
@@ -591,7 +595,7 @@ def _fit_on_device(cfg: RunConfig, model: nn.Module, train: tuple[Tensor, Tensor
         if resume:                                   # before anything is written
             run_state.check_resume(Path(run_dir), cfg, data_fingerprint)
         cbs.append(RunWriter(Path(run_dir), cfg, resumed=resume,
-                             data_fingerprint=data_fingerprint))
+                             data_fingerprint=data_fingerprint, preprocessing=preprocessing))
     elif resume:
         raise DnnlabError("resume needs a run directory")
     backend = make_backend([model], device, fast=t.fast, seed=t.seed)

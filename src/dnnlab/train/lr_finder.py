@@ -153,6 +153,8 @@ def find_lr(model: nn.Module, x: Tensor, y: Tensor, cfg: OptimConfig, *, batch_s
     smoothing and the stop at ``diverge_factor`` times the best loss are applied to the recorded
     losses afterwards); a non-finite loss ends it at once. ``smoothing`` is the moving
     average's factor (default: from the sweep's steps per decade, module docstring).
+    ``batch_size`` rows per step (default 32), ``seed`` draws the batches, ``progress`` shows a
+    bar.
     """
     if not 0 < start_lr < end_lr:
         raise DnnlabError(f"find_lr: need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")

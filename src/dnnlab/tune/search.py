@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState
+from tqdm import tqdm
 
 from dnnlab import io, rundir
 from dnnlab.config import RunConfig, replace, to_toml
@@ -38,7 +40,7 @@ from dnnlab.data.splits import from_arrays
 from dnnlab.errors import DnnlabError
 from dnnlab.storage import HEARTBEAT_SECONDS, open_storage, worker_id
 from dnnlab.storage import safe_url as _safe_url
-from dnnlab.train import fit
+from dnnlab.train import Callback, fit
 from dnnlab.tune.folds import stratified_kfold
 from dnnlab.tune.space import Param, apply, parse_space
 
@@ -75,8 +77,42 @@ def _counted(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def make_objective(cfg: RunConfig, params: list[Param], data, folds: int, log=print):
+class TrialBar(Callback):
+    """One bar per trial over its folds x epochs: a fold advances it an epoch at a time, and a
+    fold that stops early jumps to its end, so the bar's remaining time stays honest."""
+
+    def __init__(self, number: int, folds: int, epochs: int, show: bool = True):
+        self.number, self.folds, self.epochs, self.fold = number, folds, epochs, 0
+        self.bar = tqdm(total=folds * epochs, unit="epoch", desc=f"trial {number}", leave=False,
+                        dynamic_ncols=True, file=sys.stderr, disable=not show)
+
+    def __enter__(self) -> TrialBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def start_fold(self, fold: int) -> None:
+        self.fold = fold
+        self.bar.set_description(f"trial {self.number} fold {fold + 1}/{self.folds}")
+
+    def on_epoch_end(self, run, epoch: int, logs) -> None:
+        self.bar.update(1)
+        m = next(iter(logs.values()), None)
+        if m is not None and not math.isnan(m.get("val_accuracy", math.nan)):
+            self.bar.set_postfix_str(f"val_acc {m['val_accuracy']:.4f}")
+
+    def on_train_end(self, run, results) -> None:
+        self.bar.update((self.fold + 1) * self.epochs - self.bar.n)   # an early stop: the rest
+
+
+def make_objective(cfg: RunConfig, params: list[Param], data, folds: int, log=print,
+                   progress: bool = False):
     """The Optuna objective: mean held-out-fold accuracy of the config a trial draws.
+
+    With ``progress`` a bar per trial shows its folds x epochs (on stderr). A pruned or diverged
+    trial is one ``log`` line here; a completed one is logged by :func:`tune`, which knows the
+    study's best so far.
 
     A trial that draws a data key (``data.limit``, ``data.classes``, ``data.standardize`` ...:
     the table's data keys) trains on the data its own config describes, loaded once per distinct
@@ -94,28 +130,32 @@ def make_objective(cfg: RunConfig, params: list[Param], data, folds: int, log=pr
         x, y = tdata.train.x, tdata.train.y
         has_valid = len(tdata.valid) > 0
         scores: list[float] = []
-        for f, (tr, ho) in enumerate(stratified_kfold(y, folds, seed=tcfg.data.seed)):
-            valid = (tdata.valid.x, tdata.valid.y) if has_valid else (x[ho], y[ho])
-            fold = from_arrays(x[tr], y[tr], *valid, x[ho], y[ho], class_names=tdata.class_names)
-            res = fit(tcfg, fold, evaluate_test=True)
-            if res.status == "diverged":
-                trial.set_user_attr("diverged", res.message)
-                trial.set_user_attr("seconds", time.perf_counter() - t0)
-                log(f"trial {trial.number}: diverged in fold {f + 1} ({_params_text(values)})")
-                raise optuna.TrialPruned(res.message)
-            scores.append(float(res.test["test_accuracy"]))
-            trial.set_user_attr("fold_scores", scores)
-            trial.report(float(np.mean(scores)), f)
-            if f + 1 < folds and trial.should_prune():
-                trial.set_user_attr("seconds", time.perf_counter() - t0)
-                log(f"trial {trial.number}: pruned after fold {f + 1}, mean accuracy "
-                    f"{np.mean(scores):.4f} ({_params_text(values)})")
-                raise optuna.TrialPruned()
-        seconds = time.perf_counter() - t0
-        trial.set_user_attr("seconds", seconds)
-        log(f"trial {trial.number}: cv accuracy {np.mean(scores):.4f} "
-            f"(folds {' '.join(f'{s:.4f}' for s in scores)}) {_params_text(values)} [{seconds:.1f} s]")
-        return float(np.mean(scores))
+        with TrialBar(trial.number, folds, tcfg.train.epochs, show=progress) as bar:
+            for f, (tr, ho) in enumerate(stratified_kfold(y, folds, seed=tcfg.data.seed)):
+                scores.append(fold_score(trial, tcfg, tdata, x, y, tr, ho, has_valid, bar, f,
+                                         values, t0))
+                trial.set_user_attr("fold_scores", scores)
+                trial.report(float(np.mean(scores)), f)
+                if f + 1 < folds and trial.should_prune():
+                    trial.set_user_attr("seconds", time.perf_counter() - t0)
+                    log(f"trial {trial.number}: pruned after fold {f + 1}, mean accuracy "
+                        f"{np.mean(scores):.4f} ({_params_text(values)})")
+                    raise optuna.TrialPruned()
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        return float(np.mean(scores))     # its line, with the best so far: finished() in tune()
+
+    def fold_score(trial, tcfg, tdata, x, y, tr, ho, has_valid, bar, f, values, t0) -> float:
+        """One fold: train on the others, score on it (a divergence prunes the trial)."""
+        valid = (tdata.valid.x, tdata.valid.y) if has_valid else (x[ho], y[ho])
+        fold = from_arrays(x[tr], y[tr], *valid, x[ho], y[ho], class_names=tdata.class_names)
+        bar.start_fold(f)
+        res = fit(tcfg, fold, evaluate_test=True, callbacks=[bar])
+        if res.status == "diverged":
+            trial.set_user_attr("diverged", res.message)
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            log(f"trial {trial.number}: diverged in fold {f + 1} ({_params_text(values)})")
+            raise optuna.TrialPruned(res.message)
+        return float(res.test["test_accuracy"])
 
     return objective
 
@@ -150,7 +190,7 @@ def tune(cfg: RunConfig, *, trials: int, folds: int = 3, storage: str | None = N
         data = load_from_config(cfg.data)
     stratified_kfold(data.train.y, folds)     # --folds checked before any trial (or folder)
     url = storage or default_storage(out_dir)
-    objective = make_objective(cfg, params, data, folds, log=log)
+    objective = make_objective(cfg, params, data, folds, log=log, progress=cfg.train.progress)
 
     # ERROR: Optuna logs a trial that raised at WARNING with its traceback; an error here ends
     # the command in one line (dnnlab.cli), and Ctrl-C or SIGTERM ends it "interrupted"
@@ -165,8 +205,18 @@ def tune(cfg: RunConfig, *, trials: int, folds: int = 3, storage: str | None = N
     log(f"study {name!r} in {_safe_url(url)}: {_counted(study)} of {trials} trials finished; "
         f"searching {len(params)} parameters with {folds}-fold cross-validation")
     mine: list[int] = []
+
+    def finished(study, t) -> None:
+        """A line per completed trial: its value, the study's best so far, folds, parameters."""
+        mine.append(t.number)
+        if t.state == TrialState.COMPLETE:
+            folds_text = " ".join(f"{s:.4f}" for s in t.user_attrs.get("fold_scores", []))
+            log(f"trial {t.number}: cv accuracy {t.value:.4f}, best so far {study.best_value:.4f} "
+                f"(folds {folds_text}) {_params_text(t.params)} "
+                f"[{t.user_attrs.get('seconds', math.nan):.1f} s]")
+
     while _counted(study) < trials:
-        study.optimize(objective, n_trials=1, catch=(), callbacks=[lambda s, t: mine.append(t.number)])
+        study.optimize(objective, n_trials=1, catch=(), callbacks=[finished])
 
     rows = trial_rows(study, params)
     try:
