@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -440,7 +440,8 @@ class Trainer:
         """Export model i (best, last good or live weights) as its result."""
         self.book.end(i, status, message)
         restore = self.configs[i].train.restore_best and self.book.best_epoch[i] > 0
-        weights = "best" if restore else ("good" if status == "diverged" else "live")
+        weights: Literal["best", "good", "live"] = (
+            "best" if restore else "good" if status == "diverged" else "live")
         self.results[i] = FitResult(
             model=self.stack.export(i, weights), history=self.book.history[i],
             best_epoch=int(self.book.best_epoch[i]), best=self.book.best_value(i),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -201,7 +201,7 @@ class Stack:
         """Model i with its live or its best weights (read it: :meth:`Backend.model_at`)."""
         return self.backend.model_at(self._row(i), self.best if best else None)
 
-    def export(self, i: int, weights: str) -> nn.Module:
+    def export(self, i: int, weights: Literal["best", "good", "live"]) -> nn.Module:
         """Model i as a result, with its ``"best"``, last ``"good"`` or ``"live"`` weights."""
         snap = {"best": self.best, "good": self.good, "live": None}[weights]
         return self.backend.export(self._row(i), snap)
