@@ -197,3 +197,13 @@ def test_a_variant_that_sets_data_limit_trains_on_its_own_rows_and_is_measured_o
         np.testing.assert_array_equal(getattr(few, split).y, getattr(full, split).y)
     with pytest.raises(ConfigError, match="sets data.classes, which would change"):
         run(base, tmp_path / "o", variants=(("two", (("data.classes", [0, 1]),)),), quick=True)
+
+
+def test_a_batch_larger_than_a_variants_training_rows_is_refused_before_any_stage(config, tmp_path):
+    """Before: refused only once the variant's stage trained (after the LR finder had run)."""
+    base, _ = command.read_config(config)
+    with pytest.raises(ConfigError, match="variant 'big': train.batch_size = 1000 is larger than "
+                       "its 240 training examples"):
+        run(base, tmp_path / "o", variants=(("big", (("train.batch_size", 1000),)),), quick=False,
+            seeds=1, device="cpu", progress=False, workers=1)
+    assert not (tmp_path / "o" / "stages").exists()

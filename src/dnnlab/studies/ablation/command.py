@@ -51,7 +51,7 @@ from dnnlab.studies.ablation.report import (
     variant_names,
     write_report,
 )
-from dnnlab.studies.ablation.stages import Setup, data, stages
+from dnnlab.studies.ablation.stages import Setup, data, data_for, stages
 from dnnlab.train import resolve_device
 
 HELP = "the exercise's ablation ladder (BN, SELU, alpha/MC dropout, 1cycle) on your config's data"
@@ -121,6 +121,13 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
     warnings = split_warnings(raw.train.y, raw.valid.y, raw.test.y, raw.class_names)
     for warning in warnings:                       # every variant is measured on these rows
         say(f"warning: {warning}")
+    for name in (*plan.TRAINED, *(n for n, _ in setup.user)):    # before any stage trains
+        cfg = setup.config(name)
+        rows = len(data_for(cfg, setup).train)
+        if cfg.train.batch_size > rows:
+            raise ConfigError(f"variant {name!r}: train.batch_size = {cfg.train.batch_size} is "
+                              f"larger than its {rows} training examples; use at most {rows} "
+                              "(or more data)")
     settings = {**setup.proto.to_dict(), "seeds": setup.seeds,
                 **({"first_seed": setup.first_seed} if setup.first_seed else {}),
                 "train_images": len(raw.train), "base": setup.base.to_dict(),
