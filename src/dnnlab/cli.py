@@ -132,6 +132,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.out is not None:              # a file: an existing folder there is refused now
+        io.check_target(args.out, "--out", file=True)
     done = export_run(args.run_dir, args.format, args.out, opset=args.opset,
                       accept_legacy=args.accept_legacy)
     print(f"exported {args.run_dir} to {done.path} (ONNX opset {args.opset}; input: float32 rows "
