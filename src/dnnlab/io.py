@@ -163,7 +163,11 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON file's contents; a damaged, missing or non-regular file (a FIFO, which would block
+    the read for ever, or a link to a device) is one :class:`DnnlabError` naming it."""
     path = Path(path)
+    if os.path.lexists(path) and not path.is_file():
+        raise DnnlabError(f"{path} is not a regular file; the run's files were replaced or damaged")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
