@@ -106,7 +106,7 @@ def _edit_checkpoint(path: Path, draw) -> None:
 
 @st.composite
 def damage(draw):
-    how = draw(st.sampled_from(["truncate", "flip", "edit", "delete", "swap"]))
+    how = draw(st.sampled_from(["truncate", "flip", "edit", "delete", "swap", "fifo"]))
     return draw(st.sampled_from(FILES)), how, draw
 
 
@@ -115,6 +115,9 @@ def apply(run: Path, name: str, how: str, draw, other: Path | None = None) -> No
     data = path.read_bytes()
     if how == "delete":
         path.unlink()
+    elif how == "fifo":                                 # a read of it would block for ever
+        path.unlink()
+        os.mkfifo(path)
     elif how == "swap":
         assert other is not None
         shutil.copy(other / name, path)
@@ -151,7 +154,7 @@ def test_damaged_run_dirs_fail_cleanly(base_run, other_run, d):
             argv = [a.format(run=run, tmp=tmp) for a in argv]
             code, _, err = run_cli(argv)
             check_clean(code, err, argv)
-            must_refuse = how == "swap" and name in RECORDED or (
+            must_refuse = how == "swap" and name in RECORDED or how == "fifo" or (
                 how == "delete" and name == "checkpoints/start.json")
             if must_refuse:
                 assert code == 2, (argv, name, how)

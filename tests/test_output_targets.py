@@ -102,3 +102,9 @@ def test_control_characters_in_an_out_path_are_refused(tmp_path):
     code, _, err = run_cli(["train", str(tmp_path / "c.toml"), "--out", str(tmp_path / "a\nb")])
     assert code == 2 and "control character" in err and len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == [tmp_path / "c.toml"]
+
+
+def test_an_export_out_at_an_existing_folder_is_refused_before_any_work(tmp_path, run):
+    (tmp_path / "here").mkdir()
+    code, _, err = run_cli(["export", str(run), "--out", str(tmp_path / "here")])
+    assert code == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1, err

@@ -135,3 +135,13 @@ def test_another_dataset_under_the_expected_file_name_is_refused(runs, tmp_path)
         _refused_everywhere(run, "fingerprint", skip=("report", "doctor"))  # they read no data
     finally:
         data.write_bytes(saved)
+
+
+@pytest.mark.parametrize("name", ["summary.json", "checkpoints/start.json", "metrics.csv"])
+def test_a_fifo_in_place_of_a_run_file_is_refused_not_read(runs, tmp_path, name):
+    """A read of a FIFO blocks for ever: `train --resume` hung on a summary.json made a FIFO."""
+    import os
+    run = _copy(runs, tmp_path)
+    (run / name).unlink()
+    os.mkfifo(run / name)
+    _refused_everywhere(run, name)                 # report: "no metrics.csv", the others say why

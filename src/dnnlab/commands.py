@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from dnnlab import data as datasets
-from dnnlab import rundir, runs
+from dnnlab import io, rundir, runs
 from dnnlab.cli_common import config_from_args, dedicated_flags, with_legacy, with_threads
 from dnnlab.config import RESUME_KEYS
 from dnnlab.errors import DnnlabError
@@ -52,6 +52,8 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.out is not None:              # a file: an existing folder there is refused now
+        io.check_target(args.out, "--out", file=True)
     done = export_run(args.run_dir, args.format, args.out, opset=args.opset,
                       accept_legacy=args.accept_legacy)
     print(f"exported {args.run_dir} to {done.path} (ONNX opset {args.opset}; input: raw float32 "

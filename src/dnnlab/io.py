@@ -58,11 +58,12 @@ def _kind(mode: int) -> str | None:
     return next((name for test, name in _KINDS if test(mode)), None)
 
 
-def check_target(path: str | Path, what: str = "output") -> Path:
+def check_target(path: str | Path, what: str = "output", *, file: bool = False) -> Path:
     """``path``, if dnnlab may write there: a new path, or a regular file or folder outside the
     kernel's file systems (:data:`SYSTEM_DIRS`), reached through folders only. Anything else
     (a device, a FIFO, a socket, a link to one, a path in ``/proc``) is :class:`DnnlabError` in
-    one line naming the path and what it is; nothing has been written."""
+    one line naming the path and what it is; nothing has been written. ``file``: the path is to
+    be a file, so an existing folder there is refused too."""
     path = check_path(path, what)
     real = os.path.realpath(path)           # links followed: where a write would really land
     system = next((d for d in SYSTEM_DIRS if real == d or real.startswith(d + "/")), None)
@@ -85,6 +86,9 @@ def check_target(path: str | Path, what: str = "output") -> Path:
                 where += f" (it leads to {real})"
             raise DnnlabError(f"{what} {shown(str(path))} is {kind}{where}, not a file or folder "
                               "dnnlab writes; choose a new path or a file or folder of your own")
+        if file and here == probe and stat.S_ISDIR(mode):
+            raise DnnlabError(f"{what} {shown(str(path))} is a folder; give the path of a file "
+                              "in it")
         if here != probe and not stat.S_ISDIR(mode):
             raise DnnlabError(f"{what} {shown(str(path))}: {here} is a file, not a folder; "
                               "choose another path")
@@ -121,7 +125,7 @@ def _umask() -> int:
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(f)`` on a temporary binary file, then atomically rename it to ``path``."""
-    path = check_target(path)
+    path = check_target(path, file=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:60]}.", suffix=".tmp", dir=path.parent)
@@ -177,7 +181,11 @@ def _strict(obj: Any) -> Any:
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON file's contents; a damaged, missing or non-regular file (a FIFO, which would block
+    the read for ever, or a link to a device) is one :class:`DnnlabError` naming it."""
     path = Path(path)
+    if os.path.lexists(path) and not path.is_file():
+        raise DnnlabError(f"{path} is not a regular file; the run's files were replaced or damaged")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -82,7 +82,7 @@ def _mark(run_dir: Path, status: str, message: str) -> None:
         return
     path = run_dir / "summary.json"
     try:
-        summary = io.read_json(path) if path.exists() else {}
+        summary = io.read_json(path) if path.is_file() else {}
     except DnnlabError:
         summary = {}
     if not isinstance(summary, dict):

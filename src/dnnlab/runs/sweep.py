@@ -187,6 +187,8 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
         out = rundir.named("runs", cfg.name, f"sweep-{sid}")
     else:
         out = rundir.named("runs", cfg.name, f"sweep-{rundir.timestamp()}")
+    if storage is not None:               # a storage that cannot open is refused before the claim
+        open_storage(storage, heartbeat_for(grace))
     claim(out, sid)
     groups: dict[str, Members] = {}
     for combo in combos:
@@ -204,6 +206,11 @@ def sweep(cfg: RunConfig, sets: list[str], seeds: int = 1, out: str | Path | Non
     _finish(out, _shared(cfg, groups, out, progress, storage, f"dnnlab-sweep-{sid}", grace, load),
             combos, _axes(axes))
     return out
+
+
+def heartbeat_for(grace: float) -> int:
+    """The heartbeat of a shared sweep's trials: ``GRACE_BEATS`` of them missed is ``grace``."""
+    return max(1, round(grace / GRACE_BEATS))
 
 
 RECORD = "sweep.json"    # what a sweep folder holds: the sweep's id (see claim)
@@ -271,7 +278,7 @@ def _shared(cfg: RunConfig, groups: dict[str, Members], out: Path, progress: boo
     trial runs its group only if no other trial of the group has completed or is ahead of it (a
     lower number, waiting or running), so the duplicate ends pruned and the group trains once.
     """
-    heartbeat = max(1, round(grace / GRACE_BEATS))
+    heartbeat = heartbeat_for(grace)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=open_storage(storage, heartbeat), study_name=name,
                                 direction="maximize", load_if_exists=True)

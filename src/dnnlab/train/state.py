@@ -28,6 +28,7 @@ expects, and that every value is finite: a damaged or foreign file is one
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -131,8 +132,11 @@ def read_start(run_dir: Path) -> Record | None:
     """The record written when the run started; None when there is none (a legacy run, or no
     run). A record that is not whole is :class:`~dnnlab.errors.CheckpointError` naming it."""
     path = Path(run_dir) / START
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
+    if not path.is_file():                       # a FIFO or a link to a device would block
+        raise CheckpointError(f"{path} is not a regular file (damaged or replaced); the run "
+                              "cannot be trusted")
     data = io.read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise CheckpointError(f"{path} is damaged (no config in it); the run cannot be trusted")
@@ -172,6 +176,11 @@ def check_run(run_dir: str | Path, *, accept_legacy: bool = False,
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist; {hint}")
+    for folder in (run_dir, run_dir / "checkpoints"):   # a FIFO would block whoever reads it
+        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if not (path.is_file() or path.is_dir()):
+                raise CheckpointError(f"{path} is not a regular file or folder (a FIFO, a device "
+                                      "or a broken link put there); the run's files were replaced")
     record = read_start(run_dir)                 # a damaged record is refused, legacy or not
     if record is None or record.run_id is None:
         if accept_legacy:
