@@ -1,5 +1,6 @@
 """The explain registry, runner and CLI, exercised with a stand-in topic (no training)."""
 
+import dataclasses
 import sys
 import types
 from pathlib import Path
@@ -244,3 +245,26 @@ def test_the_users_standardize_reaches_every_topic(monkeypatch, tmp_path):
             assert table.standardize is standardize, topic
             assert (table.name, table.classes, table.valid_size) == ("synthetic", [0, 1], 40), topic
             assert table.limit < 10**6, topic
+
+
+def test_a_topic_whose_needed_setting_the_users_data_lacks_claims_nothing(monkeypatch, tmp_path):
+    """A topic that asks for standardized inputs, on a user's table with standardize = false,
+    trains on the table as written, says so, and its verdicts are not settled (no sources)."""
+    mod = _fake_module()
+
+    def measure(source, sizes, seed):
+        source.load(200, 40, seed, standardize=True)
+        return Measurement({"measured": 0.75 + 0.01 * (seed % 3), "seed": seed}, {"line": [0, 1]})
+
+    mod.TOPIC = dataclasses.replace(mod.TOPIC, measure=measure)
+    monkeypatch.setattr(explain, "TOPICS", (*TOPICS, FAKE))
+    monkeypatch.setitem(sys.modules, "dnnlab.studies.explain.fake_topic", mod)
+    user = DataConfig(name="synthetic", standardize=False, valid_size=40)
+    f = explain.run_topic(FAKE, tmp_path, quick=True, data=user)
+    assert f.outcome == "not settled" and f.confirms == [] and f.refutes == []
+    assert f.verdict.startswith("Not settled on this data as written (trained on your "
+                                "data.standardize = false; this experiment assumes standardized")
+    assert f.data["standardize"] is False
+    plain = explain.run_topic(FAKE, tmp_path, quick=True,
+                              data=dataclasses.replace(user, standardize=True))
+    assert plain.outcome == "supported" and plain.confirms == ["000 answer 9 (book)"]

@@ -103,7 +103,7 @@ class Protocol:
 
 FULL = Protocol()
 QUICK = Protocol(max_epochs=3, patience=2, search_epochs=1, onecycle_epochs=2, finder_steps=100,
-                 mc_samples=10, stats_examples=300, timing_steps=10, timing_repeats=5,
+                 mc_samples=10, stats_examples=300, timing_steps=40, timing_repeats=5,
                  train_limit=1200, eval_limit=400, quick=True)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dnnlab import io
-from dnnlab.analysis.verdict import MIN_SEEDS, ROW_COLUMNS, Verdict
+from dnnlab.analysis.verdict import MIN_SEEDS, NOT_SETTLED, ROW_COLUMNS, Verdict
 from dnnlab.config import DataConfig
 from dnnlab.errors import DnnlabError
 from dnnlab.report import Page, save_figure
@@ -127,9 +127,16 @@ def run_topic(topic: str, out_dir: Path, *, quick: bool = False, seed: int = 0,
     seconds = round(time.perf_counter() - t0, 2)
     runs = [{**m.numbers, "data": source.label} for m in measured]
     answer = declared.verdict(runs)
-    verdicts = [dataclasses.replace(v, note="; ".join(filter(None, [v.note, *source.notes])))
+    # a topic whose needed setting the user's data does not meet (SELU's standardized inputs)
+    # measured outside its claims' premise: it reports what it measured, and claims nothing
+    unmet = bool(source.notes)
+    verdicts = [dataclasses.replace(v, note="; ".join(filter(None, [v.note, *source.notes])),
+                                    outcome=NOT_SETTLED if unmet else v.outcome)
                 for v in answer.verdicts]
-    text = Answer(answer.head, tuple(verdicts), answer.detail).text
+    head = (f"Not settled on this data as written ({'; '.join(source.notes)}); what it measured: "
+            f"{answer.head}" if unmet else answer.head)
+    answer = Answer(head, tuple(verdicts), answer.detail)
+    text = answer.text
     numbers = {**runs[0], "per_seed": runs}
     drawing = {**measured[0].drawing, "per_seed": [m.drawing for m in measured]}
     png = save_figure(declared.figure(numbers, drawing), Path(out_dir) / declared.png)

@@ -53,7 +53,8 @@ class DataSource:
     ``valid_size`` are kept, and only ``limit`` is lowered to the topic's budget ``n_train``
     when the user's is larger (or unset). A topic that needs another setting than the user's
     (SELU's fixed point assumes standardized inputs) still trains on the user's, and the
-    mismatch is recorded in ``notes``, which the runner adds to the topic's verdicts. Every
+    mismatch is recorded in ``notes``, which the runner adds to the topic's verdicts; it also
+    makes them "not settled", since the measurement was made outside the claims' premise. Every
     table a topic loaded is kept in ``loaded`` (results.json records it under ``data``).
     On the built-in MNIST the topic's own settings apply (the table says which).
     """

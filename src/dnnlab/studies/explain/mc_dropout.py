@@ -246,7 +246,7 @@ def figure(n: dict, drawing: dict) -> Figure:
 
 TOPIC = Topic(name="mc-dropout", question=QUESTION, measure=measure, verdict=verdict,
               figure=figure,
-              quick=dict(seeds=3, n_train=1500, valid=500, epochs=4, stages=[2, 4], ns=[1, 2, 5, 10, 20],
+              quick=dict(seeds=5, n_train=1500, valid=500, epochs=4, stages=[2, 4], ns=[1, 2, 5, 10, 20],
                          n_test=2000, n_ood=1000),
-              full=dict(seeds=5, n_train=8000, valid=5000, epochs=24, stages=[6, 12, 18, 24],
+              full=dict(seeds=8, n_train=8000, valid=5000, epochs=24, stages=[6, 12, 18, 24],
                         ns=[1, 2, 5, 10, 20, 50, 100], n_test=10000, n_ood=5000))
