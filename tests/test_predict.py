@@ -154,3 +154,34 @@ def test_predict_a_built_in_datasets_test_split_with_the_runs_own_data_options(t
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
     assert len(rows) == len(test) and list(rows[0]) == ["label", "prediction", "p_class 2", "p_class 0"]
     assert {r["label"] for r in rows} == {"class 2", "class 0"} and "accuracy" in out
+
+
+class _Frame:
+    """What load_model reads of a pandas DataFrame (pandas is not a dependency): named columns,
+    positional selection, to_numpy."""
+
+    def __init__(self, columns, values):
+        self.columns, self.values = list(columns), np.asarray(values)
+
+    @property
+    def iloc(self):
+        frame = self
+
+        class _ILoc:
+            def __getitem__(self, key):
+                rows, cols = key
+                return _Frame([frame.columns[c] for c in cols], frame.values[rows][:, cols])
+        return _ILoc()
+
+    def to_numpy(self):
+        return self.values
+
+
+def test_a_data_frame_is_read_by_column_name(run):
+    tmp, x, _, _ = run
+    model = dnnlab.load_model(tmp / "run")
+    order = [5, 2, 0, 4, 1, 3]
+    frame = _Frame([FEATURES[j] for j in order], x[:20][:, order])
+    assert list(model.predict(frame)) == list(model.predict(x[:20]))
+    with pytest.raises(DataError, match="the DataFrame lacks the column 'm3'"):
+        model.predict(_Frame([f for f in FEATURES if f != "m3"], np.delete(x[:5], 3, axis=1)))
