@@ -2,6 +2,7 @@
 
     python benchmarks/roofline.py                    # 3 interleaved rounds, 1 and 2 threads
     python benchmarks/roofline.py --rounds 5 --threads 1,2 --steps 300
+    python benchmarks/roofline.py --against /tmp/old/src/dnnlab/train/stacked.py   # old vs new
 
 The work of one step of the chapter's exercise is fixed: a 20 x 100 ELU MLP on 3,072 inputs, 10
 classes, batch 32, ~76 MFLOP of matrix products (forward, kernel gradients, signal gradients). The
@@ -77,13 +78,15 @@ class Step:
     """The exercise's train step through dnnlab's trainer objects: a StackedMLP of one model and
     the flat Nadam optimizer, with a pool of batches to cycle through."""
 
-    def __init__(self, update: str = "fused", seed: int = 0, pool: int = 64):
+    def __init__(self, update: str = "fused", stacked=None, seed: int = 0, pool: int = 64):
         import torch
 
         from dnnlab.config import RunConfig, replace
         from dnnlab.nn.mlp import build_mlp
         from dnnlab.optim.flat import FlatOptimizer
         from dnnlab.train.stacked import StackedMLP
+        if stacked is not None:                         # another version's module (--against)
+            StackedMLP = stacked.StackedMLP             # noqa: N806
         cfg = replace(RunConfig(), **{"model.depth": DEPTH, "model.width": WIDTH,
                                       "model.activation": "elu", "model.init": "he_normal",
                                       "optim.name": "nadam", "optim.lr": 1e-3})
@@ -114,6 +117,19 @@ class Step:
         return (time.perf_counter() - t0) / steps
 
 
+def load_stacked(path: str):
+    """Another version's ``dnnlab/train/stacked.py`` as a module of its own (it imports the rest
+    of dnnlab from the tree being measured), to time its step beside this tree's."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("dnnlab_stacked_against", path)
+    if spec is None or spec.loader is None:
+        sys.exit(f"--against {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module                 # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
 def breakdown(step: Step, steps: int) -> list[tuple[str, float]]:
     """(op and shapes, microseconds per step) of the step's ops, by self CPU time, at the current
     thread count, largest first."""
@@ -141,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="sgemm products per measurement")
     p.add_argument("--update", default="fused", choices=["fused", "eager"],
                    help="the optimizer update compiled (as the exercise's long runs) or eager")
+    p.add_argument("--against", metavar="STACKED_PY",
+                   help="another version's src/dnnlab/train/stacked.py: its step is timed right "
+                        "after this tree's in every round (old/new within one process)")
     p.add_argument("--profile-steps", type=int, default=50)
     p.add_argument("--top", type=int, default=16, help="rows of the per-op breakdown")
     p.add_argument("--out", default=str(common.RESULTS / "roofline_cpu.json"))
@@ -157,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"step: {DEPTH} x {WIDTH} ELU MLP, {FEATURES} inputs, batch {BATCH}, Nadam, K = 1: "
           f"{flop / 1e6:.1f} MFLOP of products; {args.update} update; sgemm {args.n}^3\n")
     step = Step(args.update)
+    other = Step(args.update, load_stacked(args.against)) if args.against else None
+    against: dict[int, list[float]] = {t: [] for t in threads}
     rates: dict[int, list[float]] = {t: [] for t in threads}
     secs: dict[int, list[float]] = {t: [] for t in threads}
     shares: dict[int, list[float]] = {t: [] for t in threads}
@@ -171,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {rnd + 1}/{args.rounds}, {t} thread{'s' * (t > 1)}: sgemm "
                   f"{rate / 1e9:6.1f} GFLOP/s, step {s * 1e3:6.3f} ms = {flop / s / 1e9:5.1f} "
                   f"GFLOP/s = {100 * flop / s / rate:5.1f}% of sgemm", flush=True)
+            if other is not None:
+                s_other = other.seconds(args.steps)
+                against[t].append(s / s_other)
+                print(f"  --against's step {s_other * 1e3:6.3f} ms: this tree's / its "
+                      f"{s / s_other:.3f}", flush=True)
 
     torch.set_num_threads(1)
     rows = breakdown(step, args.profile_steps)
@@ -185,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         pct = 100 * statistics.median(shares[t])
         summary.append(f"{pct:.0f}% ({t} thread{'s' * (t > 1)})")
         print(f"{t} thread{'s' * (t > 1)}: sgemm {statistics.median(rates[t]) / 1e9:.1f} GFLOP/s, "
-              f"step {statistics.median(secs[t]) * 1e3:.3f} ms (median of {args.rounds} rounds)")
+              f"step {statistics.median(secs[t]) * 1e3:.3f} ms (median of {args.rounds} rounds)"
+              + (f", {statistics.median(against[t]):.3f} of --against's" if other else ""))
     common.save(args.out, {
         "benchmark": "roofline", "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": info,
         "step_mflop": flop / 1e6, "sgemm_n": args.n, "update": args.update,
-        "rounds": {t: {"sgemm_flops": rates[t], "step_seconds": secs[t], "share": shares[t]}
+        "against": args.against,
+        "rounds": {t: {"sgemm_flops": rates[t], "step_seconds": secs[t], "share": shares[t],
+                       "step_over_against": against[t]}
                    for t in threads},
         "breakdown_1_thread_us": dict(rows)})
     print(f"results written to {args.out}")
