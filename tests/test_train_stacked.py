@@ -188,11 +188,14 @@ def test_models_of_another_shape_are_refused():
                                 build_mlp(ModelConfig(depth=2, activation="relu"), 5, 3)])
 
 
-def test_a_training_step_gives_the_same_bits_on_one_thread_or_two():
+@pytest.mark.parametrize("cfg", [
+    ModelConfig(depth=3, width=100, batch_norm="before", input_batch_norm=True),
+    ModelConfig(depth=4, width=100),                        # the stacked layer gradients
+], ids=["bn", "plain"])
+def test_a_training_step_gives_the_same_bits_on_one_thread_or_two(cfg):
     """Batch norm runs on one thread inside a step (torch's BN sums in a thread-dependent
-    order), so the CIFAR-10 study, which changes a stage's threads between epochs, stays
-    reproducible."""
-    cfg = ModelConfig(depth=3, width=100, batch_norm="before", input_batch_norm=True)
+    order), and the products give the same bits on any threads, so the CIFAR-10 study, which
+    changes a stage's threads between epochs, stays reproducible."""
     x, y = torch.randn(3, 32, 3072), torch.randint(0, 10, (3, 32))
     before = torch.get_num_threads()
     runs = []
@@ -207,3 +210,32 @@ def test_a_training_step_gives_the_same_bits_on_one_thread_or_two():
         torch.set_num_threads(before)
     assert torch.equal(runs[0][0], runs[1][0])
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("activation", ["elu", "selu", "tanh", "relu"])
+def test_stacked_layer_gradients_equal_the_per_layer_ones_and_autograd(k, activation):
+    """Equal-width plain nets take every hidden kernel's and bias's gradient in one batched
+    product and one sum after the backward loop (StackedMLP._stacked_grads), over the layers'
+    outputs kept in one buffer; the result is the per-layer loop's and autograd's, for one model
+    (the exercise's K = 1) and several."""
+    cfg = ModelConfig(depth=4, width=8, activation=activation)
+    models = [build_mlp(cfg, 5, 3, seed=s) for s in range(k)]
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    stacked, per_layer = StackedMLP.from_models(models), StackedMLP.from_models(models)
+    per_layer._grad_blocks = None                              # the general loop
+    assert stacked._grad_blocks is not None
+    for _ in range(2):                                        # the second step reuses the buffers
+        loss, _ = stacked.train_step(x, y)
+        per_layer.train_step(x, y)
+        torch.testing.assert_close(stacked.grad, per_layer.grad, rtol=1e-6, atol=1e-7)
+    for i, m in enumerate(models):
+        m.zero_grad()
+        ref = F.cross_entropy(m(x), y)
+        ref.backward()
+        torch.testing.assert_close(loss[i], ref.detach(), rtol=1e-5, atol=1e-6)
+        grads = {key: p.grad for key, p in m.named_parameters()}
+        for s in stacked.slots:
+            g = stacked.grad[i, s.offset:s.offset + s.numel].view(s.shape)
+            torch.testing.assert_close(g.t() if s.transposed else g, grads[s.key],
+                                       rtol=1e-4, atol=1e-5, msg=s.key)

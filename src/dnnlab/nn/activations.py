@@ -96,12 +96,27 @@ SOFTPLUS_THRESHOLD = 20.0                                         # F.softplus's
 _aten = torch.ops.aten
 
 
+def activation_inplace(name: str, param: float | None = None) -> Callable[[Tensor], Tensor] | None:
+    """:func:`activation_fn` applied in place, for the activations whose derivative
+    (:func:`activation_grad`) reads the output alone; None for those whose derivative needs the
+    input. The stacked MLP's forward pass then writes each layer's activation over its product's
+    output: one tensor and one allocation a layer instead of two."""
+    _check(name)
+    if name == "elu":
+        return partial(F.elu_, alpha=ELU_ALPHA if param is None else param)
+    return {"selu": F.selu_, "relu": F.relu_, "sigmoid": torch.sigmoid_, "tanh": torch.tanh_,
+            "linear": _identity}.get(name)
+
+
 def activation_grad(name: str, param: float | None = None) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """The derivative of :func:`activation_fn` as ``grad(g, z, y) -> g * f'(z)``, where ``z`` is
-    the input and ``y = f(z)`` the output. Each is torch's own fused backward kernel (the one
-    autograd would call), so a hand-written backward pass gets autograd's numbers at one kernel
-    per layer instead of autograd's bookkeeping. ``prelu`` and ``rrelu`` carry a learned slope or a
-    random one and are differentiated where that slope lives (``dnnlab.train.stacked``).
+    the input and ``y = f(z)`` the output; the activations of :func:`activation_inplace` read
+    ``y`` alone (their ``z`` may be ``y`` itself). Each is torch's own fused backward kernel (the
+    one autograd would call), so a hand-written backward pass gets autograd's numbers at one
+    kernel per layer instead of autograd's bookkeeping. The result is written over ``g`` (a
+    temporary of the backward pass) where torch has an ``out`` form, so no new tensor is made.
+    ``prelu`` and ``rrelu`` carry a learned slope or a random one and are differentiated where
+    that slope lives (``dnnlab.train.stacked``).
     """
     _check(name)
     if name in ("prelu", "rrelu"):
@@ -109,19 +124,23 @@ def activation_grad(name: str, param: float | None = None) -> Callable[[Tensor, 
                           "in the stacked MLP, not here")
     if name == "leaky_relu":
         slope = LEAKY_RELU_SLOPE if param is None else param
-        return lambda g, z, y: _aten.leaky_relu_backward(g, z, slope, False)
+        return lambda g, z, y: _aten.leaky_relu_backward.grad_input(g, z, slope, False,
+                                                                     grad_input=g)
     if name == "elu":
         alpha = ELU_ALPHA if param is None else param
-        return lambda g, z, y: _aten.elu_backward(g, alpha, 1, 1, True, y)
+        return lambda g, z, y: _aten.elu_backward.grad_input(g, alpha, 1, 1, True, y,
+                                                              grad_input=g)
     return {
-        "selu": lambda g, z, y: _aten.elu_backward(g, SELU_ALPHA, SELU_SCALE, 1, True, y),
-        "relu": lambda g, z, y: _aten.threshold_backward(g, y, 0),
-        "sigmoid": lambda g, z, y: _aten.sigmoid_backward(g, y),
-        "tanh": lambda g, z, y: _aten.tanh_backward(g, y),
-        "gelu": lambda g, z, y: _aten.gelu_backward(g, z),
-        "swish": lambda g, z, y: _aten.silu_backward(g, z),
-        "silu": lambda g, z, y: _aten.silu_backward(g, z),
+        "selu": lambda g, z, y: _aten.elu_backward.grad_input(g, SELU_ALPHA, SELU_SCALE, 1, True,
+                                                              y, grad_input=g),
+        "relu": lambda g, z, y: _aten.threshold_backward.grad_input(g, y, 0, grad_input=g),
+        "sigmoid": lambda g, z, y: _aten.sigmoid_backward.grad_input(g, y, grad_input=g),
+        "tanh": lambda g, z, y: _aten.tanh_backward.grad_input(g, y, grad_input=g),
+        "gelu": lambda g, z, y: _aten.gelu_backward.grad_input(g, z, grad_input=g),
+        "swish": lambda g, z, y: _aten.silu_backward.grad_input(g, z, grad_input=g),
+        "silu": lambda g, z, y: _aten.silu_backward.grad_input(g, z, grad_input=g),
         "mish": lambda g, z, y: _aten.mish_backward(g, z),
-        "softplus": lambda g, z, y: _aten.softplus_backward(g, z, 1, SOFTPLUS_THRESHOLD),
+        "softplus": lambda g, z, y: _aten.softplus_backward.grad_input(
+            g, z, 1, SOFTPLUS_THRESHOLD, grad_input=g),
         "linear": lambda g, z, y: g,
     }[name]

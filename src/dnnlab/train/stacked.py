@@ -19,6 +19,15 @@ its backward over the K models' channels side by side (a (B, K * C) view), so ru
 and gradients are exactly nn.BatchNorm1d's. The gradients equal autograd's on K separate
 :class:`~dnnlab.nn.mlp.MLP` modules (``tests/test_train_stacked.py``).
 
+In a net of equal hidden widths without batch norm or hidden dropout (the chapter's 20 x 100 ELU
+net), the activation is computed in place over its product's output (its derivative reads the
+output alone: :func:`dnnlab.nn.activations.activation_inplace`), every hidden layer writes its
+output into one (L, K, B, W) buffer and its gradient into another, and the kernel and bias
+gradients of all hidden layers are taken after the backward loop as one batched product and one
+sum (:meth:`StackedMLP._stacked_grads`) instead of a product and a sum a layer: on a CPU, issuing
+an operation costs about as much as a 32 x 100 x 100 product's arithmetic. benchmarks/roofline.py
+measures the step against the machine's own matrix-product rate (benchmarks/README.md).
+
 Input BatchNorm needs no backward pass of its own: the data needs no gradient, and gamma's and
 beta's gradients follow from the first kernel's gradient product (:meth:`StackedMLP._input_grads`).
 
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -44,13 +53,28 @@ from torch import Tensor
 from dnnlab.config import ModelConfig, hidden_sizes, shape_of
 from dnnlab.data.batching import batch_slices
 from dnnlab.errors import ConfigError
-from dnnlab.nn.activations import RRELU_LOWER, RRELU_UPPER, activation_fn, activation_grad
+from dnnlab.nn.activations import (
+    RRELU_LOWER,
+    RRELU_UPPER,
+    activation_fn,
+    activation_grad,
+    activation_inplace,
+)
 from dnnlab.nn.mlp import MLP
 
 ALPHA_DROPOUT = 1.7580993408473766          # -selu_scale * selu_alpha, torch's and Keras' constant
 _aten = torch.ops.aten
 BNViews = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]   # see _Layer.bn
 Tape = list[Any]            # what the forward pass keeps for the backward pass, in order
+
+
+class _Stacks(NamedTuple):
+    """The hidden layers' outputs and the gradients at their products' outputs, (L, K, B, W)
+    each, and their per-layer views (made once: each view costs a dispatch per step)."""
+    acts: Tensor
+    grads: Tensor
+    acts_at: tuple[Tensor, ...]
+    grads_at: tuple[Tensor, ...]
 
 
 def dropout_seed(seed: int) -> int:
@@ -122,10 +146,12 @@ class StackedMLP:
         plain = cfg.activation not in ("prelu", "rrelu")
         self.act = activation_fn(cfg.activation, cfg.activation_param) if plain else None
         self.act_grad = activation_grad(cfg.activation, cfg.activation_param) if plain else None
+        self.act_ = activation_inplace(cfg.activation, cfg.activation_param) if plain else None
         self.alpha_dropout = cfg.dropout_kind == "alpha"
         self.dropout_all = cfg.dropout_layers == "all"           # else after the last layer only
         self.bn_steps = 0                                       # BN's num_batches_tracked
         self._bufs: dict[str, Tensor] = {}                      # see _scratch
+        self._stack_views: _Stacks | None = None                # see _stacks
         self._threads: int | None = None                        # see _one_thread
         self.slots, self.n_kernel = self._plan()
         k, n = len(configs), sum(s.numel for s in self.slots)
@@ -186,6 +212,23 @@ class StackedMLP:
         b, gb = views["head.bias"]
         self.head = _Layer(w, gw, b, gb, None, None, None)
         self.input_bn = self._bn("input_bn", views)
+        self._grad_blocks = self._blocks()
+
+    def _blocks(self) -> tuple[Tensor, Tensor] | None:
+        """For a net of equal hidden widths W with plain dense layers (no batch norm, an
+        activation computed in place): the kernel gradients of hidden layers 1.. as one
+        (K, L - 1, W, W) view of ``grad`` and the hidden biases' gradients as one (K, L, W) view
+        (each block lies in one piece: see :meth:`_plan`). None for any other net."""
+        widths = set(self.sizes[1:])
+        if len(widths) != 1 or self.bn_position != "none" or self.act_ is None:
+            return None
+        width, n, k = widths.pop(), len(self.layers), self.grad.shape[0]
+        kernel = next(s for s in self.slots if s.key == "hidden.0.linear.weight")
+        bias = next(s for s in self.slots if s.key == "hidden.0.linear.bias")
+        start = kernel.offset + kernel.numel
+        gw = self.grad[:, start:start + (n - 1) * width * width].view(k, n - 1, width, width)
+        gb = self.grad[:, bias.offset:bias.offset + n * width].view(k, n, width)
+        return gw, gb
 
     def _bn(self, key: str, views: dict[str, tuple[Tensor, Tensor]]) -> BNViews | None:
         if f"{key}.running_mean" not in self.buffers_:
@@ -226,8 +269,10 @@ class StackedMLP:
         return self.train(False)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor, tape: Tape | None = None) -> Tensor:
-        """Logits (K, B, n_classes). With a ``tape`` list, what the backward pass needs is kept."""
+    def forward(self, x: Tensor, tape: Tape | None = None,
+                acts: tuple[Tensor, ...] | None = None) -> Tensor:
+        """Logits (K, B, n_classes). With a ``tape`` list, what the backward pass needs is kept;
+        with ``acts`` (L views (K, B, W)), hidden layer i's output is written into ``acts[i]``."""
         k = self.k
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(k, -1, -1)
@@ -245,8 +290,9 @@ class StackedMLP:
             self._one_thread(False)
             if tape is not None:
                 tape.append(x)                                   # the layer's input
-            x = torch.bmm(x, layer.w) if layer.b is None else torch.baddbmm(
-                cast(Tensor, layer.b_row), x, layer.w)
+            out = None if acts is None else acts[i]
+            x = torch.bmm(x, layer.w, out=out) if layer.b is None else torch.baddbmm(
+                cast(Tensor, layer.b_row), x, layer.w, out=out)
             if layer.bn is not None and self.bn_position == "before":
                 x = self._batch_norm(x, layer.bn, tape)
             x = self._activate(x, layer, tape)
@@ -294,6 +340,11 @@ class StackedMLP:
                              out=self._scratch("y", x.shape, x))
 
     def _activate(self, z: Tensor, layer: _Layer, tape: Tape | None) -> Tensor:
+        if self.act_ is not None:                               # derivative from the output
+            y = self.act_(z)
+            if tape is not None:
+                tape.append((y, y))
+            return y
         if self.act is not None:
             y = self.act(z)
             if tape is not None:
@@ -337,8 +388,11 @@ class StackedMLP:
         threads = torch.get_num_threads()
         if self.device.type == "cpu" and threads > 1:
             self._threads = threads                         # see _one_thread
+        stacks = None
+        if self._grad_blocks is not None and (self.dropout is None or not self.training):
+            stacks = self._stacks((len(self.layers), self.k, x.shape[-2], self.sizes[1]), x)
         try:
-            logits = self.forward(x, tape)
+            logits = self.forward(x, tape, None if stacks is None else stacks.acts_at)
             k, b, _ = logits.shape
             y = y.expand(k, b) if y.dim() == 1 else y
             logp = torch.log_softmax(logits, -1)
@@ -346,7 +400,7 @@ class StackedMLP:
             loss = logp.gather(-1, target).squeeze(-1).mean(1).neg_()
             correct = (logits.argmax(-1) == y).sum(1)
             g = logp.exp_().scatter_add_(-1, target, _minus_ones(k, b, logp)).div_(b)  # d mean CE
-            self._backward(g, tape)
+            self._backward(g, tape, stacks)
         finally:
             if self._threads is not None:
                 self._threads = None
@@ -364,11 +418,15 @@ class StackedMLP:
             if torch.get_num_threads() != want:
                 torch.set_num_threads(want)
 
-    def _backward(self, g: Tensor, tape: Tape) -> None:
+    def _backward(self, g: Tensor, tape: Tape, stacks: _Stacks | None) -> None:
+        """The gradients, last layer first. With ``stacks`` (the hidden layers' outputs and the
+        buffer their gradients go into, (L, K, B, W) each), the hidden layers' kernel and bias
+        gradients are taken after the loop, for all layers at once (:meth:`_stacked_grads`)."""
+        grads = None if stacks is None else stacks.grads_at
         h = tape.pop()
         self._dense_grads(h, g, self.head)
-        g = torch.bmm(g, self.head.w_t)
         last = len(self.layers) - 1
+        g = torch.bmm(g, self.head.w_t, out=None if grads is None else grads[last])
         for i in range(last, -1, -1):
             layer = self.layers[i]
             if self.dropout is not None and (self.dropout_all or i == last):
@@ -383,9 +441,23 @@ class StackedMLP:
             if i == 0 and self.input_bn is not None:
                 self._input_grads(h, g, tape)
                 break
-            self._dense_grads(h, g, layer)
+            if stacks is None or i == 0:
+                self._dense_grads(h, g, layer)
             if i > 0:                                           # the input itself needs none
-                g = torch.bmm(g, layer.w_t)
+                g = torch.bmm(g, layer.w_t, out=None if grads is None else grads[i - 1])
+        if stacks is not None:
+            self._stacked_grads(stacks.acts, stacks.grads)
+
+    def _stacked_grads(self, acts: Tensor, grads: Tensor) -> None:
+        """The hidden layers' bias gradients as one sum, and the kernel gradients of layers
+        1.. as one batched product per model (layer i's input is layer i - 1's output): two
+        calls where one product and one sum a layer were ~40 (on a CPU each costs microseconds
+        to issue, about as much as a 32 x 100 x 100 product's arithmetic)."""
+        assert self._grad_blocks is not None
+        gw, gb = self._grad_blocks
+        torch.sum(grads, 2, out=gb.transpose(0, 1))
+        for j in range(self.k):
+            torch.bmm(acts[:-1, j].transpose(1, 2), grads[1:, j], out=gw[j])
 
     def _input_grads(self, h: Tensor, g: Tensor, tape: Tape) -> None:
         """The first layer's and the input BatchNorm's gradients, from the first layer's input
@@ -448,6 +520,14 @@ class StackedMLP:
             torch.sum(torch.where(negative, g * z, 0.0), 1, out=layer.gslope)
             return torch.where(negative, g * extra, g)
         return g * extra                                          # rrelu: the drawn slopes
+
+    def _stacks(self, shape: tuple[int, ...], like: Tensor) -> _Stacks:
+        """The buffers of :meth:`_stacked_grads` (:meth:`_scratch`), with their views."""
+        acts, grads = self._scratch("acts", shape, like), self._scratch("grads", shape, like)
+        if self._stack_views is None or self._stack_views.acts is not acts \
+                or self._stack_views.grads is not grads:
+            self._stack_views = _Stacks(acts, grads, acts.unbind(0), grads.unbind(0))
+        return self._stack_views
 
     def _scratch(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
         """A buffer kept from one training step to the next, for the input-sized tensors: a fresh
