@@ -139,9 +139,10 @@ def test_every_json_file_is_strict_json(tmp_path):
                                                 "ok": [1, 2.5, "x"]}
 
 
-def test_classes_that_empty_the_validation_split_are_refused_with_the_real_reason(tmp_path):
-    """Nothing validates the model: refused. Before, the hint said to set data.valid_size > 0,
-    which it already was."""
+def test_classes_are_kept_before_the_validation_rows_so_they_never_empty_it(tmp_path):
+    """A class-sorted file with data.classes = [1, 2]: the validation rows are taken from the
+    kept classes (they were taken first, and the class selection then emptied the split), and the
+    one-class validation split that a sorted file gives is named."""
     x = RNG.normal(size=(300, 4)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=np.sort(np.arange(300) % 3), x_test=x[:30],
              y_test=np.arange(30) % 3)
@@ -149,10 +150,9 @@ def test_classes_that_empty_the_validation_split_are_refused_with_the_real_reaso
     cfg.write_text(CONFIG.format(path=tmp_path / "d.npz", valid=50, monitor="val_loss"))
     code, _, err = run_cli(["train", str(cfg), "--out", str(tmp_path / "run"), "--device", "cpu",
                             "--set", "data.classes=[1, 2]"])
-    assert code == 2 and err.strip() == (
-        "dnnlab: error: train.monitor = 'val_loss' needs a validation split, and data.classes = "
-        "[1, 2] kept none of the data.valid_size = 50 validation rows; raise data.valid_size, "
-        "shuffle a class-sorted file's rows, or monitor 'loss'")
+    assert code == 0, err
+    summary = strict_json(tmp_path / "run" / "summary.json")
+    assert summary["warnings"][0].startswith("the validation split holds class '1' only (50 rows)")
 
 
 def test_a_sweep_names_the_weak_splits_once_and_records_them_per_variant(tmp_path):

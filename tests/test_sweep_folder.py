@@ -8,7 +8,8 @@ it; a sweep whose every variant failed exited 0; an interrupted sweep or tune sa
 import pytest
 
 from cli_helpers import run_cli
-from dnnlab import cli
+from dnnlab import commands, commands_plot
+from dnnlab.tune import cli as tune_cli
 
 CONFIG = ('name = "sw"\n[data]\nname = "synthetic"\nlimit = 200\n[model]\ndepth = 1\nwidth = 4\n'
           '[train]\nepochs = 1\nprogress = false\ndevice = "cpu"\n'
@@ -71,9 +72,9 @@ def test_a_sweep_whose_every_variant_failed_exits_non_zero(cfg, tmp_path):
 def test_an_interrupted_command_hints_only_at_its_own_flags(cfg, monkeypatch, argv, flag):
     def stop(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "sweep", stop)
-    monkeypatch.setattr(cli.runs, "train_run", stop)
-    monkeypatch.setattr(cli.tune_cli, "tune", stop)
+    monkeypatch.setattr(commands_plot, "sweep", stop)
+    monkeypatch.setattr(commands.runs, "train_run", stop)
+    monkeypatch.setattr(tune_cli, "tune", stop)
     code, _, err = run_cli([cfg if a == "CFG" else a for a in argv])
     assert code == 130 and "interrupted" in err, err
     assert flag in err and ("--resume" not in err or argv[0] == "train"), err

@@ -203,12 +203,6 @@ class Trainer:
             raise ConfigError(f"train.batch_size = {t.batch_size} is larger than the {self.n} "
                               f"training examples; use at most {self.n} (or more data)")
         if self.valid is None and t.monitor.startswith("val_"):
-            d = configs[0].data
-            if d.classes and d.valid_size:     # the rows were there; the class selection took them
-                raise ConfigError(f"train.monitor = {t.monitor!r} needs a validation split, and "
-                                  f"data.classes = {d.classes} kept none of the data.valid_size = "
-                                  f"{d.valid_size} validation rows; raise data.valid_size, "
-                                  "shuffle a class-sorted file's rows, or monitor 'loss'")
             raise ConfigError(f"train.monitor = {t.monitor!r} needs a validation split, and this "
                               "data has none; set data.valid_size > 0 or monitor 'loss'")
         self.epochs, self.eval_batch = t.epochs, t.eval_batch_size
