@@ -127,7 +127,8 @@ def run_study(name: str, out: str | Path | None = None, *, quick: bool = False, 
 
 
 def explain(topics: str | list[str], out: str | Path = "runs/explain", *, quick: bool = False,
-            seed: int = 0, progress: bool = True) -> dict[str, Finding]:
+            seed: int = 0, progress: bool = True, config: str | Path | RunConfig | None = None,
+            data: DataConfig | None = None) -> dict[str, Finding]:
     """Settle one or more of the chapter's questions by experiment; return a Finding per topic.
 
     Args:
@@ -135,17 +136,30 @@ def explain(topics: str | list[str], out: str | Path = "runs/explain", *, quick:
             :data:`dnnlab.TOPICS` (``symmetry``, ``bias-init``, ``init-variance``, ``selu``,
             ``activations``, ``momentum``, ``sparsity``, ``dropout-cost``, ``mc-dropout``).
         out: the folder for each topic's figure, ``results.json`` and ``report.html``
-            (default ``runs/explain``); earlier topics' results there are kept in the report.
-        quick: tiny settings (seconds per topic) that still show the verdict's direction.
-        seed: the random seed of the experiments (default 0).
+            (default ``runs/explain``, which the progress lines name); earlier topics' results
+            there are kept in the report.
+        quick: small settings (seconds per topic, still at least 3 seeds per verdict).
+        seed: the first random seed of the experiments (default 0).
         progress: print a line per step and each verdict as it lands (default True).
+        config: run every topic on this config's ``[data]`` table as written (a TOML file or a
+            :class:`RunConfig`), as ``dnnlab explain --config`` does; default the built-in MNIST.
+        data: the ``[data]`` table itself (a :class:`DataConfig`); give ``config`` or ``data``,
+            not both.
 
-    Each :class:`Finding` holds the question, the verdict, the numbers behind it, the seed
-    answers it confirms or refutes and the path of its figure. A topic that fails does not stop
-    the others; a ``DnnlabError`` names the failed ones at the end. Same as ``dnnlab explain``.
+    Each :class:`Finding` holds the question, its verdicts (claim, per-seed evidence, test,
+    outcome), the seed answers they confirm or refute and the path of its figure. A topic that
+    fails does not stop the others; a ``DnnlabError`` names the failed ones at the end. Same as
+    ``dnnlab explain``.
     """
+    if config is not None and data is not None:
+        raise DnnlabError("explain() takes config= or data=, not both: data= is a config's "
+                          "[data] table")
+    if config is not None:
+        loaded = config if isinstance(config, __getattr__("RunConfig")) else \
+            __getattr__("load_config")(config)
+        data = loaded.data
     run_topics = __getattr__("run_topics")
-    return run_topics(topics, Path(out), quick=quick, seed=seed, progress=progress)
+    return run_topics(topics, Path(out), quick=quick, seed=seed, progress=progress, data=data)
 
 
 __all__ = [
