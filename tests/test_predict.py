@@ -6,6 +6,7 @@ rows; the ONNX export carries it in the graph, so onnxruntime on raw CSV rows pr
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -185,3 +186,25 @@ def test_a_data_frame_is_read_by_column_name(run):
     assert list(model.predict(frame)) == list(model.predict(x[:20]))
     with pytest.raises(DataError, match="the DataFrame lacks the column 'm3'"):
         model.predict(_Frame([f for f in FEATURES if f != "m3"], np.delete(x[:5], 3, axis=1)))
+
+
+def test_predict_reads_a_run_only_as_it_recorded_itself(run, tmp_path):
+    """predict goes through the one run-folder check (train.state.check_run): an edited
+    config.toml or a missing start record is refused in one line and nothing is written."""
+    tmp = run[0]
+    src, table = tmp / "run", tmp / "table.csv"
+    edited = tmp_path / "edited"
+    shutil.copytree(src, edited)
+    text = (edited / "config.toml").read_text()
+    (edited / "config.toml").write_text(text.replace("standardize = true", "standardize = false"))
+    code, _, err = run_cli(["predict", str(edited), str(table), "--out", str(tmp_path / "p.csv")])
+    assert code == 2 and "differs from the config the run recorded" in err and "\n" not in err.strip()
+    assert not (tmp_path / "p.csv").exists()
+    legacy = tmp_path / "legacy"
+    shutil.copytree(src, legacy)
+    (legacy / "checkpoints" / "start.json").unlink()
+    code, _, err = run_cli(["predict", str(legacy), str(table), "--out", str(tmp_path / "q.csv")])
+    assert code == 2 and "start.json is missing" in err and "--accept-legacy" in err
+    code, _, err = run_cli(["predict", str(legacy), str(table), "--out", str(tmp_path / "q.csv"),
+                            "--accept-legacy"])
+    assert code == 0, err
