@@ -207,3 +207,19 @@ def test_a_batch_larger_than_a_variants_training_rows_is_refused_before_any_stag
         run(base, tmp_path / "o", variants=(("big", (("train.batch_size", 1000),)),), quick=False,
             seeds=1, device="cpu", progress=False, workers=1)
     assert not (tmp_path / "o" / "stages").exists()
+
+
+def test_the_protocols_batches_fit_a_small_table_and_say_so(tmp_path, capsys):
+    """The study chose batch 128 for 1cycle: on a 114-row table it was refused as if the user
+    had set it; it becomes a quarter of the rows (four steps an epoch), the book's 32 stays."""
+    from dnnlab.config import RunConfig
+    from dnnlab.studies import engine
+    from dnnlab.studies.ablation import plan
+    from dnnlab.studies.ablation.stages import Setup
+    setup = Setup(base=RunConfig(), proto=plan.protocol(quick=True), seeds=3, device="cpu",
+                  out=tmp_path, say=engine.Say("ablation", True))
+    cut = command.fit_batches(setup, 114)
+    assert (cut.proto.batch_size, cut.proto.onecycle_batch) == (32, 28)
+    assert "cut to the 114 training rows (32, 1cycle 28)" in capsys.readouterr().err
+    assert command.fit_batches(setup, 20).proto.batch_size == 5
+    assert command.fit_batches(setup, 600) is setup

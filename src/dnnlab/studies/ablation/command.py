@@ -118,6 +118,7 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
     t_start = time.perf_counter()
     raw, _ = data(setup)
     say(raw.summary())
+    setup = fit_batches(setup, len(raw.train))
     warnings = split_warnings(raw.train.y, raw.valid.y, raw.test.y, raw.class_names)
     for warning in warnings:                       # every variant is measured on these rows
         say(f"warning: {warning}")
@@ -179,6 +180,25 @@ def run_study(setup: Setup, *, study: str, title: str, book: Book | None = None,
             print(f"incomplete: {len(fails)} stage(s) failed; --resume retries them")
         print(f"results: {setup.out / 'results.json'}\nreport: {report}")
     return results
+
+
+def fit_batches(setup: Setup, rows: int) -> Setup:
+    """The protocol's batch sizes (the book's 32, and 128 for 1cycle) cut for a small table,
+    saying so: the study chose them, so a table of 114 rows must not be refused for them (a batch
+    the user set is still checked, below, and refused). A batch larger than the training rows
+    becomes a quarter of them: four steps an epoch, so that 1cycle's schedule has steps to run."""
+    proto = setup.proto
+    if max(proto.batch_size, proto.onecycle_batch) <= rows:
+        return setup
+
+    def fit(batch: int) -> int:
+        return batch if batch <= rows else max(1, rows // 4)
+
+    cut = dataclasses.replace(proto, batch_size=fit(proto.batch_size),
+                              onecycle_batch=fit(proto.onecycle_batch))
+    setup.say(f"note: the protocol's batch sizes ({proto.batch_size}, 1cycle {proto.onecycle_batch}) "
+              f"are cut to the {rows} training rows ({cut.batch_size}, 1cycle {cut.onecycle_batch})")
+    return dataclasses.replace(setup, proto=cut)
 
 
 # What each answer needs: an answer whose stage failed says so instead of answering.
