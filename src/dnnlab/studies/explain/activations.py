@@ -64,6 +64,15 @@ def ranked(results: dict[str, dict]) -> list[str]:
     return sorted(results, key=lambda a: -results[a]["test_accuracy"])
 
 
+# "activation X scores lower than the best other", and the sources that assert or deny it
+WORSE_CLAIMS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("selu", (), ("000 answer 4 (book: SELU is a good default)",)),
+    ("elu", (), ("004 answer 4 (first edition: ELU is a good default)",)),
+    ("sigmoid", ("000 answer 4 (book: logistic is rarely used in hidden layers)",), ()),
+    ("tanh", (), ("002 answer 4 (tanh is suitable for hidden layers)",)),
+)
+
+
 def _worse_than_the_rest(act: str, acc: dict[str, list[float]], **kw) -> Verdict:
     """The claim "``act`` scores lower than the best of the other activations" (best by mean
     over the seeds), paired by seed, refuted too when the gap is within the best's seed spread."""
@@ -79,19 +88,8 @@ def verdict(runs: list[dict]) -> Answer:
     activation ``test_accuracy`` and ``seconds_per_epoch``, and ``output_ranges``, what
     :func:`output_ranges` measured on that seed's best net)."""
     acc = {a: [r["hidden"][a]["test_accuracy"] for r in runs] for a in runs[0]["hidden"]}
-    verdicts = []
-    if "selu" in acc:
-        verdicts.append(_worse_than_the_rest("selu", acc, denied_by=(
-            "000 answer 4 (book: SELU is a good default)",)))
-    if "elu" in acc:
-        verdicts.append(_worse_than_the_rest("elu", acc, denied_by=(
-            "004 answer 4 (first edition: ELU is a good default)",)))
-    if "sigmoid" in acc:
-        verdicts.append(_worse_than_the_rest("sigmoid", acc, asserted_by=(
-            "000 answer 4 (book: logistic is rarely used in hidden layers)",)))
-    if "tanh" in acc:
-        verdicts.append(_worse_than_the_rest("tanh", acc, denied_by=(
-            "002 answer 4 (tanh is suitable for hidden layers)",)))
+    verdicts = [_worse_than_the_rest(name, acc, asserted_by=asserted, denied_by=denied)
+                for name, asserted, denied in WORSE_CLAIMS if name in acc]
     ranges = [r["output_ranges"] for r in runs]
     verdicts.append(every_seed(
         "on a trained net's real logits tanh stays in [-1, 1], sigmoid in [0, 1] and softmax rows "
